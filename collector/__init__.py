@@ -1,0 +1,1 @@
+"""Receivers (OTLP gRPC/HTTP, CloudEvents, label feedback) and the normalising step."""

@@ -1,0 +1,1 @@
+"""Detectors: each turns stored records into Findings (see ``detectors.base.Detector``)."""

@@ -1,0 +1,5 @@
+import sys
+
+from mlvigil.cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""Typed, validated configuration: YAML file, then MLVIGIL_* environment overrides.
+
+Every section is a strict model (unknown keys are errors) and every error names the key's
+path, e.g. ``ingest.max_request_bytes: Input should be greater than 0``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as ``500ms``, ``30s``, ``15m``, ``7d``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 15m or 7d")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    raise ValueError(f"expected a duration such as 30s, 15m or 7d, got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+def _check_addr(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return value
+
+
+Address = Annotated[str, BeforeValidator(lambda v: _check_addr(str(v)))]
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Secret(Strict):
+    """A secret from the environment or a file, never written in the config itself or logged."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    def resolve(self) -> str | None:
+        if self.env:
+            return os.environ.get(self.env) or None
+        if self.file:
+            return self.file.read_text().strip() or None
+        return None
+
+    def __repr__(self) -> str:
+        return f"Secret(env={self.env!r}, file={self.file!r})"
+
+
+class ServerConfig(Strict):
+    otlp_grpc_addr: Address = "0.0.0.0:4317"
+    otlp_http_addr: Address = "0.0.0.0:4318"
+    api_addr: Address = "0.0.0.0:9710"
+    # Bearer token required on every receiver and the API when set (from env or file).
+    auth_token: Secret | None = None
+    # Public URL of the API, used in alert links (generatorURL, Slack buttons).
+    external_url: str = "http://localhost:9710"
+
+
+class StorageConfig(Strict):
+    data_dir: Path = Path("./mlvigil-data")
+    # How long each record table is kept; raw spans are the bulkiest and kept shortest.
+    retention: dict[str, Duration] = Field(
+        default_factory=lambda: {
+            "spans": 3 * 86400.0,
+            "llm_calls": 30 * 86400.0,
+            "inferences": 30 * 86400.0,
+            "labels": 30 * 86400.0,
+            "training_steps": 30 * 86400.0,
+            "metric_points": 14 * 86400.0,
+            "logs": 7 * 86400.0,
+        }
+    )
+    retention_interval: Duration = 600.0
+
+    @field_validator("retention")
+    @classmethod
+    def _known_tables(cls, value: dict[str, float]) -> dict[str, float]:
+        from mlvigil.records import TABLES
+
+        unknown = sorted(set(value) - set(TABLES))
+        if unknown:
+            raise ValueError(f"unknown record table(s) {unknown}; known: {sorted(TABLES)}")
+        return value
+
+
+class IngestConfig(Strict):
+    # Largest request body accepted, after decompression (413 above it).
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    # Items (spans, points, log records) waiting for a durable commit; beyond it: 429/UNAVAILABLE.
+    queue_max_items: int = Field(default=200_000, gt=0)
+    # Seconds a client is told to wait (Retry-After) when the queue is full.
+    retry_after_seconds: int = Field(default=1, ge=1)
+    # Keep prompt and completion text of LLM calls (off: it may hold personal data).
+    keep_llm_content: bool = False
+    # Keep every span in the raw span table besides its normalised record.
+    keep_raw_spans: bool = True
+    # Longest prompt/completion text kept, in characters.
+    max_content_chars: int = Field(default=8192, gt=0)
+
+
+class DetectorsConfig(Strict):
+    # How often the detector loop evaluates all detectors.
+    interval: Duration = 15.0
+    # Sections of each detector family; filled in by their packages.
+    training: dict[str, Any] = Field(default_factory=dict)
+    drift: dict[str, Any] = Field(default_factory=dict)
+    carbon: dict[str, Any] = Field(default_factory=dict)
+
+
+class Config(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
+    gpu: dict[str, Any] = Field(default_factory=dict)
+    alerts: dict[str, Any] = Field(default_factory=dict)
+    retrain: dict[str, Any] = Field(default_factory=dict)
+    log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("expected one of debug, info, warning, error")
+        return value.lower()
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names each bad key and its problem."""
+
+
+# Named overrides (DESIGN.md); any other key can be set with MLVIGIL__SECTION__KEY=value.
+ENV_OVERRIDES = {
+    "MLVIGIL_OTLP_GRPC_ADDR": ("server", "otlp_grpc_addr"),
+    "MLVIGIL_OTLP_HTTP_ADDR": ("server", "otlp_http_addr"),
+    "MLVIGIL_API_ADDR": ("server", "api_addr"),
+    "MLVIGIL_DATA_DIR": ("storage", "data_dir"),
+    "MLVIGIL_LOG_LEVEL": ("log_level",),
+}
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def build_config(raw: dict[str, Any] | None, env: dict[str, str] | None = None, source: str = "config") -> Config:
+    """Validate ``raw`` after applying environment overrides from ``env`` (default: os.environ)."""
+    env = dict(os.environ) if env is None else env
+    tree: dict[str, Any] = dict(raw or {})
+    for name, path in ENV_OVERRIDES.items():
+        if env.get(name):
+            _set_path(tree, path, env[name])
+    if env.get("MLVIGIL_AUTH_TOKEN"):
+        _set_path(tree, ("server", "auth_token"), {"env": "MLVIGIL_AUTH_TOKEN"})
+    elif env.get("MLVIGIL_AUTH_TOKEN_FILE"):
+        _set_path(tree, ("server", "auth_token"), {"file": env["MLVIGIL_AUTH_TOKEN_FILE"]})
+    for name, value in env.items():
+        if name.startswith("MLVIGIL__"):
+            path = tuple(p.lower() for p in name[len("MLVIGIL__") :].split("__") if p)
+            if path:
+                _set_path(tree, path, yaml.safe_load(value))
+    try:
+        config = Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+    from mlvigil.extensions import validate_all
+
+    try:
+        validate_all(config)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("config: ", f"{source}: ")) from None
+    return config
+
+
+def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Config:
+    """Read a YAML config file (or the embedded defaults when ``path`` is None) and validate it."""
+    raw: Any = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: (top level): expected a mapping of sections")
+    return build_config(raw, env, source)

@@ -1,0 +1,81 @@
+"""The optional components the service assembles, each from its own config section.
+
+Each entry names where its section lives in the config, its config model and its build
+function ``build(section_model, ctx) -> list[Detector | Component]``. The core imports none
+of them directly, so a component's insides stay its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+
+@dataclass(frozen=True)
+class Extension:
+    section: tuple[str, ...]
+    config_model: str  # "module:Class"
+    builder: str  # "module:function"
+
+
+EXTENSIONS: tuple[Extension, ...] = (
+    Extension(("gpu",), "gpu_health.config:GpuConfig", "gpu_health:build"),
+    Extension(("detectors", "training"), "detectors.training.config:TrainingConfig", "detectors.training:build"),
+    Extension(("detectors", "drift"), "detectors.drift.config:DriftConfig", "detectors.drift:build"),
+    Extension(("detectors", "carbon"), "detectors.carbon.config:CarbonConfig", "detectors.carbon:build"),
+    Extension(("alerts",), "alerts.config:AlertsConfig", "alerts:build"),
+    Extension(("retrain",), "retrain_hooks.config:RetrainConfig", "retrain_hooks:build"),
+)
+
+
+def load_symbol(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def section_of(tree: Any, path: tuple[str, ...]) -> dict[str, Any]:
+    node = tree
+    for part in path:
+        node = getattr(node, part) if not isinstance(node, dict) else node.get(part, {})
+    return node if isinstance(node, dict) else {}
+
+
+def available(ext: Extension) -> bool:
+    """Whether the extension's package is present in this installation."""
+    for ref in (ext.config_model, ext.builder):
+        module, _, name = ref.partition(":")
+        try:
+            if not hasattr(importlib.import_module(module), name):
+                return False
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                return False
+            raise
+    return True
+
+
+def validate_all(config: Any) -> None:
+    """Validate every extension section of a loaded config (raises ConfigError)."""
+    for ext in EXTENSIONS:
+        if available(ext):
+            validate_section(ext, section_of(config, ext.section))
+
+
+def validate_section(ext: Extension, raw: dict[str, Any]) -> BaseModel:
+    """The section as its typed model; errors name the full key path."""
+    model = load_symbol(ext.config_model)
+    try:
+        return model.model_validate(raw)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        from mlvigil.config import ConfigError
+
+        prefix = ".".join(ext.section)
+        lines = []
+        for e in exc.errors():
+            loc = ".".join([prefix, *(str(p) for p in e["loc"])])
+            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"config: {loc}: {msg}")
+        raise ConfigError("\n".join(lines)) from None

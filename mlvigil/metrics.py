@@ -1,0 +1,62 @@
+"""Self-telemetry of the service, exported at ``/metrics`` (prefix ``mlvigil_``, base units)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+
+class Telemetry:
+    """One registry per service, so tests can run several services in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.items_received = Counter(
+            "mlvigil_receiver_items_received", "Spans, metric points and log records received.",
+            ["signal", "transport"], registry=r,
+        )
+        self.items_accepted = Counter(
+            "mlvigil_receiver_items_accepted", "Items durably stored.", ["signal", "transport"], registry=r
+        )
+        self.items_rejected = Counter(
+            "mlvigil_receiver_items_rejected", "Items refused, by reason.", ["signal", "transport", "reason"],
+            registry=r,
+        )
+        self.requests = Counter(
+            "mlvigil_receiver_requests", "Export requests by outcome.", ["signal", "transport", "code"], registry=r
+        )
+        self.request_duration = Histogram(
+            "mlvigil_receiver_request_duration_seconds", "Export request latency, receipt to acknowledgement.",
+            ["signal", "transport"], registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )
+        self.queue_items = Gauge("mlvigil_ingest_queue_items", "Items waiting for a durable commit.", registry=r)
+        self.queue_capacity = Gauge("mlvigil_ingest_queue_capacity_items", "Queue bound in items.", registry=r)
+        self.commit_duration = Histogram(
+            "mlvigil_store_commit_duration_seconds", "Duration of one group commit to the store.", registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        self.records_written = Counter(
+            "mlvigil_store_records_written", "Rows written, by record table.", ["table"], registry=r
+        )
+        self.findings_firing = Gauge(
+            "mlvigil_findings_firing", "Findings firing now.", ["kind", "severity"], registry=r
+        )
+        self.findings_transitions = Counter(
+            "mlvigil_findings_transitions", "Findings fired or resolved.", ["kind", "transition"], registry=r
+        )
+        self.api_requests = Counter(
+            "mlvigil_api_requests", "API requests by route and status.", ["route", "code"], registry=r
+        )
+        self._firing_keys: set[tuple[str, str]] = set()
+
+    def set_firing(self, counts: dict[tuple[str, str], int]) -> None:
+        for key in self._firing_keys - set(counts):
+            self.findings_firing.labels(*key).set(0)
+        for key, n in counts.items():
+            self.findings_firing.labels(*key).set(n)
+        self._firing_keys |= set(counts)
+
+    def exposition(self, openmetrics: bool = False) -> bytes:
+        return generate_openmetrics(self.registry) if openmetrics else generate_latest(self.registry)

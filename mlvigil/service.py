@@ -1,0 +1,162 @@
+"""``mlvigil serve``: receivers -> normalise -> store -> detectors -> exporters, in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from collector.grpc_receiver import OtlpGrpcReceiver
+from collector.http_receiver import OtlpHttpReceiver
+from collector.otlp_ingest import OtlpIngest
+from collector.pipeline import IngestPipeline
+from detectors.base import Detector
+from mlvigil.api import Api
+from mlvigil.component import Component
+from mlvigil.config import Config
+from mlvigil.context import ServiceContext
+from mlvigil.engine import DetectorLoop, FindingBook
+from mlvigil.extensions import EXTENSIONS, available, load_symbol, section_of, validate_section
+from mlvigil.metrics import Telemetry
+from mlvigil.store import Store, open_store
+
+log = logging.getLogger("mlvigil")
+
+
+class RetentionTask:
+    name = "retention"
+
+    def __init__(self, store: Store, retention: dict[str, float], interval: float) -> None:
+        self._store = store
+        self._retention = retention
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def run_once(self, now: float | None = None) -> dict[str, int]:
+        now = time.time() if now is None else now
+        return self._store.apply_retention({t: now - keep for t, keep in self._retention.items()})
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception:
+                log.exception("retention pass failed")
+            await asyncio.sleep(self._interval)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="retention")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+class Service:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.telemetry = Telemetry()
+        self.store: Store | None = None
+        self.components: list[Component] = []
+        self.ctx: ServiceContext | None = None
+        self.api: Api | None = None
+        self.http: OtlpHttpReceiver | None = None
+        self.grpc: OtlpGrpcReceiver | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        store = open_store(str(cfg.storage.data_dir))
+        self.store = store
+        book = FindingBook(store, self.telemetry)
+        loop = DetectorLoop(store, book, [], cfg.detectors.interval)
+        ctx = ServiceContext(config=cfg, store=store, telemetry=self.telemetry, book=book, detector_loop=loop)
+        self.ctx = ctx
+        token = cfg.server.auth_token.resolve() if cfg.server.auth_token else None
+
+        pipeline = IngestPipeline(
+            store, self.telemetry, max_items=cfg.ingest.queue_max_items, retry_after=cfg.ingest.retry_after_seconds
+        )
+        ingest = OtlpIngest(pipeline, self.telemetry, cfg.ingest)
+        ctx.services["ingest"] = ingest
+        ctx.services["pipeline"] = pipeline
+
+        # Optional components, each from its own section (detectors, agent, alerts, retrain).
+        extras: list[Component] = []
+        for ext in EXTENSIONS:
+            if not available(ext):
+                continue
+            raw = section_of(cfg, ext.section)
+            section = validate_section(ext, raw)
+            built: list[Any] = load_symbol(ext.builder)(section, ctx)
+            for item in built:
+                if isinstance(item, Detector):
+                    loop.add(item)
+                else:
+                    extras.append(item)
+
+        self.api = Api(ctx, pipeline, token)
+        self.http = OtlpHttpReceiver(ingest, cfg.server.otlp_http_addr, cfg.ingest.max_request_bytes, token)
+        self.grpc = OtlpGrpcReceiver(ingest, cfg.server.otlp_grpc_addr, cfg.ingest.max_request_bytes, token)
+        retention = RetentionTask(store, cfg.storage.retention, cfg.storage.retention_interval)
+        # Start order: the writer before anything that submits; receivers last.
+        ordered: list[Component] = [pipeline, loop, retention, *extras, self.api, self.grpc, self.http]
+        for comp in ordered:
+            await comp.start()
+            self.components.append(comp)
+        for callback in ctx.on_started:
+            result = callback()
+            if asyncio.iscoroutine(result):
+                await result
+        self.api.ready = True
+
+    def addresses(self) -> dict[str, Any]:
+        assert self.api and self.http and self.grpc
+        return {
+            "api": self.api.port,
+            "otlp_http": self.http.port,
+            "otlp_grpc": self.grpc.port,
+            "data_dir": str(self.config.storage.data_dir),
+        }
+
+    async def stop(self) -> None:
+        """Stop taking data, commit all that was acknowledged, then stop the rest."""
+        if self.api:
+            self.api.ready = False
+        for comp in reversed(self.components):
+            try:
+                await comp.stop()
+            except Exception:
+                log.exception("stopping %s failed", getattr(comp, "name", comp))
+        self.components.clear()
+        if self.store:
+            self.store.close()
+            self.store = None
+
+
+async def serve(config: Config) -> int:
+    service = Service(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await service.start()
+    except OSError as exc:
+        print(f"mlvigil: cannot start: {exc}", file=sys.stderr)
+        await service.stop()
+        return 2
+    # One machine-readable line so supervisors and tests learn the bound ports.
+    print("MLVIGIL_READY " + json.dumps(service.addresses()), flush=True)
+    log.info("mlvigil serving: %s", service.addresses())
+    await stop.wait()
+    log.info("shutting down: draining acknowledged data")
+    await service.stop()
+    return 0

@@ -1,0 +1,12 @@
+"""Storage: the interface and the embedded DuckDB implementation."""
+
+from mlvigil.store.base import Columns, Store, StoreError
+
+__all__ = ["Columns", "Store", "StoreError", "open_store"]
+
+
+def open_store(data_dir: str, **kwargs: object) -> Store:
+    """The embedded default store in ``data_dir``."""
+    from mlvigil.store.duckdb import DuckDBStore
+
+    return DuckDBStore(data_dir, **kwargs)  # type: ignore[arg-type]

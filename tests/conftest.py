@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import ServiceHandle
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceHandle]]:
+    """Start real ``mlvigil serve`` processes; all are killed at the end of the test."""
+    handles: list[ServiceHandle] = []
+
+    def make(config: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> ServiceHandle:
+        handle = ServiceHandle(tmp_path / f"data{len(handles)}", config, env)
+        handles.append(handle)
+        return handle.start()
+
+    yield make
+    for h in handles:
+        h.kill()
+
+
+@pytest.fixture
+def service(service_factory: Callable[..., ServiceHandle]) -> ServiceHandle:
+    return service_factory()

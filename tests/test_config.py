@@ -1,0 +1,84 @@
+"""The config is typed and validated; errors name the key's path; env overrides apply."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlvigil.config import ConfigError, build_config, load_config, parse_duration
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_env_overrides() -> None:
+    cfg = build_config({}, env={})
+    assert cfg.server.otlp_grpc_addr == "0.0.0.0:4317" and cfg.server.api_addr == "0.0.0.0:9710"
+    assert str(cfg.storage.data_dir) == "mlvigil-data"
+    cfg = build_config(
+        {"server": {"api_addr": "127.0.0.1:1"}},
+        env={
+            "MLVIGIL_API_ADDR": "127.0.0.1:9999",
+            "MLVIGIL_OTLP_HTTP_ADDR": "127.0.0.1:5318",
+            "MLVIGIL_OTLP_GRPC_ADDR": "127.0.0.1:5317",
+            "MLVIGIL_DATA_DIR": "/tmp/x",
+            "MLVIGIL__INGEST__QUEUE_MAX_ITEMS": "5000",
+        },
+    )
+    assert cfg.server.api_addr == "127.0.0.1:9999" and cfg.server.otlp_grpc_addr == "127.0.0.1:5317"
+    assert str(cfg.storage.data_dir) == "/tmp/x" and cfg.ingest.queue_max_items == 5000
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"ingest": {"max_request_byts": 5}}, "ingest.max_request_byts: unknown key"),
+        ({"ingest": {"max_request_bytes": 0}}, "ingest.max_request_bytes: Input should be greater than 0"),
+        ({"server": {"api_addr": "nohost"}}, "server.api_addr: Value error, expected host:port"),
+        ({"storage": {"retention": {"spans": "forever"}}}, "storage.retention.spans: Value error, expected a duration"),
+        ({"storage": {"retention": {"nosuch": "1d"}}}, "storage.retention: Value error, unknown record table"),
+        ({"detectors": {"interval": "soon"}}, "detectors.interval: Value error, expected a duration"),
+        ({"colour": "red"}, "colour: unknown key"),
+    ],
+)
+def test_bad_values_name_the_key(raw: dict, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config(raw, env={})
+    assert expected in str(err.value)
+
+
+def test_env_override_is_validated_too() -> None:
+    with pytest.raises(ConfigError, match="server.otlp_http_addr"):
+        build_config({}, env={"MLVIGIL_OTLP_HTTP_ADDR": "localhost"})
+
+
+def test_durations() -> None:
+    assert parse_duration("500ms") == 0.5 and parse_duration("15m") == 900 and parse_duration(3) == 3.0
+    assert parse_duration("7d") == 7 * 86400
+    with pytest.raises(ValueError):
+        parse_duration("tomorrow")
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad, env={})
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(scalar, env={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", env={})
+
+
+def test_serve_exits_2_with_the_key_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("ingest:\n  queue_max_items: -1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlvigil", "serve", "-c", str(cfg)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "ingest.queue_max_items" in proc.stderr and "Traceback" not in proc.stderr
