@@ -22,7 +22,10 @@ from typing import Any
 
 from collector.otlp_decode import BadRequest
 
-REQUEST_TYPES = {"org.kubeflow.serving.inference.request": "kserve", "io.seldon.serving.inference.request": "seldon"}
+REQUEST_TYPES = {
+    "org.kubeflow.serving.inference.request": "kserve",
+    "io.seldon.serving.inference.request": "seldon",
+}
 RESPONSE_TYPES = {
     "org.kubeflow.serving.inference.response": "kserve",
     "io.seldon.serving.inference.response": "seldon",
@@ -66,13 +69,16 @@ def request_features(body: Any) -> list[dict[str, Any]]:
     if isinstance(body, dict):
         if isinstance(body.get("instances"), list):
             return _instances_to_features(body["instances"])
-        if isinstance(body.get("inputs"), list) and body["inputs"] and isinstance(body["inputs"][0], dict) and (
-            "datatype" in body["inputs"][0] or "data" in body["inputs"][0]
+        if (
+            isinstance(body.get("inputs"), list)
+            and body["inputs"]
+            and isinstance(body["inputs"][0], dict)
+            and ("datatype" in body["inputs"][0] or "data" in body["inputs"][0])
         ):
-            per_input = []
+            per_input: list[list[dict[str, Any]]] = []
             for tensor in body["inputs"]:
-                rows = _rows_of_tensor(list(tensor.get("shape") or []), list(tensor.get("data") or []))
-                per_input.append([_named(str(tensor.get("name", "input")), r) for r in rows])
+                tensor_rows = _rows_of_tensor(list(tensor.get("shape") or []), list(tensor.get("data") or []))
+                per_input.append([_named(str(tensor.get("name", "input")), r) for r in tensor_rows])
             n = max(len(p) for p in per_input)
             merged: list[dict[str, Any]] = [{} for _ in range(n)]
             for rows in per_input:
@@ -88,7 +94,9 @@ def request_features(body: Any) -> list[dict[str, Any]]:
                 return _instances_to_features(data["ndarray"], names)
             if isinstance(data.get("tensor"), dict):
                 t = data["tensor"]
-                return _instances_to_features(_rows_of_tensor(list(t.get("shape") or []), list(t.get("values") or [])), names)
+                return _instances_to_features(
+                    _rows_of_tensor(list(t.get("shape") or []), list(t.get("values") or [])), names
+                )
         if isinstance(body.get("jsonData"), dict):
             return [dict(body["jsonData"])]
     raise BadRequest("request body is not a KServe V1/V2 or Seldon inference request")
@@ -158,7 +166,9 @@ def parse_event(headers: Mapping[str, str], body: bytes, now: float) -> list[dic
         source = REQUEST_TYPES[ce_type]
         for i, f in enumerate(feats):
             rid = request_id if len(feats) == 1 else f"{request_id}:{i}"
-            rows.append({**common, "request_id": rid, "source": source, "features": json.dumps(f, default=str)})
+            rows.append(
+                {**common, "request_id": rid, "source": source, "features": json.dumps(f, default=str)}
+            )
     elif ce_type in RESPONSE_TYPES:
         preds, body_version = response_predictions(payload)
         source = RESPONSE_TYPES[ce_type]

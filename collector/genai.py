@@ -70,20 +70,11 @@ def is_llm_span(attrs: Attrs) -> bool:
     return any(k in attrs for k in _MARKERS)
 
 
-def dialect_of(attrs: Attrs) -> str:
-    if "openinference.span.kind" in attrs:
-        return "openinference"
-    for key in attrs:
-        if key.startswith(("traceloop.", "llm.", "gen_ai.prompt.", "gen_ai.completion.")):
-            return "traceloop"
-    return "gen_ai"
-
-
 def _indexed(attrs: Attrs, prefix: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
     """Collect ``prefix.N.field`` attributes into a list of dicts ordered by N."""
     items: dict[int, dict[str, Any]] = {}
     plen = len(prefix)
-    for key, v in attrs.items():
+    for key in attrs:
         if not key.startswith(prefix):
             continue
         idx, _, rest = key[plen:].partition(".")
@@ -103,17 +94,21 @@ def _invocation_params(attrs: Attrs) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
-def _finish_reasons(attrs: Attrs, completions: list[dict[str, Any]], output_messages: Any) -> str | None:
+def _finish_reasons_attr(attrs: Attrs) -> str | None:
     value = get(attrs, "gen_ai.response.finish_reasons", "llm.response.finish_reason")
-    reasons: list[str] = []
-    if isinstance(value, list):
-        reasons = [str(x) for x in value]
-    elif isinstance(value, str) and value:
-        reasons = [value]
-    if not reasons:
-        reasons = [str(c["finish_reason"]) for c in completions if c.get("finish_reason")]
+    if isinstance(value, list) and value:
+        return ",".join(str(x) for x in value)
+    if isinstance(value, str) and value:
+        return value
+    return None
+
+
+def _finish_reasons_fallback(completions: list[dict[str, Any]], output_messages: Any) -> str | None:
+    reasons = [str(c["finish_reason"]) for c in completions if c.get("finish_reason")]
     if not reasons and isinstance(output_messages, list):
-        reasons = [str(m["finish_reason"]) for m in output_messages if isinstance(m, dict) and m.get("finish_reason")]
+        reasons = [
+            str(m["finish_reason"]) for m in output_messages if isinstance(m, dict) and m.get("finish_reason")
+        ]
     return ",".join(reasons) if reasons else None
 
 
@@ -126,30 +121,57 @@ def _messages(value: Any) -> Any:
     return value
 
 
-def llm_row(span: Span, attrs: Attrs, keep_content: bool, max_chars: int) -> dict[str, Any]:
+def llm_row(
+    span: Span, attrs: Attrs, keep_content: bool, max_chars: int, latency: float | None = None
+) -> dict[str, Any]:
     """The ``llm_calls`` columns for one LLM span (without the resource columns)."""
-    dialect = dialect_of(attrs)
+    # One pass over the keys tells the dialect and which indexed families are present, so
+    # the common case (current gen_ai names) reads only the keys it needs.
+    has_traceloop = has_indexed_completion = has_oi_messages = False
+    for key in attrs:
+        if key.startswith(("traceloop.", "llm.", "gen_ai.prompt.", "gen_ai.completion.")):
+            has_traceloop = True
+            if key.startswith("gen_ai.completion."):
+                has_indexed_completion = True
+            elif key.startswith(("llm.input_messages.", "llm.output_messages.")):
+                has_oi_messages = True
+    if "openinference.span.kind" in attrs:
+        dialect = "openinference"
+    else:
+        dialect = "traceloop" if has_traceloop else "gen_ai"
     params = _invocation_params(attrs) if dialect == "openinference" else {}
     start = span.start_time_unix_nano
-    latency = (span.end_time_unix_nano - start) / 1e9 if span.end_time_unix_nano >= start else None
+    if latency is None and span.end_time_unix_nano >= start:
+        latency = (span.end_time_unix_nano - start) / 1e9
 
     ttft = get_float(attrs, *TTFT)
-    if ttft is None:
+    if ttft is None and span.events:
         for ev in span.events:
             if ev.name in FIRST_TOKEN_EVENTS and ev.time_unix_nano >= start:
                 ttft = (ev.time_unix_nano - start) / 1e9
                 break
 
-    completions = _indexed(attrs, "gen_ai.completion.", ("finish_reason", "content", "role"))
-    output_messages = _messages(get(attrs, "gen_ai.output.messages"))
+    completions = (
+        _indexed(attrs, "gen_ai.completion.", ("finish_reason", "content", "role"))
+        if has_indexed_completion
+        else []
+    )
+    reasons = _finish_reasons_attr(attrs)
+    output_messages: Any = None
+    if reasons is None or keep_content:
+        output_messages = _messages(get(attrs, "gen_ai.output.messages"))
+    if reasons is None:
+        reasons = _finish_reasons_fallback(completions, output_messages)
 
     error = get_str(attrs, *ERROR)
     if error is None and span.status.code == Status.STATUS_CODE_ERROR:
         error = span.status.message or "error"
-    if error is None:
+    if error is None and span.events:
         for ev in span.events:
             if ev.name == "exception":
-                error = next((kv.value.string_value for kv in ev.attributes if kv.key == "exception.type"), "exception")
+                error = next(
+                    (kv.value.string_value for kv in ev.attributes if kv.key == "exception.type"), "exception"
+                )
                 break
 
     input_tokens = get_int(attrs, *INPUT_TOKENS)
@@ -160,7 +182,9 @@ def llm_row(span: Span, attrs: Attrs, keep_content: bool, max_chars: int) -> dic
 
     operation = get_str(attrs, *OPERATION)
     if operation is None and dialect == "openinference":
-        operation = "embeddings" if attrs["openinference.span.kind"].string_value.upper() == "EMBEDDING" else "chat"
+        operation = (
+            "embeddings" if attrs["openinference.span.kind"].string_value.upper() == "EMBEDDING" else "chat"
+        )
 
     temperature = get_float(attrs, *TEMPERATURE)
     if temperature is None and isinstance(params.get("temperature"), int | float):
@@ -182,17 +206,21 @@ def llm_row(span: Span, attrs: Attrs, keep_content: bool, max_chars: int) -> dic
         prompt_value: Any = get(attrs, "gen_ai.input.messages")
         if prompt_value is None:
             prompt_value = _indexed(attrs, "gen_ai.prompt.", ("role", "content")) or None
+        if prompt_value is None and has_oi_messages:
+            prompt_value = _indexed(attrs, "llm.input_messages.", ("message.role", "message.content")) or None
         if prompt_value is None:
-            msgs = _indexed(attrs, "llm.input_messages.", ("message.role", "message.content"))
-            prompt_value = msgs or get(attrs, "input.value")
+            prompt_value = get(attrs, "input.value")
         completion_value: Any = output_messages
         if completion_value is None:
             completion_value = [
                 {k: v for k, v in c.items() if k in ("role", "content")} for c in completions
             ] or None
+        if completion_value is None and has_oi_messages:
+            completion_value = (
+                _indexed(attrs, "llm.output_messages.", ("message.role", "message.content")) or None
+            )
         if completion_value is None:
-            msgs = _indexed(attrs, "llm.output_messages.", ("message.role", "message.content"))
-            completion_value = msgs or get(attrs, "output.value")
+            completion_value = get(attrs, "output.value")
         prompt = _text(prompt_value, max_chars)
         completion = _text(completion_value, max_chars)
 
@@ -207,7 +235,7 @@ def llm_row(span: Span, attrs: Attrs, keep_content: bool, max_chars: int) -> dic
         "total_tokens": total,
         "latency_s": latency,
         "ttft_s": ttft,
-        "finish_reasons": _finish_reasons(attrs, completions, output_messages),
+        "finish_reasons": reasons,
         "error": error,
         "temperature": temperature,
         "max_tokens": max_tokens,

@@ -40,7 +40,7 @@ class _Export:
         self._signal = signal
         self._token = token
 
-    async def Export(self, request: Any, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802 - gRPC name
+    async def Export(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         tel = self._ingest.telemetry
         code = "OK"
         try:
@@ -84,13 +84,13 @@ class OtlpGrpcReceiver:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
             _Export(self._ingest, "traces", self._token), server
         )
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
             _Export(self._ingest, "metrics", self._token), server
         )
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
             _Export(self._ingest, "logs", self._token), server
         )
         host, port = split_addr(self._addr)

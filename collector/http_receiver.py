@@ -15,7 +15,15 @@ import logging
 from aiohttp import web
 from google.rpc import status_pb2
 
-from collector.otlp_decode import JSON, PROTOBUF, BadRequest, TooLarge, decode, encode_response, gunzip_limited
+from collector.otlp_decode import (
+    JSON,
+    PROTOBUF,
+    BadRequest,
+    TooLarge,
+    decode,
+    encode_response,
+    gunzip_limited,
+)
 from collector.otlp_ingest import OtlpIngest
 from collector.pipeline import Overloaded, ShuttingDown
 from mlvigil.config import split_addr
@@ -30,9 +38,14 @@ def _error(status: int, message: str, content_type: str, retry_after: int | None
     headers = {"Retry-After": str(retry_after)} if retry_after else {}
     st = status_pb2.Status(code=_GRPC_CODES.get(status, 2), message=message)
     if content_type == PROTOBUF:
-        return web.Response(status=status, body=st.SerializeToString(), content_type=PROTOBUF, headers=headers)
+        return web.Response(
+            status=status, body=st.SerializeToString(), content_type=PROTOBUF, headers=headers
+        )
     return web.Response(
-        status=status, text=json.dumps({"code": st.code, "message": message}), content_type=JSON, headers=headers
+        status=status,
+        text=json.dumps({"code": st.code, "message": message}),
+        content_type=JSON,
+        headers=headers,
     )
 
 

@@ -22,7 +22,11 @@ LABEL_REQUEST_ID = "mlvigil.label.request_id"
 LABEL_VALUE = ("mlvigil.label.value",)
 
 RUN_ID = "mlvigil.train.run_id"
-TRAIN_FIELDS_INT = {"step": "mlvigil.train.step", "rank": "mlvigil.train.rank", "world_size": "mlvigil.train.world_size"}
+TRAIN_FIELDS_INT = {
+    "step": "mlvigil.train.step",
+    "rank": "mlvigil.train.rank",
+    "world_size": "mlvigil.train.world_size",
+}
 TRAIN_FIELDS_FLOAT = {
     "loss": "mlvigil.train.loss",
     "grad_norm": "mlvigil.train.grad_norm",

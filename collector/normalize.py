@@ -80,30 +80,30 @@ def normalise_traces(req: ExportTraceServiceRequest, opts: NormaliseOptions) -> 
         common = {"service": res.service, "service_version": res.service_version, "host": res.host}
         spans = [s for ss in rs.scope_spans for s in ss.spans]
         out.received += len(spans)
+        span_attrs = [attr_map(span.attributes) for span in spans]
         # traceloop puts the workflow/entity names on parent spans; LLM spans inherit them.
         names_by_span: dict[bytes, tuple[str | None, str | None, bytes]] = {}
-        for span in spans:
-            if any(kv.key.startswith("traceloop.") for kv in span.attributes):
-                a = attr_map(span.attributes)
+        for span, a in zip(spans, span_attrs, strict=True):
+            if "traceloop.span.kind" in a:
                 names_by_span[span.span_id] = (
                     get_str(a, *genai.WORKFLOW),
                     get_str(a, *genai.ENTITY),
                     span.parent_span_id,
                 )
-        for span in spans:
+        for span, attrs in zip(spans, span_attrs, strict=True):
             if len(span.trace_id) != 16 or len(span.span_id) != 8:
                 out.reject("invalid trace_id or span_id length")
                 continue
             if span.end_time_unix_nano and span.end_time_unix_nano < span.start_time_unix_nano:
                 out.reject("span ends before it starts")
                 continue
-            attrs = attr_map(span.attributes)
-            ts = span.start_time_unix_nano / 1e9
-            duration = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e9 if span.end_time_unix_nano else None
+            start_ns, end_ns = span.start_time_unix_nano, span.end_time_unix_nano
+            ts = start_ns / 1e9
+            duration = (end_ns - start_ns) / 1e9 if end_ns else None
             kind = "span"
             try:
                 if genai.is_llm_span(attrs):
-                    row = genai.llm_row(span, attrs, opts.keep_llm_content, opts.max_content_chars)
+                    row = genai.llm_row(span, attrs, opts.keep_llm_content, opts.max_content_chars, duration)
                     if row["workflow"] is None or row["entity"] is None:
                         _inherit_names(row, span.parent_span_id, names_by_span)
                     row.update(common, ts=ts, trace_id=span.trace_id.hex(), span_id=span.span_id.hex())
@@ -130,7 +130,7 @@ def normalise_traces(req: ExportTraceServiceRequest, opts: NormaliseOptions) -> 
             if opts.keep_raw_spans:
                 raw = batch.table("spans")
                 raw["ts"].append(ts)
-                raw["end_ts"].append(span.end_time_unix_nano / 1e9 if span.end_time_unix_nano else None)
+                raw["end_ts"].append(end_ns / 1e9 if end_ns else None)
                 raw["trace_id"].append(span.trace_id.hex())
                 raw["span_id"].append(span.span_id.hex())
                 raw["parent_span_id"].append(span.parent_span_id.hex() or None)
@@ -180,7 +180,7 @@ def normalise_metrics(req: ExportMetricsServiceRequest, opts: NormaliseOptions) 
                         value: float = float(getattr(point, which))
                         count = None
                     else:
-                        value = point.sum if data != "summary" else point.sum
+                        value = point.sum
                         count = int(point.count)
                     hw = get_str(attrs, "hw.id") or res.hw_id
                     cols["ts"].append(point.time_unix_nano / 1e9)

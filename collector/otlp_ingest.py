@@ -27,17 +27,17 @@ def _response(signal: str, rejected: int, message: str) -> Message:
     if signal == "traces":
         resp: Message = ExportTraceServiceResponse()
         if rejected:
-            resp.partial_success.rejected_spans = rejected  # type: ignore[attr-defined]
+            resp.partial_success.rejected_spans = rejected
     elif signal == "metrics":
         resp = ExportMetricsServiceResponse()
         if rejected:
-            resp.partial_success.rejected_data_points = rejected  # type: ignore[attr-defined]
+            resp.partial_success.rejected_data_points = rejected
     else:
         resp = ExportLogsServiceResponse()
         if rejected:
-            resp.partial_success.rejected_log_records = rejected  # type: ignore[attr-defined]
+            resp.partial_success.rejected_log_records = rejected
     if rejected:
-        resp.partial_success.error_message = message  # type: ignore[attr-defined]
+        resp.partial_success.error_message = message
     return resp
 
 
@@ -56,7 +56,7 @@ class OtlpIngest:
     async def export(self, signal: str, request: Message, transport: str) -> ExportResult:
         """Normalise and durably store ``request``; raises Overloaded/ShuttingDown from the queue."""
         t0 = time.perf_counter()
-        result = NORMALISERS[signal](request, self.options)  # type: ignore[operator]
+        result = NORMALISERS[signal](request, self.options)
         tel = self.telemetry
         tel.items_received.labels(signal=signal, transport=transport).inc(result.received)
         await self.pipeline.submit(result.batch, result.accepted)
@@ -64,7 +64,9 @@ class OtlpIngest:
         for reason, n in result.reasons.items():
             tel.items_rejected.labels(signal=signal, transport=transport, reason=reason).inc(n)
         tel.request_duration.labels(signal=signal, transport=transport).observe(time.perf_counter() - t0)
-        return ExportResult(_response(signal, result.rejected, result.error_message()), result.accepted, result.rejected)
+        return ExportResult(
+            _response(signal, result.rejected, result.error_message()), result.accepted, result.rejected
+        )
 
     async def submit_metrics(self, request: Message) -> ExportResult:
         """For in-process producers (the GPU agent inside ``mlvigil serve``)."""

@@ -30,9 +30,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        status=status, text=json.dumps(data, default=str), content_type="application/json"
-    )
+    return web.Response(status=status, text=json.dumps(data, default=str), content_type="application/json")
 
 
 def error(status: int, message: str, **headers: str) -> web.Response:
@@ -67,8 +65,12 @@ class Api:
     # -- middleware ------------------------------------------------------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
-        if request.path not in OPEN_PATHS and not bearer_ok(request.headers.get("Authorization"), self._token):
+        route = (
+            request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        )
+        if request.path not in OPEN_PATHS and not bearer_ok(
+            request.headers.get("Authorization"), self._token
+        ):
             resp: web.StreamResponse = error(401, "missing or wrong bearer token")
             resp.headers["WWW-Authenticate"] = "Bearer"
         else:
@@ -97,8 +99,10 @@ class Api:
         accept = request.headers.get("Accept", "")
         openmetrics = "application/openmetrics-text" in accept
         body = self.ctx.telemetry.exposition(openmetrics)
-        ctype = "application/openmetrics-text; version=1.0.0; charset=utf-8" if openmetrics else (
-            "text/plain; version=0.0.4; charset=utf-8"
+        ctype = (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            if openmetrics
+            else ("text/plain; version=0.0.4; charset=utf-8")
         )
         return web.Response(body=body, headers={"Content-Type": ctype})
 
@@ -220,11 +224,15 @@ class Api:
             return error(400, f"invalid JSON: {exc}")
         items = doc.get("labels") if isinstance(doc, dict) else doc
         if not isinstance(items, list) or not items:
-            return error(400, "expected {\"labels\": [{\"request_id\": ..., \"label\": ...}, ...]}")
+            return error(400, 'expected {"labels": [{"request_id": ..., "label": ...}, ...]}')
         batch = RecordBatch()
         now = time.time()
         for i, item in enumerate(items):
-            if not isinstance(item, dict) or not isinstance(item.get("request_id"), str) or "label" not in item:
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("request_id"), str)
+                or "label" not in item
+            ):
                 return error(400, f"labels[{i}]: needs a string request_id and a label")
             ts = item.get("ts", now)
             if not isinstance(ts, int | float):
@@ -270,7 +278,9 @@ class Api:
 
     # -- lifecycle -------------------------------------------------------------------------
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware], client_max_size=self.ctx.config.ingest.max_request_bytes + 1)
+        app = web.Application(
+            middlewares=[self._middleware], client_max_size=self.ctx.config.ingest.max_request_bytes + 1
+        )
         r = app.router
         r.add_get("/healthz", self.healthz)
         r.add_get("/readyz", self.readyz)
@@ -286,7 +296,9 @@ class Api:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False, auto_decompress=False)
+        self._runner = web.AppRunner(
+            self.build_app(), access_log=None, handle_signals=False, auto_decompress=False
+        )
         await self._runner.setup()
         host, port = split_addr(self.ctx.config.server.api_addr)
         await web.TCPSite(self._runner, host, port, reuse_address=True).start()

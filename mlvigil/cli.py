@@ -30,7 +30,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"mlvigil: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     return asyncio.run(serve(config))
 

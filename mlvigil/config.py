@@ -33,7 +33,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 def _check_addr(value: str) -> str:
-    host, sep, port = value.rpartition(":")
+    _, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"expected host:port, got {value!r}")
     return value
@@ -181,7 +181,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def build_config(raw: dict[str, Any] | None, env: dict[str, str] | None = None, source: str = "config") -> Config:
+def build_config(
+    raw: dict[str, Any] | None, env: dict[str, str] | None = None, source: str = "config"
+) -> Config:
     """Validate ``raw`` after applying environment overrides from ``env`` (default: os.environ)."""
     env = dict(os.environ) if env is None else env
     tree: dict[str, Any] = dict(raw or {})

@@ -9,6 +9,7 @@ start, so a restart neither re-fires nor forgets anything.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -32,7 +33,9 @@ class FindingBook:
         self._telemetry = telemetry
         self._listeners: list[FindingListener] = []
         self._lock = threading.Lock()
-        self._firing: dict[str, Finding] = {f.id: f for f in store.findings(state=State.FIRING, limit=1_000_000)}
+        self._firing: dict[str, Finding] = {
+            f.id: f for f in store.findings(state=State.FIRING, limit=1_000_000)
+        }
         self._publish_gauge()
 
     def subscribe(self, listener: FindingListener) -> None:
@@ -56,7 +59,9 @@ class FindingBook:
                     f = replace(f, state=State.FIRING, started_at=now, updated_at=now, resolved_at=None)
                     transitions.append((f, "fired"))
                 else:
-                    f = replace(f, state=State.FIRING, started_at=prev.started_at, updated_at=now, resolved_at=None)
+                    f = replace(
+                        f, state=State.FIRING, started_at=prev.started_at, updated_at=now, resolved_at=None
+                    )
                     transitions.append((f, "updated"))
                 self._firing[fid] = f
             for fid, prev in list(self._firing.items()):
@@ -94,7 +99,9 @@ class DetectorLoop:
 
     name = "detectors"
 
-    def __init__(self, store: Store, book: FindingBook, detectors: Sequence[Detector], interval: float) -> None:
+    def __init__(
+        self, store: Store, book: FindingBook, detectors: Sequence[Detector], interval: float
+    ) -> None:
         self._store = store
         self._book = book
         self.detectors = list(detectors)
@@ -136,9 +143,7 @@ class DetectorLoop:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         for det in self.detectors:
             det.close()

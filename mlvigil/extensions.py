@@ -23,7 +23,9 @@ class Extension:
 
 EXTENSIONS: tuple[Extension, ...] = (
     Extension(("gpu",), "gpu_health.config:GpuConfig", "gpu_health:build"),
-    Extension(("detectors", "training"), "detectors.training.config:TrainingConfig", "detectors.training:build"),
+    Extension(
+        ("detectors", "training"), "detectors.training.config:TrainingConfig", "detectors.training:build"
+    ),
     Extension(("detectors", "drift"), "detectors.drift.config:DriftConfig", "detectors.drift:build"),
     Extension(("detectors", "carbon"), "detectors.carbon.config:CarbonConfig", "detectors.carbon:build"),
     Extension(("alerts",), "alerts.config:AlertsConfig", "alerts:build"),
@@ -68,7 +70,8 @@ def validate_section(ext: Extension, raw: dict[str, Any]) -> BaseModel:
     """The section as its typed model; errors name the full key path."""
     model = load_symbol(ext.config_model)
     try:
-        return model.model_validate(raw)  # type: ignore[no-any-return]
+        validated: BaseModel = model.model_validate(raw)
+        return validated
     except ValidationError as exc:
         from mlvigil.config import ConfigError
 

@@ -39,7 +39,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
         try:
             req = json.loads(self.rfile.read(length) or b"{}")
@@ -54,8 +54,15 @@ class _Handler(BaseHTTPRequestHandler):
                 for i, t in enumerate(items)
             ]
             n = sum(len(str(t).split()) for t in items)
-            self._json(200, {"object": "list", "data": data, "model": req.get("model"),
-                             "usage": {"prompt_tokens": n, "total_tokens": n}})
+            self._json(
+                200,
+                {
+                    "object": "list",
+                    "data": data,
+                    "model": req.get("model"),
+                    "usage": {"prompt_tokens": n, "total_tokens": n},
+                },
+            )
             return
         if not self.path.rstrip("/").endswith("/chat/completions"):
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "invalid_request_error"}})
@@ -71,11 +78,23 @@ class _Handler(BaseHTTPRequestHandler):
         if not req.get("stream"):
             if delay:
                 time.sleep(delay)  # simulated model latency
-            self._json(200, {
-                "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-                "usage": usage,
-            })
+            self._json(
+                200,
+                {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": finish,
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
@@ -84,12 +103,27 @@ class _Handler(BaseHTTPRequestHandler):
         for i, word in enumerate(words):
             if delay:
                 time.sleep(delay / max(1, len(words)))  # simulated token latency
-            chunk = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created, "model": model,
-                     "choices": [{"index": 0, "delta": {"content": word + " ", **({"role": "assistant"} if i == 0 else {})},
-                                  "finish_reason": None}]}
+            chunk = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": word + " ", **({"role": "assistant"} if i == 0 else {})},
+                        "finish_reason": None,
+                    }
+                ],
+            }
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        last: dict[str, Any] = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": created,
-                                "model": model, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]}
+        last: dict[str, Any] = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+        }
         if (req.get("stream_options") or {}).get("include_usage"):
             last["usage"] = usage
         self.wfile.write(f"data: {json.dumps(last)}\n\ndata: [DONE]\n\n".encode())

@@ -13,28 +13,43 @@ class Telemetry:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.items_received = Counter(
-            "mlvigil_receiver_items_received", "Spans, metric points and log records received.",
-            ["signal", "transport"], registry=r,
+            "mlvigil_receiver_items_received",
+            "Spans, metric points and log records received.",
+            ["signal", "transport"],
+            registry=r,
         )
         self.items_accepted = Counter(
             "mlvigil_receiver_items_accepted", "Items durably stored.", ["signal", "transport"], registry=r
         )
         self.items_rejected = Counter(
-            "mlvigil_receiver_items_rejected", "Items refused, by reason.", ["signal", "transport", "reason"],
+            "mlvigil_receiver_items_rejected",
+            "Items refused, by reason.",
+            ["signal", "transport", "reason"],
             registry=r,
         )
         self.requests = Counter(
-            "mlvigil_receiver_requests", "Export requests by outcome.", ["signal", "transport", "code"], registry=r
+            "mlvigil_receiver_requests",
+            "Export requests by outcome.",
+            ["signal", "transport", "code"],
+            registry=r,
         )
         self.request_duration = Histogram(
-            "mlvigil_receiver_request_duration_seconds", "Export request latency, receipt to acknowledgement.",
-            ["signal", "transport"], registry=r,
+            "mlvigil_receiver_request_duration_seconds",
+            "Export request latency, receipt to acknowledgement.",
+            ["signal", "transport"],
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
         )
-        self.queue_items = Gauge("mlvigil_ingest_queue_items", "Items waiting for a durable commit.", registry=r)
-        self.queue_capacity = Gauge("mlvigil_ingest_queue_capacity_items", "Queue bound in items.", registry=r)
+        self.queue_items = Gauge(
+            "mlvigil_ingest_queue_items", "Items waiting for a durable commit.", registry=r
+        )
+        self.queue_capacity = Gauge(
+            "mlvigil_ingest_queue_capacity_items", "Queue bound in items.", registry=r
+        )
         self.commit_duration = Histogram(
-            "mlvigil_store_commit_duration_seconds", "Duration of one group commit to the store.", registry=r,
+            "mlvigil_store_commit_duration_seconds",
+            "Duration of one group commit to the store.",
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
         )
         self.records_written = Counter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -54,10 +55,8 @@ class RetentionTask:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
 
 class Service:
@@ -82,7 +81,10 @@ class Service:
         token = cfg.server.auth_token.resolve() if cfg.server.auth_token else None
 
         pipeline = IngestPipeline(
-            store, self.telemetry, max_items=cfg.ingest.queue_max_items, retry_after=cfg.ingest.retry_after_seconds
+            store,
+            self.telemetry,
+            max_items=cfg.ingest.queue_max_items,
+            retry_after=cfg.ingest.retry_after_seconds,
         )
         ingest = OtlpIngest(pipeline, self.telemetry, cfg.ingest)
         ctx.services["ingest"] = ingest

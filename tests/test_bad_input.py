@@ -18,13 +18,23 @@ JS = {"Content-Type": "application/json"}
 
 def _valid_request(n: int = 3) -> trace_service_pb2.ExportTraceServiceRequest:
     spans = [
-        Span(trace_id=bytes([1] * 16), span_id=(i + 1).to_bytes(8, "big"), name=f"s{i}", start_time_unix_nano=1, end_time_unix_nano=2)
+        Span(
+            trace_id=bytes([1] * 16),
+            span_id=(i + 1).to_bytes(8, "big"),
+            name=f"s{i}",
+            start_time_unix_nano=1,
+            end_time_unix_nano=2,
+        )
         for i in range(n)
     ]
-    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+    return trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
+    )
 
 
-def _post(svc: ServiceHandle, body: bytes, headers: dict[str, str], path: str = "/v1/traces") -> tuple[int, dict, bytes]:
+def _post(
+    svc: ServiceHandle, body: bytes, headers: dict[str, str], path: str = "/v1/traces"
+) -> tuple[int, dict, bytes]:
     return svc.request("POST", svc.otlp_http + path, body, headers, auth=False)
 
 
@@ -48,7 +58,13 @@ def test_malformed_payloads_are_400_and_write_nothing(service: ServiceHandle) ->
         ("not JSON", b"{resourceSpans: [", JS),
         ("wrong JSON shape", json.dumps({"resourceSpans": {"not": "a list"}}).encode(), JS),
         ("JSON array", b"[1, 2]", JS),
-        ("bad hex id", json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz", "spanId": "01"}]}]}]}).encode(), JS),
+        (
+            "bad hex id",
+            json.dumps(
+                {"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "zz", "spanId": "01"}]}]}]}
+            ).encode(),
+            JS,
+        ),
     ]
     for what, body, headers in cases:
         status, _, resp = _post(service, body, headers)
@@ -97,10 +113,32 @@ def test_partial_success_rejects_only_the_bad_spans(service: ServiceHandle) -> N
     assert "trace_id" in resp.partial_success.error_message
     assert service.stats()["spans"] == 3
     # JSON in, JSON out, with the same partial success.
-    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [
-        {"traceId": "0" * 32, "spanId": "1" * 16, "name": "ok", "startTimeUnixNano": "5", "endTimeUnixNano": "9"},
-        {"traceId": "0" * 32, "spanId": "2" * 16, "name": "backwards", "startTimeUnixNano": "9", "endTimeUnixNano": "5"},
-    ]}]}]}
+    doc = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "0" * 32,
+                                "spanId": "1" * 16,
+                                "name": "ok",
+                                "startTimeUnixNano": "5",
+                                "endTimeUnixNano": "9",
+                            },
+                            {
+                                "traceId": "0" * 32,
+                                "spanId": "2" * 16,
+                                "name": "backwards",
+                                "startTimeUnixNano": "9",
+                                "endTimeUnixNano": "5",
+                            },
+                        ]
+                    }
+                ]
+            }
+        ]
+    }
     status, _, body = _post(service, json.dumps(doc).encode(), JS)
     assert status == 200 and json.loads(body)["partialSuccess"]["rejectedSpans"] == "1"
     assert service.stats()["spans"] == 4

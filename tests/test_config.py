@@ -37,8 +37,14 @@ def test_defaults_and_env_overrides() -> None:
         ({"ingest": {"max_request_byts": 5}}, "ingest.max_request_byts: unknown key"),
         ({"ingest": {"max_request_bytes": 0}}, "ingest.max_request_bytes: Input should be greater than 0"),
         ({"server": {"api_addr": "nohost"}}, "server.api_addr: Value error, expected host:port"),
-        ({"storage": {"retention": {"spans": "forever"}}}, "storage.retention.spans: Value error, expected a duration"),
-        ({"storage": {"retention": {"nosuch": "1d"}}}, "storage.retention: Value error, unknown record table"),
+        (
+            {"storage": {"retention": {"spans": "forever"}}},
+            "storage.retention.spans: Value error, expected a duration",
+        ),
+        (
+            {"storage": {"retention": {"nosuch": "1d"}}},
+            "storage.retention: Value error, unknown record table",
+        ),
         ({"detectors": {"interval": "soon"}}, "detectors.interval: Value error, expected a duration"),
         ({"colour": "red"}, "colour: unknown key"),
     ],
@@ -50,7 +56,7 @@ def test_bad_values_name_the_key(raw: dict, expected: str) -> None:
 
 
 def test_env_override_is_validated_too() -> None:
-    with pytest.raises(ConfigError, match="server.otlp_http_addr"):
+    with pytest.raises(ConfigError, match=r"server\.otlp_http_addr"):
         build_config({}, env={"MLVIGIL_OTLP_HTTP_ADDR": "localhost"})
 
 
@@ -78,7 +84,11 @@ def test_serve_exits_2_with_the_key_named(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("ingest:\n  queue_max_items: -1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "mlvigil", "serve", "-c", str(cfg)], cwd=REPO, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "mlvigil", "serve", "-c", str(cfg)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "ingest.queue_max_items" in proc.stderr and "Traceback" not in proc.stderr

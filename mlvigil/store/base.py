@@ -35,7 +35,7 @@ class Store(ABC):
             try:
                 self.append(batch)
                 results.append(None)
-            except Exception as exc:  # noqa: BLE001 - reported per batch to its caller
+            except Exception as exc:
                 results.append(exc)
         return results
 
@@ -59,7 +59,12 @@ class Store(ABC):
 
     @abstractmethod
     def distinct(
-        self, table: str, columns: Sequence[str], *, since: float | None = None, where: dict[str, Any] | None = None
+        self,
+        table: str,
+        columns: Sequence[str],
+        *,
+        since: float | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]:
         """Distinct combinations of ``columns`` (the subjects present), optionally since a time."""
 

@@ -52,7 +52,9 @@ class DuckDBStore(Store):
     def __init__(self, data_dir: str | Path, *, memory_limit: str | None = None) -> None:
         self.path = Path(data_dir) / "mlvigil.duckdb"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        config = {"memory_limit": memory_limit} if memory_limit else {}
+        config: dict[str, str | bool | int | float | list[str]] = (
+            {"memory_limit": memory_limit} if memory_limit else {}
+        )
         self._con = duckdb.connect(str(self.path), config=config)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -78,7 +80,8 @@ class DuckDBStore(Store):
         cols = [c.name for c in TABLES["inferences"]]
         for row in rows:
             updated = self._con.execute(
-                "UPDATE inferences SET features = coalesce(features, ?), prediction = coalesce(prediction, ?),"
+                "UPDATE inferences SET features = coalesce(features, ?),"
+                " prediction = coalesce(prediction, ?),"
                 " score = coalesce(score, ?), latency_s = coalesce(latency_s, ?),"
                 " model_version = coalesce(model_version, ?)"
                 " WHERE request_id = ? AND source = ? AND ts >= ?",
@@ -95,7 +98,8 @@ class DuckDBStore(Store):
             ).fetchone()
             if not updated or not updated[0]:
                 self._con.execute(
-                    f"INSERT INTO inferences VALUES ({', '.join('?' * len(cols))})", [row.get(c) for c in cols]
+                    f"INSERT INTO inferences VALUES ({', '.join('?' * len(cols))})",
+                    [row.get(c) for c in cols],
                 )
 
     def _append_locked(self, batch: RecordBatch) -> None:
@@ -141,7 +145,7 @@ class DuckDBStore(Store):
                     self._append_locked(batch)
                     self._con.commit()
                     results.append(None)
-                except Exception as exc:  # noqa: BLE001 - reported to that batch's sender
+                except Exception as exc:
                     self._con.rollback()
                     results.append(exc)
             return results
@@ -200,7 +204,12 @@ class DuckDBStore(Store):
         return {name: [r[i] for r in rows] for i, name in enumerate(names)}
 
     def distinct(
-        self, table: str, columns: Sequence[str], *, since: float | None = None, where: dict[str, Any] | None = None
+        self,
+        table: str,
+        columns: Sequence[str],
+        *,
+        since: float | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]:
         cond, params = self._where(since, None, where)
         select = ", ".join(_ident(c) for c in columns)
@@ -245,7 +254,9 @@ class DuckDBStore(Store):
         with self._write_lock:
             self._con.begin()
             try:
-                self._con.executemany("INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._con.executemany(
+                    "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
+                )
                 self._con.commit()
             except Exception:
                 self._con.rollback()
