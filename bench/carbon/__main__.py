@@ -1,0 +1,3 @@
+from bench.carbon.run import main
+
+raise SystemExit(main())
