@@ -1,0 +1,456 @@
+"""A durable outbox on the store's document API, and the asyncio dispatcher that drains it.
+
+Every outgoing notification (an alert to Alertmanager, a signed webhook, a Slack message, a
+retraining run) is *recorded* in the store before anything is sent, under a deterministic id.
+The dispatcher then sends it, retrying with exponential backoff and full jitter until it is
+delivered, fails permanently (a 4xx other than 408/409/425/429), runs out of attempts, or
+expires. Whatever is pending when the process dies is resumed on the next start.
+
+Delivery is at-least-once with a stable id, which receivers use to make it exactly-once:
+Alertmanager de-duplicates alerts by their label set, Standard Webhooks receivers by
+``webhook-id`` (the message id), and retraining targets by the deterministic run name.
+
+Messages that share an ``order_key`` are delivered strictly in the order they were recorded
+(a "resolved" never overtakes its "firing"); different keys proceed independently.
+
+States: ``pending`` -> ``delivering`` -> ``delivered`` | ``failed`` | ``expired`` (back to
+``pending`` after a retryable failure). ``delivering`` is kept in memory only: a message that
+was being sent when the process died is ``pending`` again after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import Field
+
+from mlvigil.config import Duration, Strict
+from mlvigil.store import Store
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+DELIVERING = "delivering"
+DELIVERED = "delivered"
+FAILED = "failed"
+EXPIRED = "expired"
+TERMINAL = frozenset({DELIVERED, FAILED, EXPIRED})
+
+# HTTP statuses that are worth retrying although they are 4xx.
+RETRYABLE_4XX = frozenset({408, 409, 425, 429})
+
+
+class RetryPolicy(Strict):
+    """How one target is retried: backoff ``min(max_backoff, initial_backoff * multiplier**(n-1))``
+    with full jitter (a uniform draw below it), until ``max_attempts`` (0: no limit) or
+    ``expire_after`` since the message was recorded."""
+
+    initial_backoff: Duration = 1.0
+    max_backoff: Duration = 300.0
+    multiplier: float = Field(default=2.0, ge=1.0)
+    max_attempts: int = Field(default=0, ge=0)
+    expire_after: Duration = 86400.0
+    # Per attempt, connect to last byte.
+    timeout: Duration = 10.0
+    # Attempts to this target in flight at once.
+    concurrency: int = Field(default=4, ge=1)
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Delay before attempt ``attempt + 1`` after ``attempt`` failed ones ("full jitter")."""
+        cap = min(self.max_backoff, self.initial_backoff * self.multiplier ** max(0, attempt - 1))
+        return rng.uniform(0.0, cap)
+
+
+@dataclass
+class Outcome:
+    """What one attempt achieved. ``result`` is kept on the message (e.g. the run id created)."""
+
+    ok: bool
+    retry: bool = True
+    status: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    result: dict[str, Any] | None = None
+
+    @classmethod
+    def from_http(cls, status: int, body: str = "", retry_after: str | None = None) -> Outcome:
+        if 200 <= status < 300:
+            return cls(ok=True, status=status)
+        delay: float | None = None
+        if retry_after and retry_after.strip().isdigit():
+            delay = float(retry_after.strip())
+        retry = status >= 500 or status in RETRYABLE_4XX
+        return cls(
+            ok=False, retry=retry, status=status, error=body[:300] or f"HTTP {status}", retry_after=delay
+        )
+
+
+@dataclass
+class NewMessage:
+    id: str
+    target: str
+    payload: dict[str, Any]
+    order_key: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    # Overrides the target's expire_after (e.g. a keep-alive that is useless once stale).
+    ttl: float | None = None
+
+
+Sender = Callable[[dict[str, Any]], Awaitable[Outcome]]
+ResultHook = Callable[[dict[str, Any]], None]
+
+
+class Outbox:
+    """The message documents of one collection, mirrored in memory (the store is the truth
+    after a restart; in between, this process is the only writer of the collection)."""
+
+    def __init__(
+        self,
+        store: Store,
+        collection: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        keep_done: float = 7 * 86400.0,
+        max_done: int = 10_000,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.collection = collection
+        self._clock = clock
+        self._keep_done = keep_done
+        self._max_done = max_done
+        self._rng = rng or random.Random()
+        self._lock = threading.RLock()
+        self._docs: dict[str, dict[str, Any]] = {}
+        self._seq = itertools.count()
+        self._in_flight: set[str] = set()
+        # Ids not yet terminal: what the dispatcher scans (finished history can be large).
+        self._open: set[str] = set()
+        self.load()
+
+    # -- recording -----------------------------------------------------------------------
+    def load(self) -> None:
+        """(Re)read the collection; anything not terminal is pending again."""
+        with self._lock:
+            docs = self.store.list_docs(self.collection)
+            for doc in docs.values():
+                if doc.get("state") == DELIVERING:
+                    doc["state"] = PENDING
+            self._docs = docs
+            self._open = {i for i, d in docs.items() if d["state"] not in TERMINAL}
+            top = max((int(d.get("seq", 0)) for d in docs.values()), default=-1)
+            self._seq = itertools.count(top + 1)
+            self._in_flight.clear()
+
+    def record(self, messages: Sequence[NewMessage], policy_for: Callable[[str], RetryPolicy]) -> list[str]:
+        """Durably record the messages not recorded before (ids are deterministic, so a
+        second record of the same notification is a no-op), in one transaction."""
+        now = self._clock()
+        with self._lock:
+            new: dict[str, dict[str, Any]] = {}
+            for m in messages:
+                if m.id in self._docs or m.id in new:
+                    continue
+                policy = policy_for(m.target)
+                new[m.id] = {
+                    "id": m.id,
+                    "target": m.target,
+                    "order_key": m.order_key or m.id,
+                    "seq": next(self._seq),
+                    "payload": m.payload,
+                    "meta": m.meta,
+                    "state": PENDING,
+                    "created_at": now,
+                    "expires_at": now + (m.ttl if m.ttl is not None else policy.expire_after),
+                    "next_attempt_at": now,
+                    "attempts": [],
+                    "delivered_at": None,
+                    "result": None,
+                }
+            if new:
+                self.store.put_docs(self.collection, new)
+                self._docs.update(new)
+                self._open.update(new)
+            return list(new)
+
+    def update_meta(self, msg_id: str, **meta: Any) -> None:
+        with self._lock:
+            doc = self._docs.get(msg_id)
+            if doc is None:
+                return
+            doc["meta"] = {**doc.get("meta", {}), **meta}
+            self.store.put_docs(self.collection, {msg_id: doc})
+
+    # -- reading -------------------------------------------------------------------------
+    def get(self, msg_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            doc = self._docs.get(msg_id)
+            return _copy(doc) if doc else None
+
+    def messages(
+        self, *, state: str | None = None, target: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Newest first, with delivery history."""
+        with self._lock:
+            docs = [
+                d
+                for d in self._docs.values()
+                if (state is None or self._state(d) == state) and (target is None or d["target"] == target)
+            ]
+            docs.sort(key=lambda d: -int(d["seq"]))
+            return [{**_copy(d), "state": self._state(d)} for d in docs[:limit]]
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            out: dict[str, int] = {}
+            for d in self._docs.values():
+                s = self._state(d)
+                out[s] = out.get(s, 0) + 1
+            return out
+
+    def _state(self, doc: dict[str, Any]) -> str:
+        return DELIVERING if doc["id"] in self._in_flight else str(doc["state"])
+
+    # -- dispatching ---------------------------------------------------------------------
+    def take_due(
+        self, now: float, capacity: Callable[[str], int], policy_for: Callable[[str], RetryPolicy]
+    ) -> list[dict[str, Any]]:
+        """Claim the messages to attempt now: the oldest unfinished message of each order key,
+        if it is due and its target has capacity. Expired ones are marked on the way."""
+        with self._lock:
+            heads: dict[str, dict[str, Any]] = {}
+            expired: dict[str, dict[str, Any]] = {}
+            for msg_id in list(self._open):
+                d = self._docs[msg_id]
+                if d["state"] != PENDING:
+                    continue
+                if d["expires_at"] <= now and d["id"] not in self._in_flight:
+                    d["state"] = EXPIRED
+                    expired[d["id"]] = d
+                    self._open.discard(msg_id)
+                    continue
+                cur = heads.get(d["order_key"])
+                if cur is None or d["seq"] < cur["seq"]:
+                    heads[d["order_key"]] = d
+            if expired:
+                self.store.put_docs(self.collection, expired)
+            used: dict[str, int] = {}
+            taken: list[dict[str, Any]] = []
+            for d in sorted(heads.values(), key=lambda d: d["seq"]):
+                if d["id"] in self._in_flight or d["next_attempt_at"] > now:
+                    continue
+                target = d["target"]
+                room = capacity(target) - used.get(target, 0)
+                if room <= 0:
+                    continue
+                used[target] = used.get(target, 0) + 1
+                self._in_flight.add(d["id"])
+                taken.append(_copy(d))
+            return taken
+
+    def next_due_at(self) -> float | None:
+        with self._lock:
+            times = [
+                min(d["next_attempt_at"], d["expires_at"])
+                for d in (self._docs[i] for i in self._open)
+                if d["state"] == PENDING and d["id"] not in self._in_flight
+            ]
+            return min(times) if times else None
+
+    def complete(self, msg_id: str, started: float, outcome: Outcome, policy: RetryPolicy) -> dict[str, Any]:
+        """Record one attempt's outcome and the message's next state; returns the message."""
+        now = self._clock()
+        with self._lock:
+            doc = self._docs[msg_id]
+            self._in_flight.discard(msg_id)
+            attempt = {
+                "at": started,
+                "duration_s": round(now - started, 6),
+                "outcome": "delivered" if outcome.ok else ("retry" if outcome.retry else "failed"),
+                "status": outcome.status,
+                "error": outcome.error,
+            }
+            doc["attempts"] = [*doc["attempts"], attempt]
+            if outcome.result is not None:
+                doc["result"] = outcome.result
+            n = len(doc["attempts"])
+            if outcome.ok:
+                doc["state"] = DELIVERED
+                doc["delivered_at"] = now
+            elif not outcome.retry or (policy.max_attempts and n >= policy.max_attempts):
+                doc["state"] = FAILED
+            else:
+                delay = policy.backoff(n, self._rng)
+                if outcome.retry_after is not None:
+                    delay = max(delay, outcome.retry_after)
+                doc["next_attempt_at"] = now + delay
+                doc["state"] = EXPIRED if doc["next_attempt_at"] >= doc["expires_at"] else PENDING
+            if doc["state"] in TERMINAL:
+                self._open.discard(msg_id)
+            self.store.put_docs(self.collection, {msg_id: doc})
+            return _copy(doc)
+
+    def release(self, msg_id: str) -> None:
+        """Give back a claimed message without an attempt (the dispatcher is stopping)."""
+        with self._lock:
+            self._in_flight.discard(msg_id)
+
+    def prune(self, now: float) -> int:
+        """Forget finished messages older than ``keep_done`` (and beyond ``max_done``)."""
+        with self._lock:
+            done = sorted(
+                (d for d in self._docs.values() if d["state"] in TERMINAL),
+                key=lambda d: d["seq"],
+                reverse=True,
+            )
+            drop = [
+                d["id"]
+                for i, d in enumerate(done)
+                if i >= self._max_done or d["created_at"] < now - self._keep_done
+            ]
+            for msg_id in drop:
+                self.store.delete_doc(self.collection, msg_id)
+                del self._docs[msg_id]
+            return len(drop)
+
+
+def _copy(doc: dict[str, Any]) -> dict[str, Any]:
+    return {**doc, "attempts": list(doc.get("attempts", []))}
+
+
+@dataclass
+class _Target:
+    sender: Sender
+    policy: RetryPolicy
+
+
+class Dispatcher:
+    """Drains an Outbox on the event loop: one task per attempt, bounded per target."""
+
+    def __init__(self, outbox: Outbox, name: str = "outbox", *, prune_every: float = 600.0) -> None:
+        self.outbox = outbox
+        self.name = name
+        self._targets: dict[str, _Target] = {}
+        self._hooks: list[ResultHook] = []
+        self._running: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._main: asyncio.Task[None] | None = None
+        self._prune_every = prune_every
+        self._default_policy = RetryPolicy()
+
+    def add_target(self, target: str, sender: Sender, policy: RetryPolicy) -> None:
+        self._targets[target] = _Target(sender, policy)
+
+    def on_result(self, hook: ResultHook) -> None:
+        """Called (on the loop) with the message after every attempt."""
+        self._hooks.append(hook)
+
+    def policy_for(self, target: str) -> RetryPolicy:
+        t = self._targets.get(target)
+        return t.policy if t else self._default_policy
+
+    def record(self, messages: Sequence[NewMessage]) -> list[str]:
+        """Record durably, then wake the dispatcher; safe from any thread."""
+        ids = self.outbox.record(messages, self.policy_for)
+        if ids:
+            self.wake()
+        return ids
+
+    def wake(self) -> None:
+        loop, event = self._loop, self._event
+        if loop is None or event is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            event.set()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+
+    def _capacity(self, target: str) -> int:
+        t = self._targets.get(target)
+        if t is None:
+            return 0  # a target no longer configured: kept, not sent, until it expires
+        return t.policy.concurrency - self._running.get(target, 0)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self.outbox.load()
+        self._main = asyncio.create_task(self._run(), name=f"{self.name}-dispatcher")
+
+    async def stop(self) -> None:
+        if self._main:
+            self._main.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._main
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._loop = None
+
+    async def _run(self) -> None:
+        assert self._event is not None
+        last_prune = time.time()
+        while True:
+            self._event.clear()
+            now = self.outbox._clock()
+            for doc in self.outbox.take_due(now, self._capacity, self.policy_for):
+                self._running[doc["target"]] = self._running.get(doc["target"], 0) + 1
+                task = asyncio.create_task(self._attempt(doc))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if now - last_prune > self._prune_every:
+                await asyncio.to_thread(self.outbox.prune, now)
+                last_prune = now
+            nxt = self.outbox.next_due_at()
+            timeout = 1.0 if nxt is None else min(1.0, max(0.0, nxt - self.outbox._clock()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout=timeout if timeout > 0 else 0.001)
+
+    async def _attempt(self, doc: dict[str, Any]) -> None:
+        target = self._targets[doc["target"]]
+        started = self.outbox._clock()
+        try:
+            try:
+                outcome = await asyncio.wait_for(target.sender(doc), timeout=target.policy.timeout)
+            except TimeoutError:
+                outcome = Outcome(ok=False, error=f"timed out after {target.policy.timeout}s")
+            except asyncio.CancelledError:
+                self.outbox.release(doc["id"])
+                raise
+            except Exception as exc:
+                outcome = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
+            done = await asyncio.to_thread(self.outbox.complete, doc["id"], started, outcome, target.policy)
+            if not outcome.ok:
+                log.warning(
+                    "%s: delivery of %s to %s failed (%s); state %s",
+                    self.name,
+                    doc["id"],
+                    doc["target"],
+                    outcome.error or outcome.status,
+                    done["state"],
+                )
+            for hook in self._hooks:
+                try:
+                    hook(done)
+                except Exception:
+                    log.exception("%s: result hook failed for %s", self.name, doc["id"])
+        finally:
+            self._running[doc["target"]] -= 1
+            self.wake()
