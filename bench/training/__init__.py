@@ -1,0 +1,1 @@
+"""Benchmarks of the training-degradation detectors (``python -m bench.training``)."""

@@ -1,0 +1,3 @@
+from bench.training.run import main
+
+raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Silent training degradation: step-time regressions, stragglers, throughput drops,
+data-loader stalls and loss anomalies, with GPU cause attribution.
+
+Wiring: ``build(TrainingConfig, ctx) -> list[Detector]`` (section ``detectors.training``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from detectors.training.config import TrainingConfig
+from detectors.training.detectors import (
+    DataloaderStallDetector,
+    LossAnomalyDetector,
+    SlowdownDetector,
+    StragglerDetector,
+    ThroughputDropDetector,
+)
+from detectors.training.metrics import TrainingMetrics
+
+if TYPE_CHECKING:
+    from detectors.base import Detector
+    from mlvigil.context import ServiceContext
+
+__all__ = [
+    "DataloaderStallDetector",
+    "LossAnomalyDetector",
+    "SlowdownDetector",
+    "StragglerDetector",
+    "ThroughputDropDetector",
+    "TrainingConfig",
+    "TrainingMetrics",
+    "build",
+    "build_detectors",
+]
+
+
+def build_detectors(cfg: TrainingConfig, metrics: TrainingMetrics | None = None) -> list[Detector]:
+    """The enabled detectors of ``cfg``, sharing ``metrics`` (None: no Prometheus gauges)."""
+    if not cfg.enabled:
+        return []
+    out: list[Detector] = []
+    if cfg.slowdown.enabled:
+        out.append(SlowdownDetector(cfg, metrics))
+    if cfg.straggler.enabled:
+        out.append(StragglerDetector(cfg, metrics))
+    if cfg.throughput.enabled:
+        out.append(ThroughputDropDetector(cfg, metrics))
+    if cfg.dataloader.enabled:
+        out.append(DataloaderStallDetector(cfg, metrics))
+    if cfg.loss.enabled:
+        out.append(LossAnomalyDetector(cfg, metrics))
+    return out
+
+
+def build(cfg: TrainingConfig | dict[str, Any], ctx: ServiceContext) -> list[Detector]:
+    """The service's entry point: detectors to add to the detector loop."""
+    if not isinstance(cfg, TrainingConfig):
+        cfg = TrainingConfig.model_validate(cfg)
+    return build_detectors(cfg, TrainingMetrics(ctx.telemetry.registry))
