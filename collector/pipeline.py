@@ -118,14 +118,16 @@ class IngestPipeline:
                 log.exception("store append failed")
                 results = [exc] * len(group)
             self._telemetry.commit_duration.observe(time.perf_counter() - t0)
+            # Release the room before acknowledging, so an acknowledged sender never finds
+            # the queue still holding its own batch.
+            with self._cond:
+                self._reserved -= sum(p.items for p in group)
+            self._telemetry.queue_items.set(self._reserved)
             for p, err in zip(group, results, strict=True):
                 if err is None:
                     for table, n in p.batch.counts().items():
                         self._telemetry.records_written.labels(table=table).inc(n)
                 p.loop.call_soon_threadsafe(_resolve, p.future, err)
-            with self._cond:
-                self._reserved -= sum(p.items for p in group)
-            self._telemetry.queue_items.set(self._reserved)
 
     async def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)

@@ -3,6 +3,6 @@
 # with none, the demo runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh demo
 if [ $# -eq 0 ]; then set -- demo; fi
 exec .venv/bin/mlvigil "$@"

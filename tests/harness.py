@@ -2,153 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import threading
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import yaml
+from mlvigil.supervise import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[1]
-T = TypeVar("T")
 
 
-class ServiceHandle:
+class ServiceHandle(ServiceProcess):
+    """``ServiceProcess`` started from the repository root (so ``python -m mlvigil`` is this tree)."""
+
     def __init__(self, data_dir: Path, config: dict[str, Any] | None, env: dict[str, str] | None) -> None:
-        self.data_dir = data_dir
-        self.config_path = data_dir.parent / f"{data_dir.name}-config.yaml"
-        self.config = dict(config or {})
-        self.extra_env = dict(env or {})
-        self.token = self.extra_env.get("MLVIGIL_AUTH_TOKEN")
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-        self.api = self.otlp_http = self.otlp_grpc = ""
-        self._ports: dict[str, int] | None = None
-
-    # -- process ---------------------------------------------------------------------------
-    def start(self, timeout: float = 60.0) -> ServiceHandle:
-        self.config_path.write_text(yaml.safe_dump(self.config))
-        env = dict(os.environ)
-        env.update(
-            {
-                "MLVIGIL_DATA_DIR": str(self.data_dir),
-                "PYTHONUNBUFFERED": "1",
-                # The first start picks free ports; a restart reuses them (clients keep their URLs).
-                "MLVIGIL_API_ADDR": f"127.0.0.1:{self._ports['api'] if self._ports else 0}",
-                "MLVIGIL_OTLP_HTTP_ADDR": f"127.0.0.1:{self._ports['otlp_http'] if self._ports else 0}",
-                "MLVIGIL_OTLP_GRPC_ADDR": f"127.0.0.1:{self._ports['otlp_grpc'] if self._ports else 0}",
-            }
-        )
-        env.update(self.extra_env)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlvigil", "serve", "-c", str(self.config_path)],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        ready = threading.Event()
-        proc = self.proc
-
-        def pump() -> None:
-            assert proc.stdout
-            for line in proc.stdout:
-                self.output.append(line)
-                if line.startswith("MLVIGIL_READY "):
-                    self._ports = json.loads(line.split(" ", 1)[1])
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not ready.wait(timeout) or self._ports is None:
-            self.kill()
-            raise RuntimeError("mlvigil serve did not become ready:\n" + "".join(self.output[-50:]))
-        p = self._ports
-        self.api = f"http://127.0.0.1:{p['api']}"
-        self.otlp_http = f"http://127.0.0.1:{p['otlp_http']}"
-        self.otlp_grpc = f"127.0.0.1:{p['otlp_grpc']}"
-        return self
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM: graceful shutdown; returns the exit code."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(timeout)
-        return self.proc.returncode if self.proc else 0
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to flush anything that was not already durable."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def restart(self) -> ServiceHandle:
-        self.kill()
-        return self.start()
-
-    # -- HTTP ------------------------------------------------------------------------------
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-        auth: bool = True,
-    ) -> tuple[int, dict[str, str], bytes]:
-        hdrs = dict(headers or {})
-        if auth and self.token and "Authorization" not in hdrs:
-            hdrs["Authorization"] = f"Bearer {self.token}"
-        url = path if path.startswith("http") else self.api + path
-        req = urllib.request.Request(url, data=body, method=method, headers=hdrs)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
-
-    def get(self, path: str, **params: Any) -> Any:
-        if params:
-            path += "?" + urllib.parse.urlencode(params)
-        status, _, body = self.request("GET", path)
-        if status != 200:
-            raise AssertionError(f"GET {path} -> {status}: {body[:500]!r}")
-        return json.loads(body)
-
-    def post(self, path: str, payload: Any = None, expect: int | tuple[int, ...] = (200, 201, 202)) -> Any:
-        data = json.dumps(payload).encode() if payload is not None else b""
-        status, _, body = self.request("POST", path, data, {"Content-Type": "application/json"})
-        ok = (expect,) if isinstance(expect, int) else expect
-        if status not in ok:
-            raise AssertionError(f"POST {path} -> {status}: {body[:500]!r}")
-        return json.loads(body) if body else None
-
-    def evaluate(self) -> list[dict[str, Any]]:
-        return list(self.post("/api/v1/evaluate")["transitions"])
-
-    def stats(self) -> dict[str, int]:
-        return dict(self.get("/api/v1/stats")["records"])
-
-    def findings(self, **filters: Any) -> list[dict[str, Any]]:
-        return list(self.get("/api/v1/findings", **filters)["findings"])
-
-    def wait_for(self, fn: Callable[[], T], timeout: float = 30.0, interval: float = 0.05) -> T:
-        """Poll ``fn`` until it returns something truthy; fail with its last value at the deadline."""
-        deadline = time.monotonic() + timeout
-        value = fn()
-        while not value:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
-            time.sleep(interval)  # polling interval of a deadline-bounded wait, not a synchronisation guess
-            value = fn()
-        return value
-
+        env = dict(env or {})
+        env.setdefault("PYTHONPATH", str(REPO))
+        super().__init__(data_dir, config, env)
