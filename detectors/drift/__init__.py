@@ -1,0 +1,34 @@
+"""Drift detection: data, prediction, performance and LLM traffic drift.
+
+Layers, bottom up: ``stats`` (one two-sample test per module), ``profile`` (reference
+statistics computed once), ``multiple`` (correction across features), ``compare`` (one
+window against a profile), ``streaming`` (sequential detectors), ``monitor`` (a monitor
+as a Detector over the store), ``api`` (``/api/v1/monitors``) and ``cli`` (``mlvigil drift``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from detectors.drift.config import DriftConfig
+
+if TYPE_CHECKING:
+    from detectors.base import Detector
+    from mlvigil.context import ServiceContext
+
+
+def build(config: DriftConfig, ctx: ServiceContext) -> list[Detector]:
+    """Monitors from the config and from the store; routes for ``/api/v1/monitors``."""
+    from detectors.drift.api import MonitorRegistry
+    from detectors.drift.metrics import DriftMetrics
+
+    if not config.enabled:
+        return []
+    registry = MonitorRegistry(config, ctx, DriftMetrics(ctx.telemetry.registry))
+    detectors = registry.load()
+    ctx.routes.extend(registry.routes())
+    ctx.services["drift"] = registry
+    return list(detectors)
+
+
+__all__ = ["DriftConfig", "build"]

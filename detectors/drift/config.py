@@ -1,0 +1,232 @@
+"""Configuration of drift monitoring: section ``detectors.drift``.
+
+```yaml
+detectors:
+  drift:
+    defaults: {alpha: 0.05, correction: bh}
+    monitors:
+      - name: fraud-features
+        kind: data                      # data | prediction | performance | llm
+        service: fraud-api
+        model: fraud
+        features: [amount, country]     # default: every feature of the reference
+        reference: {file: ref.parquet}  # or {start: ..., end: ...}, {last: 7d, offset: 1d}, {dataset: true}
+        window: {size: 1000, mode: sliding}   # or {duration: 1h, mode: tumbling}
+        test: auto
+        severity: warning
+```
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mlvigil.config import Duration, Strict
+from mlvigil.findings import Severity
+
+MonitorKind = Literal["data", "prediction", "performance", "llm"]
+FINDING_KINDS = {
+    "data": "data_drift",
+    "prediction": "prediction_drift",
+    "performance": "performance_drift",
+    "llm": "llm_drift",
+}
+LLM_SIGNALS = (
+    "input_tokens",
+    "output_tokens",
+    "latency_s",
+    "ttft_s",
+    "finish_reason",
+    "error",
+    "model",
+    "prompt_chars",
+    "prompt_words",
+    "completion_chars",
+    "embedding",
+)
+PERFORMANCE_METRICS = ("accuracy", "error_rate", "f1", "precision", "recall", "auc", "mae", "rmse")
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None or isinstance(value, int | float):
+        return None if value is None else float(value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+class ReferenceConfig(Strict):
+    """Where the reference comes from: exactly one of a file, a time range, a rolling range
+    of past traffic, or a dataset posted to ``POST /api/v1/monitors/{name}/reference``."""
+
+    #: CSV or Parquet file (columns as the monitor's features / signals).
+    file: Path | None = None
+    #: Fixed past time range of traffic (epoch seconds or ISO 8601).
+    start: float | None = None
+    end: float | None = None
+    #: Rolling range: the ``last`` seconds of traffic ending ``offset`` before now.
+    last: Duration | None = None
+    offset: Duration = 0.0
+    #: Dataset posted to the API (kept in the store, survives restarts).
+    dataset: bool = False
+    #: Rolling references are rebuilt at most this often.
+    refresh: Duration = 3600.0
+    #: Most reference rows read from traffic.
+    max_rows: int = Field(default=100_000, gt=0)
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> float | None:
+        return _epoch(value)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReferenceConfig:
+        chosen = [
+            self.file is not None,
+            self.start is not None or self.end is not None,
+            self.last is not None,
+            self.dataset,
+        ]
+        if sum(chosen) != 1:
+            raise ValueError("set exactly one of file, start/end, last, dataset")
+        if (self.start is None) != (self.end is None):
+            raise ValueError("start and end go together")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class WindowConfig(Strict):
+    """The current window: the last ``size`` rows or the last ``duration`` seconds."""
+
+    size: int | None = Field(default=None, gt=0)
+    duration: Duration | None = None
+    #: sliding: the latest rows/period up to now; tumbling: the last complete block/period.
+    mode: Literal["sliding", "tumbling"] = "sliding"
+    #: Fewer rows than this: no decision for the window.
+    min_size: int = Field(default=50, ge=2)
+
+    @model_validator(mode="after")
+    def _one(self) -> WindowConfig:
+        if (self.size is None) == (self.duration is None):
+            raise ValueError("set exactly one of size (rows) or duration")
+        return self
+
+
+class MonitorDefaults(Strict):
+    """Values a monitor takes when it does not set them."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    correction: Literal["bh", "bonferroni", "none"] = "bh"
+    test: str = "auto"
+    severity: Severity = Severity.WARNING
+    window: WindowConfig = Field(default_factory=lambda: WindowConfig(size=1000))
+
+
+class MonitorConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    kind: MonitorKind = "data"
+    service: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    #: Features (data), or output columns ``prediction`` / ``score`` (prediction); default all.
+    features: list[str] | None = None
+    #: LLM signals watched (default: all numeric and categorical ones; text ones need kept prompts).
+    signals: list[str] | None = None
+    #: Performance metrics (performance monitors).
+    metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
+    reference: ReferenceConfig
+    window: WindowConfig | None = None
+    #: ``auto``, ks, cvm, anderson, wasserstein, psi, js, hellinger, chi2, mmd, classifier.
+    test: str | None = None
+    feature_tests: dict[str, str] = Field(default_factory=dict)
+    alpha: float | None = Field(default=None, gt=0, lt=1)
+    correction: Literal["bh", "bonferroni", "none"] | None = None
+    #: Distance threshold instead of a significance level (e.g. PSI 0.2).
+    threshold: float | None = Field(default=None, gt=0)
+    min_drifted_features: int = Field(default=1, ge=1)
+    severity: Severity | None = None
+    #: ``native`` or ``alibi`` (needs the ``alibi`` extra).
+    backend: Literal["native", "alibi"] = "native"
+    #: alibi-detect detector class for ``backend: alibi`` (KSDrift, CVMDrift, ChiSquareDrift,
+    #: TabularDrift, MMDDrift, LSDDDrift, ClassifierDrift).
+    alibi_detector: str = "TabularDrift"
+    #: Performance monitors: labels arrive this late; the window ends this long before now.
+    label_delay: Duration = 0.0
+    #: Performance monitors: a metric drifts when it worsens by more than this (and significantly).
+    max_drop: float = Field(default=0.05, ge=0)
+
+    @field_validator("test")
+    @classmethod
+    def _known_test(cls, value: str | None) -> str | None:
+        from detectors.drift.stats import TEST_NAMES
+
+        if value is not None and value not in TEST_NAMES:
+            raise ValueError(f"unknown test {value!r}; known: {', '.join(TEST_NAMES)}")
+        return value
+
+    @field_validator("alibi_detector")
+    @classmethod
+    def _known_alibi(cls, value: str) -> str:
+        known = (
+            "KSDrift",
+            "CVMDrift",
+            "ChiSquareDrift",
+            "TabularDrift",
+            "MMDDrift",
+            "LSDDDrift",
+            "ClassifierDrift",
+        )
+        if value not in known:
+            raise ValueError(f"unknown alibi-detect detector {value!r}; known: {', '.join(known)}")
+        return value
+
+    @field_validator("signals")
+    @classmethod
+    def _known_signals(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or []) - set(LLM_SIGNALS))
+        if unknown:
+            raise ValueError(f"unknown LLM signal(s) {unknown}; known: {', '.join(LLM_SIGNALS)}")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(PERFORMANCE_METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {', '.join(PERFORMANCE_METRICS)}")
+        return value
+
+    def resolved(self, defaults: MonitorDefaults) -> MonitorConfig:
+        """This monitor with every unset value taken from ``defaults``."""
+        return self.model_copy(
+            update={
+                "window": self.window or defaults.window,
+                "test": self.test or defaults.test,
+                "alpha": self.alpha or defaults.alpha,
+                "correction": self.correction or defaults.correction,
+                "severity": self.severity or defaults.severity,
+            }
+        )
+
+    @property
+    def finding_kind(self) -> str:
+        return FINDING_KINDS[self.kind]
+
+
+class DriftConfig(Strict):
+    enabled: bool = True
+    defaults: MonitorDefaults = Field(default_factory=MonitorDefaults)
+    monitors: list[MonitorConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> DriftConfig:
+        names = [m.name for m in self.monitors]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"duplicate monitor name(s) {dup}")
+        return self

@@ -1,0 +1,491 @@
+"""A drift monitor as a Detector: reference profile once, then one window per evaluation.
+
+Data and prediction monitors read ``inferences`` (KServe/Seldon events are already rows
+there), performance monitors join ``labels`` by request id, LLM monitors read
+``llm_calls``. The monitor reports one Finding (key = monitor name) while its latest window
+drifts; the engine fires, updates and resolves it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from detectors.base import Detector
+from detectors.drift.compare import CompareOptions, DriftReport, FeatureDrift, compare
+from detectors.drift.config import MonitorConfig
+from detectors.drift.metrics import DriftMetrics
+from detectors.drift.performance import Evaluation, MetricDrift, compare_performance
+from detectors.drift.profile import ReferenceProfile
+from detectors.drift.sources import (
+    INFERENCE_COLUMNS,
+    LLM_COLUMNS,
+    Columns,
+    feature_columns,
+    hashed_embedding,
+    llm_columns,
+    prediction_columns,
+    read_table,
+)
+from detectors.drift.stats import TestResult
+from detectors.drift.stats.mmd import MMD
+from mlvigil.findings import Finding, Severity
+from mlvigil.store import Store
+
+log = logging.getLogger(__name__)
+
+REFERENCE_DOCS = "drift_references"
+#: Rows of a window kept for the multivariate tests.
+MULTIVARIATE_ROWS = 2000
+
+
+def _subject_value(configured: str | None, observed: list[Any]) -> str:
+    if configured:
+        return configured
+    values = {v for v in observed if v is not None}
+    return str(next(iter(values))) if len(values) == 1 else "*"
+
+
+class MonitorDetector(Detector):
+    """One configured monitor.
+
+    Parameters
+    ----------
+    config
+        The monitor, with defaults already applied (``MonitorConfig.resolved``).
+    metrics
+        Prometheus metrics to publish each evaluation to (optional).
+    """
+
+    def __init__(self, config: MonitorConfig, metrics: DriftMetrics | None = None) -> None:
+        assert config.window is not None, "resolve the monitor's defaults first"
+        self.config = config
+        self.name = f"drift:{config.name}"
+        self.metrics = metrics
+        self.last: dict[str, Any] = {"status": "not evaluated"}
+        self._reference: Any = None  # ReferenceProfile, or Evaluation for performance monitors
+        self._ref_columns: Columns | None = None
+        self._ref_texts: list[Any] = []
+        self._ref_built_at: float | None = None
+        self._ref_rows = 0
+        self._tumble_after: float | None = None
+        self._cached: tuple[tuple[Any, ...], list[Finding]] | None = None
+
+    # -- where rows come from ----------------------------------------------------------------
+    @property
+    def table(self) -> str:
+        return "llm_calls" if self.config.kind == "llm" else "inferences"
+
+    def _where(self) -> dict[str, Any]:
+        c = self.config
+        if c.kind == "llm":
+            return {"service": c.service} if c.service else {}
+        return {
+            k: v
+            for k, v in (("service", c.service), ("model", c.model), ("model_version", c.model_version))
+            if v
+        }
+
+    def _rows(
+        self, store: Store, *, since: float | None = None, until: float | None = None, last: int | None = None
+    ) -> Columns:
+        cols = LLM_COLUMNS if self.config.kind == "llm" else INFERENCE_COLUMNS
+        rows = store.query(self.table, columns=cols, since=since, until=until, where=self._where(), last=last)
+        if self.config.kind == "llm" and self.config.model:
+            keep = [
+                i
+                for i, (a, b) in enumerate(zip(rows["request_model"], rows["response_model"], strict=True))
+                if self.config.model in (a, b)
+            ]
+            rows = {k: [v[i] for i in keep] for k, v in rows.items()}
+        return rows
+
+    def _columns(self, rows: Columns, store: Store | None) -> Columns:
+        c = self.config
+        if c.kind == "data":
+            cols = feature_columns(rows)
+        elif c.kind == "prediction":
+            cols = prediction_columns(rows)
+        elif c.kind == "llm":
+            cols = llm_columns(rows, c.signals)
+        else:
+            cols = self._labelled(rows, store)
+        if c.features and c.kind in ("data", "prediction"):
+            cols = {k: v for k, v in cols.items() if k in c.features}
+        return cols
+
+    def _labelled(self, rows: Columns, store: Store | None) -> Columns:
+        """Predictions joined with their labels (latest label per request id)."""
+        ids = [r for r in rows.get("request_id", []) if r]
+        labels: dict[str, Any] = {}
+        if store is not None and ids:
+            for i in range(0, len(ids), 5000):
+                got = store.query(
+                    "labels", columns=["ts", "request_id", "label"], where={"request_id": ids[i : i + 5000]}
+                )
+                for rid, lab in zip(got["request_id"], got["label"], strict=True):
+                    labels[rid] = lab
+        preds = prediction_columns(rows)
+        out: Columns = {"prediction": [], "label": [], "score": []}
+        pred_list = preds.get("prediction", [None] * len(rows.get("request_id", [])))
+        score_list = preds.get("score", [None] * len(pred_list))
+        import json
+
+        for rid, p, s in zip(rows.get("request_id", []), pred_list, score_list, strict=True):
+            if rid in labels and p is not None:
+                lab = labels[rid]
+                with contextlib.suppress(json.JSONDecodeError):
+                    lab = json.loads(lab) if isinstance(lab, str) else lab
+                out["prediction"].append(p)
+                out["label"].append(lab)
+                out["score"].append(s)
+        return out
+
+    # -- the reference -------------------------------------------------------------------------
+    def set_dataset(self, columns: Columns) -> None:
+        """A reference dataset posted through the API; it replaces the current profile."""
+        self._build_reference(columns, [], time.time())
+
+    def _build_reference(self, columns: Columns, texts: list[Any], now: float) -> None:
+        c = self.config
+        if c.kind == "performance":
+            self._reference = Evaluation(
+                columns.get("prediction", []), columns.get("label", []), columns.get("score")
+            )
+            self._ref_rows = self._reference.n
+        else:
+            mv = MULTIVARIATE_ROWS if c.test in ("mmd", "classifier") else 0
+            self._reference = ReferenceProfile.from_columns(columns, multivariate_rows=mv)
+            self._ref_rows = self._reference.n_rows
+        self._ref_columns = columns
+        self._ref_texts = texts
+        self._ref_built_at = now
+
+    def _ensure_reference(self, store: Store, now: float) -> bool:
+        ref = self.config.reference
+        if ref.file is not None:
+            if self._reference is None:
+                cols = read_table(ref.file)
+                if self.config.features and self.config.kind in ("data", "prediction"):
+                    cols = {k: v for k, v in cols.items() if k in self.config.features}
+                texts = list(cols.pop("prompt", [])) if self.config.kind == "llm" else []
+                self._build_reference(cols, texts, now)
+            return True
+        if ref.dataset:
+            if self._reference is None:
+                doc = store.get_doc(REFERENCE_DOCS, self.config.name)
+                if doc is None:
+                    return False
+                self._build_reference(doc["columns"], doc.get("texts", []), now)
+            return True
+        if ref.last is not None:
+            since, until = now - ref.offset - ref.last, now - ref.offset
+            stale = self._ref_built_at is None or now - self._ref_built_at >= ref.refresh
+        else:
+            assert ref.start is not None and ref.end is not None
+            since, until = ref.start, ref.end
+            # A fixed range still filling (or empty so far) is rebuilt; a past one is final.
+            stale = self._reference is None or (
+                until > (self._ref_built_at or 0) and now - (self._ref_built_at or 0) >= ref.refresh
+            )
+        if self._tumble_after is None:
+            # Count-tumbling windows start where traffic references end: no overlap.
+            self._tumble_after = until
+        if stale:
+            rows = self._rows(store, since=since, until=until, last=ref.max_rows)
+            if rows.get("ts"):
+                cols = self._columns(rows, store)
+                self._build_reference(cols, rows.get("prompt", []), now)
+        return self._reference is not None and self._ref_rows > 0
+
+    # -- the window ----------------------------------------------------------------------------
+    def _window(self, store: Store, now: float) -> tuple[Columns, float | None, float | None]:
+        w = self.config.window
+        assert w is not None
+        until = now - self.config.label_delay if self.config.kind == "performance" else now
+        if w.duration is not None:
+            if w.mode == "tumbling":
+                until = math.floor(until / w.duration) * w.duration
+            rows = self._rows(store, since=until - w.duration, until=until)
+            return rows, until - w.duration, until
+        assert w.size is not None
+        if w.mode == "sliding":
+            rows = self._rows(store, until=until, last=w.size)
+        else:
+            fresh = self._rows(store, since=self._tumble_after, until=until)
+            if self._tumble_after is not None:
+                keep = [i for i, t in enumerate(fresh["ts"]) if t > self._tumble_after]
+                fresh = {k: [v[i] for i in keep] for k, v in fresh.items()}
+            blocks = len(fresh["ts"]) // w.size
+            if blocks == 0:
+                return {}, None, None
+            lo = (blocks - 1) * w.size
+            rows = {k: v[lo : lo + w.size] for k, v in fresh.items()}
+            self._tumble_after = rows["ts"][-1]
+        ts = rows.get("ts") or [None]
+        return rows, ts[0], ts[-1]
+
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, store: Store, now: float) -> list[Finding]:
+        c = self.config
+        if not self._ensure_reference(store, now):
+            self.last = {"status": "waiting for reference", "at": now}
+            if self.metrics:
+                self.metrics.skipped(c.name, "no_reference")
+            return []
+        rows, start, end = self._window(store, now)
+        if not rows:
+            # A tumbling window with no new complete block keeps its last decision.
+            return list(self._cached[1]) if self._cached else []
+        n = len(rows.get("ts", []))
+        key = (start, end, n, self._ref_built_at)
+        if self._cached and self._cached[0] == key:
+            return list(self._cached[1])
+        cols = self._columns(rows, store)
+        n_cur = len(next(iter(cols.values()), [])) if cols else 0
+        assert c.window is not None
+        if n_cur < c.window.min_size:
+            self.last = {
+                "status": "window too small",
+                "n_current": n_cur,
+                "min_size": c.window.min_size,
+                "at": now,
+            }
+            if self.metrics:
+                self.metrics.skipped(c.name, "window_too_small")
+            return []
+        subject = {
+            "service": _subject_value(c.service, rows.get("service", [])),
+            "model": _subject_value(c.model, rows.get("model") or rows.get("response_model") or []),
+            "model_version": _subject_value(c.model_version, rows.get("model_version", [])),
+            "monitor": c.name,
+        }
+        if c.kind == "performance":
+            findings = self._evaluate_performance(cols, subject, start, end, now)
+        else:
+            findings = self._evaluate_distribution(cols, rows, subject, start, end, now)
+        self._cached = (key, findings)
+        return list(findings)
+
+    def _options(self) -> CompareOptions:
+        c = self.config
+        return CompareOptions(
+            test=c.test or "auto",
+            alpha=c.alpha or 0.05,
+            correction=c.correction or "bh",
+            threshold=c.threshold,
+            features=c.features,
+            feature_tests=c.feature_tests,
+            min_drifted_features=c.min_drifted_features,
+        )
+
+    def _evaluate_distribution(
+        self,
+        cols: Columns,
+        rows: Columns,
+        subject: dict[str, str],
+        start: float | None,
+        end: float | None,
+        now: float,
+    ) -> list[Finding]:
+        c = self.config
+        profile: ReferenceProfile = self._reference
+        if c.backend == "alibi":
+            from detectors.drift.alibi_backend import alibi_compare
+
+            assert self._ref_columns is not None
+            report = alibi_compare(c, self._ref_columns, cols, profile, self._options())
+        else:
+            report = compare(profile, cols, self._options(), extra=self._embedding_result(rows))
+        self._publish(report)
+        self.last = {
+            "status": "drift" if report.drifted else "ok",
+            "at": now,
+            "window_start": start,
+            "window_end": end,
+            "report": report.to_dict(top=10),
+        }
+        if not report.drifted:
+            return []
+        return [self._finding(report, subject, start, end)]
+
+    def _embedding_result(self, rows: Columns) -> list[tuple[str, str, TestResult, dict[str, Any]]]:
+        c = self.config
+        if c.kind != "llm" or (c.signals is not None and "embedding" not in c.signals):
+            return []
+        ref_texts = [t for t in self._ref_texts if t]
+        cur_texts = [t for t in rows.get("prompt", []) if t]
+        if len(ref_texts) < 20 or len(cur_texts) < 20:
+            return []
+        mmd = self.__dict__.get("_text_mmd")
+        if mmd is None:
+            mmd = MMD(hashed_embedding(ref_texts), permutations=200, max_rows=400)
+            self.__dict__["_text_mmd"] = mmd
+        res = mmd.test(hashed_embedding(cur_texts))
+        tr = TestResult("mmd", res.statistic, res.p_value, res.statistic, res.n_reference, res.n_current)
+        return [("prompt_embedding", "embedding", tr, {})]
+
+    def _publish(self, report: DriftReport) -> None:
+        if self.metrics:
+            self.metrics.publish(
+                self.config.name,
+                report.drifted,
+                report.n_reference,
+                report.n_current,
+                [f.to_dict() for f in report.features],
+            )
+
+    def _finding(
+        self, report: DriftReport, subject: dict[str, str], start: float | None, end: float | None
+    ) -> Finding:
+        c = self.config
+        top = report.top(5)
+        drifted = report.drifted_features
+        what = {"data": "Data drift", "prediction": "Prediction drift", "llm": "LLM traffic drift"}[c.kind]
+        target = f"{subject['model']}" + (
+            f" {subject['model_version']}" if subject["model_version"] != "*" else ""
+        )
+        if c.kind == "llm":
+            target = f"{subject['service']}" + (f"/{subject['model']}" if subject["model"] != "*" else "")
+        if report.multivariate is not None:
+            detail = (
+                f"{report.test} test p={report.p_value:.3g}" if report.p_value is not None else report.test
+            )
+        else:
+            detail = f"{len(drifted)} of {len(report.features)} checks drifted"
+        names = ", ".join(_describe(f) for f in (drifted or top)[:3])
+        summary = f"{what} on {target} (monitor {c.name}): {detail}" + (f" — {names}" if names else "")
+        evidence = {
+            "monitor": c.name,
+            "backend": c.backend,
+            "test": report.test,
+            "correction": report.correction,
+            "alpha": report.alpha,
+            "threshold": c.threshold,
+            "p_value": report.p_value,
+            "n_reference": report.n_reference,
+            "n_current": report.n_current,
+            "n_features": len(report.features),
+            "n_drifted": len(drifted),
+            "drifted_features": [f.feature for f in drifted],
+            "top_features": [_evidence(f) for f in top],
+            "multivariate": report.multivariate,
+        }
+        return Finding(
+            kind=c.finding_kind,
+            severity=Severity(c.severity or "warning"),
+            subject=subject,
+            summary=summary,
+            evidence=evidence,
+            window_start=start,
+            window_end=end,
+            key=c.name,
+        )
+
+    def _evaluate_performance(
+        self, cols: Columns, subject: dict[str, str], start: float | None, end: float | None, now: float
+    ) -> list[Finding]:
+        c = self.config
+        current = Evaluation(
+            cols.get("prediction", []),
+            cols.get("label", []),
+            cols.get("score"),
+            positive=self._reference.positive,
+        )
+        results = compare_performance(self._reference, current, c.metrics, c.alpha or 0.05, c.max_drop)
+        drifted = [r for r in results if r.drifted]
+        if self.metrics:
+            self.metrics.publish(
+                c.name,
+                bool(drifted),
+                self._reference.n,
+                current.n,
+                [
+                    {
+                        "feature": r.metric,
+                        "test": "performance",
+                        "distance": r.current,
+                        "p_value": r.p_value,
+                        "drifted": r.drifted,
+                    }
+                    for r in results
+                ],
+            )
+        self.last = {
+            "status": "drift" if drifted else "ok",
+            "at": now,
+            "window_start": start,
+            "window_end": end,
+            "metrics": [r.to_dict() for r in results],
+        }
+        if not drifted:
+            return []
+        names = ", ".join(_describe_metric(r) for r in drifted)
+        target = subject["model"] + (
+            f" {subject['model_version']}" if subject["model_version"] != "*" else ""
+        )
+        summary = f"Performance drift on {target} (monitor {c.name}): {names}"
+        evidence = {
+            "monitor": c.name,
+            "alpha": c.alpha,
+            "max_drop": c.max_drop,
+            "n_reference": self._reference.n,
+            "n_current": current.n,
+            "metrics": [r.to_dict() for r in results],
+            "drifted_features": [r.metric for r in drifted],
+        }
+        return [
+            Finding(
+                kind=c.finding_kind,
+                severity=Severity(c.severity or "warning"),
+                subject=subject,
+                summary=summary,
+                evidence=evidence,
+                window_start=start,
+                window_end=end,
+                key=c.name,
+            )
+        ]
+
+    def status(self) -> dict[str, Any]:
+        return {"reference_rows": self._ref_rows, "reference_built_at": self._ref_built_at, **self.last}
+
+
+def _describe(f: FeatureDrift) -> str:
+    mv = f.movement
+    if "mean_shift_sd" in mv:
+        ref, cur = mv["reference"], mv["current"]
+        return f"{f.feature} (mean {ref.get('mean', float('nan')):.4g} → {cur.get('mean', float('nan')):.4g})"
+    if mv.get("unseen"):
+        cat, share = max(mv["unseen"].items(), key=lambda kv: kv[1])
+        return f"{f.feature} (new value {cat!r} {share:.0%})"
+    if mv.get("shares"):
+        s = mv["shares"][0]
+        return f"{f.feature} ({s['category']!r} {s['reference']:.0%} → {s['current']:.0%})"
+    if f.feature.endswith(":missing") and mv.get("missing_rate"):
+        a, b = mv["missing_rate"]
+        return f"{f.feature} ({a:.0%} → {b:.0%})"
+    return f.feature
+
+
+def _describe_metric(r: MetricDrift) -> str:
+    return f"{r.metric} {r.reference:.3g} → {r.current:.3g}"
+
+
+def _evidence(f: FeatureDrift) -> dict[str, Any]:
+    d = f.to_dict()
+    d["summary"] = _describe(f)
+    return d
+
+
+def monitor_factory(metrics: DriftMetrics | None) -> Callable[[MonitorConfig], MonitorDetector]:
+    return lambda cfg: MonitorDetector(cfg, metrics)
+
+
+__all__ = ["REFERENCE_DOCS", "MonitorDetector", "monitor_factory", "np"]

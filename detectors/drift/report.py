@@ -1,0 +1,172 @@
+"""Renderings of a DriftReport: a terminal table, JSON, and self-contained HTML with SVG plots."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from detectors.drift.compare import DriftReport, FeatureDrift
+from detectors.drift.profile import CategoricalProfile, NumericProfile, ReferenceProfile, current_values
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if v != 0 and (abs(v) < 1e-3 or abs(v) >= 1e5):
+        return f"{v:.2e}"
+    return f"{v:.4f}"
+
+
+def _movement(f: FeatureDrift) -> str:
+    mv = f.movement
+    if "mean_shift_sd" in mv:
+        ref, cur = mv["reference"]["mean"], mv["current"]["mean"]
+        return f"mean {ref:.4g} -> {cur:.4g} ({mv['mean_shift_sd']:+.2f} sd)"
+    if mv.get("unseen"):
+        cat, share = max(mv["unseen"].items(), key=lambda kv: kv[1])
+        return f"new {cat!r} {share:.1%}"
+    if mv.get("shares"):
+        s = mv["shares"][0]
+        return f"{s['category']!r} {s['reference']:.1%} -> {s['current']:.1%}"
+    if mv.get("missing_rate"):
+        a, b = mv["missing_rate"]
+        return f"missing {a:.1%} -> {b:.1%}"
+    return ""
+
+
+def table(report: DriftReport) -> str:
+    head = ["feature", "kind", "test", "statistic", "p-value", "adj. p", "distance", "drift", "movement"]
+    rows = [
+        [
+            f.feature,
+            f.kind,
+            f.test,
+            _fmt(f.statistic),
+            _fmt(f.p_value),
+            _fmt(f.adjusted_p_value),
+            _fmt(f.distance),
+            "DRIFT" if f.drifted else "ok",
+            _movement(f),
+        ]
+        for f in report.top(len(report.features))
+    ]
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    verdict = "DRIFT" if report.drifted else "no drift"
+    decision = (
+        f"{report.test} p={_fmt(report.p_value)}"
+        if report.multivariate is not None
+        else f"{len(report.drifted_features)} of {len(report.features)} checks drifted"
+    )
+    lines.append("")
+    lines.append(
+        f"{verdict}: {decision} (alpha {report.alpha}, correction {report.correction}; "
+        f"{report.n_reference} reference rows, {report.n_current} current rows)"
+    )
+    return "\n".join(lines)
+
+
+def to_json(report: DriftReport) -> str:
+    return json.dumps(report.to_dict(), indent=2, default=float)
+
+
+def _svg_bars(
+    labels: Sequence[str], ref: Sequence[float], cur: Sequence[float], width: int = 420, height: int = 160
+) -> str:
+    """Side-by-side bars of reference (grey) and current (orange) shares per bin/category."""
+    k = max(len(labels), 1)
+    top = max([*ref, *cur, 1e-9])
+    slot = (width - 20) / k
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" role="img">']
+    for i, (lab, r, c) in enumerate(zip(labels, ref, cur, strict=True)):
+        x = 10 + i * slot
+        for j, (v, color) in enumerate(((r, "#9aa5b1"), (c, "#f08c00"))):
+            h = (height - 10) * v / top
+            parts.append(
+                f'<rect x="{x + j * slot / 2:.1f}" y="{height - h:.1f}" width="{max(slot / 2 - 1, 1):.1f}"'
+                f' height="{h:.1f}" fill="{color}"><title>{html.escape(lab)}: {v:.3f}</title></rect>'
+            )
+        if k <= 12:
+            parts.append(
+                f'<text x="{x + slot / 2:.1f}" y="{height + 14}" font-size="9" text-anchor="middle">'
+                f"{html.escape(lab[:10])}</text>"
+            )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _plot(profile: ReferenceProfile, feature: str, values: Sequence[Any] | np.ndarray) -> str:
+    prof = profile.features.get(feature)
+    if prof is None:
+        return ""
+    cur, _ = current_values(prof, values)
+    if isinstance(prof, NumericProfile):
+        if prof.n == 0 or cur.size == 0:
+            return ""
+        lo = min(float(np.quantile(prof.sorted, 0.01)), float(np.quantile(cur, 0.01)))
+        hi = max(float(np.quantile(prof.sorted, 0.99)), float(np.quantile(cur, 0.99)))
+        edges = np.linspace(lo, hi if hi > lo else lo + 1, 21)
+        r = np.histogram(np.clip(prof.sorted, lo, hi), edges)[0] / prof.n
+        c = np.histogram(np.clip(cur, lo, hi), edges)[0] / cur.size
+        labels = [f"{a:.3g}" for a in edges[:-1]]
+        return _svg_bars(labels, r.tolist(), c.tolist())
+    assert isinstance(prof, CategoricalProfile)
+    shares = prof.shares()
+    vals, counts = (
+        np.unique(cur.astype(str), return_counts=True) if cur.size else (np.array([]), np.array([]))
+    )
+    cur_shares = {
+        str(v): int(n) / max(cur.size, 1) for v, n in zip(vals.tolist(), counts.tolist(), strict=True)
+    }
+    cats = sorted(set(shares) | set(cur_shares), key=lambda c: -(shares.get(c, 0) + cur_shares.get(c, 0)))[
+        :12
+    ]
+    return _svg_bars(cats, [shares.get(c, 0.0) for c in cats], [cur_shares.get(c, 0.0) for c in cats])
+
+
+def to_html(
+    report: DriftReport,
+    profile: ReferenceProfile,
+    current: Mapping[str, Sequence[Any] | np.ndarray],
+    title: str = "mlvigil drift report",
+) -> str:
+    verdict = "Drift detected" if report.drifted else "No drift"
+    rows = []
+    for f in report.top(len(report.features)):
+        base = f.feature.split(":")[0]
+        plot = _plot(profile, base, current.get(base, [])) if not f.feature.endswith(":missing") else ""
+        rows.append(
+            f'<tr class="{"drift" if f.drifted else ""}"><td><b>{html.escape(f.feature)}</b><br>{f.kind}</td>'
+            f"<td>{f.test}</td><td>{_fmt(f.statistic)}</td><td>{_fmt(f.p_value)}</td>"
+            f"<td>{_fmt(f.adjusted_p_value)}</td><td>{_fmt(f.distance)}</td>"
+            f"<td>{'DRIFT' if f.drifted else 'ok'}</td><td>{html.escape(_movement(f))}</td>"
+            f"<td>{plot}</td></tr>"
+        )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 6px 10px; vertical-align: top; text-align: left;
+  font-size: 13px; }}
+tr.drift td {{ background: #fff4e6; }} .legend span {{ display: inline-block; width: 12px; height: 12px; }}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p><b>{verdict}</b>: {len(report.drifted_features)} of {len(report.features)} checks drifted
+(test {report.test}, alpha {report.alpha}, correction {report.correction};
+{report.n_reference} reference rows, {report.n_current} current rows).</p>
+<p class="legend"><span style="background:#9aa5b1"></span> reference
+ <span style="background:#f08c00"></span> current</p>
+<table><tr><th>feature</th><th>test</th><th>statistic</th><th>p-value</th><th>adj. p</th><th>distance</th>
+<th>drift</th><th>movement</th><th>distribution</th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
