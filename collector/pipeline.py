@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlvigil.metrics import Telemetry
@@ -55,6 +56,7 @@ class IngestPipeline:
         retry_after: int = 1,
         max_group_batches: int = 256,
         max_group_rows: int = 100_000,
+        on_committed: Callable[[RecordBatch], None] | None = None,
     ) -> None:
         self._store = store
         self._telemetry = telemetry
@@ -62,6 +64,8 @@ class IngestPipeline:
         self.retry_after = retry_after
         self._max_group_batches = max_group_batches
         self._max_group_rows = max_group_rows
+        # Called on the writer thread with each batch once it is durable (derived metrics).
+        self._on_committed = on_committed
         self._queue: deque[_Pending] = deque()
         self._cond = threading.Condition()
         self._reserved = 0  # items queued or being committed
@@ -124,10 +128,15 @@ class IngestPipeline:
                 self._reserved -= sum(p.items for p in group)
             self._telemetry.queue_items.set(self._reserved)
             for p, err in zip(group, results, strict=True):
+                p.loop.call_soon_threadsafe(_resolve, p.future, err)
                 if err is None:
                     for table, n in p.batch.counts().items():
                         self._telemetry.records_written.labels(table=table).inc(n)
-                p.loop.call_soon_threadsafe(_resolve, p.future, err)
+                    if self._on_committed is not None:
+                        try:
+                            self._on_committed(p.batch)
+                        except Exception:
+                            log.exception("post-commit observer failed")
 
     async def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)

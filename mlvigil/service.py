@@ -13,6 +13,7 @@ from typing import Any
 
 from collector.grpc_receiver import OtlpGrpcReceiver
 from collector.http_receiver import OtlpHttpReceiver
+from collector.llm_metrics import LlmTrafficMetrics
 from collector.otlp_ingest import OtlpIngest
 from collector.pipeline import IngestPipeline
 from detectors.base import Detector
@@ -80,11 +81,13 @@ class Service:
         self.ctx = ctx
         token = cfg.server.auth_token.resolve() if cfg.server.auth_token else None
 
+        llm_metrics = LlmTrafficMetrics(self.telemetry.registry)
         pipeline = IngestPipeline(
             store,
             self.telemetry,
             max_items=cfg.ingest.queue_max_items,
             retry_after=cfg.ingest.retry_after_seconds,
+            on_committed=llm_metrics.observe,
         )
         ingest = OtlpIngest(pipeline, self.telemetry, cfg.ingest)
         ctx.services["ingest"] = ingest

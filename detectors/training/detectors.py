@@ -497,6 +497,8 @@ class _LossRun:
     latest_step: int = 0
     # Non-finite values on any rank: kind -> (step seen, anomaly, rank).
     non_finite: tuple[int, LossAnomaly, int] | None = None
+    # Latest finite loss of the reference rank, for the loss gauge.
+    last_loss: float | None = None
 
 
 _LOSS_SEVERITY = {
@@ -549,8 +551,12 @@ class LossAnomalyDetector(_RunDetector[_LossRun]):
                 state.ref_rank = rank
             if rank == state.ref_rank:
                 state.monitor.update(step, loss=loss, grad_norm=grad, ts=row["ts"])
+                if loss is not None and math.isfinite(loss):
+                    state.last_loss = loss
 
     def report(self, store: Store, now: float, run_id: str, state: _LossRun) -> list[Finding]:
+        if state.last_loss is not None:
+            self._set("loss", (run_id,), state.last_loss)
         found: dict[str, tuple[LossAnomaly, int | None]] = {
             a.kind: (a, state.ref_rank) for a in state.monitor.current()
         }

@@ -61,6 +61,12 @@ class TrainingMetrics:
             ["run_id", "rank"],
             registry=r,
         )
+        self.loss = Gauge(
+            "mlvigil_training_loss",
+            "Latest finite loss of the run's reference rank (the lowest rank reporting one).",
+            ["run_id"],
+            registry=r,
+        )
         self._series: dict[str, set[tuple[Gauge, tuple[str, ...]]]] = defaultdict(set)
 
     def set(self, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
