@@ -33,7 +33,9 @@ def _batch(batch_no: int, n: int = 200) -> bytes:
         )
         for i in range(n)
     ]
-    req = trace_service_pb2.ExportTraceServiceRequest(resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])])
+    req = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
+    )
     return req.SerializeToString()
 
 
@@ -47,7 +49,9 @@ def test_every_acknowledged_batch_survives_sigkill(service: ServiceHandle) -> No
         while not stop.is_set() and batch_no < first + 5000:
             batch_no += 1
             req = urllib.request.Request(
-                service.otlp_http + "/v1/traces", data=_batch(batch_no), method="POST",
+                service.otlp_http + "/v1/traces",
+                data=_batch(batch_no),
+                method="POST",
                 headers={"Content-Type": "application/x-protobuf"},
             )
             try:
@@ -82,8 +86,12 @@ def test_every_acknowledged_batch_survives_sigkill(service: ServiceHandle) -> No
 
 def test_sigterm_flushes_and_exits_zero(service: ServiceHandle) -> None:
     for i in range(1, 6):
-        status, _, _ = service.request("POST", service.otlp_http + "/v1/traces", _batch(i, 50),
-                                       {"Content-Type": "application/x-protobuf"})
+        status, _, _ = service.request(
+            "POST",
+            service.otlp_http + "/v1/traces",
+            _batch(i, 50),
+            {"Content-Type": "application/x-protobuf"},
+        )
         assert status == 200
     assert service.stop() == 0
     service.start()
@@ -156,7 +164,9 @@ def test_overload_answers_429_and_grpc_unavailable(tmp_path: Path) -> None:
 
         def post(n: int) -> tuple[int, str | None]:
             req = urllib.request.Request(
-                f"http://127.0.0.1:{http.port}/v1/traces", data=_batch(n, 150), method="POST",
+                f"http://127.0.0.1:{http.port}/v1/traces",
+                data=_batch(n, 150),
+                method="POST",
                 headers={"Content-Type": "application/x-protobuf"},
             )
             try:

@@ -53,7 +53,14 @@ def test_v1_request_and_response_joined(service: ServiceHandle) -> None:
 def test_v2_open_inference_protocol_batch(service: ServiceHandle) -> None:
     request = {
         "id": "abc",
-        "inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32", "data": [6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6]}],
+        "inputs": [
+            {
+                "name": "input-0",
+                "shape": [2, 4],
+                "datatype": "FP32",
+                "data": [6.8, 2.8, 4.8, 1.4, 6.0, 3.4, 4.5, 1.6],
+            }
+        ],
     }
     response = {
         "model_name": "sklearn-iris",
@@ -65,19 +72,33 @@ def test_v2_open_inference_protocol_batch(service: ServiceHandle) -> None:
     assert _ce(service, "org.kubeflow.serving.inference.response", "b-1", response)[0] == 202
     rows = _rows(service)
     assert set(rows) == {"b-1:0", "b-1:1"}
-    assert json.loads(rows["b-1:1"]["features"]) == {"input-0_0": 6.0, "input-0_1": 3.4, "input-0_2": 4.5, "input-0_3": 1.6}
+    assert json.loads(rows["b-1:1"]["features"]) == {
+        "input-0_0": 6.0,
+        "input-0_1": 3.4,
+        "input-0_2": 4.5,
+        "input-0_3": 1.6,
+    }
     assert json.loads(rows["b-1:1"]["prediction"]) == 2 and rows["b-1:0"]["model_version"] == "v2"
 
 
 def test_seldon_and_structured_mode(service: ServiceHandle) -> None:
     seldon_req = {"data": {"names": ["a", "b"], "ndarray": [[1.0, 2.0]]}}
     status, _ = _ce(
-        service, "io.seldon.serving.inference.request", "evt-1", seldon_req, **{"Ce-Requestid": "seldon-req-9", "Ce-Modelid": "income"}
+        service,
+        "io.seldon.serving.inference.request",
+        "evt-1",
+        seldon_req,
+        **{"Ce-Requestid": "seldon-req-9", "Ce-Modelid": "income"},
     )
     assert status == 202
     structured = {
-        "specversion": "1.0", "id": "evt-2", "type": "io.seldon.serving.inference.response", "source": "seldon",
-        "requestid": "seldon-req-9", "modelid": "income", "data": {"data": {"names": ["p"], "ndarray": [[0.8]]}},
+        "specversion": "1.0",
+        "id": "evt-2",
+        "type": "io.seldon.serving.inference.response",
+        "source": "seldon",
+        "requestid": "seldon-req-9",
+        "modelid": "income",
+        "data": {"data": {"names": ["p"], "ndarray": [[0.8]]}},
     }
     status, _, _ = service.request(
         "POST", PATH, json.dumps(structured).encode(), {"Content-Type": "application/cloudevents+json"}
@@ -91,8 +112,12 @@ def test_seldon_and_structured_mode(service: ServiceHandle) -> None:
 def test_bad_events_are_400_and_write_nothing(service: ServiceHandle) -> None:
     assert _ce(service, "com.example.other", "x", {"instances": [[1]]})[0] == 400
     assert _ce(service, "org.kubeflow.serving.inference.request", "x", {"weird": 1})[0] == 400
-    status, _, _ = service.request("POST", PATH, b"{not json", {"Ce-Type": "org.kubeflow.serving.inference.request",
-                                                              "Ce-Specversion": "1.0", "Ce-Id": "z"})
+    status, _, _ = service.request(
+        "POST",
+        PATH,
+        b"{not json",
+        {"Ce-Type": "org.kubeflow.serving.inference.request", "Ce-Specversion": "1.0", "Ce-Id": "z"},
+    )
     assert status == 400
     status, _, _ = service.request("POST", PATH, b"{}", {"Content-Type": "application/json"})
     assert status == 400
@@ -105,7 +130,11 @@ def test_label_feedback_joins_by_request_id(service: ServiceHandle) -> None:
     service.post("/api/v1/labels", {"labels": [{"request_id": "r-1", "label": 0, "model": "sklearn-iris"}]})
     labels = service.get("/api/v1/records/labels")["rows"]
     assert [(r["request_id"], json.loads(r["label"])) for r in labels] == [("r-1", 0)]
-    status, _, body = service.request("POST", "/api/v1/labels", json.dumps({"labels": [{"label": 1}]}).encode(),
-                                      {"Content-Type": "application/json"})
+    status, _, body = service.request(
+        "POST",
+        "/api/v1/labels",
+        json.dumps({"labels": [{"label": 1}]}).encode(),
+        {"Content-Type": "application/json"},
+    )
     assert status == 400 and b"request_id" in body
     assert service.stats()["labels"] == 1

@@ -20,7 +20,11 @@ def _records(svc: ServiceHandle, table: str, **where: str) -> list[dict]:
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
 def test_gen_ai_spans_become_llm_calls(service: ServiceHandle, transport: str) -> None:
-    exporter = grpc_span_exporter(service.otlp_grpc) if transport == "grpc" else http_span_exporter(service.otlp_http)
+    exporter = (
+        grpc_span_exporter(service.otlp_grpc)
+        if transport == "grpc"
+        else http_span_exporter(service.otlp_http)
+    )
     with tracer_provider(exporter, f"chatbot-{transport}", **{"service.version": "1.2.3"}) as provider:
         tracer = provider.get_tracer("test")
         t0 = time.time_ns()
@@ -107,7 +111,9 @@ def test_openinference_spans(service: ServiceHandle) -> None:
 
 def test_inference_and_training_spans(service: ServiceHandle) -> None:
     with tracer_provider(
-        grpc_span_exporter(service.otlp_grpc), "fraud-model", **{"host.name": "node-7", "k8s.pod.name": "trainer-0"}
+        grpc_span_exporter(service.otlp_grpc),
+        "fraud-model",
+        **{"host.name": "node-7", "k8s.pod.name": "trainer-0"},
     ) as provider:
         tracer = provider.get_tracer("ml")
         span = tracer.start_span(
@@ -178,7 +184,9 @@ def test_metrics_and_logs(service: ServiceHandle) -> None:
     import logging
 
     log_provider = LoggerProvider(resource=resource)
-    log_provider.add_log_record_processor(SimpleLogRecordProcessor(OTLPLogExporter(endpoint=service.otlp_grpc, insecure=True)))
+    log_provider.add_log_record_processor(
+        SimpleLogRecordProcessor(OTLPLogExporter(endpoint=service.otlp_grpc, insecure=True))
+    )
     from opentelemetry.sdk._logs import LoggingHandler
 
     logger = logging.getLogger("mlvigil-test-producer")
@@ -194,7 +202,10 @@ def test_metrics_and_logs(service: ServiceHandle) -> None:
     for p in points:
         by_name.setdefault(p["name"], []).append(p)
     usage = sorted(by_name["gen_ai.client.token.usage"], key=lambda p: p["value"])
-    assert [(p["value"], p["count"], p["kind"]) for p in usage] == [(40.0, 1, "histogram"), (100.0, 1, "histogram")]
+    assert [(p["value"], p["count"], p["kind"]) for p in usage] == [
+        (40.0, 1, "histogram"),
+        (100.0, 1, "histogram"),
+    ]
     assert json.loads(usage[0]["attributes"])["gen_ai.token.type"] == "output"
     assert by_name["gen_ai.client.operation.duration"][0]["unit"] == "s"
     assert by_name["requests"][0]["value"] == 3.0 and by_name["requests"][0]["monotonic"] is True
