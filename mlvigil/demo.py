@@ -209,8 +209,59 @@ def service_config(t: Timing, sink: WebhookSink, scenario_path: Path, short: boo
 
 
 def drift_config(short: bool) -> dict[str, Any]:
-    """Monitors for the model server and the LLM app (see docs/drift.md)."""
-    return {}
+    """Monitors for the model server and the LLM app (see docs/drift.md); both compare live
+    traffic with a reference dataset the demo posts through the API at start."""
+    data_window = {"size": 200 if short else 400, "min_size": 100}
+    llm_window = {"size": 60 if short else 120, "min_size": 40}
+    return {
+        "monitors": [
+            {
+                "name": "fraud-features",
+                "kind": "data",
+                "service": "fraud-model",
+                "model": "fraud",
+                "features": ["amount", "country", "age"],
+                "reference": {"dataset": True},
+                "window": data_window,
+                "alpha": 0.001,  # re-judged every 2 s: a small alpha keeps false alarms rare
+                "severity": "warning",
+            },
+            {
+                "name": "support-bot-traffic",
+                "kind": "llm",
+                "service": "support-bot",
+                "signals": ["input_tokens", "output_tokens", "finish_reason"],
+                "reference": {"dataset": True},
+                "window": llm_window,
+                "alpha": 0.001,
+                "severity": "warning",
+            },
+        ]
+    }
+
+
+def fraud_features(rng: random.Random, shifted: bool) -> dict[str, Any]:
+    """One request's features; after the shift amounts grow and the country mix moves."""
+    weights = [1, 1, 2, 6] if shifted else [4, 3, 2, 1]
+    return {
+        "amount": rng.lognormvariate(3.0 + (0.8 if shifted else 0.0), 0.6),
+        "country": rng.choices(["DE", "FR", "US", "BR"], weights=weights)[0],
+        "age": rng.gauss(40, 12),
+    }
+
+
+def post_references(svc: ServiceProcess) -> None:
+    """The fraud model's training features, and last week's LLM traffic, as references."""
+    rng = random.Random(3)
+    svc.post(
+        "/api/v1/monitors/fraud-features/reference",
+        {"rows": [fraud_features(rng, shifted=False) for _ in range(1000)]},
+    )
+    llm_rows = []
+    for _ in range(400):
+        n = rng.randint(5, 15)
+        llm_rows.append({"input_tokens": n, "output_tokens": n + 3, "finish_reason": "stop"})
+    svc.post("/api/v1/monitors/support-bot-traffic/reference", {"rows": llm_rows})
 
 
 # -- workloads ---------------------------------------------------------------------------------
@@ -286,21 +337,17 @@ def model_server(endpoint: str, t: Timing, stop: threading.Event) -> None:
             shifted = time.monotonic() - start >= t.traffic_shift_at
             for _ in range(20):
                 i += 1
-                amount = rng.lognormvariate(3.0 + (0.8 if shifted else 0.0), 0.6)
-                country = rng.choices(
-                    ["DE", "FR", "US", "BR"], weights=[4, 3, 2, 1] if not shifted else [1, 1, 2, 6]
-                )[0]
-                age = rng.gauss(40, 12)
-                score = min(0.999, max(0.001, 0.02 * amount / 20 + rng.random() * 0.1))
+                feats = fraud_features(rng, shifted)
+                score = min(0.999, max(0.001, 0.02 * feats["amount"] / 20 + rng.random() * 0.1))
                 with tracer.start_as_current_span("predict") as span:
                     span.set_attributes(
                         {
                             "mlvigil.model.name": "fraud",
                             "mlvigil.model.version": "v3",
                             "mlvigil.inference.request_id": f"req-{i}",
-                            "mlvigil.feature.amount": amount,
-                            "mlvigil.feature.country": country,
-                            "mlvigil.feature.age": age,
+                            "mlvigil.feature.amount": feats["amount"],
+                            "mlvigil.feature.country": feats["country"],
+                            "mlvigil.feature.age": feats["age"],
                             "mlvigil.inference.prediction": "fraud" if score > 0.5 else "legit",
                             "mlvigil.inference.score": score,
                         }
@@ -313,10 +360,16 @@ def model_server(endpoint: str, t: Timing, stop: threading.Event) -> None:
 def llm_app(endpoint: str, llm: FakeLLM, t: Timing, stop: threading.Event) -> None:
     """A support bot traced by traceloop-sdk; from ``traffic_shift_at`` its prompts grow long."""
     from openai import OpenAI
+    from opentelemetry import metrics, trace
     from traceloop.sdk import Traceloop
+    from traceloop.sdk.instruments import Instruments
 
     Traceloop.init(
-        app_name="support-bot", api_endpoint=endpoint, disable_batch=False, telemetry_enabled=False
+        app_name="support-bot",
+        api_endpoint=endpoint,
+        disable_batch=False,
+        telemetry_enabled=False,
+        instruments={Instruments.OPENAI},
     )
     client = OpenAI(base_url=llm.base_url, api_key="sk-demo", max_retries=0)
     rng = random.Random(5)
@@ -334,7 +387,11 @@ def llm_app(endpoint: str, llm: FakeLLM, t: Timing, stop: threading.Event) -> No
                 temperature=0.2,
             )
         stop.wait(0.1)
-    Traceloop.get_default_span_processor().force_flush()
+    # Flush and stop the app's exporters while the service is still there to take them.
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        shutdown = getattr(provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
 
 
 # -- the story ---------------------------------------------------------------------------------
@@ -407,6 +464,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print("  default ports busy: using free ones", flush=True)
         svc = ServiceProcess(svc.data_dir, svc.config, svc.extra_env)
         svc.start()
+    post_references(svc)
     story = Story(svc, sink)
     story_beats = beats()
     story.say("START", f"service up: API {svc.api}, OTLP {svc.otlp_http} / {svc.otlp_grpc}")
