@@ -55,15 +55,18 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from mlvigil.carbon_names import (
+    DURATION,
+    EMISSIONS,
+    ENERGY,
+    JOULES_PER_KWH,
+    PROGRESS,
+    STEPS_DONE,
+    STEPS_PLANNED,
+)
+
 log = logging.getLogger(__name__)
 
-JOULES_PER_KWH = 3.6e6
-ENERGY = "mlvigil.carbon.energy"
-EMISSIONS = "mlvigil.carbon.emissions"
-DURATION = "mlvigil.carbon.duration"
-PROGRESS = "mlvigil.carbon.progress"
-STEPS_DONE = "mlvigil.carbon.steps.done"
-STEPS_PLANNED = "mlvigil.carbon.steps.planned"
 
 # Point attributes (the server keeps point attributes of metrics, not resource ones).
 ATTR_PROJECT = "mlvigil.carbon.project"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-JOULES_PER_KWH = 3.6e6
+from mlvigil.carbon_names import JOULES_PER_KWH
 
 
 @dataclass(frozen=True)

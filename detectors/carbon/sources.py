@@ -29,15 +29,17 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
+from mlvigil.carbon_names import (
+    DURATION,
+    EMISSIONS,
+    ENERGY,
+    HANDLER_METRICS,
+    PROGRESS,
+    STEPS_DONE,
+    STEPS_PLANNED,
+)
 from mlvigil.store import Store
 
-ENERGY = "mlvigil.carbon.energy"
-EMISSIONS = "mlvigil.carbon.emissions"
-DURATION = "mlvigil.carbon.duration"
-PROGRESS = "mlvigil.carbon.progress"
-STEPS_DONE = "mlvigil.carbon.steps.done"
-STEPS_PLANNED = "mlvigil.carbon.steps.planned"
-HANDLER_METRICS = (ENERGY, EMISSIONS, DURATION, PROGRESS, STEPS_DONE, STEPS_PLANNED)
 GPU_ENERGY = "hw.energy"
 
 #: Budget scope -> handler point attribute.
