@@ -93,7 +93,9 @@ def _start_server(data_dir: Path, config: dict[str, object]):  # type: ignore[no
 
 
 def _post(url: str, body: bytes) -> int:
-    req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/x-protobuf"})
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": "application/x-protobuf"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:
             return resp.status
@@ -176,24 +178,34 @@ def overload(body: bytes, seconds: float, clients: int = 16) -> dict[str, float]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=60, help="1000-span requests per measurement")
     parser.add_argument("--overload-seconds", type=float, default=10.0)
     parser.add_argument("--no-profile", action="store_true")
     args = parser.parse_args()
     bodies = [llm_request(SPANS_PER_REQUEST, seed=i) for i in range(args.requests)]
-    print(f"workload: {args.requests} requests x {SPANS_PER_REQUEST} LLM spans "
-          f"({sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB/request), cpus={os.cpu_count()}")
+    print(
+        f"workload: {args.requests} requests x {SPANS_PER_REQUEST} LLM spans "
+        f"({sum(map(len, bodies)) / len(bodies) / 1024:.0f} KiB/request), cpus={os.cpu_count()}"
+    )
     bound = decode_only(bodies)
     print(f"decode-only bound (protobuf parse, 1 core):          {bound:12,.0f} spans/s")
     e2e = in_process(bodies)
-    print(f"mlvigil in-process e2e (decode+normalise+commit):    {e2e:12,.0f} spans/s"
-          f"   ratio to bound {e2e / bound:.3f}")
+    print(
+        f"mlvigil in-process e2e (decode+normalise+commit):    {e2e:12,.0f} spans/s"
+        f"   ratio to bound {e2e / bound:.3f}"
+    )
     wire = over_the_wire(bodies)
-    print(f"mlvigil over OTLP/HTTP (4 clients, real server):     {wire:12,.0f} spans/s"
-          f"   ratio to bound {wire / bound:.3f}")
-    print(f"reference: Arize Phoenix 20.26 ~{PHOENIX_SPANS_PER_S:.0f} spans/s on this kind of machine "
-          f"(issue figure, not re-run): mlvigil/phoenix = {wire / PHOENIX_SPANS_PER_S:,.0f}x")
+    print(
+        f"mlvigil over OTLP/HTTP (4 clients, real server):     {wire:12,.0f} spans/s"
+        f"   ratio to bound {wire / bound:.3f}"
+    )
+    print(
+        f"reference: Arize Phoenix 20.26 ~{PHOENIX_SPANS_PER_S:.0f} spans/s on this kind of machine "
+        f"(issue figure, not re-run): mlvigil/phoenix = {wire / PHOENIX_SPANS_PER_S:,.0f}x"
+    )
     if not args.no_profile:
         print("\nprofile of the in-process path (top by own time):")
         print(profile(bodies[: max(10, args.requests // 3)]))

@@ -20,7 +20,9 @@ def _kv(key: str, value: object) -> KeyValue:
     if isinstance(value, float):
         return KeyValue(key=key, value=AnyValue(double_value=value))
     if isinstance(value, list):
-        return KeyValue(key=key, value=AnyValue(array_value=ArrayValue(values=[AnyValue(string_value=v) for v in value])))
+        return KeyValue(
+            key=key, value=AnyValue(array_value=ArrayValue(values=[AnyValue(string_value=v) for v in value]))
+        )
     return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
@@ -31,7 +33,9 @@ def llm_request(n_spans: int, seed: int = 0) -> bytes:
     for i in range(n_spans):
         pt, ct = rng.randint(20, 2000), rng.randint(5, 800)
         start = now - rng.randint(0, 10**9)
-        question = " ".join(rng.choice(["how", "do", "I", "reset", "my", "password", "order", "refund"]) for _ in range(25))
+        question = " ".join(
+            rng.choice(["how", "do", "I", "reset", "my", "password", "order", "refund"]) for _ in range(25)
+        )
         attrs = {
             "gen_ai.operation.name": "chat",
             "traceloop.workflow.name": "support_flow",
@@ -42,7 +46,9 @@ def llm_request(n_spans: int, seed: int = 0) -> bytes:
             "gen_ai.request.temperature": 0.3,
             "gen_ai.is_streaming": False,
             "gen_ai.openai.api_base": "https://api.openai.com/v1/",
-            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": question}]}]),
+            "gen_ai.input.messages": json.dumps(
+                [{"role": "user", "parts": [{"type": "text", "content": question}]}]
+            ),
             "gen_ai.response.model": "gpt-4o-mini-2024-07-18",
             "gen_ai.response.id": f"chatcmpl-{seed}-{i}",
             "gen_ai.response.finish_reasons": ["stop"],
@@ -50,7 +56,13 @@ def llm_request(n_spans: int, seed: int = 0) -> bytes:
             "gen_ai.usage.output_tokens": ct,
             "gen_ai.usage.input_tokens": pt,
             "gen_ai.output.messages": json.dumps(
-                [{"role": "assistant", "parts": [{"type": "text", "content": question[::-1]}], "finish_reason": "stop"}]
+                [
+                    {
+                        "role": "assistant",
+                        "parts": [{"type": "text", "content": question[::-1]}],
+                        "finish_reason": "stop",
+                    }
+                ]
             ),
         }
         spans.append(
@@ -65,7 +77,15 @@ def llm_request(n_spans: int, seed: int = 0) -> bytes:
                 attributes=[_kv(k, v) for k, v in attrs.items()],
             )
         )
-    resource = Resource(attributes=[_kv("service.name", "support-bot"), _kv("service.version", "1.4.2"),
-                                    _kv("host.name", "pod-7"), _kv("telemetry.sdk.name", "opentelemetry")])
-    req = ExportTraceServiceRequest(resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=spans)])])
+    resource = Resource(
+        attributes=[
+            _kv("service.name", "support-bot"),
+            _kv("service.version", "1.4.2"),
+            _kv("host.name", "pod-7"),
+            _kv("telemetry.sdk.name", "opentelemetry"),
+        ]
+    )
+    req = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=spans)])]
+    )
     return req.SerializeToString()
