@@ -11,6 +11,7 @@ expected run time between false alarms under no change is ``ert`` steps.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from typing import Any
 
@@ -31,7 +32,7 @@ def _calibrate(stats: np.ndarray, ert: float) -> np.ndarray:
     return out
 
 
-class _CalibratedWindow:
+class _CalibratedWindow(ABC):
     def __init__(self, window_size: int, ert: float) -> None:
         self.window_size, self.ert = window_size, ert
         self.window: deque[Any] = deque(maxlen=window_size)
@@ -40,8 +41,9 @@ class _CalibratedWindow:
         self.statistic = 0.0
         self.drift_detected = False
 
+    @abstractmethod
     def _stat(self, window: np.ndarray) -> float:
-        raise NotImplementedError
+        """The test statistic of the current window against the reference."""
 
     def update(self, x: Any) -> bool:
         """Add one observation; True when the window's statistic crosses this step's threshold."""
