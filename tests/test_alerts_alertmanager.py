@@ -136,6 +136,17 @@ def test_real_alertmanager_delivers_firing_and_resolved_once_each(tmp_path: Path
             assert len(receiver.received) == 2
 
             alerts_seen = await _am_alerts(am_url)
+            # A re-send to the working member may still be in flight: let it land before stopping.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 20
+
+            def am0_settled() -> bool:
+                msgs = [m for m in service.outbox.messages() if m["target"] == "am#0"]
+                return bool(msgs) and all(m["state"] == "delivered" for m in msgs)
+
+            while not am0_settled():
+                assert loop.time() < deadline, "messages to the working Alertmanager not all delivered"
+                await asyncio.sleep(0.1)
             await service.stop()
             book.close()
             first, second = (r.json() for r in got)
