@@ -48,13 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", help="directory of the embedded store (env MLVIGIL_DATA_DIR)")
     serve.set_defaults(func=_serve)
     for module in CLI_EXTENSIONS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                continue
-            raise
-        mod.add_cli(sub)
+        importlib.import_module(module).add_cli(sub)
     return parser
 
 

@@ -45,25 +45,10 @@ def section_of(tree: Any, path: tuple[str, ...]) -> dict[str, Any]:
     return node if isinstance(node, dict) else {}
 
 
-def available(ext: Extension) -> bool:
-    """Whether the extension's package is present in this installation."""
-    for ref in (ext.config_model, ext.builder):
-        module, _, name = ref.partition(":")
-        try:
-            if not hasattr(importlib.import_module(module), name):
-                return False
-        except ModuleNotFoundError as exc:
-            if exc.name and module.startswith(exc.name):
-                return False
-            raise
-    return True
-
-
 def validate_all(config: Any) -> None:
     """Validate every extension section of a loaded config (raises ConfigError)."""
     for ext in EXTENSIONS:
-        if available(ext):
-            validate_section(ext, section_of(config, ext.section))
+        validate_section(ext, section_of(config, ext.section))
 
 
 def validate_section(ext: Extension, raw: dict[str, Any]) -> BaseModel:

@@ -22,7 +22,7 @@ from mlvigil.component import Component
 from mlvigil.config import Config
 from mlvigil.context import ServiceContext
 from mlvigil.engine import DetectorLoop, FindingBook
-from mlvigil.extensions import EXTENSIONS, available, load_symbol, section_of, validate_section
+from mlvigil.extensions import EXTENSIONS, load_symbol, section_of, validate_section
 from mlvigil.metrics import Telemetry
 from mlvigil.store import Store, open_store
 
@@ -96,8 +96,6 @@ class Service:
         # Optional components, each from its own section (detectors, agent, alerts, retrain).
         extras: list[Component] = []
         for ext in EXTENSIONS:
-            if not available(ext):
-                continue
             raw = section_of(cfg, ext.section)
             section = validate_section(ext, raw)
             built: list[Any] = load_symbol(ext.builder)(section, ctx)
