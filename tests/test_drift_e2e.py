@@ -164,3 +164,43 @@ def test_llm_traffic_shift_from_traceloop_spans(service_factory) -> None:
     assert {"input_tokens", "finish_reason"} <= drifted
     assert "output_tokens" not in drifted
     assert found[0]["subject"]["service"] == "support-bot"
+
+
+def test_streaming_monitor_over_otlp_spans(service_factory) -> None:
+    svc: ServiceHandle = service_factory({"detectors": {"interval": 3600}})
+    rng = np.random.default_rng(7)
+    monitor = {
+        "name": "iris-stream",
+        "service": "iris",
+        "model": "iris",
+        "reference": {"dataset": True},
+        "streaming": {"window_size": 50, "stride": 10, "ert": 20_000, "n_bootstraps": 20_000, "lag": 0},
+    }
+    svc.post("/api/v1/monitors", monitor)
+    svc.post("/api/v1/monitors/iris-stream/reference", {"rows": _reference_rows(rng, 2000)})
+
+    def send(rows: list[dict], first: int) -> None:
+        with tracer_provider(http_span_exporter(svc.otlp_http), "iris") as provider:
+            tracer = provider.get_tracer("model-server")
+            for i, feats in enumerate(rows, start=first):
+                with tracer.start_as_current_span("predict") as span:
+                    span.set_attribute("mlvigil.model.name", "iris")
+                    span.set_attribute("mlvigil.inference.request_id", f"s-{i}")
+                    span.set_attribute("mlvigil.inference.features", json.dumps(feats))
+        svc.wait_for(lambda: svc.stats()["inferences"] >= first + len(rows))
+
+    send(_reference_rows(rng, 200), 0)
+    svc.evaluate()
+    assert svc.findings(kind="data_drift") == []
+    status = svc.get("/api/v1/monitors/iris-stream")
+    assert status["status"]["mode"] == "streaming" and status["status"]["rows_streamed"] >= 50
+
+    shifted = _reference_rows(rng, 150)
+    for r in shifted:
+        r["petal_width"] += 0.4
+    send(shifted, 200)
+    svc.evaluate()
+    found = svc.wait_for(lambda: svc.findings(kind="data_drift", monitor="iris-stream"), timeout=10)
+    ev = found[0]["evidence"]
+    assert ev["streaming"]["detector"] == "cvm"
+    assert ev["top_features"][0]["feature"] == "petal_width"

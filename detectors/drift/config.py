@@ -117,6 +117,65 @@ class WindowConfig(Strict):
         return self
 
 
+StreamingDetector = Literal["auto", "cvm", "mmd", "adwin", "page_hinkley"]
+
+
+class StreamingConfig(Strict):
+    """Continuous monitoring: every new row goes through a sequential detector instead of
+    testing whole windows.
+
+    Data, prediction and LLM monitors use detectors calibrated to an expected run time
+    between false alarms (``cvm``: one online Cramér-von Mises detector per numeric feature;
+    ``mmd``: one online MMD detector over all features; ``auto``: cvm for a single numeric
+    feature, else mmd). Performance monitors run ``adwin`` (classification: the 0/1 error
+    stream) or ``page_hinkley`` (regression: absolute errors) and alarm on degradation only.
+    """
+
+    detector: StreamingDetector = "auto"
+    #: Rows compared with the reference at each step (cvm / mmd).
+    window_size: int = Field(default=200, ge=10, le=5000)
+    #: Rows between steps; a step per row is ``1``.
+    stride: int = Field(default=50, ge=1)
+    #: Expected rows between false alarms of the whole monitor when nothing drifts.
+    ert: int = Field(default=50_000, gt=0)
+    #: Simulated null streams that set the thresholds (at least 10 x ert / stride).
+    n_bootstraps: int = Field(default=10_000, ge=100, le=200_000)
+    #: An alarm keeps a distribution monitor's Finding open for this many further rows
+    #: without alarm (default: two windows). A performance monitor's stays open while its
+    #: errors are worse than the reference by more than the monitor's ``max_drop``.
+    hold: int | None = Field(default=None, gt=0)
+    #: Rows younger than this are not read yet, so that late exports are not skipped.
+    lag: Duration = 10.0
+    #: ADWIN confidence (adwin) / Page-Hinkley allowance and threshold in units of the
+    #: reference's mean absolute error (page_hinkley).
+    delta: float = Field(default=0.002, gt=0, lt=1)
+    ph_allowance: float = Field(default=0.1, gt=0)
+    ph_threshold: float = Field(default=25.0, gt=0)
+
+    @model_validator(mode="after")
+    def _calibratable(self) -> StreamingConfig:
+        if self.detector in ("adwin", "page_hinkley"):
+            return self
+        steps = self.ert / self.stride
+        if steps <= 1:
+            raise ValueError(f"ert ({self.ert} rows) must exceed stride ({self.stride} rows)")
+        if self.stride > self.window_size:
+            raise ValueError(f"stride ({self.stride}) must not exceed window_size ({self.window_size})")
+        from detectors.drift.streaming.online import BOOTSTRAPS_PER_ERT
+
+        if self.n_bootstraps < BOOTSTRAPS_PER_ERT * steps:
+            raise ValueError(
+                f"n_bootstraps={self.n_bootstraps} cannot calibrate ert={self.ert} rows at stride "
+                f"{self.stride} ({steps:g} steps): need at least {BOOTSTRAPS_PER_ERT * steps:.0f}; "
+                "raise n_bootstraps or stride, or lower ert"
+            )
+        return self
+
+    @property
+    def hold_rows(self) -> int:
+        return self.hold if self.hold is not None else 2 * self.window_size
+
+
 class MonitorDefaults(Strict):
     """Values a monitor takes when it does not set them."""
 
@@ -141,6 +200,8 @@ class MonitorConfig(Strict):
     metrics: list[str] = Field(default_factory=lambda: ["accuracy"])
     reference: ReferenceConfig
     window: WindowConfig | None = None
+    #: Continuous monitoring with sequential detectors instead of windowed tests.
+    streaming: StreamingConfig | None = None
     #: ``auto``, ks, cvm, anderson, wasserstein, psi, js, hellinger, chi2, mmd, classifier.
     test: str | None = None
     feature_tests: dict[str, str] = Field(default_factory=dict)
@@ -212,6 +273,15 @@ class MonitorConfig(Strict):
                 "severity": self.severity or defaults.severity,
             }
         )
+
+    @model_validator(mode="after")
+    def _streaming_fits_kind(self) -> MonitorConfig:
+        det = self.streaming.detector if self.streaming else "auto"
+        if self.kind == "performance" and det in ("cvm", "mmd"):
+            raise ValueError(f"streaming.detector {det!r} watches distributions; use adwin or page_hinkley")
+        if self.kind != "performance" and det in ("adwin", "page_hinkley"):
+            raise ValueError(f"streaming.detector {det!r} watches error streams; use cvm or mmd")
+        return self
 
     @property
     def finding_kind(self) -> str:

@@ -35,6 +35,7 @@ from detectors.drift.sources import (
 )
 from detectors.drift.stats import TestResult
 from detectors.drift.stats.mmd import MMD
+from detectors.drift.stream import Alarm, DistributionStream, ErrorStream
 from mlvigil.findings import Finding, Severity
 from mlvigil.store import Store
 
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 REFERENCE_DOCS = "drift_references"
 #: Rows of a window kept for the multivariate tests.
 MULTIVARIATE_ROWS = 2000
+#: Most rows one streaming evaluation reads (after a long pause, the older ones are skipped).
+MAX_STREAM_BACKLOG = 200_000
 
 
 def _subject_value(configured: str | None, observed: list[Any]) -> str:
@@ -76,6 +79,14 @@ class MonitorDetector(Detector):
         self._ref_rows = 0
         self._tumble_after: float | None = None
         self._cached: tuple[tuple[Any, ...], list[Finding]] | None = None
+        # Streaming mode: the detector, the time up to which rows were fed, the open alarm.
+        self._stream: DistributionStream | ErrorStream | None = None
+        self._stream_built_for: float | None = None
+        self._stream_until: float | None = None
+        self._stream_rows = 0
+        self._alarm_finding: Finding | None = None
+        self._rows_since_alarm = 0
+        self._episode = (0.0, 0)  # first alarm's time and alarms so far while the Finding is open
 
     # -- where rows come from ----------------------------------------------------------------
     @property
@@ -132,12 +143,13 @@ class MonitorDetector(Detector):
                 for rid, lab in zip(got["request_id"], got["label"], strict=True):
                     labels[rid] = lab
         preds = prediction_columns(rows)
-        out: Columns = {"prediction": [], "label": [], "score": []}
+        out: Columns = {"prediction": [], "label": [], "score": [], "ts": []}
         pred_list = preds.get("prediction", [None] * len(rows.get("request_id", [])))
         score_list = preds.get("score", [None] * len(pred_list))
         import json
 
-        for rid, p, s in zip(rows.get("request_id", []), pred_list, score_list, strict=True):
+        ts_list = rows.get("ts", [None] * len(pred_list))
+        for rid, p, s, t in zip(rows.get("request_id", []), pred_list, score_list, ts_list, strict=True):
             if rid in labels and p is not None:
                 lab = labels[rid]
                 with contextlib.suppress(json.JSONDecodeError):
@@ -145,6 +157,7 @@ class MonitorDetector(Detector):
                 out["prediction"].append(p)
                 out["label"].append(lab)
                 out["score"].append(s)
+                out["ts"].append(t)
         return out
 
     # -- the reference -------------------------------------------------------------------------
@@ -239,6 +252,8 @@ class MonitorDetector(Detector):
             if self.metrics:
                 self.metrics.skipped(c.name, "no_reference")
             return []
+        if c.streaming is not None:
+            return self._evaluate_stream(store, now)
         rows, start, end = self._window(store, now)
         if not rows:
             # A tumbling window with no new complete block keeps its last decision.
@@ -260,18 +275,166 @@ class MonitorDetector(Detector):
             if self.metrics:
                 self.metrics.skipped(c.name, "window_too_small")
             return []
-        subject = {
-            "service": _subject_value(c.service, rows.get("service", [])),
-            "model": _subject_value(c.model, rows.get("model") or rows.get("response_model") or []),
-            "model_version": _subject_value(c.model_version, rows.get("model_version", [])),
-            "monitor": c.name,
-        }
+        subject = self._subject(rows)
         if c.kind == "performance":
             findings = self._evaluate_performance(cols, subject, start, end, now)
         else:
             findings = self._evaluate_distribution(cols, rows, subject, start, end, now)
         self._cached = (key, findings)
         return list(findings)
+
+    def _subject(self, rows: Columns) -> dict[str, str]:
+        c = self.config
+        return {
+            "service": _subject_value(c.service, rows.get("service", [])),
+            "model": _subject_value(c.model, rows.get("model") or rows.get("response_model") or []),
+            "model_version": _subject_value(c.model_version, rows.get("model_version", [])),
+            "monitor": c.name,
+        }
+
+    # -- streaming -----------------------------------------------------------------------------
+    def _evaluate_stream(self, store: Store, now: float) -> list[Finding]:
+        c = self.config
+        s = c.streaming
+        assert s is not None
+        if self._stream is None or self._stream_built_for != self._ref_built_at:
+            try:
+                if c.kind == "performance":
+                    self._stream = ErrorStream(s, self._reference, c.metrics)
+                else:
+                    assert self._ref_columns is not None
+                    self._stream = DistributionStream(s, self._reference, self._ref_columns, c.backend)
+            except ValueError as exc:
+                self._stream = None
+                self.last = {"status": "error", "error": f"streaming detector: {exc}", "at": now}
+                if self.metrics:
+                    self.metrics.skipped(c.name, "error")
+                return []
+            self._stream_built_for = self._ref_built_at
+        until = now - s.lag - (c.label_delay if c.kind == "performance" else 0.0)
+        if self._stream_until is None:
+            # First evaluation: start with the latest window of rows, then follow the stream.
+            rows = self._rows(store, until=until, last=s.window_size)
+        else:
+            if until <= self._stream_until:
+                return [self._alarm_finding] if self._alarm_finding else []
+            rows = self._rows(store, since=self._stream_until, until=until, last=MAX_STREAM_BACKLOG)
+        self._stream_until = until
+        cols = self._columns(rows, store)
+        ts = cols.get("ts") if c.kind == "performance" else rows.get("ts", [])
+        ts = list(ts or [])
+        if isinstance(self._stream, ErrorStream):
+            current = Evaluation(
+                cols.get("prediction", []), cols.get("label", []), None, positive=self._reference.positive
+            )
+            alarms = self._stream.feed(current, ts)
+        else:
+            alarms = self._stream.feed(cols, ts)
+        self._stream_rows += len(ts)
+        if alarms:
+            last = alarms[-1]
+            if self._alarm_finding is None:
+                self._episode = (alarms[0].ts, 0)
+            first_ts, count = self._episode
+            self._episode = (first_ts, count + len(alarms))
+            self._rows_since_alarm = sum(1 for t in ts if t > last.ts)
+            self._alarm_finding = self._stream_finding(last, self._episode, self._subject(rows))
+        else:
+            self._rows_since_alarm += len(ts)
+        if self._alarm_finding is not None and (
+            not self._stream.degraded(c.max_drop)
+            if isinstance(self._stream, ErrorStream)
+            else self._rows_since_alarm >= s.hold_rows
+        ):
+            self._alarm_finding = None
+        active = self._alarm_finding is not None
+        stream = self._stream
+        feature_stats = stream.feature_statistics() if isinstance(stream, DistributionStream) else {}
+        if self.metrics:
+            self.metrics.publish(
+                c.name,
+                active,
+                self._ref_rows,
+                s.window_size,
+                [
+                    {"feature": f, "test": stream.detector_name, "distance": v, "drifted": False}
+                    for f, v in feature_stats.items()
+                ],
+            )
+        self.last = {
+            "status": "drift" if active else "ok",
+            "mode": "streaming",
+            "detector": stream.detector_name,
+            "at": now,
+            "rows_streamed": self._stream_rows,
+            "streamed_until": until,
+            "statistic": stream.statistic,
+            "threshold": stream.threshold,
+            "rows_since_alarm": self._rows_since_alarm if active else None,
+            "feature_statistics": feature_stats,
+            "finding": self._alarm_finding.evidence if self._alarm_finding else None,
+        }
+        return [self._alarm_finding] if self._alarm_finding else []
+
+    def _stream_finding(self, alarm: Alarm, episode: tuple[float, int], subject: dict[str, str]) -> Finding:
+        c = self.config
+        s = c.streaming
+        assert s is not None and self._stream is not None
+        stream_evidence = {
+            "detector": self._stream.detector_name,
+            "statistic": alarm.statistic,
+            "threshold": alarm.threshold,
+            "first_alarm_ts": episode[0],
+            "alarm_ts": alarm.ts,
+            "alarms": episode[1],
+            "ert_rows": s.ert,
+            "window_size": s.window_size,
+            "stride": s.stride,
+            "feature_statistics": alarm.feature_statistics,
+        }
+        detail = (
+            f"streaming {self._stream.detector_name} alarm "
+            f"(statistic {alarm.statistic:.3g} > threshold {alarm.threshold:.3g})"
+        )
+        if isinstance(self._stream, ErrorStream):
+            what = "absolute error" if self._stream.regression else "error rate"
+            target = subject["model"] + (
+                f" {subject['model_version']}" if subject["model_version"] != "*" else ""
+            )
+            level = float(self._stream.detector.mean)
+            ref = self._stream.reference_error
+            return Finding(
+                kind=c.finding_kind,
+                severity=Severity(c.severity or "warning"),
+                subject=subject,
+                summary=(
+                    f"Performance drift on {target} (monitor {c.name}): {what} "
+                    f"{ref:.3g} → {level:.3g}, {detail}"
+                ),
+                evidence={
+                    "monitor": c.name,
+                    "streaming": stream_evidence,
+                    "reference_error": ref,
+                    "current_error": level,
+                    "drifted_features": [what.replace(" ", "_")],
+                },
+                window_start=None,
+                window_end=alarm.ts,
+                key=c.name,
+            )
+        assert isinstance(self._stream, DistributionStream)
+        report = self._stream.explain(alarm, self._options())
+        order = sorted(report.features, key=lambda f: -alarm.feature_statistics.get(f.feature, -1.0))
+        ts = alarm.window.get("ts") or [None]
+        return self._finding(
+            report,
+            subject,
+            ts[0],
+            alarm.ts,
+            detail=detail,
+            top=order[:5] if alarm.feature_statistics else None,
+            extra={"streaming": stream_evidence},
+        )
 
     def _options(self) -> CompareOptions:
         c = self.config
@@ -342,10 +505,18 @@ class MonitorDetector(Detector):
             )
 
     def _finding(
-        self, report: DriftReport, subject: dict[str, str], start: float | None, end: float | None
+        self,
+        report: DriftReport,
+        subject: dict[str, str],
+        start: float | None,
+        end: float | None,
+        *,
+        detail: str | None = None,
+        top: list[FeatureDrift] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Finding:
         c = self.config
-        top = report.top(5)
+        top = top or report.top(5)
         drifted = report.drifted_features
         what = {"data": "Data drift", "prediction": "Prediction drift", "llm": "LLM traffic drift"}[c.kind]
         target = f"{subject['model']}" + (
@@ -353,13 +524,15 @@ class MonitorDetector(Detector):
         )
         if c.kind == "llm":
             target = f"{subject['service']}" + (f"/{subject['model']}" if subject["model"] != "*" else "")
-        if report.multivariate is not None:
+        if detail is not None:
+            pass
+        elif report.multivariate is not None:
             detail = (
                 f"{report.test} test p={report.p_value:.3g}" if report.p_value is not None else report.test
             )
         else:
             detail = f"{len(drifted)} of {len(report.features)} checks drifted"
-        names = ", ".join(_describe(f) for f in (drifted or top)[:3])
+        names = ", ".join(_describe(f) for f in ((top if extra else drifted) or top)[:3])
         summary = f"{what} on {target} (monitor {c.name}): {detail}" + (f" — {names}" if names else "")
         evidence = {
             "monitor": c.name,
@@ -376,6 +549,7 @@ class MonitorDetector(Detector):
             "drifted_features": [f.feature for f in drifted],
             "top_features": [_evidence(f) for f in top],
             "multivariate": report.multivariate,
+            **(extra or {}),
         }
         return Finding(
             kind=c.finding_kind,

@@ -1,0 +1,254 @@
+"""The streaming half of a monitor: every new row goes through a sequential detector.
+
+A monitor with a ``streaming`` block does not test whole windows. Each evaluation reads the
+rows that arrived since the previous one (up to ``lag`` seconds ago, so late exports are
+not skipped) and feeds them, in time order, to one detector:
+
+* data, prediction and LLM monitors: ``OnlineCVM`` (every feature, calibrated jointly) or
+  ``OnlineMMD`` (all features as one vector), both calibrated so that false alarms come on
+  average ``ert`` rows apart when nothing drifts; or, with ``backend: alibi``, alibi-detect's
+  ``CVMDriftOnline`` / ``MMDDriftOnline``;
+* performance monitors: ``ADWIN`` on the 0/1 error stream of classifiers, ``PageHinkley``
+  on absolute errors of regressors; only a worsening counts.
+
+An alarm opens the monitor's Finding; it stays open until ``hold`` rows have passed without
+another alarm. The evidence names the drifting features by comparing the rows of the
+alarming window with the reference profile (the batch engine, for its explanation only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.drift.compare import CompareOptions, DriftReport, compare
+from detectors.drift.config import StreamingConfig
+from detectors.drift.performance import Evaluation
+from detectors.drift.profile import CategoricalProfile, NumericProfile, ReferenceProfile, _canon
+from detectors.drift.sources import Columns
+from detectors.drift.streaming import ADWIN, OnlineCVM, OnlineMMD, PageHinkley
+
+#: Most categories of one feature given their own one-hot column in the MMD encoding.
+MAX_ONE_HOT = 20
+
+
+@dataclass
+class Alarm:
+    ts: float
+    statistic: float
+    threshold: float
+    #: Raw columns of the rows in the window that alarmed (for the explanation).
+    window: Columns
+    #: Per-feature statistics at the alarm, when the detector has them.
+    feature_statistics: dict[str, float] = field(default_factory=dict)
+
+
+class Encoder:
+    """Rows of a monitor's columns as the float matrix its detector reads.
+
+    ``ordinal``: numbers as they are, categories as their reference index (unseen: one past
+    the last), missing as NaN (OnlineCVM treats NaN as its own value). ``one_hot``:
+    standardised numbers (missing: the reference centre) and one-hot categories, for MMD.
+    """
+
+    def __init__(self, profile: ReferenceProfile, one_hot: bool) -> None:
+        self.profile, self.one_hot = profile, one_hot
+        self.features = list(profile.features)
+
+    def encode(self, columns: Columns, n: int) -> np.ndarray:
+        blocks: list[np.ndarray] = []
+        for name in self.features:
+            prof = self.profile.features[name]
+            raw = list(columns.get(name, [None] * n))
+            if isinstance(prof, NumericProfile):
+                col = np.array([_number(v) for v in raw], dtype=np.float64)
+                if self.one_hot:
+                    col = (col - float(np.median(prof.sorted)) if prof.n else col) / prof.scale
+                    col = np.where(np.isnan(col), 0.0, col)
+                blocks.append(col[:, None])
+            else:
+                assert isinstance(prof, CategoricalProfile)
+                index = {c: i for i, c in enumerate(prof.categories)}
+                codes = np.array(
+                    [np.nan if (c := _canon(v)) is None else index.get(c, len(index)) for v in raw],
+                    dtype=np.float64,
+                )
+                if self.one_hot:
+                    k = min(len(index), MAX_ONE_HOT)
+                    # Categories past the first k, unseen ones and missing share a last column.
+                    codes = np.where(np.isnan(codes) | (codes >= k), k, codes).astype(int)
+                    blocks.append(np.eye(k + 1)[codes])
+                else:
+                    blocks.append(codes[:, None])
+        return np.hstack(blocks) if blocks else np.empty((n, 0))
+
+
+def _number(v: Any) -> float:
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class DistributionStream:
+    """Sequential drift detection on a data, prediction or LLM monitor's columns."""
+
+    def __init__(
+        self, config: StreamingConfig, profile: ReferenceProfile, reference: Columns, backend: str
+    ) -> None:
+        self.config, self.profile = config, profile
+        kind = config.detector
+        if kind == "auto":
+            kind = "cvm"
+        self.detector_name: str = kind
+        self.encoder = Encoder(profile, one_hot=kind == "mmd")
+        x_ref = self.encoder.encode(reference, profile.n_rows)
+        ert_steps = config.ert / config.stride
+        self.detector: Any
+        if backend == "alibi":
+            from detectors.drift.alibi_backend import online_detector
+
+            # alibi-detect's online detectors step at every row.
+            alibi_kind = "MMDDriftOnline" if kind == "mmd" else "CVMDriftOnline"
+            self.detector_name = f"alibi:{alibi_kind}"
+            self.detector = online_detector(
+                alibi_kind,
+                np.where(np.isnan(x_ref), 0.0, x_ref),
+                ert=config.ert,
+                window_size=config.window_size,
+                n_bootstraps=config.n_bootstraps,
+            )
+        elif kind == "mmd":
+            self.detector = OnlineMMD(
+                x_ref,
+                window_size=config.window_size,
+                ert=ert_steps,
+                stride=config.stride,
+                n_bootstraps=config.n_bootstraps,
+            )
+        else:
+            self.detector = OnlineCVM(
+                x_ref,
+                window_size=config.window_size,
+                ert=ert_steps,
+                stride=config.stride,
+                n_bootstraps=config.n_bootstraps,
+            )
+        self._tail: Columns = {}
+
+    def feed(self, columns: Columns, ts: Sequence[float]) -> list[Alarm]:
+        n = len(ts)
+        if not n:
+            return []
+        x = self.encoder.encode(columns, n)
+        if self.detector_name.startswith("alibi:"):
+            x = np.where(np.isnan(x), 0.0, x)
+        hits = self.detector.update_many(x)
+        # The last window_size rows before this batch, to rebuild an alarming window's rows.
+        joined = {k: list(self._tail.get(k, [])) + list(v) for k, v in columns.items()}
+        offset = len(next(iter(self._tail.values()), []))
+        alarms = []
+        for pos in hits:
+            hi = offset + pos + 1
+            lo = max(0, hi - self.config.window_size)
+            alarms.append(
+                Alarm(
+                    float(ts[pos]),
+                    float(self.detector.statistic),
+                    float(self.detector.threshold),
+                    {k: v[lo:hi] for k, v in joined.items()},
+                    self.feature_statistics(),
+                )
+            )
+        w = self.config.window_size
+        self._tail = {k: v[-w:] for k, v in joined.items()}
+        return alarms
+
+    @property
+    def statistic(self) -> float:
+        return float(self.detector.statistic)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.detector.threshold)
+
+    def feature_statistics(self) -> dict[str, float]:
+        """The latest step's statistic per feature (OnlineCVM only)."""
+        if not isinstance(self.detector, OnlineCVM):
+            return {}
+        return dict(zip(self.encoder.features, self.detector.feature_statistics.tolist(), strict=True))
+
+    def explain(self, alarm: Alarm, options: CompareOptions) -> DriftReport:
+        """The alarming window against the reference, feature by feature."""
+        return compare(self.profile, alarm.window, options)
+
+
+class ErrorStream:
+    """Sequential detection of worsening errors on a performance monitor's labelled rows."""
+
+    def __init__(self, config: StreamingConfig, reference: Evaluation, metrics: Sequence[str]) -> None:
+        self.config, self.reference = config, reference
+        kind = config.detector
+        regression = set(metrics) <= {"mae", "rmse"}
+        if kind == "auto":
+            kind = "page_hinkley" if regression else "adwin"
+        self.detector_name = kind
+        self.regression = kind == "page_hinkley"
+        if self.regression:
+            err = np.abs(reference.pred_num - reference.label_num)
+            err = err[~np.isnan(err)]
+            self.reference_error = float(err.mean()) if err.size else 0.0
+            unit = max(self.reference_error, 1e-9)
+            self.detector: ADWIN | PageHinkley = PageHinkley(
+                delta=config.ph_allowance * unit, threshold=config.ph_threshold * unit
+            )
+        else:
+            self.reference_error = float(np.mean(reference.pred != reference.label)) if reference.n else 0.0
+            self.detector = ADWIN(delta=config.delta)
+
+    def errors(self, current: Evaluation) -> np.ndarray:
+        if self.regression:
+            return np.abs(current.pred_num - current.label_num)
+        return (current.pred != current.label).astype(np.float64)
+
+    def feed(self, current: Evaluation, ts: Sequence[float]) -> list[Alarm]:
+        alarms = []
+        for i, e in enumerate(self.errors(current).tolist()):
+            if math.isnan(e) or not self.detector.update(e):
+                continue
+            # ADWIN reports any change in the mean; only a worse error rate is drift here.
+            level = self.detector.mean
+            if self.regression or level > self.reference_error:
+                alarms.append(Alarm(float(ts[i]), self.statistic, self.threshold, {}))
+        return alarms
+
+    def degraded(self, max_drop: float) -> bool:
+        """Whether errors since the last change are still worse than the reference by more
+        than ``max_drop`` (absolute for error rates, relative for absolute errors). Neither
+        detector alarms again while a new, worse level simply persists, so this, not a
+        count of rows, decides when a performance Finding closes."""
+        level = float(self.detector.mean)
+        if self.regression:
+            return level > self.reference_error * (1.0 + max_drop)
+        return level > self.reference_error + max_drop
+
+    @property
+    def statistic(self) -> float:
+        """Page-Hinkley's cumulative statistic, or ADWIN's current error rate."""
+        if isinstance(self.detector, PageHinkley):
+            return float(self.detector.statistic)
+        return float(self.detector.mean)
+
+    @property
+    def threshold(self) -> float:
+        """Page-Hinkley's alarm threshold, or the reference error rate ADWIN's must exceed."""
+        if isinstance(self.detector, PageHinkley):
+            return float(self.detector.threshold)
+        return self.reference_error
+
+
+__all__ = ["Alarm", "DistributionStream", "Encoder", "ErrorStream"]
