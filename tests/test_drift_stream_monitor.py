@@ -203,11 +203,19 @@ def test_streaming_performance_monitor_runs_adwin_on_the_error_stream(store: Duc
         ({"stride": 500}, "data", "stride (500) must not exceed window_size (200)"),
         ({"detector": "adwin"}, "data", "watches error streams"),
         ({"detector": "cvm"}, "performance", "watches distributions"),
+        ({"ert": 50_000, "backend": "alibi"}, "data", "cannot calibrate alibi-detect's online detectors"),
     ],
 )
 def test_bad_streaming_config_names_the_problem(streaming: dict, kind: str, message: str) -> None:
+    backend = streaming.pop("backend", "native")
     with pytest.raises(ValidationError, match="streaming") as err:
         MonitorConfig.model_validate(
-            {"name": "m", "kind": kind, "reference": {"dataset": True}, "streaming": streaming}
+            {
+                "name": "m",
+                "kind": kind,
+                "reference": {"dataset": True},
+                "streaming": streaming,
+                "backend": backend,
+            }
         )
     assert message in str(err.value)

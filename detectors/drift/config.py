@@ -281,6 +281,17 @@ class MonitorConfig(Strict):
             raise ValueError(f"streaming.detector {det!r} watches distributions; use adwin or page_hinkley")
         if self.kind != "performance" and det in ("adwin", "page_hinkley"):
             raise ValueError(f"streaming.detector {det!r} watches error streams; use cvm or mmd")
+        if self.streaming and self.backend == "alibi" and self.kind != "performance":
+            from detectors.drift.streaming.online import BOOTSTRAPS_PER_ERT
+
+            # alibi-detect's online detectors step at every row: no stride to lean on.
+            need = BOOTSTRAPS_PER_ERT * self.streaming.ert
+            if self.streaming.n_bootstraps < need:
+                raise ValueError(
+                    f"streaming.n_bootstraps={self.streaming.n_bootstraps} cannot calibrate alibi-detect's "
+                    f"online detectors to ert={self.streaming.ert} rows (a step per row): need at least "
+                    f"{need}; lower streaming.ert or use backend: native"
+                )
         return self
 
     @property

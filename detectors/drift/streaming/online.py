@@ -3,7 +3,8 @@
 Every ``stride`` observations, once ``window_size`` have been seen, the latest
 ``window_size`` observations are compared with a fixed reference (Cramér-von Mises gap for
 one feature, MMD for vectors). Thresholds are set by simulation before the stream starts,
-as Cobb et al. (2022) do: bootstrap streams drawn from held-out reference data are run
+as Cobb et al. (2022) do: bootstrap streams drawn from the reference, each compared with a
+bootstrap resample of the reference (so the simulated gap is the real one), are run
 through the same statistic and, step by step, the threshold is the quantile that lets a
 fraction ``1 / ert`` of the streams *not yet stopped* cross it. The false alarm rate per
 step is thus ``1 / ert`` whatever the step (memoryless), so the expected run time between
@@ -110,7 +111,7 @@ class OnlineCVM(_CalibratedWindow):
     """Online detector on one or several features: the Cramér-von Mises gap between each
     feature's last ``window_size`` values and its reference, the largest over features.
 
-    Several features are calibrated jointly (rows of held-out reference data are resampled
+    Several features are calibrated jointly (reference rows are resampled
     whole, so correlated features count once): the monitor's run time is ``ert`` however
     many features it watches. Missing values (NaN) are a value of their own, above all
     numbers, so a change in the missing rate moves the statistic too.
@@ -118,8 +119,7 @@ class OnlineCVM(_CalibratedWindow):
     Parameters
     ----------
     reference
-        Reference values (n,) or rows (n x d), n at least ~500; a quarter is held out to
-        simulate null streams.
+        Reference values (n,) or rows (n x d), n at least ~500.
     window_size
         Observations compared at each step.
     ert
@@ -164,44 +164,58 @@ class OnlineCVM(_CalibratedWindow):
         ref = ref[:, None] if self.univariate else ref
         if ref.ndim != 2 or ref.shape[0] < 8:
             raise ValueError("OnlineCVM needs at least 8 reference rows")
-        ref = np.where(np.isnan(ref), np.inf, ref)[rng.permutation(ref.shape[0])]
-        held = ref[: ref.shape[0] // 4]
-        self.reference = np.sort(ref[ref.shape[0] // 4 :], axis=0)
+        ref = np.where(np.isnan(ref), np.inf, ref)
+        n, d = ref.shape
+        self.reference = np.sort(ref, axis=0)
         #: The latest step's gap per feature, in units of its mean gap with no change (the
         #: statistic is their maximum, so discrete and continuous features weigh the same).
-        self.feature_statistics = np.zeros(ref.shape[1])
+        self.feature_statistics = np.zeros(d)
         steps = default_horizon(window_size, stride) if horizon is None else horizon
-        idx = rng.integers(0, held.shape[0], size=(n_bootstraps, window_size + steps * stride))
-        self.null_means = np.ones(ref.shape[1])
-        stats = np.zeros((n_bootstraps, steps + 1))
-        for j in range(ref.shape[1]):
-            streams = held[idx, j]
-            gaps = np.stack(
-                [self._gaps(streams[:, sl], j) for sl in self._windows(streams.shape[1], steps)], 1
-            )
-            self.null_means[j] = max(float(gaps.mean()), 1e-12)
-            stats = np.maximum(stats, gaps / self.null_means[j])
-        self.thresholds = _calibrate(stats, ert)
-
-    def _gaps(self, windows: np.ndarray, j: int) -> np.ndarray:
-        """CVM gaps of feature ``j`` for a batch of windows (batch x window_size)."""
-        w = np.sort(windows, axis=1)
-        m = w.shape[1]
-        ref = self.reference[:, j]
-        ref_cdf = np.searchsorted(ref, w, side="right") / ref.size
-        # The window's ECDF at its own values: a run of ties takes the value at its end.
-        ends = np.ones(w.shape, dtype=bool)
-        ends[:, :-1] = w[:, :-1] != w[:, 1:]
-        end = np.minimum.accumulate(np.where(ends, np.arange(m), m)[:, ::-1], axis=1)[:, ::-1]
-        return np.mean((ref_cdf - (end + 1) / m) ** 2, axis=1)
+        length = window_size + steps * stride
+        # Null simulation (the bootstrap principle): a stream drawn from the reference's
+        # empirical distribution, compared with a bootstrap resample of the reference, gaps
+        # as much as a stream from the true distribution does from the actual reference.
+        # Rows are drawn whole, so correlated features are simulated together.
+        order = np.argsort(ref, axis=0, kind="stable")
+        # rank[i, j]: how many reference values of feature j are <= row i's (ties share it).
+        rank = np.stack([np.searchsorted(self.reference[:, j], ref[:, j], side="right") for j in range(d)], 1)
+        gaps = np.empty((d, n_bootstraps, steps + 1))
+        windows = self._windows(length, steps)
+        for lo in range(0, n_bootstraps, 128):
+            b = min(128, n_bootstraps - lo)
+            draws = rng.integers(0, n, size=(b, n)) + n * np.arange(b)[:, None]
+            counts = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n)
+            idx = rng.integers(0, n, size=(b, length))
+            for j in range(d):
+                # The resampled reference's CDF at each value, by rank.
+                cdf = np.concatenate([np.zeros((b, 1)), np.cumsum(counts[:, order[:, j]], axis=1) / n], 1)
+                keys = rank[idx, j]
+                for t, sl in enumerate(windows):
+                    k = np.sort(keys[:, sl], axis=1)
+                    gaps[j, lo : lo + b, t] = _cvm_gap(k, np.take_along_axis(cdf, k, axis=1))
+        self.null_means = np.maximum(gaps.mean(axis=(1, 2)), 1e-12)
+        self.thresholds = _calibrate((gaps / self.null_means[:, None, None]).max(axis=0), ert)
 
     def _stat(self, window: np.ndarray) -> float:
         x = window[:, None] if self.univariate else window
-        x = np.where(np.isnan(x), np.inf, x)
-        self.feature_statistics = (
-            np.array([self._gaps(x[None, :, j], j)[0] for j in range(x.shape[1])]) / self.null_means
-        )
+        x = np.sort(np.where(np.isnan(x), np.inf, x), axis=0)
+        gaps = np.empty(x.shape[1])
+        for j in range(x.shape[1]):
+            ref = self.reference[:, j]
+            ref_cdf = np.searchsorted(ref, x[:, j], side="right") / ref.size
+            gaps[j] = _cvm_gap(x[None, :, j], ref_cdf[None, :])[0]
+        self.feature_statistics = gaps / self.null_means
         return float(self.feature_statistics.max())
+
+
+def _cvm_gap(window_sorted: np.ndarray, ref_cdf: np.ndarray) -> np.ndarray:
+    """Mean squared gap between each window's ECDF and the reference CDF, at the window's
+    values (batch x window, sorted per row; a run of ties takes the ECDF at its end)."""
+    m = window_sorted.shape[1]
+    ends = np.ones(window_sorted.shape, dtype=bool)
+    ends[:, :-1] = window_sorted[:, :-1] != window_sorted[:, 1:]
+    end = np.minimum.accumulate(np.where(ends, np.arange(m), m)[:, ::-1], axis=1)[:, ::-1]
+    return np.mean((ref_cdf - (end + 1) / m) ** 2, axis=1)
 
 
 class OnlineMMD(_CalibratedWindow):
@@ -209,8 +223,9 @@ class OnlineMMD(_CalibratedWindow):
 
     The Gaussian kernel (bandwidth by the median heuristic) is approximated with ``n_features``
     random Fourier features, so MMD^2 is the squared distance between the window's and the
-    reference's mean feature vectors: a step costs O(stride x n_features) with running sums,
-    and the null simulation is linear in the length of the simulated streams. Thresholds are
+    reference's mean feature vectors: a row's features are computed once, a step costs
+    O(window_size x n_features), and the null simulation is linear in the length of the
+    simulated streams. Thresholds are
     calibrated on the same approximate statistic, so the run time between false alarms is
     exactly as configured.
 
@@ -248,35 +263,42 @@ class OnlineMMD(_CalibratedWindow):
         ref = np.asarray(reference, dtype=np.float64)
         if ref.ndim != 2 or ref.shape[0] < 12:
             raise ValueError("OnlineMMD needs a reference matrix with at least 12 rows")
-        ref = ref[rng.permutation(ref.shape[0])]
-        held, kept = ref[: ref.shape[0] // 3], ref[ref.shape[0] // 3 :]
-        sample = kept[:max_reference]
+        n = ref.shape[0]
+        sample = ref[rng.permutation(n)[:max_reference]]
         d = sq_distances(sample, sample)
         gamma = 1.0 / max(float(np.median(d[np.triu_indices_from(d, 1)])), 1e-12)
         # exp(-gamma |x - y|^2) = E[2 cos(w.x + b) cos(w.y + b)], w ~ N(0, 2 gamma I).
         self.omega = rng.normal(scale=np.sqrt(2.0 * gamma), size=(ref.shape[1], n_features))
         self.phase = rng.uniform(0.0, 2.0 * np.pi, size=n_features)
-        self.reference_mean = self._features(kept).mean(axis=0)
-        z_held = self._features(held)
+        z = self._features(ref)
+        self.reference_mean = z.mean(axis=0)
         steps = default_horizon(window_size, stride) if horizon is None else horizon
-        # Streams are summed in blocks of g rows (g divides both window and stride), then
-        # windows are differences of cumulative block sums.
+        # Null simulation (the bootstrap principle): streams drawn from the reference, each
+        # compared with the mean embedding of a bootstrap resample of the reference. Streams
+        # are summed in blocks of g rows (g divides both window and stride); windows are
+        # differences of cumulative block sums.
         g = math.gcd(window_size, stride)
         n_blocks = (window_size + steps * stride) // g
         starts = np.arange(steps + 1) * (stride // g)
-        z32 = z_held.astype(np.float32)
+        z32 = z.astype(np.float32)
         stats = np.empty((n_bootstraps, steps + 1))
         for lo in range(0, n_bootstraps, 128):  # bounded memory: 128 streams at a time
             b = min(128, n_bootstraps - lo)
-            idx = rng.integers(0, held.shape[0], size=(b, n_blocks, g))
+            draws = rng.integers(0, n, size=(b, n)) + n * np.arange(b)[:, None]
+            ref_means = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n) @ z / n
+            idx = rng.integers(0, n, size=(b, n_blocks, g))
             blocks = z32[idx].sum(axis=2, dtype=np.float64)
             cum = np.concatenate([np.zeros((b, 1, n_features)), np.cumsum(blocks, axis=1)], axis=1)
             means = (cum[:, starts + window_size // g] - cum[:, starts]) / window_size
-            stats[lo : lo + b] = ((means - self.reference_mean) ** 2).sum(axis=2)
+            stats[lo : lo + b] = ((means - ref_means[:, None, :]) ** 2).sum(axis=2)
         self.thresholds = _calibrate(stats, ert)
+
+    def update(self, x: Any) -> bool:
+        # The window keeps each row's random features, computed once.
+        return super().update(self._features(np.asarray(x, dtype=np.float64)[None, :])[0])
 
     def _features(self, x: np.ndarray) -> np.ndarray:
         return np.sqrt(2.0 / self.omega.shape[1]) * np.cos(x @ self.omega + self.phase)
 
     def _stat(self, window: np.ndarray) -> float:
-        return float(((self._features(window).mean(axis=0) - self.reference_mean) ** 2).sum())
+        return float(((window.mean(axis=0) - self.reference_mean) ** 2).sum())
