@@ -9,7 +9,8 @@ seconds per window at 10k rows x 50 features.
     python -m bench.drift --full     # more windows, MMD and Evidently in the power part too
 
 alibi-detect needs numpy < 2 (numba); when it does not import here, its side runs in the
-interpreter named by ``ALIBI_PYTHON`` (default /tmp/drift-alibi-venv/bin/python) on the same
+interpreter named by ``ALIBI_PYTHON`` (default .venv-alibi/bin/python,
+which scripts/test.sh builds) on the same
 data files.
 """
 
@@ -148,7 +149,7 @@ def run_alibi(datasets: list[dict[str, Any]], specs: dict[str, list], mmd: bool)
 
         python = sys.executable
     except Exception:
-        python = os.environ.get("ALIBI_PYTHON", "/tmp/drift-alibi-venv/bin/python")
+        python = os.environ.get("ALIBI_PYTHON", str(ROOT / ".venv-alibi" / "bin" / "python"))
         if not Path(python).exists():
             print(f"alibi-detect: not importable here and {python} missing; skipped", file=sys.stderr)
             return None

@@ -74,8 +74,10 @@ def power_at_matched_fpr(null_scores: list[float], shifted_scores: list[float], 
     Scores are "lower = more drift" (p-values). Ties at the threshold are broken at random
     (a randomised test), so discrete scores (counts of drifted columns) compare fairly.
     """
-    null = np.sort(np.asarray(null_scores, dtype=np.float64))
-    shifted = np.asarray(shifted_scores, dtype=np.float64)
+    # Scores equal up to rounding are ties: the same statistic computed in another order
+    # (scipy vs numpy, say) differs in its last bits, which must not decide a detection.
+    null = np.sort(np.asarray(null_scores, dtype=np.float64).astype(np.float32).astype(np.float64))
+    shifted = np.asarray(shifted_scores, dtype=np.float64).astype(np.float32).astype(np.float64)
     null = np.where(np.isnan(null), np.inf, null)
     shifted = np.where(np.isnan(shifted), np.inf, shifted)
     k = fpr * null.size

@@ -29,7 +29,8 @@ and gives up after ``max_post`` changed rows (a miss). Every process runs on one
     python -m bench.drift.streaming --no-alibi  # mlvigil and river only
 
 alibi-detect needs numpy < 2; when it does not import here, its side runs in the interpreter
-named by ``ALIBI_PYTHON`` (default /tmp/drift-alibi-venv/bin/python) on the same data files
+named by ``ALIBI_PYTHON`` (default .venv-alibi/bin/python,
+which scripts/test.sh builds) on the same data files
 (see ``alibi_online_worker.py``). river runs in this interpreter.
 """
 
@@ -241,7 +242,7 @@ def run_alibi(
 
         python = sys.executable
     except Exception:
-        python = os.environ.get("ALIBI_PYTHON", "/tmp/drift-alibi-venv/bin/python")
+        python = os.environ.get("ALIBI_PYTHON", str(ROOT / ".venv-alibi" / "bin" / "python"))
         if not Path(python).exists():
             print(f"alibi-detect: not importable here and {python} missing; skipped", file=sys.stderr)
             return None

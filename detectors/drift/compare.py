@@ -172,7 +172,7 @@ def compare(
         values, n_missing = current_values(prof, raw if raw is not None else [None] * n_current)
         if isinstance(prof, NumericProfile):
             values = np.sort(values)
-        test = test_for(opt.feature_tests.get(name, opt.test), prof)
+        test = test_for(opt.feature_tests.get(name, opt.test), prof, int(values.size))
         res = test.compare(prof, values)
         if isinstance(prof, NumericProfile):
             movement = _movement_numeric(prof, values, n_missing)
