@@ -336,8 +336,12 @@ class _Target:
 class Dispatcher:
     """Drains an Outbox on the event loop: one task per attempt, bounded per target."""
 
-    def __init__(self, outbox: Outbox, name: str = "outbox", *, prune_every: float = 600.0) -> None:
+    def __init__(
+        self, outbox: Outbox, name: str = "outbox", *, prune_every: float = 600.0, stop_grace: float = 5.0
+    ) -> None:
         self.outbox = outbox
+        #: Seconds ``stop`` waits for attempts in flight before cancelling them.
+        self.stop_grace = stop_grace
         self.name = name
         self._targets: dict[str, _Target] = {}
         self._hooks: list[ResultHook] = []
@@ -398,10 +402,15 @@ class Dispatcher:
             self._main.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._main
-        for task in list(self._tasks):
-            task.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Let attempts in flight finish and record their outcome: one cut off after the
+            # receiver got it but before it was marked delivered would be sent again after
+            # a restart. Those still running after the grace period are cancelled (released
+            # for a later attempt; the stable message id lets receivers drop the repeat).
+            _, late = await asyncio.wait(set(self._tasks), timeout=self.stop_grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         self._loop = None
 
     async def _run(self) -> None:

@@ -196,3 +196,39 @@ def test_killed_between_recording_and_sending_sends_once_after_restart(tmp_path:
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_stop_lets_an_attempt_in_flight_finish_so_a_restart_does_not_repeat_it(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        receiver = await RecordingReceiver(delay=0.5).start()
+        started = asyncio.Event()
+
+        async def send(doc: dict) -> Outcome:
+            import aiohttp
+
+            started.set()
+            async with aiohttp.ClientSession() as s, s.post(receiver.url + "/hook", json=doc["payload"]) as r:
+                return Outcome.from_http(r.status)
+
+        store = DuckDBStore(tmp_path)
+        dispatcher = Dispatcher(Outbox(store, "box"))
+        dispatcher.add_target("hook", send, FAST)
+        await dispatcher.start()
+        dispatcher.record([NewMessage("m1", "hook", {"i": 1})])
+        await asyncio.wait_for(started.wait(), 10)
+        await dispatcher.stop()  # the receiver is still sleeping on the request
+        assert len(receiver.received) == 1
+        assert dispatcher.outbox.messages()[0]["state"] == "delivered"
+        store.close()
+
+        store = DuckDBStore(tmp_path)
+        again = Dispatcher(Outbox(store, "box"))
+        again.add_target("hook", send, FAST)
+        await again.start()
+        assert again.outbox.messages()[0]["state"] == "delivered"
+        await again.stop()
+        assert len(receiver.received) == 1
+        await receiver.stop()
+        store.close()
+
+    asyncio.run(scenario())

@@ -71,8 +71,10 @@ def test_nan_loss_alerts_once_and_triggers_a_dry_run(service_factory, sink: Webh
     assert triggers[0]["would_send"] is not None
 
     # Delivery history is visible, and a SIGKILL + restart sends nothing twice.
-    history = svc.get("/api/v1/alerts")
-    assert any(m.get("state") == "delivered" for m in history["notifications"])
+    # The sink answered before the outbox recorded the outcome: wait for the record.
+    svc.wait_for(
+        lambda: any(m.get("state") == "delivered" for m in svc.get("/api/v1/alerts")["notifications"])
+    )
     svc.kill()
     svc.start()
     svc.evaluate()
