@@ -219,3 +219,52 @@ def test_bad_streaming_config_names_the_problem(streaming: dict, kind: str, mess
             }
         )
     assert message in str(err.value)
+
+
+def test_streaming_regression_monitor_runs_page_hinkley_on_absolute_errors(store: DuckDBStore) -> None:
+    rng = np.random.default_rng(6)
+
+    def add(n: int, t0: float, noise: float, rid: str) -> float:
+        preds, labels = RecordBatch(), RecordBatch()
+        for i in range(n):
+            y = float(rng.normal(100, 20))
+            preds.add(
+                "inferences",
+                ts=t0 + i,
+                service="s",
+                model="price",
+                model_version="v1",
+                request_id=f"{rid}{i}",
+                features="{}",
+                prediction=json.dumps(y + rng.normal(0, noise)),
+                source="otlp",
+            )
+            labels.add(
+                "labels", ts=t0 + i + 10, request_id=f"{rid}{i}", service="s", model="price", label=str(y)
+            )
+        store.append(preds)
+        store.append(labels)
+        return t0 + n
+
+    t = add(1000, 1000.0, 5.0, "ref")
+    cfg = MonitorConfig.model_validate(
+        {
+            "name": "price",
+            "kind": "performance",
+            "service": "s",
+            "model": "price",
+            "metrics": ["mae"],
+            "reference": {"start": 1000, "end": 2000},
+            "streaming": {"lag": 0},
+            "label_delay": 20,
+        }
+    )
+    det = MonitorDetector(cfg.resolved(DriftConfig().defaults))
+    t = add(1000, t, 5.0, "ok")
+    assert det.evaluate(store, t + 20) == [] and det.last["detector"] == "page_hinkley"
+    t = add(300, t, 9.0, "worse")  # mean absolute error about 4 -> 7
+    found = det.evaluate(store, t + 20)
+    assert [f.kind for f in found] == ["performance_drift"]
+    ev = found[0].evidence
+    assert "absolute error" in found[0].summary and ev["current_error"] > 1.3 * ev["reference_error"]
+    assert t - 300 < ev["streaming"]["first_alarm_ts"] < t - 150
