@@ -46,8 +46,17 @@ class KolmogorovSmirnov(UnivariateTest):
         if n == 0 or m == 0:
             return TestResult(self.name, 0.0, None, 0.0, n, m)
         # The ECDF gap only changes at current points: compare right and left limits there.
-        gap_right = np.searchsorted(ref, cur, "right") / n - np.searchsorted(cur, cur, "right") / m
-        gap_left = np.searchsorted(ref, cur, "left") / n - np.searchsorted(cur, cur, "left") / m
+        # ``cur`` is sorted, so its own counts below/at each value come from its tie runs
+        # in O(m) (a run of equal values shares its first and last position).
+        new_run = np.empty(m, dtype=bool)
+        new_run[0] = True
+        np.not_equal(cur[1:], cur[:-1], out=new_run[1:])
+        starts = np.maximum.accumulate(np.where(new_run, np.arange(m), 0))
+        ends = np.empty(m, dtype=bool)
+        ends[:-1], ends[-1] = new_run[1:], True
+        stops = np.minimum.accumulate(np.where(ends, np.arange(m), m)[::-1])[::-1] + 1
+        gap_right = np.searchsorted(ref, cur, "right") / n - stops / m
+        gap_left = np.searchsorted(ref, cur, "left") / n - starts / m
         d = float(max(np.abs(gap_right).max(), np.abs(gap_left).max()))
         en = max(round(n * m / (n + m)), 1)
         return TestResult(self.name, d, float(kstwo.sf(d, en)), d, n, m)
