@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from shifts import materialise, power_at_matched_fpr, window_specs  # noqa: E402
+from shifts import alibi_python, materialise, power_at_matched_fpr, window_specs  # noqa: E402
 
 from detectors.drift.compare import CompareOptions, compare  # noqa: E402
 from detectors.drift.profile import ReferenceProfile  # noqa: E402
@@ -146,15 +145,9 @@ class Evidently:
 
 
 def run_alibi(datasets: list[dict[str, Any]], specs: dict[str, list], mmd: bool) -> dict[str, Any] | None:
-    try:
-        import alibi_detect  # noqa: F401
-
-        python = sys.executable
-    except Exception:
-        python = os.environ.get("ALIBI_PYTHON", str(ROOT / ".venv-alibi" / "bin" / "python"))
-        if not Path(python).exists():
-            print(f"alibi-detect: not importable here and {python} missing; skipped", file=sys.stderr)
-            return None
+    python = alibi_python()
+    if python is None:
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "data"
         job: dict[str, Any] = {"mmd": mmd, "datasets": []}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,3 +88,19 @@ def power_at_matched_fpr(null_scores: list[float], shifted_scores: list[float], 
     below, at = float(np.sum(null < t)), float(np.sum(null == t))
     gamma = (k - below) / at if at else 0.0
     return float(np.mean(shifted < t) + gamma * np.mean(shifted == t))
+
+
+def alibi_python() -> str | None:
+    """The interpreter that runs alibi-detect's side: this one when alibi-detect imports here,
+    else ``ALIBI_PYTHON`` (default .venv-alibi/bin/python); None when neither is usable."""
+    try:
+        import alibi_detect  # noqa: F401
+
+        return sys.executable
+    except Exception:
+        root = Path(__file__).resolve().parents[2]
+        python = os.environ.get("ALIBI_PYTHON", str(root / ".venv-alibi" / "bin" / "python"))
+        if not Path(python).exists():
+            print(f"alibi-detect: not importable here and {python} missing; skipped", file=sys.stderr)
+            return None
+        return python

@@ -57,6 +57,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.drift.shifts import alibi_python  # noqa: E402
+
 #: Breast-cancer columns: "mean area" for CVM; five weakly related features for MMD.
 CVM_COLUMN = 3
 MMD_COLUMNS = (0, 1, 4, 8, 9)
@@ -237,15 +239,9 @@ def run_alibi(
     cvm: tuple[dict[str, Any], dict[str, np.ndarray]],
     mmd: tuple[dict[str, Any], dict[str, np.ndarray]],
 ) -> dict[str, Any] | None:
-    try:
-        import alibi_detect  # noqa: F401
-
-        python = sys.executable
-    except Exception:
-        python = os.environ.get("ALIBI_PYTHON", str(ROOT / ".venv-alibi" / "bin" / "python"))
-        if not Path(python).exists():
-            print(f"alibi-detect: not importable here and {python} missing; skipped", file=sys.stderr)
-            return None
+    python = alibi_python()
+    if python is None:
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         for name, arrays in (("cvm", cvm[1]), ("mmd", mmd[1])):

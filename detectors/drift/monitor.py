@@ -432,7 +432,7 @@ class MonitorDetector(Detector):
             ts[0],
             alarm.ts,
             detail=detail,
-            top=order[:5] if alarm.feature_statistics else None,
+            top=order[:5] if alarm.feature_statistics else report.top(5),
             extra={"streaming": stream_evidence},
         )
 
@@ -516,6 +516,8 @@ class MonitorDetector(Detector):
         extra: dict[str, Any] | None = None,
     ) -> Finding:
         c = self.config
+        # A caller's own ranking (streaming) names its leaders; otherwise the drifted ones.
+        lead = top if top is not None else report.drifted_features
         top = top or report.top(5)
         drifted = report.drifted_features
         what = {"data": "Data drift", "prediction": "Prediction drift", "llm": "LLM traffic drift"}[c.kind]
@@ -524,15 +526,13 @@ class MonitorDetector(Detector):
         )
         if c.kind == "llm":
             target = f"{subject['service']}" + (f"/{subject['model']}" if subject["model"] != "*" else "")
-        if detail is not None:
-            pass
-        elif report.multivariate is not None:
+        if detail is None and report.multivariate is not None:
             detail = (
                 f"{report.test} test p={report.p_value:.3g}" if report.p_value is not None else report.test
             )
-        else:
+        elif detail is None:
             detail = f"{len(drifted)} of {len(report.features)} checks drifted"
-        names = ", ".join(_describe(f) for f in ((top if extra else drifted) or top)[:3])
+        names = ", ".join(_describe(f) for f in (lead or top)[:3])
         summary = f"{what} on {target} (monitor {c.name}): {detail}" + (f" — {names}" if names else "")
         evidence = {
             "monitor": c.name,

@@ -106,8 +106,9 @@ class DistributionStream:
             kind = "cvm"
         self.detector_name: str = kind
         self.encoder = Encoder(profile, one_hot=kind == "mmd")
-        x_ref = self.encoder.encode(reference, profile.n_rows)
-        ert_steps = config.ert / config.stride
+        # alibi-detect's online detectors take no missing values.
+        self._fill_missing = backend == "alibi"
+        x_ref = self._encode(reference, profile.n_rows)
         self.detector: Any
         if backend == "alibi":
             from detectors.drift.alibi_backend import online_detector
@@ -117,49 +118,45 @@ class DistributionStream:
             self.detector_name = f"alibi:{alibi_kind}"
             self.detector = online_detector(
                 alibi_kind,
-                np.where(np.isnan(x_ref), 0.0, x_ref),
+                x_ref,
                 ert=config.ert,
                 window_size=config.window_size,
                 n_bootstraps=config.n_bootstraps,
             )
-        elif kind == "mmd":
-            self.detector = OnlineMMD(
-                x_ref,
-                window_size=config.window_size,
-                ert=ert_steps,
-                stride=config.stride,
-                n_bootstraps=config.n_bootstraps,
-            )
         else:
-            self.detector = OnlineCVM(
+            native = OnlineMMD if kind == "mmd" else OnlineCVM
+            self.detector = native(
                 x_ref,
                 window_size=config.window_size,
-                ert=ert_steps,
+                ert=config.ert / config.stride,
                 stride=config.stride,
                 n_bootstraps=config.n_bootstraps,
             )
         self._tail: Columns = {}
 
+    def _encode(self, columns: Columns, n: int) -> np.ndarray:
+        x = self.encoder.encode(columns, n)
+        return np.where(np.isnan(x), 0.0, x) if self._fill_missing else x
+
     def feed(self, columns: Columns, ts: Sequence[float]) -> list[Alarm]:
         n = len(ts)
         if not n:
             return []
-        x = self.encoder.encode(columns, n)
-        if self.detector_name.startswith("alibi:"):
-            x = np.where(np.isnan(x), 0.0, x)
-        hits = self.detector.update_many(x)
         # The last window_size rows before this batch, to rebuild an alarming window's rows.
         joined = {k: list(self._tail.get(k, [])) + list(v) for k, v in columns.items()}
         offset = len(next(iter(self._tail.values()), []))
         alarms = []
-        for pos in hits:
+        for pos, row in enumerate(self._encode(columns, n)):
+            if not self.detector.update(row):
+                continue
+            # Read at the alarm: later rows of the batch move the detector on.
             hi = offset + pos + 1
             lo = max(0, hi - self.config.window_size)
             alarms.append(
                 Alarm(
                     float(ts[pos]),
-                    float(self.detector.statistic),
-                    float(self.detector.threshold),
+                    self.statistic,
+                    self.threshold,
                     {k: v[lo:hi] for k, v in joined.items()},
                     self.feature_statistics(),
                 )
