@@ -9,7 +9,8 @@ import pytest
 import scipy.stats as ss
 
 from detectors.drift.compare import CompareOptions, compare
-from detectors.drift.multiple import benjamini_hochberg, bonferroni
+from detectors.drift.min_p import Member, min_p_null
+from detectors.drift.multiple import benjamini_hochberg, bonferroni, correct
 from detectors.drift.profile import ReferenceProfile, feature_profile
 from detectors.drift.stats import UNIVARIATE, MissingRate
 from detectors.drift.stats.classifier import ClassifierTwoSample
@@ -113,6 +114,53 @@ def test_fifty_features_keep_the_monitor_false_alarm_rate() -> None:
             alarms[method] += compare(prof, cur, CompareOptions(correction=method)).drifted
     assert alarms["none"] / runs > 0.6  # uncorrected: most windows alarm on some feature
     assert alarms["bh"] / runs <= 0.15 and alarms["bonferroni"] / runs <= 0.15
+
+
+def _factor_columns(rng: np.random.Generator, rows: int, shift_first: float = 0.0) -> dict[str, np.ndarray]:
+    """Twenty features driven by one common factor (pairwise correlation about 0.9)."""
+    common = rng.normal(size=rows)
+    cols = {f"f{j}": common + 0.33 * rng.normal(size=rows) for j in range(20)}
+    cols["f0"] = cols["f0"] + shift_first
+    return cols
+
+
+def test_min_p_keeps_alpha_on_correlated_features_where_bonferroni_and_bh_fall_short() -> None:
+    """min-P's null comes from the reference, so correlated features cost it less than
+    Bonferroni and BH: its false-alarm rate is alpha (theirs fall well below), and it sees a
+    shift of one feature more often."""
+    rng = np.random.default_rng(100)
+    methods = ("minp", "bonferroni", "bh")
+    null_alarms, detected = dict.fromkeys(methods, 0), dict.fromkeys(methods, 0)
+    references, windows = 4, 150
+    for _ in range(references):
+        prof = ReferenceProfile.from_columns(_factor_columns(rng, 4000))
+        for _ in range(windows):
+            cur = _factor_columns(rng, 300)
+            shifted = _factor_columns(rng, 300, shift_first=0.2)
+            for method in methods:
+                opt = CompareOptions(correction=method)
+                null_alarms[method] += compare(prof, cur, opt).drifted
+                detected[method] += compare(prof, shifted, opt).drifted
+    n = references * windows
+    rate = {m: k / n for m, k in null_alarms.items()}
+    # The resampled null (500 windows) adds its own Monte Carlo error to the rate's.
+    assert abs(rate["minp"] - ALPHA) <= 3 * math.sqrt(ALPHA * (1 - ALPHA) / n) + 0.01, rate
+    assert rate["bonferroni"] < 0.6 * ALPHA and rate["bh"] < 0.6 * ALPHA, rate
+    assert detected["minp"] > 1.2 * detected["bonferroni"] and detected["minp"] > 1.2 * detected["bh"], (
+        detected
+    )
+
+
+def test_min_p_without_reference_rows_is_bonferroni() -> None:
+    p = [0.01, 0.04, 0.03, 0.2]
+    assert correct(p, 0.05, "minp")[0].tolist() == pytest.approx(bonferroni(p, 0.05)[0].tolist())
+    # Independent features: the resampled null is Sidak's, 1 - (1 - p)^k, up to Monte Carlo error.
+    rng = np.random.default_rng(3)
+    prof = ReferenceProfile.from_columns({f"x{j}": rng.normal(size=3000) for j in range(8)})
+    null = min_p_null(prof, [Member(f"x{j}", "ks") for j in range(8)], 200, 2000)
+    for t in (0.005, 0.02, 0.1):
+        sidak = 1 - (1 - t) ** 8
+        assert abs(float(np.mean(null <= t)) - sidak) < 4 * math.sqrt(sidak * (1 - sidak) / 2000) + 0.01
 
 
 def test_corrections_match_statsmodels_definitions() -> None:

@@ -41,6 +41,8 @@ from detectors.drift.profile import ReferenceProfile  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
+AGRAWAL_REFERENCE, AGRAWAL_POOL = 4000, 100_000
+
 
 def load_datasets() -> list[dict[str, Any]]:
     from sklearn.datasets import load_breast_cancer
@@ -63,7 +65,14 @@ def load_datasets() -> list[dict[str, Any]]:
     )
     from river.datasets import synth
 
-    rows = [list(xd.values()) for xd, _ in synth.Agrawal(classification_function=0, seed=42).take(8000)]
+    # Windows come from a pool 25x the reference: drawn from a pool the reference's size,
+    # every window shared that one sample's deviation from the generator's distribution, so
+    # "no shift" windows truly differed from the reference and the most sensitive tests were
+    # charged with false alarms for seeing it.
+    rows = [
+        list(xd.values())
+        for xd, _ in synth.Agrawal(classification_function=0, seed=42).take(AGRAWAL_REFERENCE + AGRAWAL_POOL)
+    ]
     names = list(next(iter(synth.Agrawal(seed=42).take(1)))[0].keys())
     a = np.asarray(rows, dtype=np.float64)
     categorical = [names.index(c) for c in ("elevel", "car", "zipcode")]
@@ -71,8 +80,8 @@ def load_datasets() -> list[dict[str, Any]]:
     out.append(
         {
             "name": "agrawal",
-            "reference": a[:4000],
-            "pool": a[4000:],
+            "reference": a[:AGRAWAL_REFERENCE],
+            "pool": a[AGRAWAL_REFERENCE:],
             "numeric": numeric,
             "categorical": categorical,
             "shifts": ["mean_shift", "variance_change", "category_mix", "missing_values", "subgroup_shift"],
@@ -189,7 +198,11 @@ def timing(evidently: bool) -> dict[str, float]:
     if evidently:
         methods.append(Evidently(ref, []))
     for m in methods:
+        t0 = time.perf_counter()
         m.score(cur)
+        if isinstance(m, Mlvigil):
+            # The first window also resamples min-P's null from the reference (once per size).
+            out["mlvigil (min-P calibration, once)"] = time.perf_counter() - t0
         reps = 1 if isinstance(m, Evidently) else 5
         t0 = time.perf_counter()
         for _ in range(reps):

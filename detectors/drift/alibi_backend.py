@@ -95,6 +95,10 @@ def alibi_compare(
         )
         profile.__dict__[cache_key] = det
     x = _matrix(profile, cur_columns, names)
+    if options.correction == "minp":
+        # min-P resamples the native tests; alibi-detect's p-values have no such null, and
+        # min-P without one is its Bonferroni bound: say so in the report.
+        options = replace(options, correction="bonferroni")
     # Native results explain *which* features moved and how; alibi-detect decides.
     native = compare(profile, cur_columns, replace(options, missing=False))
     by_name = {f.feature: f for f in native.features}

@@ -56,7 +56,13 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument(
         "--test", choices=TEST_NAMES, default="auto", help="drift test (default: auto per feature type)"
     )
-    p.add_argument("--correction", choices=("bh", "bonferroni", "none"), default="bh")
+    p.add_argument(
+        "--correction",
+        choices=("minp", "bh", "bonferroni", "none"),
+        default="minp",
+        help="across features: minp (Westfall-Young, calibrated on the reference; default), bh, "
+        "bonferroni, none",
+    )
     p.add_argument("--threshold", type=float, help="distance threshold instead of a significance level")
     p.add_argument("--features", help="comma-separated features to compare (default: all shared columns)")
     p.add_argument("--exclude", help="comma-separated columns to leave out (ids, timestamps)")

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from detectors.drift.min_p import MISSING, Member, cached_min_p_null
 from detectors.drift.multiple import correct
 from detectors.drift.profile import CategoricalProfile, NumericProfile, ReferenceProfile, current_values
 from detectors.drift.stats import MULTIVARIATE, MissingRate, TestResult, test_for
@@ -23,8 +24,9 @@ class CompareOptions:
     test: str = "auto"
     #: Significance level of the whole monitor (after correction across features).
     alpha: float = 0.05
-    #: ``bh`` (Benjamini-Hochberg), ``bonferroni`` or ``none``.
-    correction: str = "bh"
+    #: ``minp`` (Westfall-Young, calibrated on the reference), ``bh`` (Benjamini-Hochberg),
+    #: ``bonferroni`` or ``none``.
+    correction: str = "minp"
     #: Distance threshold; when set, a feature drifts when its distance reaches it (no p-values).
     threshold: float | None = None
     #: Features to compare (default: every feature of the reference).
@@ -35,9 +37,11 @@ class CompareOptions:
     missing: bool = True
     #: Drift is declared when at least this many features drifted (univariate decisions).
     min_drifted_features: int = 1
-    #: Permutations (MMD) and seed of the multivariate tests.
+    #: Permutations (MMD) and seed of the multivariate tests and of ``minp``'s resampling.
     permutations: int = 200
     seed: int = 0
+    #: No-drift windows resampled from the reference to calibrate ``minp``.
+    null_windows: int = 500
 
 
 @dataclass
@@ -164,6 +168,7 @@ def compare(
     opt = options or CompareOptions()
     names = [f for f in (opt.features or list(profile.features)) if f in profile.features]
     results: list[tuple[str, str, TestResult, dict[str, Any]]] = []
+    family: list[Member] = []  # what each result tests, for minp's resampling
     n_current = max((len(v) for v in current.values()), default=0)
     missing_test = MissingRate()
     for name in names:
@@ -179,9 +184,11 @@ def compare(
         else:
             movement = _movement_categorical(prof, values, n_missing)
         results.append((name, prof.kind, res, movement))
+        family.append(Member(name, res.test))
         if opt.missing and (prof.n_missing or n_missing):
             miss = missing_test.compare(prof.n_missing, prof.n_total, n_missing, int(values.size) + n_missing)
             results.append((f"{name}:missing", prof.kind, miss, {"missing_rate": movement["missing_rate"]}))
+            family.append(Member(name, MISSING))
         if progress:
             progress(name)
     results.extend(extra)
@@ -208,7 +215,10 @@ def compare(
             )
     else:
         ps = [1.0 if r.p_value is None else r.p_value for _, _, r, _ in results]
-        adjusted, rejected = correct(ps, opt.alpha, opt.correction)
+        if opt.correction == "minp":
+            adjusted, rejected = _min_p_adjusted(profile, family, ps, n_current, opt)
+        else:
+            adjusted, rejected = correct(ps, opt.alpha, opt.correction)
         for (name, kind, res, mv), adj, rej in zip(
             results, adjusted.tolist(), rejected.tolist(), strict=True
         ):
@@ -238,6 +248,23 @@ def compare(
     return DriftReport(
         drifted, opt.test, opt.correction, opt.alpha, profile.n_rows, n_current, features, multivariate
     )
+
+
+def _min_p_adjusted(
+    profile: ReferenceProfile, family: list[Member], ps: list[float], n_current: int, opt: CompareOptions
+) -> tuple[np.ndarray, np.ndarray]:
+    """min-P over the features' tests; results added from elsewhere (``extra``) cannot be
+    resampled, so they share ``alpha`` with the family by weighted Bonferroni: the family
+    gets ``k / (k + e)`` of it and each of the ``e`` extras ``1 / (k + e)``."""
+    k, e = len(family), len(ps) - len(family)
+    null = cached_min_p_null(profile, family, n_current, opt.null_windows, opt.seed) if k else None
+    adjusted, _ = correct(ps[:k], opt.alpha, "minp", null)
+    if e:
+        adjusted = np.concatenate(
+            [adjusted * (k + e) / k if k else adjusted, np.asarray(ps[k:], dtype=np.float64) * (k + e)]
+        )
+        adjusted = np.minimum(adjusted, 1.0)
+    return adjusted, adjusted <= opt.alpha
 
 
 def multivariate_test(

@@ -3,7 +3,7 @@
 ```yaml
 detectors:
   drift:
-    defaults: {alpha: 0.05, correction: bh}
+    defaults: {alpha: 0.05, correction: minp}
     monitors:
       - name: fraud-features
         kind: data                      # data | prediction | performance | llm
@@ -180,7 +180,9 @@ class MonitorDefaults(Strict):
     """Values a monitor takes when it does not set them."""
 
     alpha: float = Field(default=0.05, gt=0, lt=1)
-    correction: Literal["bh", "bonferroni", "none"] = "bh"
+    #: ``minp`` (Westfall-Young min-P, calibrated on the reference to how features move
+    #: together), ``bh`` (Benjamini-Hochberg), ``bonferroni`` or ``none``.
+    correction: Literal["minp", "bh", "bonferroni", "none"] = "minp"
     test: str = "auto"
     severity: Severity = Severity.WARNING
     window: WindowConfig = Field(default_factory=lambda: WindowConfig(size=1000))
@@ -206,7 +208,9 @@ class MonitorConfig(Strict):
     test: str | None = None
     feature_tests: dict[str, str] = Field(default_factory=dict)
     alpha: float | None = Field(default=None, gt=0, lt=1)
-    correction: Literal["bh", "bonferroni", "none"] | None = None
+    correction: Literal["minp", "bh", "bonferroni", "none"] | None = None
+    #: No-drift windows resampled from the reference to calibrate ``correction: minp``.
+    null_windows: int = Field(default=500, ge=100, le=100_000)
     #: Distance threshold instead of a significance level (e.g. PSI 0.2).
     threshold: float | None = Field(default=None, gt=0)
     min_drifted_features: int = Field(default=1, ge=1)

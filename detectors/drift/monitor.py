@@ -441,11 +441,12 @@ class MonitorDetector(Detector):
         return CompareOptions(
             test=c.test or "auto",
             alpha=c.alpha or 0.05,
-            correction=c.correction or "bh",
+            correction=c.correction or "minp",
             threshold=c.threshold,
             features=c.features,
             feature_tests=c.feature_tests,
             min_drifted_features=c.min_drifted_features,
+            null_windows=c.null_windows,
         )
 
     def _evaluate_distribution(

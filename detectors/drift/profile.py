@@ -21,6 +21,9 @@ DISCRETE_MAX_VALUES = 10
 DEFAULT_BINS = 10
 #: Largest sorted sample kept per numeric feature; beyond it a uniform subsample is kept.
 DEFAULT_MAX_SAMPLE = 50_000
+#: Whole reference rows kept (a uniform subsample) to resample no-drift windows from, which
+#: calibrates the ``minp`` correction to how the features move together.
+DEFAULT_NULL_ROWS = 5_000
 UNSEEN = "<unseen>"
 
 
@@ -237,6 +240,11 @@ class ReferenceProfile:
     #: Per-column centre and scale used to standardise ``matrix``; windows use the same.
     centre: np.ndarray | None = None
     spread: np.ndarray | None = None
+    #: Raw values of a uniform subsample of whole reference rows, per feature (same rows in
+    #: every column), kept so no-drift windows can be resampled with their joint structure.
+    sample_rows: dict[str, np.ndarray] | None = None
+    #: Resampled null distributions, computed on first use (see ``detectors.drift.min_p``).
+    null_cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_columns(
@@ -247,6 +255,7 @@ class ReferenceProfile:
         bins: int = DEFAULT_BINS,
         max_sample: int = DEFAULT_MAX_SAMPLE,
         multivariate_rows: int = 0,
+        null_rows: int = DEFAULT_NULL_ROWS,
         seed: int = 0,
     ) -> ReferenceProfile:
         kinds = kinds or {}
@@ -256,6 +265,11 @@ class ReferenceProfile:
         }
         n_rows = max((len(v) for v in columns.values()), default=0)
         prof = cls(feats, n_rows)
+        if null_rows and n_rows:
+            keep = np.arange(n_rows)
+            if n_rows > null_rows:
+                keep = np.sort(np.random.default_rng(seed).choice(n_rows, null_rows, replace=False))
+            prof.sample_rows = {name: _take(vals, keep) for name, vals in columns.items()}
         if multivariate_rows:
             prof.matrix_columns = [n for n, f in feats.items() if isinstance(f, NumericProfile)]
             if prof.matrix_columns:
@@ -292,6 +306,18 @@ class ReferenceProfile:
         assert self.centre is not None and self.spread is not None
         z = (raw - self.centre) / self.spread
         return np.where(np.isnan(z), 0.0, z)
+
+
+def _take(values: Sequence[Any] | np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``values`` at ``rows``; a column shorter than the reference is missing past its end."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fiub":
+        arr = np.asarray(values, dtype=object)
+    if rows.size and rows[-1] >= arr.size:
+        padded = np.full(int(rows[-1]) + 1, None, dtype=object)
+        padded[: arr.size] = arr
+        arr = padded
+    return arr[rows]
 
 
 def rows_to_columns(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import ClassVar
 
 import numpy as np
@@ -9,6 +10,13 @@ from scipy.stats import kstwo
 
 from detectors.drift.profile import FeatureProfile
 from detectors.drift.stats.base import TestResult, UnivariateTest, require_numeric
+
+
+@lru_cache(maxsize=8192)
+def ks_sf(d: float, en: int) -> float:
+    """``kstwo.sf(d, en)``, remembered: it can cost milliseconds (Pomeranz's recursion), and
+    the statistic of a given pair of sizes takes few distinct values (multiples of 1/lcm)."""
+    return float(kstwo.sf(d, en))
 
 
 class KolmogorovSmirnov(UnivariateTest):
@@ -59,4 +67,4 @@ class KolmogorovSmirnov(UnivariateTest):
         gap_left = np.searchsorted(ref, cur, "left") / n - starts / m
         d = float(max(np.abs(gap_right).max(), np.abs(gap_left).max()))
         en = max(round(n * m / (n + m)), 1)
-        return TestResult(self.name, d, float(kstwo.sf(d, en)), d, n, m)
+        return TestResult(self.name, d, ks_sf(d, en), d, n, m)
