@@ -29,10 +29,13 @@ def apply_shift(
         mu = np.nanmean(x[:, cols], axis=0)
         x[:, cols] = mu + (x[:, cols] - mu) * 1.4
     elif shift == "category_mix" and categorical:
+        # 15% of rows move to one category, drawn per window: always the lowest code would
+        # also be a location shift of the codes, which tests that (wrongly) treat category
+        # codes as numbers would be credited for.
         c = categorical[0]
         values = np.unique(x[:, c])
         mask = rng.random(x.shape[0]) < 0.15
-        x[mask, c] = values[0]
+        x[mask, c] = values[rng.integers(values.size)]
     elif shift == "missing_values":
         for c in cols:
             x[rng.random(x.shape[0]) < 0.08, c] = np.nan
