@@ -7,8 +7,10 @@ seconds per window at 10k rows x 50 features.
 
     python -m bench.drift            # default run (about a minute)
     python -m bench.drift --full     # more windows, MMD and Evidently in the power part too
-    python -m bench.drift --full --no-alibi --sizes 100,1000 --null-windows 60 --shift-windows 20
+    python -m bench.drift --full --no-alibi --null-windows 40 --shift-windows 15
                                      # Evidently's power on fewer windows (about 2 s a window)
+    python -m bench.drift --full --no-alibi --datasets breast_cancer --shifts subgroup_shift --sizes 500
+                                     # one cell with more windows
 
 alibi-detect needs numpy < 2 (numba); when it does not import here, its side runs in the
 interpreter named by ``ALIBI_PYTHON`` (default .venv-alibi/bin/python,
@@ -222,11 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="100,500,1000", help="window sizes (rows), comma-separated")
     ap.add_argument("--null-windows", type=int, help="null windows per size (default 60; 200 --full)")
     ap.add_argument("--shift-windows", type=int, help="windows per shift and size (default 20; 50 --full)")
+    ap.add_argument("--datasets", help="only these datasets (breast_cancer, agrawal), comma-separated")
+    ap.add_argument("--shifts", help="only these shifts, comma-separated (e.g. subgroup_shift)")
     args = ap.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     null_w, shift_w = (200, 50) if args.full else (60, 20)
     null_w, shift_w = args.null_windows or null_w, args.shift_windows or shift_w
     datasets = load_datasets()
+    if args.datasets:
+        datasets = [ds for ds in datasets if ds["name"] in args.datasets.split(",")]
+    for ds in datasets if args.shifts else []:
+        ds["shifts"] = [s for s in ds["shifts"] if s in args.shifts.split(",")]
     specs = {
         ds["name"]: window_specs(ds["pool"].shape[0], sizes, null_w, shift_w, ["none", *ds["shifts"]], seed=1)
         for ds in datasets
