@@ -178,40 +178,25 @@ def test_alibi_backend_module_does_not_import_alibi_detect() -> None:
 def test_streaming_monitor_with_the_alibi_backend(tmp_path: Any) -> None:
     """A streaming monitor with ``backend: alibi`` runs CVMDriftOnline over the store's rows."""
     pytest.importorskip("alibi_detect", exc_type=ImportError)
-    import json
-
     from detectors.drift.config import DriftConfig
     from detectors.drift.monitor import MonitorDetector
-    from mlvigil.records import RecordBatch
     from mlvigil.store.duckdb import DuckDBStore
+    from tests.test_drift_stream_monitor import _inferences
 
     rng = np.random.default_rng(4)
     store = DuckDBStore(tmp_path / "data")
     try:
 
         def add(n: int, t0: float, mu: float, rid: str) -> float:
-            batch = RecordBatch()
-            for i in range(n):
-                feats = {"x": float(rng.normal(mu)), "y": float(rng.normal())}
-                batch.add(
-                    "inferences",
-                    ts=t0 + i * 0.01,
-                    service="s",
-                    model="m",
-                    request_id=f"{rid}{i}",
-                    features=json.dumps(feats),
-                    prediction="1",
-                    source="otlp",
-                )
-            store.append(batch)
-            return t0 + n * 0.01
+            rows = [{"x": float(rng.normal(mu)), "y": float(rng.normal())} for _ in range(n)]
+            return _inferences(store, rows, t0, rid)
 
         add(1000, 1000.0, 0.0, "ref")
         cfg = MonitorConfig.model_validate(
             {
                 "name": "a",
-                "service": "s",
-                "model": "m",
+                "service": "fraud-api",
+                "model": "fraud",
                 "backend": "alibi",
                 "reference": {"start": 1000, "end": 1100},
                 "streaming": {"window_size": 20, "stride": 1, "ert": 200, "n_bootstraps": 2000, "lag": 0},

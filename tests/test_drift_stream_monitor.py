@@ -141,32 +141,51 @@ def test_streaming_mmd_monitor(store: DuckDBStore) -> None:
 
 
 def _labelled(
-    store: DuckDBStore, n: int, t0: float, error_rate: float, rng: np.random.Generator, rid: str
+    store: DuckDBStore,
+    pairs: list[tuple[object, object]],
+    t0: float,
+    rid: str,
+    *,
+    model: str = "m",
+    label_delay: float = 50,
 ) -> float:
+    """(label, prediction) pairs one second apart from ``t0``, each label ``label_delay``
+    after its prediction; returns the time just after the last one."""
     preds, labels = RecordBatch(), RecordBatch()
-    for i in range(n):
-        y = int(rng.random() < 0.4)
-        pred = y if rng.random() >= error_rate else 1 - y
+    for i, (y, pred) in enumerate(pairs):
         preds.add(
             "inferences",
             ts=t0 + i,
             service="s",
-            model="m",
+            model=model,
             model_version="v1",
             request_id=f"{rid}{i}",
             features="{}",
             prediction=json.dumps(pred),
             source="otlp",
         )
-        labels.add("labels", ts=t0 + i + 50, request_id=f"{rid}{i}", service="s", model="m", label=str(y))
+        labels.add(
+            "labels", ts=t0 + i + label_delay, request_id=f"{rid}{i}", service="s", model=model, label=str(y)
+        )
     store.append(preds)
     store.append(labels)
-    return t0 + n
+    return t0 + len(pairs)
+
+
+def _classified(
+    store: DuckDBStore, n: int, t0: float, error_rate: float, rng: np.random.Generator, rid: str
+) -> float:
+    """``n`` labelled 0/1 predictions, wrong at ``error_rate``."""
+    pairs: list[tuple[object, object]] = []
+    for _ in range(n):
+        y = int(rng.random() < 0.4)
+        pairs.append((y, y if rng.random() >= error_rate else 1 - y))
+    return _labelled(store, pairs, t0, rid)
 
 
 def test_streaming_performance_monitor_runs_adwin_on_the_error_stream(store: DuckDBStore) -> None:
     rng = np.random.default_rng(3)
-    t = _labelled(store, 2000, 1000.0, 0.08, rng, "ref")
+    t = _classified(store, 2000, 1000.0, 0.08, rng, "ref")
     cfg = MonitorConfig.model_validate(
         {
             "name": "perf",
@@ -179,9 +198,9 @@ def test_streaming_performance_monitor_runs_adwin_on_the_error_stream(store: Duc
         }
     )
     det = MonitorDetector(cfg.resolved(DriftConfig().defaults))
-    t = _labelled(store, 1500, t, 0.08, rng, "ok")
+    t = _classified(store, 1500, t, 0.08, rng, "ok")
     assert det.evaluate(store, t + 100) == [] and det.last["detector"] == "adwin"
-    t = _labelled(store, 1500, t, 0.3, rng, "bad")
+    t = _classified(store, 1500, t, 0.3, rng, "bad")
     found = det.evaluate(store, t + 100)
     assert [f.kind for f in found] == ["performance_drift"]
     ev = found[0].evidence
@@ -189,10 +208,10 @@ def test_streaming_performance_monitor_runs_adwin_on_the_error_stream(store: Duc
     assert ev["streaming"]["detector"] == "adwin"
     assert t - 1500 < ev["streaming"]["first_alarm_ts"] < t - 1000  # caught in the first third
     # The worse level persists without new alarms: the Finding stays open ...
-    t = _labelled(store, 300, t, 0.3, rng, "still")
+    t = _classified(store, 300, t, 0.3, rng, "still")
     assert len(det.evaluate(store, t + 100)) == 1
     # ... and closes once ADWIN has cut back to the old error rate.
-    t = _labelled(store, 2500, t, 0.08, rng, "fixed")
+    t = _classified(store, 2500, t, 0.08, rng, "fixed")
     assert det.evaluate(store, t + 100) == [] and det.last["statistic"] < 0.12
 
 
@@ -225,26 +244,11 @@ def test_streaming_regression_monitor_runs_page_hinkley_on_absolute_errors(store
     rng = np.random.default_rng(6)
 
     def add(n: int, t0: float, noise: float, rid: str) -> float:
-        preds, labels = RecordBatch(), RecordBatch()
-        for i in range(n):
+        pairs: list[tuple[object, object]] = []
+        for _ in range(n):
             y = float(rng.normal(100, 20))
-            preds.add(
-                "inferences",
-                ts=t0 + i,
-                service="s",
-                model="price",
-                model_version="v1",
-                request_id=f"{rid}{i}",
-                features="{}",
-                prediction=json.dumps(y + rng.normal(0, noise)),
-                source="otlp",
-            )
-            labels.add(
-                "labels", ts=t0 + i + 10, request_id=f"{rid}{i}", service="s", model="price", label=str(y)
-            )
-        store.append(preds)
-        store.append(labels)
-        return t0 + n
+            pairs.append((y, y + rng.normal(0, noise)))
+        return _labelled(store, pairs, t0, rid, model="price", label_delay=10)
 
     t = add(1000, 1000.0, 5.0, "ref")
     cfg = MonitorConfig.model_validate(

@@ -13,9 +13,8 @@ seconds per window at 10k rows x 50 features.
                                      # one cell with more windows
 
 alibi-detect needs numpy < 2 (numba); when it does not import here, its side runs in the
-interpreter named by ``ALIBI_PYTHON`` (default .venv-alibi/bin/python,
-which scripts/test.sh builds) on the same
-data files.
+interpreter named by ``ALIBI_PYTHON`` (default .venv-alibi/bin/python, which
+scripts/test.sh builds) on the same data files.
 """
 
 from __future__ import annotations
@@ -233,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     datasets = load_datasets()
     if args.datasets:
         datasets = [ds for ds in datasets if ds["name"] in args.datasets.split(",")]
-    for ds in datasets if args.shifts else []:
-        ds["shifts"] = [s for s in ds["shifts"] if s in args.shifts.split(",")]
+    if args.shifts:
+        for ds in datasets:
+            ds["shifts"] = [s for s in ds["shifts"] if s in args.shifts.split(",")]
     specs = {
         ds["name"]: window_specs(ds["pool"].shape[0], sizes, null_w, shift_w, ["none", *ds["shifts"]], seed=1)
         for ds in datasets

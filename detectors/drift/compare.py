@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from detectors.drift.min_p import MISSING, Member, cached_min_p_null
-from detectors.drift.multiple import correct
+from detectors.drift.multiple import correct, min_p
 from detectors.drift.profile import CategoricalProfile, NumericProfile, ReferenceProfile, current_values
 from detectors.drift.stats import MULTIVARIATE, MissingRate, TestResult, test_for
 
@@ -258,7 +258,7 @@ def _min_p_adjusted(
     gets ``k / (k + e)`` of it and each of the ``e`` extras ``1 / (k + e)``."""
     k, e = len(family), len(ps) - len(family)
     null = cached_min_p_null(profile, family, n_current, opt.null_windows, opt.seed) if k else None
-    adjusted, _ = correct(ps[:k], opt.alpha, "minp", null)
+    adjusted, _ = min_p(ps[:k], opt.alpha, null)
     if e:
         adjusted = np.concatenate(
             [adjusted * (k + e) / k if k else adjusted, np.asarray(ps[k:], dtype=np.float64) * (k + e)]

@@ -45,8 +45,9 @@ def default_test(profile: FeatureProfile, n_current: int = 0) -> UnivariateTest:
     there, and KS's largest-gap statistic keeps more power for changes confined to part of
     the distribution (a shifted subgroup) instead of spending it on the tails. Measured in
     bench/drift (breast-cancer, 100 rows: variance change 0.89 AD vs 0.47 KS; 500 rows,
-    subgroup shift: 0.82 AD vs 0.90 KS; both under BH). Categorical and low-cardinality numeric features:
-    chi-squared with sparse cells pooled and unseen categories in their own cell.
+    subgroup shift: 0.82 AD vs 0.90 KS; both under BH). Categorical and low-cardinality
+    numeric features: chi-squared with sparse cells pooled and unseen categories in their
+    own cell.
     """
     if not isinstance(profile, NumericProfile):
         return UNIVARIATE["chi2"]
