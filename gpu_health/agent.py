@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gpu_health.backend import GpuBackend, nvml_error_name
+from gpu_health.cli import EXIT_NOPERM, EXIT_UNAVAILABLE, EXIT_USAGE
 from gpu_health.config import GpuConfig
 from gpu_health.fake import FakeBackend, Scenario, ScenarioError, builtin_scenario
 from gpu_health.otlp import (
@@ -38,7 +39,7 @@ from gpu_health.otlp import (
 from gpu_health.prom import GpuCollector
 from gpu_health.record import Recorder
 from gpu_health.sampler import GpuSample, NoGpuError, Sampler, node_name
-from mlvigil.config import parse_duration, split_addr
+from mlvigil.config import split_addr
 
 if TYPE_CHECKING:
     from detectors.base import Detector
@@ -47,11 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Sink = Callable[[ExportMetricsServiceRequest], Awaitable[Any]]
-
-# Exit codes of `mlvigil agent` (sysexits.h): nothing to sample here, or not allowed to.
-EXIT_UNAVAILABLE = 69
-EXIT_NOPERM = 77
-EXIT_USAGE = 2
 
 
 class AgentTelemetry:
@@ -204,63 +200,7 @@ def explain_open_error(exc: BaseException) -> tuple[int, str]:
     return 1, f"{type(exc).__name__}: {exc}"
 
 
-# -- CLI ---------------------------------------------------------------------------------------
-def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``mlvigil agent``."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "agent",
-        help="per-node GPU agent: sample NVML, serve /metrics, ship OTLP metrics to a mlvigil server",
-        description=(
-            "Samples every NVIDIA GPU on this node through NVML, serves the latest values on /metrics and"
-            " ships them as OTLP metrics to a mlvigil server (OTEL_EXPORTER_OTLP_ENDPOINT, default"
-            f" http://localhost:4318). Exit code {EXIT_UNAVAILABLE}: no driver or no GPU on this node."
-        ),
-    )
-    env = os.environ
-    p.add_argument(
-        "--backend",
-        choices=("nvml", "fake"),
-        default=env.get("MLVIGIL_GPU_BACKEND", "nvml"),
-        help="nvml (real GPUs) or fake (a scripted scenario) [MLVIGIL_GPU_BACKEND]",
-    )
-    p.add_argument(
-        "--scenario",
-        default=env.get("MLVIGIL_GPU_SCENARIO"),
-        help="scenario file or built-in name for --backend fake [MLVIGIL_GPU_SCENARIO]",
-    )
-    p.add_argument(
-        "--interval",
-        type=parse_duration,
-        default=env.get("MLVIGIL_GPU_INTERVAL", "1s"),
-        help="time between passes, e.g. 1s, 500ms [MLVIGIL_GPU_INTERVAL]",
-    )
-    p.add_argument(
-        "--listen",
-        default=env.get("MLVIGIL_GPU_LISTEN", "0.0.0.0:9400"),
-        help="host:port of /metrics and /healthz, or 'none' [MLVIGIL_GPU_LISTEN]",
-    )
-    p.add_argument(
-        "--endpoint",
-        default=None,
-        help="OTLP/HTTP metrics URL; overrides OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT",
-    )
-    p.add_argument("--no-export", action="store_true", help="do not ship OTLP (serve /metrics only)")
-    p.add_argument("--once", action="store_true", help="take one sample, print it as JSON and exit")
-    p.add_argument(
-        "--record",
-        type=Path,
-        metavar="FILE",
-        help="write every pass to FILE as a scenario the fake backend replays",
-    )
-    p.add_argument(
-        "--duration",
-        type=parse_duration,
-        default=None,
-        help="stop after this long (e.g. 60s; useful with --record)",
-    )
-    p.add_argument("--node-name", default=None, help="node name (default: NODE_NAME, else the hostname)")
-    p.set_defaults(func=run_cli)
-    return p
+# -- CLI (the parser lives in gpu_health.cli, which `mlvigil agent --help` imports alone) --------
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import pynvml
 import pytest
 
 from gpu_health import names as n
-from gpu_health.agent import EXIT_UNAVAILABLE, add_cli
+from gpu_health.cli import EXIT_UNAVAILABLE, add_cli
 from gpu_health.nvml import NvmlBackend
 from gpu_health.sampler import Sampler
 
