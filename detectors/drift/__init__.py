@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from detectors.drift.config import DriftConfig
-
+# Nothing heavy at import: ``mlvigil drift --help`` imports this package (its config pulls
+# in pydantic and the service's config).
 if TYPE_CHECKING:
     from detectors.base import Detector
+    from detectors.drift.config import DriftConfig
     from mlvigil.context import ServiceContext
 
 
@@ -31,4 +32,4 @@ def build(config: DriftConfig, ctx: ServiceContext) -> list[Detector]:
     return list(detectors)
 
 
-__all__ = ["DriftConfig", "build"]
+__all__ = ["build"]

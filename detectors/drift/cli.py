@@ -1,21 +1,63 @@
 """``mlvigil drift REFERENCE CURRENT``: an offline drift report for two CSV or Parquet files.
 
-Exit status: 0 no drift, 1 drift found (for CI gates), 2 the inputs could not be read.
+This module only defines the parser; the statistics (numpy, scipy, DuckDB) are imported
+when the command runs, so ``mlvigil drift --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from detectors.drift.compare import CompareOptions, compare
-from detectors.drift.profile import ReferenceProfile
-from detectors.drift.stats import TEST_NAMES
+if TYPE_CHECKING:
+    from detectors.drift.files import InputError
+
+#: Exit codes (documented in docs/drift.md and ``--help``). 3-5 are never "no drift".
+EXIT_NO_DRIFT = 0
+EXIT_DRIFT = 1
+EXIT_USAGE = 2
+EXIT_SCHEMA = 3
+EXIT_TOO_FEW_ROWS = 4
+EXIT_UNREADABLE = 5
+
+#: ``detectors.drift.stats.TEST_NAMES``, spelled out so the parser needs no scipy
+#: (tests/test_drift_cli.py checks that the two agree).
+TEST_CHOICES = (
+    "auto",
+    "ks",
+    "cvm",
+    "anderson",
+    "wasserstein",
+    "psi",
+    "js",
+    "hellinger",
+    "chi2",
+    "mmd",
+    "classifier",
+)
 
 #: Inputs with more cells than this (rows x columns) get a progress bar on a terminal.
 PROGRESS_CELLS = 2_000_000
+
+DESCRIPTION = """\
+Compare CURRENT with REFERENCE, feature by feature (or jointly with --test mmd or
+classifier), and say which features drifted. Each file is CSV (first line: the column
+names; delimiter , ; tab or |) or Parquet (*.parquet, *.pq). Both files must have the
+same columns, of the same types, and at least --min-rows rows."""
+
+EPILOG = """\
+exit status:
+  0  no drift
+  1  drift found
+  2  usage error (an unknown option or --features name)
+  3  schema mismatch: the files' columns differ, or a column's type changed
+  4  too few rows: an empty file, or fewer than --min-rows rows in either file
+  5  unreadable input: no such file, not CSV/Parquet, a malformed CSV, or over a size limit
+With --format json the report (or the error, as {"status": "error", ...}) is on stdout."""
 
 
 class ProgressBar:
@@ -40,21 +82,45 @@ class ProgressBar:
             self.stream.flush()
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def _size(text: str) -> int:
+    """Bytes from ``500M``, ``2G``, ``1.5GiB`` or a plain number."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (say 500M or 2G)")
+    number, unit = match.groups()
+    return int(float(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[unit.lower()])
+
+
 def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "drift",
         help="offline drift report for two CSV/Parquet files (exit 1 when drift is found)",
-        description="Compare CURRENT with REFERENCE per feature (jointly with --test mmd or classifier).",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("reference", help="reference data: .csv or .parquet")
-    p.add_argument("current", help="current data: .csv or .parquet")
+    p.add_argument("reference", help="reference data: .csv, or .parquet/.pq")
+    p.add_argument("current", help="current data to compare with it: .csv, or .parquet/.pq")
     p.add_argument("--format", choices=("table", "json", "html"), default="table")
     p.add_argument("--output", "-o", help="write the report to this file (default: stdout)")
     p.add_argument(
         "--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)"
     )
     p.add_argument(
-        "--test", choices=TEST_NAMES, default="auto", help="drift test (default: auto per feature type)"
+        "--test", choices=TEST_CHOICES, default="auto", help="drift test (default: auto per feature type)"
     )
     p.add_argument(
         "--correction",
@@ -64,8 +130,19 @@ def add_cli(subparsers: Any) -> None:
         "bonferroni, none",
     )
     p.add_argument("--threshold", type=float, help="distance threshold instead of a significance level")
-    p.add_argument("--features", help="comma-separated features to compare (default: all shared columns)")
+    p.add_argument("--features", help="comma-separated columns to compare (default: all; both files)")
     p.add_argument("--exclude", help="comma-separated columns to leave out (ids, timestamps)")
+    p.add_argument(
+        "--min-rows",
+        type=_positive_int,
+        default=50,
+        help="fewest rows each file must have (default 50, as a monitor's window.min_size)",
+    )
+    p.add_argument("--max-rows", type=_positive_int, default=5_000_000, help="most rows read (default 5M)")
+    p.add_argument(
+        "--max-columns", type=_positive_int, default=1_000, help="most columns per file (default 1000)"
+    )
+    p.add_argument("--max-file-size", type=_size, default=2 * 1024**3, help="largest file read (default 2G)")
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -75,55 +152,80 @@ def add_cli(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from detectors.drift.report import table, to_html, to_json
-    from detectors.drift.sources import read_table
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
 
+
+def _emit(args: argparse.Namespace, text: str) -> None:
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    else:
+        print(text)
+
+
+def _fail(args: argparse.Namespace, err: InputError) -> int:
+    """The refusal on stderr, and as JSON where the report would have gone."""
+    print(f"mlvigil drift: {err.message}", file=sys.stderr)
+    if args.format == "json":
+        doc = {
+            "status": "error",
+            "exit_code": err.code,
+            "drifted": None,
+            "reference": args.reference,
+            "current": args.current,
+            "error": err.to_dict(),
+        }
+        _emit(args, json.dumps(doc, indent=2))
+    return err.code
+
+
+def run(args: argparse.Namespace) -> int:
+    from detectors.drift.compare import CompareOptions, compare
+    from detectors.drift.files import InputError, Limits, read_inputs
+    from detectors.drift.profile import ReferenceProfile
+    from detectors.drift.report import table, to_html, to_json
+
+    limits = Limits(
+        min_rows=args.min_rows,
+        max_rows=args.max_rows,
+        max_columns=args.max_columns,
+        max_bytes=args.max_file_size,
+    )
+    features = _names(args.features) or None
     try:
-        ref_cols = read_table(args.reference)
-        cur_cols = read_table(args.current)
-    except Exception as exc:
-        print(f"mlvigil drift: cannot read input: {exc}", file=sys.stderr)
-        return 2
-    excluded = set((args.exclude or "").split(",")) - {""}
-    names = [c for c in ref_cols if c in cur_cols and c not in excluded]
-    if args.features:
-        wanted = [f for f in args.features.split(",") if f]
-        missing = [f for f in wanted if f not in names]
-        if missing:
-            print(f"mlvigil drift: feature(s) not in both files: {', '.join(missing)}", file=sys.stderr)
-            return 2
-        names = wanted
-    if not names:
-        print("mlvigil drift: the two files share no columns", file=sys.stderr)
-        return 2
-    n_rows = max((len(v) for v in cur_cols.values()), default=0)
+        reference, current, names = read_inputs(
+            args.reference, args.current, limits, features, set(_names(args.exclude))
+        )
+    except InputError as err:
+        return _fail(args, err)
     show = (
         args.progress
         if args.progress is not None
-        else (sys.stderr.isatty() and n_rows * len(names) >= PROGRESS_CELLS)
+        else (sys.stderr.isatty() and current.n_rows * len(names) >= PROGRESS_CELLS)
     )
-    ref_cols = {k: ref_cols[k] for k in names}
-    cur_cols = {k: cur_cols[k] for k in names}
     multivariate = args.test in ("mmd", "classifier")
-    profile = ReferenceProfile.from_columns(ref_cols, multivariate_rows=2000 if multivariate else 0)
+    profile = ReferenceProfile.from_columns(reference.columns, multivariate_rows=2000 if multivariate else 0)
     bar = ProgressBar(len(names), "drift", sys.stderr, bool(show))
     options = CompareOptions(
         test=args.test, alpha=args.alpha, correction=args.correction, threshold=args.threshold
     )
-    report = compare(profile, cur_cols, options, progress=bar.step)
+    report = compare(profile, current.columns, options, progress=bar.step)
+    code = EXIT_DRIFT if report.drifted else EXIT_NO_DRIFT
     if args.format == "json":
-        text = to_json(report)
+        text = to_json(
+            report,
+            status="drift" if report.drifted else "no_drift",
+            exit_code=code,
+            reference=args.reference,
+            current=args.current,
+        )
     elif args.format == "html":
-        text = to_html(report, profile, cur_cols, title=f"Drift: {args.current} vs {args.reference}")
+        text = to_html(report, profile, current.columns, title=f"Drift: {args.current} vs {args.reference}")
     else:
         text = table(report)
+    _emit(args, text)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        print(
-            f"{'DRIFT' if report.drifted else 'no drift'}: report written to {args.output}", file=sys.stderr
-        )
-    else:
-        print(text)
-    return 1 if report.drifted else 0
+        verdict = "DRIFT" if report.drifted else "no drift"
+        print(f"{verdict}: report written to {args.output}", file=sys.stderr)
+    return code

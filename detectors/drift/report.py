@@ -74,8 +74,9 @@ def table(report: DriftReport) -> str:
     return "\n".join(lines)
 
 
-def to_json(report: DriftReport) -> str:
-    return json.dumps(report.to_dict(), indent=2, default=float)
+def to_json(report: DriftReport, **extra: Any) -> str:
+    """The report as JSON; ``extra`` fields (the CLI's status and exit code) come first."""
+    return json.dumps({**extra, **report.to_dict()}, indent=2, default=float)
 
 
 def _svg_bars(

@@ -57,6 +57,12 @@ def read_table(path: str | Path) -> Columns:
         raw = con.execute(f"SELECT * FROM {reader}(?)", [p]).fetchnumpy()
     finally:
         con.close()
+    return numpy_columns(raw)
+
+
+def numpy_columns(raw: Mapping[str, np.ndarray]) -> Columns:
+    """DuckDB's ``fetchnumpy`` result as columns: numbers as float64 with NaN for NULL,
+    everything else as objects with None for NULL (booleans as the strings True/False)."""
     out: Columns = {}
     for name, arr in raw.items():
         if isinstance(arr, np.ma.MaskedArray):
