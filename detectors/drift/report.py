@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -79,29 +80,80 @@ def to_json(report: DriftReport, **extra: Any) -> str:
     return json.dumps({**extra, **report.to_dict()}, indent=2, default=float)
 
 
+def _pct(v: float) -> str:
+    return f"{v:.0%}" if v >= 0.1 else f"{v:.1%}"
+
+
 def _svg_bars(
-    labels: Sequence[str], ref: Sequence[float], cur: Sequence[float], width: int = 420, height: int = 160
+    labels: Sequence[str],
+    ref: Sequence[float],
+    cur: Sequence[float],
+    edges: Sequence[float] | None = None,
+    width: int = 440,
+    height: int = 150,
 ) -> str:
-    """Side-by-side bars of reference (grey) and current (orange) shares per bin/category."""
+    """Side-by-side bars of reference (grey) and current (orange) shares per bin or category,
+    with a share axis on the left and, below, the bin edges (numbers) or category names."""
+    left, right, top_pad, bottom = 44, 8, 8, 34
+    plot_w, plot_h = width - left - right, height - top_pad - bottom
     k = max(len(labels), 1)
     top = max([*ref, *cur, 1e-9])
-    slot = (width - 20) / k
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 30}" role="img">']
+    slot = plot_w / k
+    base = top_pad + plot_h
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
+        ' font-family="system-ui, sans-serif" font-size="10">'
+    ]
+    # Share axis: 0, half and the top, with faint grid lines.
+    for frac in (0.0, 0.5, 1.0):
+        y = base - plot_h * frac
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
+            f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end" fill="#555">{_pct(top * frac)}</text>'
+        )
     for i, (lab, r, c) in enumerate(zip(labels, ref, cur, strict=True)):
-        x = 10 + i * slot
+        x = left + i * slot
+        bar_w = max(slot / 2 - 1, 1)
         for j, (v, color) in enumerate(((r, "#9aa5b1"), (c, "#f08c00"))):
-            h = (height - 10) * v / top
+            h = plot_h * v / top
             parts.append(
-                f'<rect x="{x + j * slot / 2:.1f}" y="{height - h:.1f}" width="{max(slot / 2 - 1, 1):.1f}"'
-                f' height="{h:.1f}" fill="{color}"><title>{html.escape(lab)}: {v:.3f}</title></rect>'
+                f'<rect x="{x + j * slot / 2 + 0.5:.1f}" y="{base - h:.1f}" width="{bar_w:.1f}"'
+                f' height="{h:.1f}" fill="{color}"><title>{html.escape(lab)}: '
+                f"{'reference' if j == 0 else 'current'} {v:.1%}</title></rect>"
             )
-        if k <= 12:
+    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{base}" y2="{base}" stroke="#555"/>')
+    if edges is not None:
+        # Numbers: ticks at every fifth bin edge.
+        for i in range(0, len(edges), max(len(edges) // 4, 1)):
+            x = left + i * plot_w / (len(edges) - 1)
             parts.append(
-                f'<text x="{x + slot / 2:.1f}" y="{height + 14}" font-size="9" text-anchor="middle">'
-                f"{html.escape(lab[:10])}</text>"
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}" stroke="#555"/>'
+                f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle" fill="#333">{_tick(edges[i])}</text>'
+            )
+    else:
+        step = 1 if k <= 12 else -(-k // 12)
+        for i in range(0, k, step):
+            x = left + (i + 0.5) * slot
+            parts.append(
+                f'<text x="{x:.1f}" y="{base + 14}" text-anchor="middle" fill="#333">'
+                f"{html.escape(labels[i][:12])}</text>"
             )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _tick(v: float) -> str:
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-2):
+        return f"{v:.2g}"
+    return f"{v:.4g}"
+
+
+def _category_order(cats: set[str], weight: Mapping[str, float]) -> list[str]:
+    """Numbers (0, 1, 2, ... or 0.5, 1.5) in numeric order; other categories by share."""
+    try:
+        return sorted(cats, key=float)
+    except ValueError:
+        return sorted(cats, key=lambda c: (-weight.get(c, 0.0), c))
 
 
 def _plot(profile: ReferenceProfile, feature: str, values: Sequence[Any] | np.ndarray) -> str:
@@ -117,8 +169,8 @@ def _plot(profile: ReferenceProfile, feature: str, values: Sequence[Any] | np.nd
         edges = np.linspace(lo, hi if hi > lo else lo + 1, 21)
         r = np.histogram(np.clip(prof.sorted, lo, hi), edges)[0] / prof.n
         c = np.histogram(np.clip(cur, lo, hi), edges)[0] / cur.size
-        labels = [f"{a:.3g}" for a in edges[:-1]]
-        return _svg_bars(labels, r.tolist(), c.tolist())
+        labels = [f"{a:.3g} to {b:.3g}" for a, b in itertools.pairwise(edges.tolist())]
+        return _svg_bars(labels, r.tolist(), c.tolist(), edges=edges.tolist())
     assert isinstance(prof, CategoricalProfile)
     shares = prof.shares()
     vals, counts = (
@@ -127,9 +179,10 @@ def _plot(profile: ReferenceProfile, feature: str, values: Sequence[Any] | np.nd
     cur_shares = {
         str(v): int(n) / max(cur.size, 1) for v, n in zip(vals.tolist(), counts.tolist(), strict=True)
     }
-    cats = sorted(set(shares) | set(cur_shares), key=lambda c: -(shares.get(c, 0) + cur_shares.get(c, 0)))[
-        :12
-    ]
+    weight = {c: shares.get(c, 0.0) + cur_shares.get(c, 0.0) for c in set(shares) | set(cur_shares)}
+    # At most 20 bars: the categories with the largest shares, then in their display order.
+    kept = set(sorted(weight, key=lambda c: -weight[c])[:20])
+    cats = _category_order(kept, weight)
     return _svg_bars(cats, [shares.get(c, 0.0) for c in cats], [cur_shares.get(c, 0.0) for c in cats])
 
 
