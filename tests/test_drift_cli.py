@@ -306,3 +306,27 @@ def test_help_imports_no_heavy_module(command: str) -> None:
     assert res.stdout.strip().splitlines()[-1] == "heavy="
     if command in ("serve", "demo"):
         assert "\n\n" in res.stdout.split("options:")[0].split("usage:")[1]  # a description
+
+
+# -- the HTML report ----------------------------------------------------------------------------
+def test_html_report_axes_and_category_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = _write(tmp_path / "ref.parquet", _table(n=600))
+    cur = _write(tmp_path / "cur.csv", _table(n=600, seed=1))
+    out = tmp_path / "report.html"
+    code, _, _ = _run(capsys, str(ref), str(cur), "--format", "html", "-o", str(out))
+    assert code in (0, 1)
+    page = out.read_text()
+    cards = dict(re.findall(r'<div class="card[^"]*"><h3>(\w+) .*?</h3>(<svg.*?</svg>)</div>', page))
+    assert set(cards) == {"age", "income", "plan", "clicks"}
+
+    def labels(svg: str) -> list[str]:
+        return re.findall(r'text-anchor="(?:middle|start|end)" fill="#333">([^<]+)</text>', svg)
+
+    # Integer categories in numeric order, not by share.
+    assert labels(cards["clicks"]) == ["0", "1", "2", "3", "4", "5", "6"]
+    # Numeric histograms have round values along the x axis and shares up the y axis.
+    ages = [float(v) for v in labels(cards["age"])]
+    assert len(ages) >= 3 and ages == sorted(ages) and all(v % 5 == 0 for v in ages)
+    assert re.search(r'text-anchor="end" fill="#555">\d+(\.\d)?%</text>', cards["age"])
+    # The plots scale with their card, so the page has no fixed-width blank column.
+    assert 'width="100%"' in cards["age"] and "grid-template-columns" in page

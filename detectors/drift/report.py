@@ -27,7 +27,7 @@ def _movement(f: FeatureDrift) -> str:
     mv = f.movement
     if "mean_shift_sd" in mv:
         ref, cur = mv["reference"]["mean"], mv["current"]["mean"]
-        return f"mean {ref:.4g} -> {cur:.4g} ({mv['mean_shift_sd']:+.2f} sd)"
+        return f"mean {_tick(ref)} -> {_tick(cur)} ({mv['mean_shift_sd']:+.2f} sd)"
     if mv.get("unseen"):
         cat, share = max(mv["unseen"].items(), key=lambda kv: kv[1])
         return f"new {cat!r} {share:.1%}"
@@ -81,7 +81,7 @@ def to_json(report: DriftReport, **extra: Any) -> str:
 
 
 def _pct(v: float) -> str:
-    return f"{v:.0%}" if v >= 0.1 else f"{v:.1%}"
+    return f"{v:.0%}" if v >= 0.1 or v == 0 else f"{v:.1%}"
 
 
 def _svg_bars(
@@ -101,7 +101,7 @@ def _svg_bars(
     slot = plot_w / k
     base = top_pad + plot_h
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img"'
         ' font-family="system-ui, sans-serif" font-size="10">'
     ]
     # Share axis: 0, half and the top, with faint grid lines.
@@ -123,12 +123,13 @@ def _svg_bars(
             )
     parts.append(f'<line x1="{left}" x2="{width - right}" y1="{base}" y2="{base}" stroke="#555"/>')
     if edges is not None:
-        # Numbers: ticks at every fifth bin edge.
-        for i in range(0, len(edges), max(len(edges) // 4, 1)):
-            x = left + i * plot_w / (len(edges) - 1)
+        # Numbers: round values along the binned range.
+        lo, hi = edges[0], edges[-1]
+        for t in _nice_ticks(lo, hi):
+            x = left + (t - lo) / (hi - lo) * plot_w
             parts.append(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}" stroke="#555"/>'
-                f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle" fill="#333">{_tick(edges[i])}</text>'
+                f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle" fill="#333">{_tick(t)}</text>'
             )
     else:
         step = 1 if k <= 12 else -(-k // 12)
@@ -142,9 +143,26 @@ def _svg_bars(
     return "".join(parts)
 
 
+def _nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
+    """Round values (steps of 1, 2 or 5 times a power of ten) inside [lo, hi]."""
+    if not hi > lo:
+        return [lo]
+    raw = (hi - lo) / target
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
 def _tick(v: float) -> str:
-    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-2):
+    """An axis value in about 6 characters: 0.012, 40.65, 68.8k, 2.7M."""
+    a = abs(v)
+    if a >= 1e9 or 0 < a < 1e-3:
         return f"{v:.2g}"
+    if a >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if a >= 1e4:
+        return f"{v / 1e3:.3g}k"
     return f"{v:.4g}"
 
 
@@ -192,35 +210,50 @@ def to_html(
     current: Mapping[str, Sequence[Any] | np.ndarray],
     title: str = "mlvigil drift report",
 ) -> str:
+    """One page: the verdict, a compact table of every check, then one card per feature with
+    its distributions. The cards flow in a grid, so the page fills any window width."""
     verdict = "Drift detected" if report.drifted else "No drift"
-    rows = []
+    rows, cards = [], []
     for f in report.top(len(report.features)):
-        base = f.feature.split(":")[0]
-        plot = _plot(profile, base, current.get(base, [])) if not f.feature.endswith(":missing") else ""
+        cls = "drift" if f.drifted else ""
         rows.append(
-            f'<tr class="{"drift" if f.drifted else ""}"><td><b>{html.escape(f.feature)}</b><br>{f.kind}</td>'
+            f'<tr class="{cls}"><td><b>{html.escape(f.feature)}</b></td><td>{f.kind}</td>'
             f"<td>{f.test}</td><td>{_fmt(f.statistic)}</td><td>{_fmt(f.p_value)}</td>"
             f"<td>{_fmt(f.adjusted_p_value)}</td><td>{_fmt(f.distance)}</td>"
-            f"<td>{'DRIFT' if f.drifted else 'ok'}</td><td>{html.escape(_movement(f))}</td>"
-            f"<td>{plot}</td></tr>"
+            f"<td>{'DRIFT' if f.drifted else 'ok'}</td><td>{html.escape(_movement(f))}</td></tr>"
         )
+        if f.feature.endswith(":missing"):
+            continue
+        plot = _plot(profile, f.feature, current.get(f.feature, []))
+        if plot:
+            cards.append(
+                f'<div class="card {cls}"><h3>{html.escape(f.feature)} '
+                f"<span>{'DRIFT' if f.drifted else 'ok'}: {html.escape(_movement(f))}</span></h3>{plot}</div>"
+            )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; }}
-td, th {{ border-bottom: 1px solid #ddd; padding: 6px 10px; vertical-align: top; text-align: left;
-  font-size: 13px; }}
-tr.drift td {{ background: #fff4e6; }} .legend span {{ display: inline-block; width: 12px; height: 12px; }}
+body {{ font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; }}
+h1 {{ font-size: 22px; margin: 0 0 8px; }}
+table {{ border-collapse: collapse; margin: 8px 0 20px; }}
+td, th {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; font-size: 13px; }}
+tr.drift td {{ background: #fff4e6; }}
+.legend span {{ display: inline-block; width: 12px; height: 12px; vertical-align: -1px; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap: 12px; }}
+.card {{ border: 1px solid #ddd; border-radius: 6px; padding: 8px 10px; }}
+.card.drift {{ border-color: #f08c00; background: #fffaf3; }}
+.card h3 {{ font-size: 14px; margin: 0 0 4px; }} .card h3 span {{ font-weight: normal; color: #555; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <p><b>{verdict}</b>: {len(report.drifted_features)} of {len(report.features)} checks drifted
 (test {report.test}, alpha {report.alpha}, correction {report.correction};
 {report.n_reference} reference rows, {report.n_current} current rows).</p>
-<p class="legend"><span style="background:#9aa5b1"></span> reference
- <span style="background:#f08c00"></span> current</p>
-<table><tr><th>feature</th><th>test</th><th>statistic</th><th>p-value</th><th>adj. p</th><th>distance</th>
-<th>drift</th><th>movement</th><th>distribution</th></tr>
+<table><tr><th>feature</th><th>kind</th><th>test</th><th>statistic</th><th>p-value</th><th>adj. p</th>
+<th>distance</th><th>drift</th><th>movement</th></tr>
 {"".join(rows)}
-</table></body></html>
+</table>
+<p class="legend">Share of rows per bin or category:
+ <span style="background:#9aa5b1"></span> reference <span style="background:#f08c00"></span> current</p>
+<div class="grid">{"".join(cards)}</div>
+</body></html>
 """
