@@ -235,6 +235,43 @@ def test_text_after_the_type_sniffing_sample(tmp_path: Path, capsys: pytest.Capt
     assert "column 'clicks': the type changed from number to text (e.g. 'many'" in err
 
 
+def test_duplicate_header_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = _write(tmp_path / "ref.csv", _table())
+    lines = _write(tmp_path / "cur.csv", _table(seed=1)).read_text().splitlines()
+    lines[0] = "age,income,plan,age"
+    dup = tmp_path / "dup.csv"
+    dup.write_text("\n".join(lines) + "\n")
+    err, _ = _refused(capsys, ref, dup, EXIT_UNREADABLE, "malformed")
+    assert "the header names 'age' more than once" in err
+
+
+def test_empty_text_values_are_missing_not_a_category(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An all-empty text column is 100% missing (drift), not a new category '?'."""
+    ref = _write(tmp_path / "ref.csv", _table())
+    cur = _write(tmp_path / "cur.csv", _table(seed=1, plan=[""] * N))
+    code, out, _ = _run(capsys, str(ref), str(cur), "--format", "json")
+    assert code == 1
+    feats = {f["feature"]: f for f in json.loads(out)["features"]}
+    assert feats["plan:missing"]["drifted"] and feats["plan:missing"]["movement"]["missing_rate"] == [
+        0.0,
+        1.0,
+    ]
+    assert "?" not in feats["plan"]["movement"]["unseen"]
+
+
+def test_id_columns_get_a_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref = _write(tmp_path / "ref.csv", _table(request_id=np.arange(N)))
+    cur = _write(tmp_path / "cur.csv", _table(seed=1, request_id=np.arange(N, 2 * N)))
+    code, out, err = _run(capsys, str(ref), str(cur), "--format", "json")
+    assert code == 1 and json.loads(out)["id_like_columns"] == ["request_id"]
+    assert "note: 'request_id' has a different value in every reference row" in err
+    assert "--exclude request_id" in err
+    code, _, err = _run(capsys, str(ref), str(cur), "--exclude", "request_id")
+    assert code == 0 and "note" not in err
+
+
 def test_missing_file_and_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ref = _write(tmp_path / "ref.csv", _table())
     err, _ = _refused(capsys, tmp_path / "nope.csv", ref, EXIT_UNREADABLE, "not_found")

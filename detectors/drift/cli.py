@@ -182,7 +182,7 @@ def _fail(args: argparse.Namespace, err: InputError) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from detectors.drift.compare import CompareOptions, compare
-    from detectors.drift.files import InputError, Limits, read_inputs
+    from detectors.drift.files import InputError, Limits, id_like, read_inputs
     from detectors.drift.profile import ReferenceProfile
     from detectors.drift.report import table, to_html, to_json
 
@@ -199,6 +199,13 @@ def run(args: argparse.Namespace) -> int:
         )
     except InputError as err:
         return _fail(args, err)
+    ids = id_like(reference, names)
+    for name in ids:
+        print(
+            f"mlvigil drift: note: {name!r} has a different value in every reference row (an id or a "
+            f"timestamp?); its drift only says the rows are new. Leave it out with --exclude {name}",
+            file=sys.stderr,
+        )
     show = (
         args.progress
         if args.progress is not None
@@ -219,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
             exit_code=code,
             reference=args.reference,
             current=args.current,
+            id_like_columns=ids,
         )
     elif args.format == "html":
         text = to_html(report, profile, current.columns, title=f"Drift: {args.current} vs {args.reference}")

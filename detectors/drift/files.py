@@ -148,7 +148,17 @@ def _csv_delimiter(where: str, head: bytes) -> str:
     header = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
     counts = {d: header.count(d) for d in CSV_DELIMITERS}
     best = max(counts, key=lambda d: counts[d])
-    return best if counts[best] else ","
+    delimiter = best if counts[best] else ","
+    names = next(csv.reader([header], delimiter=delimiter), [])
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(
+            EXIT_UNREADABLE,
+            "malformed",
+            f"{where}: the header names {', '.join(repr(n) for n in twice)} more than once; "
+            "each column needs its own name",
+        )
+    return delimiter
 
 
 def _describe(where: str, path: str, delimiter: str | None) -> dict[str, str]:
@@ -219,6 +229,13 @@ def _read_error(where: str, path: str, delimiter: str | None, exc: Exception) ->
                 "every line needs one value per column",
                 line=line,
             )
+    if "Error when sniffing file" in str(exc):
+        return InputError(
+            EXIT_UNREADABLE,
+            "malformed",
+            f"{where} is not a well-formed CSV file: its dialect could not be detected "
+            "(mixed line endings, an unclosed quote, or a delimiter other than , ; tab |?)",
+        )
     reason = _duckdb_reason(exc)
     kind = "malformed" if "CSV" in reason or "Parquet" in reason or "parquet" in reason else "unreadable"
     return InputError(EXIT_UNREADABLE, kind, f"{where} cannot be read: {reason}")
@@ -331,6 +348,24 @@ def check_types(reference: InputFile, current: InputFile, names: list[str]) -> N
             "\n".join(lines) + "\nFix the producer, or leave these columns out with --exclude.",
             changed_columns=changed,
         )
+
+
+def id_like(inp: InputFile, names: list[str]) -> list[str]:
+    """Columns that look like row ids or timestamps: whole numbers, text or times with a
+    different value in every row. Their "drift" says only that the rows are new ones."""
+    out = []
+    for name in names:
+        kind = kind_of(inp.types[name])
+        values = np.asarray(inp.columns[name])
+        if values.size < 2:
+            continue
+        if kind == "number":
+            whole = not np.isnan(values).any() and bool((values == np.round(values)).all())
+            if whole and np.unique(values).size == values.size:
+                out.append(name)
+        elif kind in ("text", "date/time") and len(set(values.tolist())) == values.size:
+            out.append(name)
+    return out
 
 
 def shared_columns(

@@ -25,6 +25,8 @@ def _fmt(v: float | None) -> str:
 
 def _movement(f: FeatureDrift) -> str:
     mv = f.movement
+    if not f.feature.endswith(":missing") and mv.get("missing_rate", [0, 0])[1] == 1.0:
+        return "no values in the current file (all missing)"
     if "mean_shift_sd" in mv:
         ref, cur = mv["reference"]["mean"], mv["current"]["mean"]
         return f"mean {_tick(ref)} -> {_tick(cur)} ({mv['mean_shift_sd']:+.2f} sd)"

@@ -70,7 +70,11 @@ def numpy_columns(raw: Mapping[str, np.ndarray]) -> Columns:
             if arr.dtype.kind in "fiu":
                 out[name] = masked.astype(np.float64).filled(np.nan)
             else:
-                out[name] = masked.astype(object).filled(None)
+                # Not ``filled(None)``: None means "the default fill value", '?' for objects,
+                # which turned every NULL text value into a category "?".
+                values = np.asarray(masked.data, dtype=object).copy()
+                values[np.ma.getmaskarray(masked)] = None
+                out[name] = values
         elif arr.dtype.kind in "fiu":
             out[name] = arr.astype(np.float64)
         elif arr.dtype.kind == "b":
