@@ -367,3 +367,16 @@ def test_html_report_axes_and_category_order(tmp_path: Path, capsys: pytest.Capt
     assert re.search(r'text-anchor="end" fill="#555">\d+(\.\d)?%</text>', cards["age"])
     # The plots scale with their card, so the page has no fixed-width blank column.
     assert 'width="100%"' in cards["age"] and "grid-template-columns" in page
+
+
+def test_command_list_matches_the_commands_own_parsers() -> None:
+    """``mlvigil --help`` lists commands from mlvigil.cli.COMMANDS without importing them;
+    the words must be the ones each command registers, and each has a description."""
+    import argparse
+
+    from mlvigil.cli import COMMANDS, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    listed = {a.dest: a.help for a in sub._choices_actions}
+    assert listed == {name: cmd.help for name, cmd in COMMANDS.items()}
+    assert all(sub.choices[name].description for name in COMMANDS)
