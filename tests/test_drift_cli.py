@@ -294,6 +294,19 @@ def test_bounds_on_what_is_read(tmp_path: Path, capsys: pytest.CaptureFixture[st
     _refused(capsys, wide, wide, EXIT_UNREADABLE, "too_many_columns")
 
 
+@pytest.mark.parametrize("fmt", ["table", "html"])
+def test_a_refusal_replaces_an_earlier_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    ref = _write(tmp_path / "ref.csv", _table())
+    out = tmp_path / "report.out"
+    out.write_text("an earlier report: no drift")
+    code, stdout, _ = _run(capsys, str(ref), str(tmp_path / "nope.csv"), "--format", fmt, "-o", str(out))
+    assert code == EXIT_UNREADABLE and stdout == ""
+    page = out.read_text()
+    assert "no drift" not in page and "exit 5" in page and "no such file" in page
+
+
 def test_the_real_command_refuses_with_its_exit_code(tmp_path: Path) -> None:
     """The same refusal through ``python -m mlvigil``, as a CI job runs it."""
     ref = _write(tmp_path / "ref.csv", _table())

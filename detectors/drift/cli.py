@@ -165,8 +165,20 @@ def _emit(args: argparse.Namespace, text: str) -> None:
 
 
 def _fail(args: argparse.Namespace, err: InputError) -> int:
-    """The refusal on stderr, and as JSON where the report would have gone."""
+    """The refusal on stderr, and in the report's place: as JSON with --format json, and in
+    the --output file whatever the format (so no stale report from an earlier run remains)."""
     print(f"mlvigil drift: {err.message}", file=sys.stderr)
+    if args.format != "json" and args.output:
+        text = f"mlvigil drift: exit {err.code}: {err.message}"
+        if args.format == "html":
+            import html
+
+            text = (
+                '<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>Drift check failed'
+                f"</title></head><body><h1>Drift check failed (exit {err.code})</h1>"
+                f"<pre>{html.escape(err.message)}</pre></body></html>"
+            )
+        _emit(args, text)
     if args.format == "json":
         doc = {
             "status": "error",
