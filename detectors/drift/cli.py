@@ -82,6 +82,16 @@ class ProgressBar:
             self.stream.flush()
 
 
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1, e.g. 0.05")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text.replace("_", ""))
@@ -117,7 +127,7 @@ def add_cli(subparsers: Any) -> None:
     p.add_argument("--format", choices=("table", "json", "html"), default="table")
     p.add_argument("--output", "-o", help="write the report to this file (default: stdout)")
     p.add_argument(
-        "--alpha", type=float, default=0.05, help="significance level after correction (default 0.05)"
+        "--alpha", type=_alpha, default=0.05, help="significance level after correction (default 0.05)"
     )
     p.add_argument(
         "--test", choices=TEST_CHOICES, default="auto", help="drift test (default: auto per feature type)"
@@ -160,8 +170,14 @@ def _emit(args: argparse.Namespace, text: str) -> None:
     if args.output:
         with open(args.output, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
-    else:
-        print(text)
+        return
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # A reader that stopped early (``| head``) is no error: the exit code still tells.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _fail(args: argparse.Namespace, err: InputError) -> int:

@@ -70,8 +70,24 @@ def table(report: DriftReport) -> str:
         else f"{len(report.drifted_features)} of {len(report.features)} checks drifted"
     )
     lines.append("")
+    thresholds = [f.threshold for f in report.features if not f.feature.endswith(":missing")]
+    threshold = thresholds[0] if thresholds else None
+    if report.multivariate is None and report.features:
+        rule = (
+            f"its distance reaches {threshold}"
+            if threshold is not None
+            else f"its adj. p (the p-value corrected for testing {len(report.features)} checks "
+            f"together) is at most {report.alpha}"
+        )
+        lines.append(f"A feature drifts when {rule}.")
+    if threshold is not None:
+        basis = f"threshold {threshold}"
+    elif report.multivariate is None:
+        basis = f"alpha {report.alpha}, correction {report.correction}"
+    else:
+        basis = f"alpha {report.alpha}"
     lines.append(
-        f"{verdict}: {decision} (alpha {report.alpha}, correction {report.correction}; "
+        f"{verdict}: {decision} ({basis}; "
         f"{report.n_reference} reference rows, {report.n_current} current rows)"
     )
     return "\n".join(lines)
