@@ -605,10 +605,21 @@ def _where_next(svc: ServiceProcess, data_root: Path, keep: bool, kept_data: boo
 
 def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "demo", help="the whole story on this machine with simulated workloads and GPUs"
+        "demo",
+        help="the whole story on this machine with simulated workloads and GPUs",
+        description=(
+            "Starts the service and runs simulated workloads against it (a model server whose"
+            " inputs drift, an LLM app traced by traceloop-sdk, a 4-rank training run on a"
+            " scripted 8-GPU node); prints each finding, alert and retraining trigger as it"
+            " comes. Exit code 0 when every part of the story happened."
+        ),
     )
     p.add_argument("--short", action="store_true", help="the short version CI runs (about a minute)")
-    p.add_argument("--keep-running", action="store_true", help="leave the service running at the end")
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the service running at the end and list where to look (Ctrl-C stops it)",
+    )
     p.add_argument("--data-dir", help="keep the demo's store and files here (default: a temporary folder)")
     p.add_argument("--random-ports", action="store_true", help="free ports instead of 9710/4318/4317")
     p.set_defaults(func=run_demo)
