@@ -587,9 +587,9 @@ def _where_next(svc: ServiceProcess, data_root: Path, keep: bool, kept_data: boo
     if not keep:
         gone = f"its data is kept in {data_root}" if kept_data else "its data folder was deleted"
         print(
-            f"\nThe service has stopped and {gone}. To explore findings, alerts, metrics and the API\n"
-            "afterwards, run `bash scripts/run.sh demo --keep-running`: the service stays up and the\n"
-            "demo lists where to look.",
+            f"\nThe service has stopped and {gone}. To explore findings, alerts,\n"
+            "metrics and the API afterwards, run `bash scripts/run.sh demo --keep-running`: the\n"
+            "service stays up and the demo lists where to look.",
             flush=True,
         )
         return
