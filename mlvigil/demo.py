@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
+import io
 import random
+import re
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -40,6 +42,8 @@ from mlvigil.webhook_sink import WebhookSink
 NODE = "demo-gpu-node"
 RUN_ID = "demo-train"
 WEBHOOK_SECRET = "whsec_ZGVtby13ZWJob29rLXNlY3JldA=="
+DEFAULT_PORTS = {"api": 9710, "otlp_http": 4318, "otlp_grpc": 4317}
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def gpu_uuid(index: int) -> str:
@@ -364,20 +368,35 @@ def model_server(endpoint: str, t: Timing, stop: threading.Event) -> None:
         provider.shutdown()
 
 
-def llm_app(endpoint: str, llm: FakeLLM, t: Timing, stop: threading.Event) -> None:
-    """A support bot traced by traceloop-sdk; from ``traffic_shift_at`` its prompts grow long."""
-    from openai import OpenAI
-    from opentelemetry import metrics, trace
+def init_llm_tracing(endpoint: str) -> None:
+    """traceloop-sdk for the LLM app, set up before the workloads start.
+
+    ``Traceloop.init`` prints colour codes (a bare ``Fore.RESET`` line even when all is well):
+    its output is captured and shown, uncoloured, only when it says something.
+    """
     from traceloop.sdk import Traceloop
     from traceloop.sdk.instruments import Instruments
 
-    Traceloop.init(
-        app_name="support-bot",
-        api_endpoint=endpoint,
-        disable_batch=False,
-        telemetry_enabled=False,
-        instruments={Instruments.OPENAI},
-    )
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        Traceloop.init(
+            app_name="support-bot",
+            api_endpoint=endpoint,
+            disable_batch=False,
+            telemetry_enabled=False,
+            instruments={Instruments.OPENAI},
+        )
+    said = ANSI_ESCAPE.sub("", captured.getvalue()).strip()
+    if said:
+        print(f"  traceloop-sdk: {said}", flush=True)
+
+
+def llm_app(endpoint: str, llm: FakeLLM, t: Timing, stop: threading.Event) -> None:
+    """A support bot traced by traceloop-sdk (``init_llm_tracing`` first); from
+    ``traffic_shift_at`` its prompts grow long."""
+    from openai import OpenAI
+    from opentelemetry import metrics, trace
+
     client = OpenAI(base_url=llm.base_url, api_key="sk-demo", max_retries=0)
     rng = random.Random(5)
     words = ["how", "do", "I", "reset", "my", "password", "order", "refund", "invoice", "shipping", "account"]
@@ -447,31 +466,69 @@ class Story:
                 )
 
 
+def busy_ports(ports: dict[str, int]) -> list[str]:
+    """Which of these loopback ports something else is listening on."""
+    busy = []
+    for name, port in ports.items():
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(f"{port} ({name})")
+    return busy
+
+
 def run_demo(args: argparse.Namespace) -> int:
     timing = SHORT if args.short else FULL
     data_root = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="mlvigil-demo-"))
     data_root.mkdir(parents=True, exist_ok=True)
     scenario_path = data_root / "gpu-scenario.yaml"
     scenario_path.write_text(yaml.safe_dump(gpu_scenario(timing)))
+    print("mlvigil demo: starting the service (embedded store, fake 8-GPU node) ...", flush=True)
+    ports: dict[str, int] | None = None
+    if not args.random_ports:
+        busy = busy_ports(DEFAULT_PORTS)
+        if busy:
+            print(f"  ports {', '.join(busy)} are in use: the service takes free ones", flush=True)
+        else:
+            ports = DEFAULT_PORTS
     sink = WebhookSink(secret=WEBHOOK_SECRET).start()
     llm = FakeLLM(latency_s=0.05).start()
-    ports = None if args.random_ports else {"api": 9710, "otlp_http": 4318, "otlp_grpc": 4317}
     svc = ServiceProcess(
         data_root / "data",
         service_config(timing, sink, scenario_path, args.short),
         env={"DEMO_HOOK_SECRET": WEBHOOK_SECRET, "NODE_NAME": NODE, "MLVIGIL_LOG_LEVEL": "warning"},
         ports=ports,
     )
-    print("mlvigil demo: starting the service (embedded store, fake 8-GPU node) ...", flush=True)
+    keep = False
     try:
-        svc.start()
-    except RuntimeError:
-        if ports is None:
-            raise
-        print("  default ports busy: using free ones", flush=True)
-        svc = ServiceProcess(svc.data_dir, svc.config, svc.extra_env)
-        svc.start()
+        try:
+            svc.start()
+        except RuntimeError:
+            print(f"mlvigil demo: the service did not start: {svc.failure}", file=sys.stderr, flush=True)
+            return 1
+        ok = _tell_story(svc, sink, llm, timing)
+        keep = args.keep_running
+        _where_next(svc, data_root, keep=keep, kept_data=bool(args.data_dir))
+        if keep:
+            with contextlib.suppress(KeyboardInterrupt):
+                while svc.proc and svc.proc.poll() is None:
+                    time.sleep(1.0)  # idle until interrupted
+        return 0 if ok else 1
+    finally:
+        svc.stop()
+        sink.stop()
+        llm.stop()
+        if not args.data_dir and not keep:
+            shutil.rmtree(data_root, ignore_errors=True)
+
+
+def _tell_story(svc: ServiceProcess, sink: WebhookSink, llm: FakeLLM, timing: Timing) -> bool:
+    """Runs the workloads and prints findings, alerts and triggers as they come; True when
+    every beat of the story happened."""
     post_references(svc)
+    init_llm_tracing(svc.otlp_http)
     story = Story(svc, sink)
     story_beats = beats()
     story.say("START", f"service up: API {svc.api}, OTLP {svc.otlp_http} / {svc.otlp_grpc}")
@@ -500,24 +557,10 @@ def run_demo(args: argparse.Namespace) -> int:
         stop.set()
         for w in workloads:
             w.join(10)
-    ok = _report(story, story_beats, svc, data_root)
-    try:
-        if args.keep_running:
-            print("\n--keep-running: the service stays up; Ctrl-C stops it.", flush=True)
-            while svc.proc and svc.proc.poll() is None:
-                time.sleep(1.0)  # idle until interrupted
-    except KeyboardInterrupt:
-        pass
-    finally:
-        svc.stop()
-        sink.stop()
-        llm.stop()
-        if not args.data_dir and not args.keep_running:
-            shutil.rmtree(data_root, ignore_errors=True)
-    return 0 if ok else 1
+    return _report(story, story_beats, svc)
 
 
-def _report(story: Story, story_beats: list[Beat], svc: ServiceProcess, data_root: Path) -> bool:
+def _report(story: Story, story_beats: list[Beat], svc: ServiceProcess) -> bool:
     print("\nThe story:", flush=True)
     ok = True
     for b in story_beats:
@@ -536,23 +579,47 @@ def _report(story: Story, story_beats: list[Beat], svc: ServiceProcess, data_roo
     )
     ok &= bool(alerts) and bool(story.triggers_seen)
     stats = svc.stats()
-    print("\nRecords stored: " + json.dumps(stats))
-    print("\nWhere to look next:")
+    print("\nRecords stored: " + ", ".join(f"{n} {table}" for table, n in stats.items()), flush=True)
+    return ok
+
+
+def _where_next(svc: ServiceProcess, data_root: Path, keep: bool, kept_data: bool) -> None:
+    if not keep:
+        gone = f"its data is kept in {data_root}" if kept_data else "its data folder was deleted"
+        print(
+            f"\nThe service has stopped and {gone}. To explore findings, alerts,\n"
+            "metrics and the API afterwards, run `bash scripts/run.sh demo --keep-running`: the\n"
+            "service stays up and the demo lists where to look.",
+            flush=True,
+        )
+        return
+    print("\nThe service keeps running (--keep-running); Ctrl-C stops it. Where to look:")
     print(f"  findings        {svc.api}/api/v1/findings")
     print(f"  alerts sent     {svc.api}/api/v1/alerts")
     print(f"  retrain         {svc.api}/api/v1/retrain/triggers")
     print(f"  metrics         {svc.api}/metrics   (scrape with Prometheus; dashboards/ has the Grafana JSON)")
     print(f"  API reference   {svc.api}/openapi.json")
-    print(f"  data            {data_root}")
-    return ok
+    print(f"  OTLP            {svc.otlp_http} (HTTP), {svc.otlp_grpc} (gRPC): send your own telemetry")
+    print(f"  data            {data_root}", flush=True)
 
 
 def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "demo", help="the whole story on this machine with simulated workloads and GPUs"
+        "demo",
+        help="the whole story on this machine with simulated workloads and GPUs",
+        description=(
+            "Starts the service and runs simulated workloads against it (a model server whose"
+            " inputs drift, an LLM app traced by traceloop-sdk, a 4-rank training run on a"
+            " scripted 8-GPU node); prints each finding, alert and retraining trigger as it"
+            " comes. Exit code 0 when every part of the story happened."
+        ),
     )
     p.add_argument("--short", action="store_true", help="the short version CI runs (about a minute)")
-    p.add_argument("--keep-running", action="store_true", help="leave the service running at the end")
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the service running at the end and list where to look (Ctrl-C stops it)",
+    )
     p.add_argument("--data-dir", help="keep the demo's store and files here (default: a temporary folder)")
     p.add_argument("--random-ports", action="store_true", help="free ports instead of 9710/4318/4317")
     p.set_defaults(func=run_demo)

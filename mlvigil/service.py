@@ -19,7 +19,7 @@ from collector.pipeline import IngestPipeline
 from detectors.base import Detector
 from mlvigil.api import Api
 from mlvigil.component import Component
-from mlvigil.config import Config
+from mlvigil.config import Config, ConfigError
 from mlvigil.context import ServiceContext
 from mlvigil.engine import DetectorLoop, FindingBook
 from mlvigil.extensions import EXTENSIONS, load_symbol, section_of, validate_section
@@ -98,7 +98,12 @@ class Service:
         for ext in EXTENSIONS:
             raw = section_of(cfg, ext.section)
             section = validate_section(ext, raw)
-            built: list[Any] = load_symbol(ext.builder)(section, ctx)
+            try:
+                built: list[Any] = load_symbol(ext.builder)(section, ctx)
+            except ValueError as exc:
+                # A builder raises ValueError for a setting it cannot use (an unknown country,
+                # codecarbon missing): a configuration error, reported in one line.
+                raise ConfigError(f"config: {'.'.join(ext.section)}: {exc}") from None
             for item in built:
                 if isinstance(item, Detector):
                     loop.add(item)
@@ -154,6 +159,10 @@ async def serve(config: Config) -> int:
         await service.start()
     except OSError as exc:
         print(f"mlvigil: cannot start: {exc}", file=sys.stderr)
+        await service.stop()
+        return 2
+    except ConfigError as exc:
+        print(f"mlvigil: invalid configuration:\n{exc}", file=sys.stderr)
         await service.stop()
         return 2
     # One machine-readable line so supervisors and tests learn the bound ports.

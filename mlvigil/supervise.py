@@ -40,6 +40,8 @@ class ServiceProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self.api = self.otlp_http = self.otlp_grpc = ""
+        #: After a failed start: why, short (see ``_failure``).
+        self.failure = ""
         self._ports = dict(ports) if ports else None
         self._echo = echo
 
@@ -82,13 +84,29 @@ class ServiceProcess:
 
         threading.Thread(target=pump, daemon=True, name="serve-output").start()
         if not ready.wait(timeout) or not found:
+            exited = ready.is_set()  # its output ended: the process is gone
             self.kill()
+            self.failure = self._failure(exited, timeout)
             raise RuntimeError("mlvigil serve did not become ready:\n" + "".join(self.output[-50:]))
         self._ports = {k: int(found[k]) for k in ("api", "otlp_http", "otlp_grpc")}
         self.api = f"http://127.0.0.1:{self._ports['api']}"
         self.otlp_http = f"http://127.0.0.1:{self._ports['otlp_http']}"
         self.otlp_grpc = f"127.0.0.1:{self._ports['otlp_grpc']}"
         return self
+
+    def _failure(self, exited: bool, timeout: float) -> str:
+        """Why the service did not start, in its own words and short: its ``mlvigil:`` error
+        lines (configuration, addresses), else the last line it wrote (a traceback's error)."""
+        lines = [line.rstrip() for line in self.output if line.strip()]
+        if not exited:
+            return f"it did not report ready within {timeout:.0f}s" + (
+                f"; last output: {lines[-1]}" if lines else ""
+            )
+        own = [i for i, line in enumerate(lines) if line.startswith("mlvigil:")]
+        if own:
+            return "\n".join(lines[own[-1] :][:6])
+        code = self.proc.returncode if self.proc else None
+        return lines[-1] if lines else f"it exited with code {code} and wrote nothing"
 
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM: graceful shutdown; returns the exit code."""

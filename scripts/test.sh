@@ -5,16 +5,29 @@
 # MLVIGIL_ALIBI_TESTS=0 leaves the alibi-detect part out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/steps.sh
 bash scripts/setup.sh test
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 if [ ${#need[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  fi
+  sudo=()
+  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  # Another apt or dpkg run (unattended upgrades on a fresh machine) holds the lock: wait
+  # for it up to 10 minutes rather than fail, and retry the index download.
+  apt_get=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600)
+  apt_update() {
+    local try
+    for try in 1 2 3; do
+      "${apt_get[@]}" update && return 0
+      [ "$try" = 3 ] && return 1
+      echo "apt-get update failed (try $try of 3); retrying in $((try * 10)) s"
+      sleep $((try * 10))
+    done
+  }
+  step .venv/setup.log "apt-get update" apt_update
+  step .venv/setup.log "installing ${need[*]} (apt)" \
+    "${apt_get[@]}" install -y --no-install-recommends "${need[@]}"
 fi
 pytest_opts=(-q -p no:cacheprovider)
 status=0
@@ -25,22 +38,23 @@ status=0
 # 0.13 imports numba, numba < 0.60 needs numpy < 2, and the core runs on numpy 2 (in .venv
 # alibi-detect fails to import and its tests skip). And alibi-detect >= 0.11.5 is under the
 # Business Source License, so it never enters the core (only the optional extra `alibi`).
-# .venv-alibi holds numpy < 2, alibi-detect, PyTorch's CPU build (for the MMD and LSDD
-# detectors), pytest and mlvigil itself (core only, editable), pinned by
-# constraints-alibi.txt. Idempotent like setup.sh: a second run installs only what changed.
-# pip takes torch==2.13.0+cpu from the wheel on this kind of machine's disk (its pip
-# configuration's find-links; an unpinned torch would be a CUDA build of several GB);
-# elsewhere set PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu. To re-pin: in a
-# new venv, `pip install -e . alibi-detect 'numpy<2' torch==2.13.0 pytest` without -c, then
-# `pip freeze --exclude-editable` below constraints-alibi.txt's header.
+# .venv-alibi holds numpy < 2, alibi-detect, PyTorch (for the MMD and LSDD detectors), pytest
+# and mlvigil itself (core only, editable), pinned by constraints-alibi.txt. PyTorch is PyPI's
+# Linux wheel, which is the CUDA build (~540 MB, plus ~2.5 GB of nvidia-* wheels; it runs on
+# the CPU): the first build downloads ~3 GB and takes minutes. Idempotent like setup.sh: a
+# second run installs only what changed. To re-pin: in a new venv, `pip install -e .
+# alibi-detect 'numpy<2' torch pytest` without -c, then `pip freeze --exclude-editable` below
+# constraints-alibi.txt's header.
 alibi=.venv-alibi
+log="$alibi/setup.log"
 if [ ! -x "$alibi/bin/python" ]; then
-  "${PYTHON:-python3}" -m venv "$alibi"
+  step "$log" "creating $alibi (alibi-detect backend tests)" "${PYTHON:-python3}" -m venv "$alibi"
 fi
 stamp="$alibi/.installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints-alibi.txt -nt "$stamp" ]; then
-  "$alibi/bin/python" -m pip install -q --upgrade pip
-  "$alibi/bin/python" -m pip install -q -c constraints-alibi.txt -e . alibi-detect 'numpy<2' torch pytest
+  step "$log" "updating pip in $alibi" "$alibi/bin/python" -m pip install --upgrade pip
+  step "$log" "installing alibi-detect, PyTorch and mlvigil into $alibi (~3 GB the first time)" \
+    "$alibi/bin/python" -m pip install -c constraints-alibi.txt -e . alibi-detect 'numpy<2' torch pytest
   touch "$stamp"
 fi
 # Every test must run there: a skip means the venv lacks what it was built for.

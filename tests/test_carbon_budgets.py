@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -397,3 +400,31 @@ def test_build_exports_prometheus_metrics(store: DuckDBStore) -> None:
     assert float(line.split()[-1]) == pytest.approx(52500.0 / J_PER_KWH * fra, rel=1e-4)
     assert 'mlvigil_carbon_budget_grams{budget="b",scope="run_id",subject="r1"} 1000.0' in text
     assert 'mlvigil_carbon_forecast_grams{bound="projected",budget="b",scope="run_id",subject="r1"}' in text
+
+
+def test_serve_reports_an_unknown_country_in_one_line(tmp_path: Path) -> None:
+    """A setting the carbon builder cannot use stops the service with exit 2 and one plain
+    line naming the section, not a traceback."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "detectors:\n  carbon:\n    country_iso_code: XYZ\n"
+        "    budgets: [{name: b, run_id: r, kg_co2e: 1.0}]\n"
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        MLVIGIL_DATA_DIR=str(tmp_path / "data"),
+        MLVIGIL_API_ADDR="127.0.0.1:0",
+        MLVIGIL_OTLP_HTTP_ADDR="127.0.0.1:0",
+        MLVIGIL_OTLP_GRPC_ADDR="127.0.0.1:0",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlvigil", "serve", "-c", str(cfg)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "config: detectors.carbon: country_iso_code 'XYZ'" in proc.stderr

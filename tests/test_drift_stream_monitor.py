@@ -92,6 +92,10 @@ def test_streaming_monitor_alarms_on_the_shift_names_the_feature_and_resolves(st
     assert finding.evidence["top_features"][0]["feature"] == "amount"
     assert max(stream["feature_statistics"], key=stream["feature_statistics"].get) == "amount"
     assert "amount" in finding.summary and "streaming cvm alarm" in finding.summary
+    assert "input distribution moved away from the reference" in finding.summary
+    # Only the features over the threshold on their own are named: age and country did not move.
+    assert [f["feature"] for f in finding.evidence["top_features"]] == ["amount"]
+    assert "age" not in finding.summary and "country" not in finding.summary
 
     # Back to normal: once `hold` rows pass without an alarm the Finding resolves.
     t = _inferences(store, _rows(rng, 600), t, "back-")

@@ -424,7 +424,16 @@ class MonitorDetector(Detector):
             )
         assert isinstance(self._stream, DistributionStream)
         report = self._stream.explain(alarm, self._options())
-        order = sorted(report.features, key=lambda f: -alarm.feature_statistics.get(f.feature, -1.0))
+        # The statistic is the largest per-feature one, so the features that caused the alarm
+        # are those above the threshold on their own; the others moved negligibly.
+        stats = alarm.feature_statistics
+        order = sorted(report.features, key=lambda f: -stats.get(f.feature, -1.0))
+        causes = [f for f in order if stats.get(f.feature, -1.0) > alarm.threshold]
+        moved = {"data": "input", "prediction": "prediction", "llm": "traffic"}[c.kind]
+        detail = (
+            f"the {moved} distribution moved away from the reference (streaming {self._stream.detector_name}"
+            f" alarm: statistic {alarm.statistic:.3g}, alarm threshold {alarm.threshold:.3g})"
+        )
         ts = alarm.window.get("ts") or [None]
         return self._finding(
             report,
@@ -432,7 +441,7 @@ class MonitorDetector(Detector):
             ts[0],
             alarm.ts,
             detail=detail,
-            top=order[:5] if alarm.feature_statistics else report.top(5),
+            top=(causes or order)[:5] if stats else report.top(5),
             extra={"streaming": stream_evidence},
         )
 
