@@ -31,13 +31,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from mlvigil.fake_llm import FakeLLM
-from mlvigil.supervise import ServiceProcess
-from mlvigil.webhook_sink import WebhookSink
+if TYPE_CHECKING:  # imported in run_demo, so `mlvigil demo --help` stays fast
+    from mlvigil.fake_llm import FakeLLM
+    from mlvigil.supervise import ServiceProcess
+    from mlvigil.webhook_sink import WebhookSink
 
 NODE = "demo-gpu-node"
 RUN_ID = "demo-train"
@@ -480,6 +479,12 @@ def busy_ports(ports: dict[str, int]) -> list[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    import yaml
+
+    from mlvigil.fake_llm import FakeLLM
+    from mlvigil.supervise import ServiceProcess
+    from mlvigil.webhook_sink import WebhookSink
+
     timing = SHORT if args.short else FULL
     data_root = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="mlvigil-demo-"))
     data_root.mkdir(parents=True, exist_ok=True)
