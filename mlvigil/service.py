@@ -71,7 +71,7 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
-        store = open_store(str(cfg.storage.data_dir))
+        store = open_store(str(cfg.storage.data_dir), min_free_bytes=cfg.storage.min_free_bytes)
         self.store = store
         book = FindingBook(store, self.telemetry)
         loop = DetectorLoop(store, book, [], cfg.detectors.interval)
