@@ -231,3 +231,42 @@ def test_store_reopens_a_database_duckdb_invalidated(small_disk: Path) -> None:
         assert set(again.list_docs("c")) == acked | {"after"}
     finally:
         again.close()
+
+
+def test_findings_wait_for_the_store_and_no_transition_is_lost(tmp_path: Path) -> None:
+    """A Finding that fires while the store refuses writes is neither lost nor half-recorded:
+    the detector pass carries on, and the next pass after recovery fires it (once)."""
+    from detectors.base import Detector
+    from mlvigil.engine import DetectorLoop, FindingBook
+    from mlvigil.findings import Finding, Severity
+    from mlvigil.store import StoreUnavailable
+
+    class RefusingStore(DuckDBStore):
+        refusing = False
+
+        def upsert_findings(self, findings):  # type: ignore[no-untyped-def]
+            if self.refusing:
+                raise StoreUnavailable("no space left on device")
+            super().upsert_findings(findings)
+
+    class Always(Detector):
+        name = "always"
+
+        def evaluate(self, store, now):  # type: ignore[no-untyped-def]
+            return [
+                Finding(kind="data_drift", severity=Severity.WARNING, subject={"service": "s"}, summary="s")
+            ]
+
+    store = RefusingStore(tmp_path)
+    book = FindingBook(store)
+    heard: list[str] = []
+    book.subscribe(lambda f, what: heard.append(what))
+    loop = DetectorLoop(store, book, [Always()], 60)
+    store.refusing = True
+    assert loop.evaluate_all(now=1000.0) == []  # refused, not raised
+    assert book.firing() == [] and heard == []
+    store.refusing = False
+    assert [what for _, what in loop.evaluate_all(now=1001.0)] == ["fired"]
+    assert heard == ["fired"]
+    assert [f.state for f in store.findings()] == ["firing"]
+    store.close()
