@@ -10,7 +10,6 @@ cancellation; ``stop_task`` does not rely on cancellation alone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -40,10 +39,7 @@ async def stop_task(task: asyncio.Task[Any] | None, *, grace: float = 10.0) -> N
     for code that swallows one cancellation (a library, a ``wait_for`` on 3.11): the task is
     cancelled again each time it is seen still running, so ``stop`` cannot hang on it.
     """
-    if task is None or task.done():
-        if task is not None and task.done() and not task.cancelled():
-            with contextlib.suppress(Exception):
-                task.result()
+    if task is None:
         return
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
