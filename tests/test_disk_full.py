@@ -151,6 +151,8 @@ def test_full_disk_refuses_retryably_and_recovers_without_restart(
                     trace_service_pb2.ExportTraceServiceRequest.FromString(_export(900_002)), timeout=30
                 )
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
+        # RetryInfo rides in the status details: OTLP exporters wait that long, then retry.
+        assert "grpc-status-details-bin" in dict(err.value.trailing_metadata() or ())
         refused.add(900_002)
         status, _, body = service.request("GET", "/readyz")
         assert status == 503 and b"not ready" in body, (status, body)
