@@ -381,6 +381,7 @@ class Dispatcher:
         self._event: asyncio.Event | None = None
         self._main: asyncio.Task[None] | None = None
         self._stopping = False
+        self._last_prune = 0.0
         self._prune_every = prune_every
         self._default_policy = RetryPolicy()
 
@@ -450,27 +451,21 @@ class Dispatcher:
 
     async def _run(self) -> None:
         assert self._event is not None
-        last_prune = time.time()
+        self._last_prune = time.time()
         while not self._stopping:
             self._event.clear()
             try:
-                last_prune = await self._dispatch_due(last_prune)
+                await self._dispatch_due()
             except Exception:
                 # A store that cannot be read or written right now (disk full) must not end
                 # the dispatcher: log and try again on the next pass.
                 log.exception("%s: dispatch pass failed; retrying", self.name)
-            nxt = self._next_due_at_safe()
+            nxt = self.outbox.next_due_at()
             timeout = 1.0 if nxt is None else min(1.0, max(0.001, nxt - self.outbox._clock()))
             await wait_event(self._event, timeout)
 
-    def _next_due_at_safe(self) -> float | None:
-        try:
-            return self.outbox.next_due_at()
-        except Exception:
-            return None
-
-    async def _dispatch_due(self, last_prune: float) -> float:
-        """Start an attempt for every message due; prune now and then. Returns the prune time."""
+    async def _dispatch_due(self) -> None:
+        """Start an attempt for every message due; prune now and then."""
         if self.outbox.unsaved:
             await asyncio.to_thread(self.outbox.save_unsaved)
         now = self.outbox._clock()
@@ -479,10 +474,9 @@ class Dispatcher:
             task = asyncio.create_task(self._attempt(doc))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if now - last_prune > self._prune_every:
+        if now - self._last_prune > self._prune_every:
+            self._last_prune = now  # first: a prune the store refuses waits a period, not a pass
             await asyncio.to_thread(self.outbox.prune, now)
-            last_prune = now
-        return last_prune
 
     async def _attempt(self, doc: dict[str, Any]) -> None:
         target = self._targets[doc["target"]]
