@@ -40,7 +40,7 @@ fi
 stamp="$alibi/.installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints-alibi.txt -nt "$stamp" ]; then
   "$alibi/bin/python" -m pip install -q --upgrade pip
-  "$alibi/bin/python" -m pip install -q -c constraints-alibi.txt -e . alibi-detect 'numpy<2' torch pytest
+  "$alibi/bin/python" -m pip install -q -c constraints-alibi.txt -e . alibi-detect 'numpy<2' torch pytest pytest-timeout
   touch "$stamp"
 fi
 # Every test must run there: a skip means the venv lacks what it was built for.
