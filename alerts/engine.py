@@ -36,6 +36,7 @@ from alerts.config import AlertsConfig, ReceiverConfig, RouteConfig
 from alerts.matchers import Matcher, all_match, matcher_from_obj, parse_matcher
 from alerts.payloads import Alert, alert_from_finding, slack_message, webhook_payload
 from alerts.receivers import alertmanager_sender, slack_sender, webhook_sender
+from mlvigil.aio import stop_task, wait_event
 from mlvigil.engine import FindingBook
 from mlvigil.findings import Finding
 from mlvigil.outbox import Dispatcher, NewMessage, Outbox
@@ -152,6 +153,7 @@ class AlertService:
         self._event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._metrics = _Metrics(registry) if registry is not None else None
         if self._metrics:
             self.dispatcher.on_result(self._metrics.observe)
@@ -242,16 +244,18 @@ class AlertService:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
+        self._stopping = False
         self._session = aiohttp.ClientSession()
         await asyncio.to_thread(self._restore)
         await self.dispatcher.start()
         self._task = asyncio.create_task(self._run(), name="alerts-lifecycle")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        # The flag ends the loop at its next wake even if a cancellation were lost.
+        self._stopping = True
+        self._wake()
+        await stop_task(self._task)
+        self._task = None
         await self.dispatcher.stop()
         if self._session:
             await self._session.close()
@@ -317,14 +321,13 @@ class AlertService:
 
     async def _run(self) -> None:
         assert self._event is not None
-        while True:
+        while not self._stopping:
             self._event.clear()
             try:
                 await asyncio.to_thread(self.tick)
             except Exception:
                 log.exception("alerts lifecycle tick failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout=self._sleep_for())
+            await wait_event(self._event, self._sleep_for())
 
     def _sleep_for(self) -> float:
         now = self._clock()

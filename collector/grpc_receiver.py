@@ -22,6 +22,7 @@ from collector.http_receiver import bearer_ok
 from collector.otlp_ingest import OtlpIngest
 from collector.pipeline import Overloaded, ShuttingDown
 from mlvigil.config import split_addr
+from mlvigil.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ class _Export:
             except ShuttingDown as exc:
                 code = "UNAVAILABLE"
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            except StoreUnavailable as exc:
+                code = "UNAVAILABLE"
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    str(exc),
+                    trailing_metadata=_retry_trailer(grpc.StatusCode.UNAVAILABLE, str(exc), exc.retry_after),
+                )
             return result.response
         finally:
             tel.requests.labels(signal=self._signal, transport="grpc", code=code).inc()

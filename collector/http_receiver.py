@@ -27,6 +27,7 @@ from collector.otlp_decode import (
 from collector.otlp_ingest import OtlpIngest
 from collector.pipeline import Overloaded, ShuttingDown
 from mlvigil.config import split_addr
+from mlvigil.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,8 @@ class OtlpHttpReceiver:
             return _error(429, str(exc), reply_type, exc.retry_after)
         except ShuttingDown as exc:
             return _error(503, str(exc), reply_type, 5)
+        except StoreUnavailable as exc:
+            return _error(503, str(exc), reply_type, exc.retry_after)
         return web.Response(body=encode_response(result.response, reply_type), content_type=reply_type)
 
     async def start(self) -> None:

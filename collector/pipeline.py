@@ -5,11 +5,14 @@ durable commit before acknowledging. The writer takes every batch waiting (up to
 commits them in one transaction, so commit cost is shared under load while each batch stays
 all-or-nothing. The queue is bounded in items: when full, ``Overloaded`` is raised at once
 and the receiver answers 429/UNAVAILABLE with Retry-After, so memory never grows unbounded.
+A batch the store cannot take now (disk full) fails with ``StoreUnavailable``: nothing of it
+was stored, and the receiver answers 503/UNAVAILABLE with Retry-After so the client retries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 
 from mlvigil.metrics import Telemetry
 from mlvigil.records import RecordBatch
-from mlvigil.store import Store
+from mlvigil.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class IngestPipeline:
         self._reserved = 0  # items queued or being committed
         self._closing = False
         self._thread: threading.Thread | None = None
+        # Why the store refused the last group (None: the last commit worked).
+        self.store_refusing: str | None = None
         telemetry.queue_capacity.set(max_items)
 
     @property
@@ -115,28 +120,54 @@ class IngestPipeline:
 
     def _run(self) -> None:
         while (group := self._take_group()) is not None:
-            t0 = time.perf_counter()
+            try:
+                self._commit(group)
+            except Exception:
+                # The writer thread must outlive any one group: if it died, every later
+                # submit would wait forever. Fail whatever of the group is still waiting.
+                log.exception("ingest writer: a group failed unexpectedly")
+                for p in group:
+                    with contextlib.suppress(RuntimeError):  # its loop may be closed
+                        p.loop.call_soon_threadsafe(_resolve, p.future, ShuttingDown("ingest writer error"))
+
+    def _commit(self, group: list[_Pending]) -> None:
+        t0 = time.perf_counter()
+        try:
             try:
                 results = self._store.append_many([p.batch for p in group])
             except Exception as exc:  # a store failure fails the whole group
-                log.exception("store append failed")
                 results = [exc] * len(group)
-            self._telemetry.commit_duration.observe(time.perf_counter() - t0)
+        finally:
             # Release the room before acknowledging, so an acknowledged sender never finds
             # the queue still holding its own batch.
             with self._cond:
                 self._reserved -= sum(p.items for p in group)
             self._telemetry.queue_items.set(self._reserved)
-            for p, err in zip(group, results, strict=True):
+        self._telemetry.commit_duration.observe(time.perf_counter() - t0)
+        self._note_store_state(results)
+        for p, err in zip(group, results, strict=True):
+            with contextlib.suppress(RuntimeError):  # the sender's loop is closed: nobody waits
                 p.loop.call_soon_threadsafe(_resolve, p.future, err)
-                if err is None:
-                    for table, n in p.batch.counts().items():
-                        self._telemetry.records_written.labels(table=table).inc(n)
-                    if self._on_committed is not None:
-                        try:
-                            self._on_committed(p.batch)
-                        except Exception:
-                            log.exception("post-commit observer failed")
+            if err is None:
+                for table, n in p.batch.counts().items():
+                    self._telemetry.records_written.labels(table=table).inc(n)
+                if self._on_committed is not None:
+                    try:
+                        self._on_committed(p.batch)
+                    except Exception:
+                        log.exception("post-commit observer failed")
+
+    def _note_store_state(self, results: list[BaseException | None]) -> None:
+        """Log a store outage once when it starts and once when it ends, not per request."""
+        refused = next((r for r in results if isinstance(r, StoreUnavailable)), None)
+        if refused is not None and self.store_refusing is None:
+            log.warning("ingest: the store refuses writes (answering 503 until it recovers): %s", refused)
+        elif refused is None and self.store_refusing is not None:
+            log.warning("ingest: the store accepts writes again")
+        self.store_refusing = None if refused is None else refused.reason
+        for r in results:
+            if r is not None and not isinstance(r, StoreUnavailable):
+                log.error("ingest: batch not stored: %s", r, exc_info=r)
 
     async def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)

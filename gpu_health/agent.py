@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -39,6 +38,7 @@ from gpu_health.otlp import (
 from gpu_health.prom import GpuCollector
 from gpu_health.record import Recorder
 from gpu_health.sampler import GpuSample, NoGpuError, Sampler, node_name
+from mlvigil.aio import stop_task, wait_event
 from mlvigil.config import split_addr
 
 if TYPE_CHECKING:
@@ -151,14 +151,17 @@ class GpuAgent:
         start = time.monotonic()
         k = 0
         while not stop.is_set() and (max_passes is None or k < max_passes):
-            await self.step()
+            try:
+                await self.step()
+            except Exception:
+                # One failed pass (a sampler error) must not end the agent: the next one may work.
+                log.exception("GPU agent: pass failed; trying again at the next interval")
             k += 1
             behind = time.monotonic() - start
             # Next slot on the grid; skip the ones a slow pass overran.
             k_next = max(k, int(behind / self.interval) + 1)
             delay = start + k_next * self.interval - time.monotonic()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=max(delay, 0.0))
+            await wait_event(stop, delay)
         return k
 
 
@@ -371,8 +374,9 @@ class GpuAgentComponent:
     async def stop(self) -> None:
         self._stop.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # The loop ends at its next wake; a pass stuck past the grace period is cancelled.
+            await asyncio.wait({self._task}, timeout=10.0)
+            await stop_task(self._task)
             self._task = None
         if self._exporter is not None:
             await self._exporter.close()

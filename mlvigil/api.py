@@ -22,6 +22,7 @@ from mlvigil import __version__
 from mlvigil.config import split_addr
 from mlvigil.context import ServiceContext
 from mlvigil.records import RecordBatch
+from mlvigil.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class Api:
                 resp = await handler(request)
             except web.HTTPException as exc:
                 resp = exc
+            except StoreUnavailable as exc:
+                resp = error(503, str(exc), **{"Retry-After": str(exc.retry_after)})
         self.ctx.telemetry.api_requests.labels(route=route, code=str(resp.status)).inc()
         return resp
 
@@ -87,11 +90,15 @@ class Api:
         return json_response({"status": "ok", "version": __version__})
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Readiness: every component started and the queue is not full."""
+        """Readiness: the service can serve: started, not shutting down, and the store takes
+        writes. A full ingest queue is not unreadiness (it is answered per request with 429)."""
         if not self.ready:
-            return error(503, "starting")
-        if self._pipeline.is_full():
-            return error(503, "ingest queue full")
+            return error(503, "not ready: starting or shutting down", **{"Retry-After": "5"})
+        import asyncio
+
+        reason = await asyncio.to_thread(self.ctx.store.unavailable_reason)
+        if reason is not None:
+            return error(503, f"not ready: {reason}", **{"Retry-After": "5"})
         return json_response({"status": "ready"})
 
     async def metrics(self, request: web.Request) -> web.Response:

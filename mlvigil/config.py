@@ -93,6 +93,9 @@ class StorageConfig(Strict):
         }
     )
     retention_interval: Duration = 600.0
+    # Writes are refused (503/UNAVAILABLE, retryable) while the data dir's disk has less free
+    # space than this, so a checkpoint always has room; 0 turns the check off.
+    min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
     @field_validator("retention")
     @classmethod

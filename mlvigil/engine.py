@@ -9,7 +9,6 @@ start, so a restart neither re-fires nor forgets anything.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -17,9 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from detectors.base import Detector
+from mlvigil.aio import stop_task
 from mlvigil.findings import Finding, State
 from mlvigil.metrics import Telemetry
-from mlvigil.store import Store
+from mlvigil.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,15 @@ class FindingBook:
         """Apply one evaluation of ``detector``; returns the transitions it caused."""
         transitions: list[tuple[Finding, str]] = []
         with self._lock:
+            # Worked out on a copy and kept only once stored: if the store refuses the write
+            # (disk full) nothing changes, and the next evaluation reports the same transitions.
+            firing = dict(self._firing)
             seen: set[str] = set()
             for f in reported:
                 f.detector = detector
                 fid = f.id
                 seen.add(fid)
-                prev = self._firing.get(fid)
+                prev = firing.get(fid)
                 if prev is None:
                     f = replace(f, state=State.FIRING, started_at=now, updated_at=now, resolved_at=None)
                     transitions.append((f, "fired"))
@@ -63,14 +66,15 @@ class FindingBook:
                         f, state=State.FIRING, started_at=prev.started_at, updated_at=now, resolved_at=None
                     )
                     transitions.append((f, "updated"))
-                self._firing[fid] = f
-            for fid, prev in list(self._firing.items()):
+                firing[fid] = f
+            for fid, prev in list(firing.items()):
                 if prev.detector == detector and fid not in seen:
                     done = replace(prev, state=State.RESOLVED, resolved_at=now, updated_at=now)
-                    del self._firing[fid]
+                    del firing[fid]
                     transitions.append((done, "resolved"))
             if transitions:
                 self._store.upsert_findings(f for f, _ in transitions)
+            self._firing = firing
         if self._telemetry:
             for f, what in transitions:
                 if what != "updated":
@@ -129,21 +133,27 @@ class DetectorLoop:
                 except Exception:
                     log.exception("detector %s failed; its findings are kept as they were", det.name)
                     continue
-                out.extend(self._book.record(det.name, reported, now))
+                try:
+                    out.extend(self._book.record(det.name, reported, now))
+                except StoreUnavailable as exc:
+                    # Nothing recorded: the next pass reports the same transitions again.
+                    log.warning("findings of %s not recorded (will retry next pass): %s", det.name, exc)
         return out
 
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await asyncio.to_thread(self.evaluate_all)
+            try:
+                await asyncio.to_thread(self.evaluate_all)
+            except Exception:
+                # A failed pass must not end the loop: detectors run again at the next interval.
+                log.exception("detector pass failed")
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="detector-loop")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
+        self._task = None
         for det in self.detectors:
             det.close()

@@ -33,6 +33,7 @@ from typing import Any
 
 from pydantic import Field
 
+from mlvigil.aio import stop_task, wait_event
 from mlvigil.config import Duration, Strict
 from mlvigil.store import Store
 
@@ -135,6 +136,8 @@ class Outbox:
         self._in_flight: set[str] = set()
         # Ids not yet terminal: what the dispatcher scans (finished history can be large).
         self._open: set[str] = set()
+        # State changes the store could not take yet (it was unavailable); written on a later pass.
+        self._unsaved: dict[str, dict[str, Any]] = {}
         self.load()
 
     # -- recording -----------------------------------------------------------------------
@@ -188,7 +191,34 @@ class Outbox:
             if doc is None:
                 return
             doc["meta"] = {**doc.get("meta", {}), **meta}
-            self.store.put_docs(self.collection, {msg_id: doc})
+            self._save({msg_id: doc})
+
+    def _save(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Write state changes; if the store cannot take them now (disk full), keep them
+        to write on a later pass instead of failing the attempt whose outcome they record."""
+        try:
+            self.store.put_docs(self.collection, docs)
+        except Exception as exc:
+            if not self._unsaved:  # once per outage, not once per pass
+                log.warning("%s: cannot save message state now (%s); will retry", self.collection, exc)
+            self._unsaved.update(docs)
+        else:
+            for msg_id in docs:
+                self._unsaved.pop(msg_id, None)
+
+    @property
+    def unsaved(self) -> int:
+        """State changes not yet written (the store was unavailable)."""
+        return len(self._unsaved)
+
+    def save_unsaved(self) -> int:
+        """Retry the writes ``_save`` could not make; returns how many are still unsaved."""
+        with self._lock:
+            # Docs forgotten since (pruned) need no write; the others are written as they are now.
+            self._unsaved = {i: self._docs[i] for i in self._unsaved if i in self._docs}
+            if self._unsaved:
+                self._save(dict(self._unsaved))
+            return len(self._unsaved)
 
     # -- reading -------------------------------------------------------------------------
     def get(self, msg_id: str) -> dict[str, Any] | None:
@@ -242,7 +272,7 @@ class Outbox:
                 if cur is None or d["seq"] < cur["seq"]:
                     heads[d["order_key"]] = d
             if expired:
-                self.store.put_docs(self.collection, expired)
+                self._save(expired)
             used: dict[str, int] = {}
             taken: list[dict[str, Any]] = []
             for d in sorted(heads.values(), key=lambda d: d["seq"]):
@@ -296,7 +326,7 @@ class Outbox:
                 doc["state"] = EXPIRED if doc["next_attempt_at"] >= doc["expires_at"] else PENDING
             if doc["state"] in TERMINAL:
                 self._open.discard(msg_id)
-            self.store.put_docs(self.collection, {msg_id: doc})
+            self._save({msg_id: doc})
             return _copy(doc)
 
     def release(self, msg_id: str) -> None:
@@ -350,6 +380,8 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
         self._main: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_prune = 0.0
         self._prune_every = prune_every
         self._default_policy = RetryPolicy()
 
@@ -394,14 +426,16 @@ class Dispatcher:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._event = asyncio.Event()
+        self._stopping = False
         self.outbox.load()
         self._main = asyncio.create_task(self._run(), name=f"{self.name}-dispatcher")
 
     async def stop(self) -> None:
-        if self._main:
-            self._main.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._main
+        # The flag ends the loop at its next wake even if a cancellation were lost.
+        self._stopping = True
+        self.wake()
+        await stop_task(self._main)
+        self._main = None
         if self._tasks:
             # Let attempts in flight finish and record their outcome: one cut off after the
             # receiver got it but before it was marked delivered would be sent again after
@@ -411,26 +445,38 @@ class Dispatcher:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        if self.outbox.unsaved:
+            await asyncio.to_thread(self.outbox.save_unsaved)
         self._loop = None
 
     async def _run(self) -> None:
         assert self._event is not None
-        last_prune = time.time()
-        while True:
+        self._last_prune = time.time()
+        while not self._stopping:
             self._event.clear()
-            now = self.outbox._clock()
-            for doc in self.outbox.take_due(now, self._capacity, self.policy_for):
-                self._running[doc["target"]] = self._running.get(doc["target"], 0) + 1
-                task = asyncio.create_task(self._attempt(doc))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            if now - last_prune > self._prune_every:
-                await asyncio.to_thread(self.outbox.prune, now)
-                last_prune = now
+            try:
+                await self._dispatch_due()
+            except Exception:
+                # A store that cannot be read or written right now (disk full) must not end
+                # the dispatcher: log and try again on the next pass.
+                log.exception("%s: dispatch pass failed; retrying", self.name)
             nxt = self.outbox.next_due_at()
-            timeout = 1.0 if nxt is None else min(1.0, max(0.0, nxt - self.outbox._clock()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout=timeout if timeout > 0 else 0.001)
+            timeout = 1.0 if nxt is None else min(1.0, max(0.001, nxt - self.outbox._clock()))
+            await wait_event(self._event, timeout)
+
+    async def _dispatch_due(self) -> None:
+        """Start an attempt for every message due; prune now and then."""
+        if self.outbox.unsaved:
+            await asyncio.to_thread(self.outbox.save_unsaved)
+        now = self.outbox._clock()
+        for doc in self.outbox.take_due(now, self._capacity, self.policy_for):
+            self._running[doc["target"]] = self._running.get(doc["target"], 0) + 1
+            task = asyncio.create_task(self._attempt(doc))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if now - self._last_prune > self._prune_every:
+            self._last_prune = now  # first: a prune the store refuses waits a period, not a pass
+            await asyncio.to_thread(self.outbox.prune, now)
 
     async def _attempt(self, doc: dict[str, Any]) -> None:
         target = self._targets[doc["target"]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -17,6 +16,7 @@ from collector.llm_metrics import LlmTrafficMetrics
 from collector.otlp_ingest import OtlpIngest
 from collector.pipeline import IngestPipeline
 from detectors.base import Detector
+from mlvigil.aio import stop_task
 from mlvigil.api import Api
 from mlvigil.component import Component
 from mlvigil.config import Config, ConfigError
@@ -54,10 +54,8 @@ class RetentionTask:
         self._task = asyncio.create_task(self._loop(), name="retention")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
+        self._task = None
 
 
 class Service:
@@ -73,7 +71,7 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
-        store = open_store(str(cfg.storage.data_dir))
+        store = open_store(str(cfg.storage.data_dir), min_free_bytes=cfg.storage.min_free_bytes)
         self.store = store
         book = FindingBook(store, self.telemetry)
         loop = DetectorLoop(store, book, [], cfg.detectors.interval)

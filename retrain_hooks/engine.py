@@ -15,7 +15,6 @@ Life of a trigger (each step appended to its ``history``, the audit trail):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from alerts.matchers import all_match, parse_matcher
+from mlvigil.aio import stop_task
 from mlvigil.engine import FindingBook
 from mlvigil.findings import Finding
 from mlvigil.outbox import Dispatcher, NewMessage, Outbox
@@ -358,10 +358,8 @@ class RetrainService:
                 log.exception("retrain follow pass failed")
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop_task(self._task)
+        self._task = None
         await self.dispatcher.stop()
         if self._session:
             await self._session.close()

@@ -54,7 +54,7 @@ stamp="$alibi/.installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints-alibi.txt -nt "$stamp" ]; then
   step "$log" "updating pip in $alibi" "$alibi/bin/python" -m pip install --upgrade pip
   step "$log" "installing alibi-detect, PyTorch and mlvigil into $alibi (~3 GB the first time)" \
-    "$alibi/bin/python" -m pip install -c constraints-alibi.txt -e . alibi-detect 'numpy<2' torch pytest
+    "$alibi/bin/python" -m pip install -c constraints-alibi.txt -e . alibi-detect 'numpy<2' torch pytest pytest-timeout
   touch "$stamp"
 fi
 # Every test must run there: a skip means the venv lacks what it was built for.

@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -205,3 +206,43 @@ def test_overload_answers_429_and_grpc_unavailable(tmp_path: Path) -> None:
     assert results["first"] == (200, None)
     assert store.counts()["spans"] == 150, "the refused batches wrote nothing"
     store.close()
+
+
+def test_readyz_stays_ready_while_the_queue_is_full(service_factory: Callable[..., ServiceHandle]) -> None:
+    """Backpressure is answered per request (429); readiness means "can serve", so a full
+    ingest queue must not take the only endpoint out of a Kubernetes Service."""
+    service = service_factory({"ingest": {"queue_max_items": 1}})
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def load(first: int) -> None:
+        n = first
+        while not stop.is_set() and n < first + 2000:
+            n += 1
+            req = urllib.request.Request(
+                service.otlp_http + "/v1/traces",
+                data=_batch(n, 500),
+                method="POST",
+                headers={"Content-Type": "application/x-protobuf"},
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    codes.append(resp.status)
+            except urllib.error.HTTPError as e:
+                codes.append(e.code)
+
+    threads = [threading.Thread(target=load, args=(k * 10_000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        ready: list[int] = []
+        # Probe readiness while the queue is full, until the load has been refused a while.
+        deadline = time.monotonic() + 60
+        while (codes.count(429) < 20 or len(ready) < 50) and time.monotonic() < deadline:
+            ready.append(service.request("GET", "/readyz")[0])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert codes.count(429) >= 20, f"the queue was never full: {sorted(set(codes))}"
+    assert set(ready) == {200}, f"/readyz answered {sorted(set(ready))} under backpressure"

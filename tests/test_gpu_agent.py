@@ -238,3 +238,25 @@ def test_serve_without_a_driver_keeps_running(service_factory: Callable[..., Ser
     assert h.get("/healthz") is not None
     assert any("GPU agent not started" in line for line in h.output), "".join(h.output[-20:])
     json.dumps(h.stats())
+
+
+def test_a_failed_pass_never_stops_the_agent() -> None:
+    """A sampler error in one pass (a driver hiccup) is logged; the next passes still run."""
+
+    async def scenario() -> tuple[int, int]:
+        agent = _fake_agent(builtin_scenario("healthy"), CollectorRegistry())
+        real = agent.pass_once
+        calls = 0
+
+        def flaky() -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("NVML: GPU is lost")
+            return real()
+
+        agent.pass_once = flaky  # type: ignore[method-assign]
+        passes = await agent.run(asyncio.Event(), max_passes=3)
+        return passes, calls
+
+    assert asyncio.run(scenario()) == (3, 3)

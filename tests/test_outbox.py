@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlvigil.outbox import Dispatcher, NewMessage, Outbox, Outcome, RetryPolicy
+from mlvigil.store import StoreUnavailable
 from mlvigil.store.duckdb import DuckDBStore
 from tests.fakes.receiver import RecordingReceiver
 
@@ -229,6 +232,76 @@ def test_stop_lets_an_attempt_in_flight_finish_so_a_restart_does_not_repeat_it(t
         await again.stop()
         assert len(receiver.received) == 1
         await receiver.stop()
+        store.close()
+
+    asyncio.run(scenario())
+
+
+def test_stop_returns_when_a_wake_lands_in_the_same_loop_iteration(tmp_path: Path) -> None:
+    """An attempt's ``finally: wake()`` can set the dispatcher's event just as ``stop()``
+    cancels its loop. ``asyncio.wait_for`` on 3.11 then swallows the cancellation and the
+    loop runs on, so ``stop()`` never returned. Every point of the loop is hit by varying
+    how many loop iterations pass before the wake+stop pair."""
+
+    async def scenario() -> None:
+        store = DuckDBStore(tmp_path)
+        box = Outbox(store, "box")
+        for yields in range(12):
+            dispatcher = Dispatcher(box)
+            await dispatcher.start()
+            for _ in range(yields):
+                await asyncio.sleep(0)
+            dispatcher.wake()
+            # Same iteration as the wake: stop() cancels before anything else runs.
+            stopping = asyncio.ensure_future(dispatcher.stop())
+            done, _ = await asyncio.wait({stopping}, timeout=3)
+            if not done:
+                stopping.cancel()
+                pytest.fail(f"stop() did not return within 3 s (wake after {yields} loop iterations)")
+        store.close()
+
+    asyncio.run(scenario())
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_dispatcher_survives_a_store_that_cannot_be_written(tmp_path: Path) -> None:
+    """A delivery outcome that cannot be saved (disk full) is kept and saved on a later pass;
+    the dispatcher keeps running and nothing is sent twice."""
+
+    class FlakyStore(DuckDBStore):
+        broken = False
+
+        def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
+            if self.broken:
+                raise StoreUnavailable("no space left on device")
+            super().put_docs(collection, docs)
+
+    async def scenario() -> None:
+        sent: list[str] = []
+
+        async def send(doc: dict[str, Any]) -> Outcome:
+            sent.append(doc["id"])
+            return Outcome(ok=True)
+
+        store = FlakyStore(tmp_path)
+        dispatcher = Dispatcher(Outbox(store, "box"))
+        dispatcher.add_target("hook", send, FAST)
+        await dispatcher.start()
+        dispatcher.record([NewMessage("m1", "hook", {})])
+        store.broken = True  # before the dispatcher runs: the outcome cannot be saved
+        await _until(lambda: sent == ["m1"] and dispatcher.outbox.unsaved == 1)
+        assert dispatcher._main is not None and not dispatcher._main.done()
+        store.broken = False
+        await _until(lambda: dispatcher.outbox.unsaved == 0)
+        assert store.get_doc("box", "m1")["state"] == "delivered"  # type: ignore[index]
+        await dispatcher.stop()
+        assert sent == ["m1"]
         store.close()
 
     asyncio.run(scenario())

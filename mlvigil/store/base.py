@@ -20,6 +20,17 @@ class StoreError(Exception):
     """A write or query the store could not carry out."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot take writes (or answer) now: its disk is full or below the free-space
+    reserve, or the database is being reopened. Nothing of the refused write was stored, so
+    the caller may retry it after ``retry_after`` seconds (HTTP 503 / gRPC UNAVAILABLE)."""
+
+    def __init__(self, reason: str, retry_after: int = 5) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class Store(ABC):
     """Durable storage of records, Findings and small documents (outbox, monitors, triggers)."""
 
@@ -112,6 +123,11 @@ class Store(ABC):
         self.put_docs(collection, {doc_id: doc})
 
     # -- lifecycle -------------------------------------------------------------------------
+    def unavailable_reason(self) -> str | None:
+        """Why the store cannot take writes now, or None when it can (readiness). May try
+        to recover first (reopen a database a failed write left unusable)."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Flush and release; every acknowledged write is durable afterwards."""
