@@ -9,8 +9,8 @@ The lateness bound (docs/training.md) has two parts, both ``lookback`` seconds:
 
 - *read*: the re-read window starts ``lookback`` before the newest row already read from the
   slowest-clocked active rank, so a row is read if it is at most ``lookback`` older, on its own
-  node's clock, than what its rank had already delivered (clock skew between nodes is no part
-  of the bound);
+  node's clock, than what its rank had already delivered; clock skew between nodes is no part
+  of the bound up to ``max_skew`` (ranks not seen yet are looked for that far back);
 - *align*: a step waits for its missing ranks at most ``lookback`` seconds of service time
   after its first row arrived; then it is released as incomplete, and rows for it that come
   later are dropped and counted (``late_rows``).
@@ -97,32 +97,55 @@ class StepFeed:
     def poll(self, store: Store, now: float) -> list[Row]:
         since = self.since(now)
         cols = store.query("training_steps", columns=self.columns, since=since, last=self.max_rows)
-        ts_col = cols["ts"]
-        out: list[Row] = []
-        names = self.columns
-        for i in range(len(ts_col)):
-            row = {name: cols[name][i] for name in names}
-            if row["run_id"] is None:
-                continue
-            key = (row["run_id"], row["rank"], row["step"] if row["step"] is not None else row["ts"])
-            if key in self._seen:
-                self.duplicates += 1
-                continue
-            self._seen[key] = row["ts"]
-            out.append(row)
-            rk = (row["run_id"], row["rank"])
-            prev = self._ranks.get(rk)
-            if prev is None or row["ts"] > prev[0]:
-                self._ranks[rk] = (row["ts"], now)
-        if ts_col:
-            newest = ts_col[-1]
-            self.cursor = newest if self.cursor is None else max(self.cursor, newest)
+        out = self._take(cols, now)
+        if self.cursor is not None:
+            # A rank not seen yet whose node's clock is behind the others' writes rows older
+            # than the window above; look for such ranks up to ``max_skew`` back.
+            wide = self.cursor - self.max_skew - self.lookback
+            if wide < since:
+                found = store.distinct("training_steps", ["run_id", "rank"], since=wide)
+                unseen: dict[Any, list[Any]] = defaultdict(list)
+                for run_id, rank in found:
+                    if run_id is not None and rank is not None and (run_id, rank) not in self._ranks:
+                        unseen[run_id].append(rank)
+                for run_id, ranks in unseen.items():
+                    extra = store.query(
+                        "training_steps",
+                        columns=self.columns,
+                        since=wide,
+                        where={"run_id": run_id, "rank": ranks},
+                        last=self.max_rows,
+                    )
+                    out.extend(self._take(extra, now))
+        newest = [t for t, _ in self._ranks.values()]
+        if newest:
+            self.cursor = max(newest) if self.cursor is None else max(self.cursor, max(newest))
         if self.cursor is not None:
             # Keys older than the next poll's window can never come back; ranks idle for
             # ``history`` are forgotten.
             horizon = self.since(now)
             self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
             self._ranks = {k: v for k, v in self._ranks.items() if now - v[1] <= self.history}
+        return out
+
+    def _take(self, cols: dict[str, list[Any]], now: float) -> list[Row]:
+        ts_col, run_col, rank_col, step_col = cols["ts"], cols["run_id"], cols["rank"], cols["step"]
+        out: list[Row] = []
+        names = self.columns
+        for i in range(len(ts_col)):
+            run_id, rank, step, ts = run_col[i], rank_col[i], step_col[i], ts_col[i]
+            if run_id is None:
+                continue
+            key = (run_id, rank, step if step is not None else ts)
+            if key in self._seen:
+                self.duplicates += 1
+                continue
+            self._seen[key] = ts
+            out.append({name: cols[name][i] for name in names})
+            rk = (run_id, rank)
+            prev = self._ranks.get(rk)
+            if prev is None or ts > prev[0]:
+                self._ranks[rk] = (ts, now)
         return out
 
 

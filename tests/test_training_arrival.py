@@ -1,0 +1,124 @@
+"""Training detectors under realistic arrival: per-rank batch exporters, late nodes, clock
+skew, retried and duplicated exports, evaluations every 15 s (the in-process arrival model of
+detectors/training/arrival.py, the same one tests/producers/ddp_job.py runs for real)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from detectors.training import TrainingConfig, build_detectors
+from detectors.training.arrival import JobSpec, MemoryStore, replay
+from detectors.training.detectors import ThroughputDropDetector
+from detectors.training.feed import StepAligner
+from mlvigil.findings import Finding, State
+
+SPIKE, NAN, STRAGGLER, STALL = 125, 100, 150, 75
+
+
+def _transients(**kw: object) -> JobSpec:
+    return JobSpec(  # type: ignore[arg-type]
+        steps=185, spike_at=SPIKE, nan_at=NAN, straggler_at=STRAGGLER, stall_at=STALL, **kw
+    )
+
+
+def _one(found: list[Finding], kind: str, key: str = "", rank: str | None = None) -> Finding:
+    match = [f for f in found if f.kind == kind and f.key == key and f.subject.get("rank") == rank]
+    assert len(match) == 1, (kind, key, rank, [f.summary for f in found])
+    return match[0]
+
+
+@pytest.mark.parametrize(
+    ("ranks", "step_time"), [(8, 0.05), (8, 0.25), (8, 1.0), (8, 5.0), (64, 0.05), (64, 5.0)]
+)
+def test_every_transient_becomes_a_finding_naming_its_first_step(ranks: int, step_time: float) -> None:
+    spec = _transients(ranks=ranks, step_time=step_time, seed=ranks + int(step_time * 100))
+    result = replay(spec, build_detectors(TrainingConfig()))
+    found = result.fired()
+    spike = _one(found, "loss_anomaly", "loss_spike")
+    assert spike.evidence["began_step"] == spike.evidence["step"] == SPIKE
+    assert spike.evidence["peak"] > 5 * spike.evidence["baseline"]
+    nan = _one(found, "loss_anomaly", "non_finite")
+    assert nan.evidence["step"] == NAN and nan.evidence["rank"] == spec.nan_rank
+    assert nan.evidence["value"] == "nan" and nan.severity == "critical"
+    straggler = _one(found, "straggler", rank=str(spec.straggler_rank))
+    assert STRAGGLER <= straggler.evidence["began_step"] <= STRAGGLER + 2
+    assert straggler.evidence["peak_relative_score"] > 1.4
+    stall = _one(found, "dataloader_stall", rank=str(spec.stall_rank))
+    assert stall.evidence["began_step"] == STALL and stall.evidence["rule"] == "burst"
+    # The straggler made every rank wait for ten steps: the run's pace and throughput dipped
+    # with it, and only then.
+    others = [f for f in found if f not in (spike, nan, straggler, stall)]
+    assert all(f.kind in ("training_slowdown", "throughput_drop") for f in others), others
+    assert all(STRAGGLER - 5 <= f.evidence["began_step"] < STRAGGLER + 10 for f in others)
+    # Every one fired, then resolved on its own: none is left firing.
+    assert result.unresolved() == []
+    for f in found:
+        whats = [what for _, g, what in result.transitions if g.id == f.id and what != "updated"]
+        assert whats == ["fired", "resolved"], (f.summary, whats)
+
+
+def test_clean_runs_with_warmup_checkpoints_jitter_and_late_ranks_fire_nothing() -> None:
+    """A slice of the 200-run study in bench.training (which reports the per-detector rates)."""
+    fired: Counter[str] = Counter()
+    for seed in range(16):
+        rng = random.Random(seed)
+        spec = JobSpec(ranks=8, step_time=10 ** rng.uniform(-1.3, 0.7), steps=180, seed=5000 + seed)
+        for f in replay(spec, build_detectors(TrainingConfig())).fired():
+            fired[f.kind] += 1
+    assert fired == Counter()
+
+
+def test_clock_skew_and_retried_duplicate_exports_do_not_change_results() -> None:
+    def outcome(**kw: float) -> set[tuple[object, ...]]:
+        spec = _transients(ranks=8, step_time=0.2, seed=42, **kw)
+        return {
+            (f.kind, f.key, f.subject.get("rank"), f.evidence["began_step"], str(f.evidence["peak"]))
+            for f in replay(spec, build_detectors(TrainingConfig())).fired()
+        }
+
+    calm = outcome(clock_skew=0.0, duplicate_prob=0.0, retry_prob=0.0)
+    assert len(calm) >= 4
+    # One node's clock two minutes off, a third of the exports stored twice, a fifth retried late.
+    assert outcome(clock_skew=120.0, duplicate_prob=0.3, retry_prob=0.2) == calm
+
+
+def test_ranks_later_than_the_bound_are_left_out_never_summed_short() -> None:
+    # Node 1's telemetry starts 90 s late, past the 30 s bound: its ranks' early steps are
+    # released incomplete and skipped, later rows for them dropped, and no throughput drop
+    # is made of half the ranks.
+    spec = JobSpec(ranks=8, step_time=0.25, node_offset=90.0, seed=3, steps=600)
+    det = ThroughputDropDetector(TrainingConfig())
+    result = replay(spec, [det])
+    assert result.fired() == []
+    aligner = det.runs[spec.run_id].aligner
+    assert aligner.incomplete_steps > 0 and aligner.late_rows > 0
+    assert det.runs[spec.run_id].shift is not None and det.runs[spec.run_id].shift.baseline is not None
+
+
+def test_expected_world_size_comes_from_the_data_not_from_who_arrived() -> None:
+    al = StepAligner(bound=30.0)
+    for rank in range(4):  # node 0 only; every row says the world is 8 ranks
+        al.add({"step": 1, "rank": rank, "world_size": 8}, now=0.0)
+    assert al.ready(now=10.0) == []
+    (released,) = al.ready(now=30.0)
+    assert released.expected == 8 and not released.complete
+    # Without a world_size attribute: one more than the highest rank seen in the run.
+    al = StepAligner(bound=30.0)
+    al.add({"step": 1, "rank": 5, "world_size": None}, now=0.0)
+    al.add({"step": 2, "rank": 0, "world_size": None}, now=0.0)
+    assert al.ready(now=1.0) == []
+
+
+def test_a_restart_rereading_history_does_not_report_an_ended_episode_again() -> None:
+    store = MemoryStore()
+    spec = JobSpec(ranks=8, step_time=0.25, seed=8, spike_at=120, steps=200)
+    first = replay(spec, build_detectors(TrainingConfig()), store=store)
+    assert [f.key for f in first.fired()] == ["loss_spike"]
+    assert all(f.state == State.RESOLVED for f in store.findings())
+    # A new service process: fresh detectors read the last hour again.
+    now = max(t for t, _, _ in first.transitions) + 15.0
+    again = [f for det in build_detectors(TrainingConfig()) for f in det.evaluate(store, now)]
+    assert again == []
