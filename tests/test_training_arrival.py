@@ -10,10 +10,11 @@ from collections import Counter
 import pytest
 
 from detectors.training import TrainingConfig, build_detectors
-from detectors.training.arrival import JobSpec, MemoryStore, replay
+from detectors.training.arrival import JobSpec, MemoryStore, replay, trace_rows
 from detectors.training.detectors import ThroughputDropDetector
 from detectors.training.feed import StepAligner
 from mlvigil.findings import Finding, State
+from tests.conftest import SHARED
 
 SPIKE, NAN, STRAGGLER, STALL = 125, 100, 150, 75
 
@@ -122,3 +123,23 @@ def test_a_restart_rereading_history_does_not_report_an_ended_episode_again() ->
     now = max(t for t, _, _ in first.transitions) + 15.0
     again = [f for det in build_detectors(TrainingConfig()) for f in det.evaluate(store, now)]
     assert again == []
+
+
+@pytest.mark.skipif(not (SHARED / "data" / "alibaba-pai-minibatch").is_dir(), reason="shared data absent")
+def test_alibaba_job1_through_the_arrival_model_flags_worker6_once_then_resolves() -> None:
+    data = SHARED / "data" / "alibaba-pai-minibatch"
+    spec = JobSpec(run_id="job_1", ranks_per_node=5, seed=1, clock_skew=30.0, duplicate_prob=0.1)
+    result = replay(
+        spec, build_detectors(TrainingConfig()), per_rank=trace_rows(spec, data / "job_1_norm.csv")
+    )
+    (f,) = result.fired()
+    assert f.kind == "straggler" and f.subject["rank"] == "6" and f.state == State.RESOLVED
+    # The publishers' episode: worker 6 above 1.15x the median worker ~1860-1970.
+    assert 1811 <= f.evidence["began_step"] <= 1941 and 1941 <= f.evidence["last_step"] <= 2050
+    spec2 = JobSpec(run_id="job_2", ranks_per_node=5, seed=1, clock_skew=30.0, duplicate_prob=0.1)
+    assert (
+        replay(
+            spec2, build_detectors(TrainingConfig()), per_rank=trace_rows(spec2, data / "job_2_norm.csv")
+        ).fired()
+        == []
+    )

@@ -18,11 +18,13 @@ per rank, the real SDK and a running service; this in-process copy serves the se
 from __future__ import annotations
 
 import bisect
+import csv
 import heapq
 import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from detectors.base import Detector
@@ -175,6 +177,46 @@ def job_rows(spec: JobSpec) -> list[list[dict[str, Any]]]:
             )
         t += wall
     return out
+
+
+def trace_rows(spec: JobSpec, csv_path: str | Path) -> list[list[dict[str, Any]]]:
+    """Per rank, the rows of a recorded trace in the Alibaba PAI mini-batch format (worker,
+    time = iteration, batch_time_norm = mini-batch time in ms), one iteration a second from
+    ``spec.start``, stamped with each node's clock as ``job_rows`` does; ``spec.ranks`` is set
+    to the trace's worker count."""
+    by_rank: dict[int, list[dict[str, Any]]] = {}
+    with open(csv_path, newline="") as fh:
+        for rec in csv.DictReader(fh):
+            worker, it = int(rec["worker"]), int(rec["time"])
+            step_time = float(rec["batch_time_norm"]) / 1000.0
+            by_rank.setdefault(worker, []).append(
+                {
+                    "ts": spec.start + it,
+                    "service": "pai",
+                    "run_id": spec.run_id,
+                    "step": it,
+                    "rank": worker,
+                    "host": f"pai-node-{worker}",
+                    "k8s_pod": f"{spec.run_id}-worker-{worker}",
+                    "gpu_uuid": None,
+                    "step_time_s": step_time,
+                    **dict.fromkeys(
+                        ("loss", "grad_norm", "samples", "tokens", "data_wait_s", "comm_s", "checkpoint_s")
+                    ),
+                    "_end": spec.start + it + step_time,
+                }
+            )
+    spec.ranks = max(by_rank) + 1
+    for rows in by_rank.values():
+        rows.sort(key=lambda r: r["step"])
+        for r in rows:
+            r["world_size"] = spec.ranks
+    _draw_nodes(spec, random.Random(spec.seed))
+    per_rank = [by_rank.get(rank, []) for rank in range(spec.ranks)]
+    for rank, rows in enumerate(per_rank):
+        for r in rows:
+            r["ts"] += spec.skews[spec.node(rank)]
+    return per_rank
 
 
 def arrivals(spec: JobSpec, per_rank: list[list[dict[str, Any]]]) -> list[tuple[float, list[dict[str, Any]]]]:
@@ -343,6 +385,13 @@ class Replay:
     transitions: list[tuple[float, Finding, str]]
     findings: dict[str, Finding]
     evaluations: int
+    # (true start time, step) of the job's steps, to say which step ran at a service time.
+    steps: list[tuple[float, int]] = field(default_factory=list)
+
+    def step_at(self, t: float) -> int | None:
+        """The step the job was running at service time ``t``."""
+        i = bisect.bisect_right(self.steps, (t, math.inf)) - 1
+        return self.steps[i][1] if i >= 0 else None
 
     def fired(self, kind: str | None = None) -> list[Finding]:
         """Findings that fired (their latest version), optionally of one kind."""
@@ -360,14 +409,19 @@ def replay(
     interval: float = 15.0,
     settle: float = 120.0,
     store: Store | None = None,
+    per_rank: list[list[dict[str, Any]]] | None = None,
 ) -> Replay:
-    """Deliver ``spec``'s exports in service time and evaluate every ``interval`` seconds
-    (first at a random phase), continuing ``settle`` seconds after the last arrival."""
+    """Deliver ``spec``'s exports (or those of ``per_rank`` rows, e.g. ``trace_rows``) in
+    service time and evaluate every ``interval`` seconds (first at a random phase),
+    continuing ``settle`` seconds after the last arrival."""
     store = store or MemoryStore()
     book = FindingBook(store)
     transitions: list[tuple[float, Finding, str]] = []
     book.subscribe(lambda f, what: transitions.append((f.updated_at, f, what)))
-    events = arrivals(spec, job_rows(spec))
+    per_rank = per_rank if per_rank is not None else job_rows(spec)
+    events = arrivals(spec, per_rank)
+    first = next((rows for rows in per_rank if rows), [])
+    steps = [(r["ts"] - spec.skews[spec.node(r["rank"])], r["step"]) for r in first]
     rng = random.Random(spec.seed + 104_729)
     tick = spec.start + rng.uniform(0.0, interval)
     end = (events[-1][0] if events else spec.start) + settle
@@ -391,4 +445,4 @@ def replay(
     latest: dict[str, Finding] = {}
     for _, f, _what in transitions:
         latest[f.id] = f
-    return Replay(transitions, latest, evaluations)
+    return Replay(transitions, latest, evaluations, steps)
