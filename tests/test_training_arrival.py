@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from detectors.training import TrainingConfig, build_detectors
 from detectors.training.arrival import JobSpec, MemoryStore, replay, trace_rows
 from detectors.training.detectors import ThroughputDropDetector
-from detectors.training.feed import StepAligner
+from detectors.training.feed import StepAligner, StepFeed
+from detectors.training.synthetic import RunSpec, simulate, to_batch
 from mlvigil.findings import Finding, State
+from mlvigil.store.duckdb import DuckDBStore
 from tests.conftest import SHARED
 
 SPIKE, NAN, STRAGGLER, STALL = 125, 100, 150, 75
 
 
-def _transients(**kw: object) -> JobSpec:
-    return JobSpec(  # type: ignore[arg-type]
-        steps=185, spike_at=SPIKE, nan_at=NAN, straggler_at=STRAGGLER, stall_at=STALL, **kw
-    )
+def _transients(**kw: Any) -> JobSpec:
+    return JobSpec(steps=185, spike_at=SPIKE, nan_at=NAN, straggler_at=STRAGGLER, stall_at=STALL, **kw)
 
 
 def _one(found: list[Finding], kind: str, key: str = "", rank: str | None = None) -> Finding:
@@ -96,7 +98,8 @@ def test_ranks_later_than_the_bound_are_left_out_never_summed_short() -> None:
     assert result.fired() == []
     aligner = det.runs[spec.run_id].aligner
     assert aligner.incomplete_steps > 0 and aligner.late_rows > 0
-    assert det.runs[spec.run_id].shift is not None and det.runs[spec.run_id].shift.baseline is not None
+    shift = det.runs[spec.run_id].shift
+    assert shift is not None and shift.baseline is not None
 
 
 def test_expected_world_size_comes_from_the_data_not_from_who_arrived() -> None:
@@ -143,3 +146,23 @@ def test_alibaba_job1_through_the_arrival_model_flags_worker6_once_then_resolves
         ).fired()
         == []
     )
+
+
+def test_feed_reads_a_rank_first_seen_late_whose_clock_is_behind(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path)
+    try:
+        spec = RunSpec(world_size=2, steps=100, seed=1)
+        rows = simulate(spec)
+        feed = StepFeed(history=3600, lookback=30, max_skew=300)
+        store.append(to_batch("training_steps", [r for r in rows if r["rank"] == 0]))
+        now = rows[-1]["ts"] + 1
+        assert {r["rank"] for r in feed.poll(store, now)} == {0}
+        # Rank 1's node clock is two minutes behind and its first export comes only now: all
+        # its rows are older than rank 0's newest minus the lookback.
+        behind = [{**r, "ts": r["ts"] - 120.0} for r in rows if r["rank"] == 1]
+        store.append(to_batch("training_steps", behind))
+        late = feed.poll(store, now + 5)
+        assert sorted(r["step"] for r in late) == list(range(100))
+        assert feed.poll(store, now + 10) == []
+    finally:
+        store.close()

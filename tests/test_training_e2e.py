@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -124,7 +125,7 @@ def test_ddp_job_of_8_rank_processes_every_transient_fires_then_resolves_naming_
         ("dataloader_stall", "", "3"),
     }
 
-    def settled() -> list[dict[str, object]]:
+    def settled() -> list[dict[str, Any]]:
         h.evaluate()
         found = h.findings()
         got = {(f["kind"], f["key"], f["subject"].get("rank")) for f in found}

@@ -18,6 +18,7 @@ The lateness bound (docs/training.md) has two parts, both ``lookback`` seconds:
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,9 @@ class StepFeed:
         self._seen: dict[tuple[Any, ...], float] = {}
         # (run_id, rank) -> (newest producer ts read, service time it last advanced).
         self._ranks: dict[tuple[Any, Any], tuple[float, float]] = {}
+        # (run_id, rank) -> ts under which its keys were forgotten: rows below it were read
+        # before (the window may reach further back later, for a rank whose clock is behind).
+        self._floor: dict[tuple[Any, Any], float] = {}
         self.duplicates = 0
 
     def since(self, now: float) -> float:
@@ -126,6 +130,7 @@ class StepFeed:
             horizon = self.since(now)
             self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
             self._ranks = {k: v for k, v in self._ranks.items() if now - v[1] <= self.history}
+            self._floor = {k: max(self._floor.get(k, horizon), horizon) for k in self._ranks}
         return out
 
     def _take(self, cols: dict[str, list[Any]], now: float) -> list[Row]:
@@ -137,7 +142,7 @@ class StepFeed:
             if run_id is None:
                 continue
             key = (run_id, rank, step if step is not None else ts)
-            if key in self._seen:
+            if key in self._seen or ts < self._floor.get((run_id, rank), -math.inf):
                 self.duplicates += 1
                 continue
             self._seen[key] = ts
