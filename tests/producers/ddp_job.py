@@ -146,7 +146,9 @@ def run_rank(endpoint: str, spec: JobSpec, rank: int) -> None:
                     s.add_time(phase, row[key])
                     work += row[key]
             s.set(loss=row["loss"], grad_norm=row["grad_norm"], samples=row["samples"], tokens=row["tokens"])
-            pause = step_end - time.time()
+            # Keep to the job's schedule, but never shorten a step: a rank this machine's load
+            # delayed runs late (its spans arrive late), it does not squeeze its next steps.
+            pause = max(step_end - time.time(), row["step_time_s"] - (time.perf_counter() - began))
             if pause > 0:
                 time.sleep(pause)  # the step's work
             # The rest of the step is the all-reduce and waiting in it, as a real rank measures
