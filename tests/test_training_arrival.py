@@ -4,6 +4,7 @@ detectors/training/arrival.py, the same one tests/producers/ddp_job.py runs for 
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from detectors.training import TrainingConfig, build_detectors
 from detectors.training.arrival import JobSpec, MemoryStore, replay, trace_rows
-from detectors.training.detectors import ThroughputDropDetector
+from detectors.training.detectors import LossAnomalyDetector, ThroughputDropDetector
 from detectors.training.feed import StepAligner, StepFeed
 from detectors.training.synthetic import RunSpec, simulate, to_batch
 from mlvigil.findings import Finding, State
@@ -166,3 +167,22 @@ def test_feed_reads_a_rank_first_seen_late_whose_clock_is_behind(tmp_path: Path)
         assert feed.poll(store, now + 10) == []
     finally:
         store.close()
+
+
+def test_nan_finding_names_the_first_non_finite_step_whatever_the_arrival_order() -> None:
+    rows = simulate(RunSpec(world_size=4, steps=140, seed=6))
+    for r in rows:
+        if r["step"] >= 100 and r["rank"] in (1, 3):
+            r["loss"] = math.nan  # diverged from step 100 on
+    store = MemoryStore()
+    det = LossAnomalyDetector(TrainingConfig())
+    now = rows[-1]["ts"] + 1
+    # Rank 1's export of steps 100-119 is retried and lands after everything else.
+    delayed = [r for r in rows if r["rank"] == 1 and 100 <= r["step"] < 120]
+    store.add_rows(r for r in rows if r not in delayed)
+    (first,) = det.evaluate(store, now)
+    assert first.evidence["step"] == 100 and first.evidence["rank"] == 3
+    store.add_rows(delayed)
+    (again,) = det.evaluate(store, now + 15)
+    assert again.id == first.id and again.evidence["step"] == 100
+    assert again.evidence["observations"] > first.evidence["observations"]
