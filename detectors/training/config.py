@@ -46,6 +46,10 @@ class DataloaderConfig(Strict):
     # A single data wait this long is a stall on its own.
     seconds: Duration = 30.0
     window: int = Field(default=10, ge=1)
+    # Consecutive steps each waiting at least burst_share of their time: a short stall
+    # (0 disables). Not applied to a rank's first warmup_steps steps.
+    burst_steps: int = Field(default=3, ge=0)
+    burst_share: float = Field(default=0.5, gt=0, le=1)
 
 
 class LossConfig(Strict):
@@ -60,7 +64,9 @@ class LossConfig(Strict):
     # Steps without improvement beyond plateau_tolerance that make a plateau; 0 disables.
     plateau_steps: int = Field(default=0, ge=0)
     plateau_tolerance: float = Field(default=0.001, ge=0)
-    # Steps a spike or non-finite value keeps its finding firing after it was last seen.
+    # A spike or non-finite episode ends this many steps after its last occurrence; a
+    # recurrence within them extends it. (Findings never depend on this: an episode is
+    # recorded when observed and reported at the next evaluation even after it ended.)
     hold: int = Field(default=20, ge=1)
 
 
@@ -80,10 +86,14 @@ class TrainingConfig(Strict):
     enabled: bool = True
     # How far back the first evaluation after a start reads steps.
     history: Duration = 3600.0
-    # Overlap re-read on every evaluation, to catch spans that arrive late (per-rank exporters).
-    # The OTel SDK's batch processor exports every 5 s by default, so 30 s covers stragglers
-    # of the export path at a fraction of the re-read cost.
+    # The lateness bound. Each evaluation re-reads this much before the newest row of the
+    # slowest-clocked active rank (a row later than that on its own node's clock is missed),
+    # and a step waits this long (service time) after its first row for its missing ranks
+    # before it is released incomplete, excluded from cross-rank statistics. The OTel SDK's
+    # batch processor exports every 5 s by default, so 30 s also covers a retry or two.
     lookback: Duration = 30.0
+    # Most a node's clock may be behind the others' and still have its late rows re-read.
+    max_clock_skew: Duration = 300.0
     # Runs with no new step for this long are forgotten (state, metrics).
     run_ttl: Duration = 3600.0
     # Steps skipped at the start of a run (compilation, warm caches) before baselines.
@@ -93,8 +103,6 @@ class TrainingConfig(Strict):
     # Rolling window (steps) whose median must confirm a regression or drop: at least half of
     # it must be slow, so bursts of outliers (GC pauses on some rank) are not a regression.
     window: int = Field(default=20, ge=3)
-    # A step is complete when every rank reported it or this many newer steps have arrived.
-    align_lag_steps: int = Field(default=8, ge=0)
     slowdown: SlowdownConfig = Field(default_factory=SlowdownConfig)
     straggler: StragglerConfig = Field(default_factory=StragglerConfig)
     throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)

@@ -1,7 +1,12 @@
-"""Detector adapters: read ``training_steps`` incrementally, feed the pure scorers, report Findings.
+"""Detector adapters: read ``training_steps`` incrementally, align ranks, feed the pure
+scorers step by step, record what they observe as episodes, report Findings.
 
 One adapter per Finding kind. Each keeps per-run state keyed by ``run_id`` and reads only the
-rows since its last evaluation (``StepFeed``); runs idle for ``run_ttl`` are forgotten.
+rows since its last evaluation (``StepFeed``); ``StepAligner`` releases steps in order once
+complete or past the lateness bound (cross-rank statistics use complete steps only); every
+anomaly a scorer observes is recorded in the run's ``EpisodeLog`` at once, so a Finding never
+depends on whether an evaluation happened to run while the anomaly lasted. Runs idle for
+``run_ttl`` are forgotten.
 """
 
 from __future__ import annotations
@@ -16,17 +21,16 @@ from detectors.base import Detector
 from detectors.training.attribution import attribute
 from detectors.training.config import TrainingConfig
 from detectors.training.dataloader import StallMonitor
-from detectors.training.feed import Row, StepAligner, StepFeed, by_run
+from detectors.training.episodes import Episode, EpisodeLog
+from detectors.training.feed import AlignedStep, Row, StepAligner, StepFeed, by_run
 from detectors.training.goodput import GoodputMeter
-from detectors.training.loss import LossAnomaly, LossMonitor
+from detectors.training.loss import POINT_KINDS, TREND_KINDS, LossMonitor
 from detectors.training.metrics import TrainingMetrics
 from detectors.training.regression import BaselineShift
 from detectors.training.robust import RollingMedian, median
 from detectors.training.straggler import StragglerScorer
 from mlvigil.findings import Finding, Severity
 from mlvigil.store import Store
-
-S = TypeVar("S")
 
 
 @dataclass
@@ -49,6 +53,10 @@ def _num(v: Any) -> float | None:
     return float(v) if v is not None else None
 
 
+def _step_ts(step: AlignedStep) -> float:
+    return min(r["ts"] for r in step.rows.values())
+
+
 def _subject(run_id: str, rank: int | None = None, info: RankInfo | None = None) -> dict[str, str]:
     subject = {"run_id": run_id}
     if rank is not None:
@@ -61,6 +69,19 @@ def _subject(run_id: str, rank: int | None = None, info: RankInfo | None = None)
     return subject
 
 
+@dataclass
+class _Run:
+    """State every adapter keeps per run."""
+
+    aligner: StepAligner
+    episodes: EpisodeLog = field(default_factory=EpisodeLog)
+    ranks: dict[int, RankInfo] = field(default_factory=dict)
+    last_step: int | None = None
+
+
+S = TypeVar("S", bound=_Run)
+
+
 class _RunDetector(Detector, Generic[S]):
     kind = ""
 
@@ -70,7 +91,7 @@ class _RunDetector(Detector, Generic[S]):
         self.cfg = cfg
         self.metrics = metrics
         self.name = name or f"training.{self.kind}"
-        self.feed = StepFeed(history=cfg.history, lookback=cfg.lookback)
+        self.feed = StepFeed(history=cfg.history, lookback=cfg.lookback, max_skew=cfg.max_clock_skew)
         self.runs: dict[str, S] = {}
         self._last_rows: dict[str, float] = {}
 
@@ -80,7 +101,10 @@ class _RunDetector(Detector, Generic[S]):
             if state is None:
                 state = self.runs[run_id] = self.new_run(run_id)
             rows.sort(key=lambda r: (r["step"] if r["step"] is not None else -1, r["ts"]))
-            self.consume(run_id, state, rows)
+            for row in rows:
+                state.ranks.setdefault(_rank(row), RankInfo()).update(row)
+                self.arrived(run_id, state, row)
+                state.aligner.add(row, now)
             self._last_rows[run_id] = now
         for run_id, seen in list(self._last_rows.items()):
             if now - seen > self.cfg.run_ttl:
@@ -90,7 +114,22 @@ class _RunDetector(Detector, Generic[S]):
                     self.metrics.forget(run_id)
         out: list[Finding] = []
         for run_id, state in self.runs.items():
-            out.extend(self.report(store, now, run_id, state))
+            # Also runs without new rows: their waiting steps pass the lateness bound.
+            steps = state.aligner.ready(now)
+            if steps:
+                state.last_step = steps[-1].step
+                self.consume(run_id, state, steps)
+            out.extend(self._deliver(store, now, run_id, state))
+        return out
+
+    def _deliver(self, store: Store, now: float, run_id: str, state: S) -> list[Finding]:
+        out = []
+        for ep in state.episodes.pending():
+            f = self.finding(store, now, run_id, state, ep)
+            if not ep.reported and not ep.open and _already_stored(store, f, ep):
+                continue  # re-read after a restart: reported before
+            out.append(f)
+        state.episodes.mark_reported()
         return out
 
     def _set(self, gauge_name: str, labels: tuple[str, ...], value: float) -> None:
@@ -112,34 +151,52 @@ class _RunDetector(Detector, Generic[S]):
         )
         return {"suspected_cause": att.sentence(), **att.to_dict()}
 
+    def _aligned(self, state: S) -> dict[str, Any]:
+        return {
+            "incomplete_steps": state.aligner.incomplete_steps,
+            "late_rows": state.aligner.late_rows,
+            "lateness_bound_s": self.cfg.lookback,
+        }
+
+    def arrived(self, run_id: str, state: S, row: Row) -> None:
+        """Sees every new row as it arrives, before alignment."""
+
     @abstractmethod
     def new_run(self, run_id: str) -> S: ...
 
     @abstractmethod
-    def consume(self, run_id: str, state: S, rows: list[Row]) -> None: ...
+    def consume(self, run_id: str, state: S, steps: list[AlignedStep]) -> None:
+        """Feed released steps, in step order, to the scorers; record episodes."""
 
     @abstractmethod
-    def report(self, store: Store, now: float, run_id: str, state: S) -> list[Finding]: ...
+    def finding(self, store: Store, now: float, run_id: str, state: S, ep: Episode) -> Finding: ...
+
+
+def _already_stored(store: Store, f: Finding, ep: Episode) -> bool:
+    stored = store.findings(kind=f.kind, subject=f.subject, limit=50)
+    return any(g.id == f.id and g.evidence.get("began_step") == ep.began_step for g in stored)
+
+
+def _window_end(ep: Episode, now: float) -> float | None:
+    return now if ep.open else ep.last_ts
 
 
 # -- step-time regression and goodput ---------------------------------------------------------
 @dataclass
-class _SlowdownRun:
-    aligner: StepAligner
-    shift: BaselineShift
+class _SlowdownRun(_Run):
+    shift: BaselineShift | None = None
     goodput: GoodputMeter = field(default_factory=GoodputMeter)
-    ranks: dict[int, RankInfo] = field(default_factory=dict)
     rank_times: dict[int, RollingMedian] = field(default_factory=dict)
     rank_compute: dict[int, RollingMedian] = field(default_factory=dict)
-    last_step: int | None = None
 
 
 class SlowdownDetector(_RunDetector[_SlowdownRun]):
     """``training_slowdown``: the run's step time regressed from its ideal (post-warm-up) level.
 
-    The run's step time at a step is the median over ranks of step time minus checkpointing
-    (in synchronous training every rank waits for the slowest, so the median is the job's
-    pace and is robust to one rank's clock). Also keeps goodput and per-rank step-time gauges.
+    The run's step time at a complete step is the median over ranks of step time minus
+    checkpointing (in synchronous training every rank waits for the slowest, so the median
+    is the job's pace and is robust to one rank's clock). Also keeps goodput and per-rank
+    step-time gauges.
     """
 
     kind = "training_slowdown"
@@ -147,8 +204,8 @@ class SlowdownDetector(_RunDetector[_SlowdownRun]):
     def new_run(self, run_id: str) -> _SlowdownRun:
         c = self.cfg
         return _SlowdownRun(
-            StepAligner(c.align_lag_steps),
-            BaselineShift(
+            StepAligner(c.lookback),
+            shift=BaselineShift(
                 direction="increase",
                 min_shift=c.slowdown.min_slowdown,
                 warmup=c.warmup_steps,
@@ -158,48 +215,58 @@ class SlowdownDetector(_RunDetector[_SlowdownRun]):
             ),
         )
 
-    def consume(self, run_id: str, state: _SlowdownRun, rows: list[Row]) -> None:
-        for row in rows:
-            rank = _rank(row)
-            state.ranks.setdefault(rank, RankInfo()).update(row)
-            st = _num(row["step_time_s"])
-            if st is None or not st >= 0:
+    def arrived(self, run_id: str, state: _SlowdownRun, row: Row) -> None:
+        st = _num(row["step_time_s"])
+        if st is None or not st >= 0:
+            return
+        rank = _rank(row)
+        state.goodput.add(
+            rank=rank,
+            ts=row["ts"],
+            step_time=st,
+            data_wait=_num(row["data_wait_s"]),
+            checkpoint=_num(row["checkpoint_s"]),
+        )
+        state.rank_times.setdefault(rank, RollingMedian(self.cfg.window)).update(st)
+        comm = _num(row["comm_s"]) or 0.0
+        state.rank_compute.setdefault(rank, RollingMedian(self.cfg.window)).update(max(st - comm, 0.0))
+
+    def consume(self, run_id: str, state: _SlowdownRun, steps: list[AlignedStep]) -> None:
+        shift_det = state.shift
+        assert shift_det is not None
+        for a in steps:
+            if not a.complete:
                 continue
-            state.goodput.add(
-                rank=rank,
-                ts=row["ts"],
-                step_time=st,
-                data_wait=_num(row["data_wait_s"]),
-                checkpoint=_num(row["checkpoint_s"]),
-            )
-            state.rank_times.setdefault(rank, RollingMedian(self.cfg.window)).update(st)
-            comm = _num(row["comm_s"]) or 0.0
-            state.rank_compute.setdefault(rank, RollingMedian(self.cfg.window)).update(max(st - comm, 0.0))
-            state.aligner.add(row)
-        for step, by_rank in state.aligner.ready():
             times = [
                 float(r["step_time_s"]) - (_num(r["checkpoint_s"]) or 0.0)
-                for r in by_rank.values()
+                for r in a.rows.values()
                 if r["step_time_s"] is not None
             ]
             if not times:
                 continue
-            ts = min(r["ts"] for r in by_rank.values())
-            state.shift.update(median(times), step=step, ts=ts)
-            state.last_step = step
+            ts = _step_ts(a)
+            shift = shift_det.update(median(times), step=a.step, ts=ts)
+            if shift is not None:
+                state.episodes.observe(
+                    "",
+                    step=a.step,
+                    ts=ts,
+                    value=shift.ratio,
+                    began=(shift.began_step, shift.began_ts),
+                    detail={"baseline": shift.baseline, "current": shift.current, "cusum": shift.cusum},
+                )
+            else:
+                state.episodes.close("", step=a.step, ts=ts)
         for rank, rm in state.rank_times.items():
             self._set("step_time", (run_id, str(rank)), rm.value)
         self._set("goodput", (run_id,), state.goodput.ratio)
         for cat, secs in state.goodput.breakdown().items():
             self._set("badput", (run_id, cat), secs)
-        if state.shift.baseline is not None:
-            self._set("ideal_step_time", (run_id,), state.shift.baseline)
-            self._set("slowdown", (run_id,), state.shift.recent.value / state.shift.baseline)
+        if shift_det.baseline is not None:
+            self._set("ideal_step_time", (run_id,), shift_det.baseline)
+            self._set("slowdown", (run_id,), shift_det.recent.value / shift_det.baseline)
 
-    def report(self, store: Store, now: float, run_id: str, state: _SlowdownRun) -> list[Finding]:
-        shift = state.shift.active
-        if shift is None:
-            return []
+    def finding(self, store: Store, now: float, run_id: str, state: _SlowdownRun, ep: Episode) -> Finding:
         # The ranks computing slowest now are the first suspects.
         compute = {r: rm.value for r, rm in state.rank_compute.items() if len(rm)}
         ref = median(compute.values()) if compute else 0.0
@@ -207,50 +274,48 @@ class SlowdownDetector(_RunDetector[_SlowdownRun]):
         suspects = [
             r for r in slow if ref > 0 and compute[r] >= (1 + self.cfg.slowdown.min_slowdown / 2) * ref
         ]
-        checked = [state.ranks[r] for r in (suspects or list(state.ranks))][:256]
+        checked = [state.ranks[r] for r in (suspects or list(state.ranks)) if r in state.ranks][:256]
+        baseline, current = ep.detail["baseline"], ep.detail["current"]
+        ratio = current / baseline if baseline else 1.0
         evidence: dict[str, Any] = {
-            "ideal_step_time_s": shift.baseline,
-            "current_step_time_s": shift.current,
-            "slowdown_pct": round(100 * (shift.ratio - 1), 2),
-            "began_step": shift.began_step,
-            "began_ts": shift.began_ts,
-            "cusum": shift.cusum,
+            "ideal_step_time_s": baseline,
+            "current_step_time_s": current,
+            "slowdown_pct": round(100 * (ratio - 1), 2),
+            "peak_slowdown_pct": round(100 * (ep.peak - 1), 2),
+            "cusum": ep.detail["cusum"],
             "threshold_pct": 100 * self.cfg.slowdown.min_slowdown,
-            "last_step": state.last_step,
             "goodput_ratio": state.goodput.ratio,
             "time_s": state.goodput.breakdown(),
             "slowest_ranks": [
                 {"rank": r, "compute_s": compute[r], "relative": compute[r] / ref if ref else None}
                 for r in slow
             ],
+            **ep.evidence(),
+            **self._aligned(state),
         }
-        evidence.update(self._attribute(store, checked, shift.began_ts, now))
-        began = f" since step {shift.began_step}" if shift.began_step is not None else ""
+        evidence.update(self._attribute(store, checked, ep.began_ts, now))
+        began = f" since step {ep.began_step}" if ep.began_step is not None else ""
+        ended = "" if ep.open else f" until step {ep.last_step}"
         summary = (
-            f"Run {run_id} steps take {shift.current:.3g}s, {100 * (shift.ratio - 1):.0f}% over its ideal"
-            f" {shift.baseline:.3g}s{began}; {evidence.get('suspected_cause', 'cause not attributed')}."
+            f"Run {run_id} steps took {current:.3g}s, {100 * (ratio - 1):.0f}% over its ideal"
+            f" {baseline:.3g}s{began}{ended}; {evidence.get('suspected_cause', 'cause not attributed')}."
         )
-        sev = Severity.CRITICAL if shift.ratio >= 1.5 else Severity.WARNING
-        return [
-            Finding(
-                self.kind,
-                sev,
-                _subject(run_id),
-                summary,
-                evidence,
-                window_start=shift.began_ts,
-                window_end=now,
-            )
-        ]
+        sev = Severity.CRITICAL if ep.peak >= 1.5 else Severity.WARNING
+        return Finding(
+            self.kind,
+            sev,
+            _subject(run_id),
+            summary,
+            evidence,
+            window_start=ep.began_ts,
+            window_end=_window_end(ep, now),
+        )
 
 
 # -- stragglers -------------------------------------------------------------------------------
 @dataclass
-class _StragglerRun:
-    aligner: StepAligner
-    scorer: StragglerScorer
-    ranks: dict[int, RankInfo] = field(default_factory=dict)
-    last_step: int | None = None
+class _StragglerRun(_Run):
+    scorer: StragglerScorer | None = None
 
 
 class StragglerDetector(_RunDetector[_StragglerRun]):
@@ -261,8 +326,8 @@ class StragglerDetector(_RunDetector[_StragglerRun]):
     def new_run(self, run_id: str) -> _StragglerRun:
         c = self.cfg.straggler
         return _StragglerRun(
-            StepAligner(self.cfg.align_lag_steps),
-            StragglerScorer(
+            StepAligner(self.cfg.lookback),
+            scorer=StragglerScorer(
                 window=c.window,
                 min_excess=c.min_excess,
                 z=c.z,
@@ -272,83 +337,95 @@ class StragglerDetector(_RunDetector[_StragglerRun]):
             ),
         )
 
-    def consume(self, run_id: str, state: _StragglerRun, rows: list[Row]) -> None:
-        for row in rows:
-            state.ranks.setdefault(_rank(row), RankInfo()).update(row)
-            state.aligner.add(row)
+    def consume(self, run_id: str, state: _StragglerRun, steps: list[AlignedStep]) -> None:
+        scorer = state.scorer
+        assert scorer is not None
         scores = {}
-        for step, by_rank in state.aligner.ready():
+        for a in steps:
+            if not a.complete:
+                continue
             compute: dict[int, float] = {}
-            for rank, r in by_rank.items():
+            for rank, r in a.rows.items():
                 st = _num(r["step_time_s"])
                 if st is None:
                     continue
                 comm = _num(r["comm_s"]) if self.cfg.straggler.exclude_comm else None
                 compute[rank] = st - comm if comm is not None and comm < st else st
-            ts = min(r["ts"] for r in by_rank.values())
-            scores = state.scorer.update(step, compute, ts)
-            state.last_step = step
-        for rank, s in scores.items():
-            self._set("straggler", (run_id, str(rank), "relative"), s.relative)
-            self._set("straggler", (run_id, str(rank), "individual"), s.individual)
+            ts = _step_ts(a)
+            scores = scorer.update(a.step, compute, ts)
+            for rank, sc in scores.items():
+                key = str(rank)
+                if sc.flagged:
+                    state.episodes.observe(
+                        key,
+                        step=a.step,
+                        ts=ts,
+                        value=sc.relative,
+                        began=(sc.since_step, sc.since_ts),
+                        detail={
+                            "individual_score": sc.individual,
+                            "threshold": sc.threshold,
+                            "usual_relative_score": sc.reference,
+                            "compute_s": sc.compute,
+                        },
+                    )
+                elif state.episodes.is_open(key):
+                    state.episodes.close(key, step=a.step, ts=ts)
+        for rank, sc in scores.items():
+            self._set("straggler", (run_id, str(rank), "relative"), sc.relative)
+            self._set("straggler", (run_id, str(rank), "individual"), sc.individual)
 
-    def report(self, store: Store, now: float, run_id: str, state: _StragglerRun) -> list[Finding]:
-        out = []
-        for rank, st in state.scorer.ranks.items():
-            s = st.score
-            if s is None or not s.flagged:
-                continue
-            info = state.ranks.get(rank, RankInfo())
-            evidence: dict[str, Any] = {
-                "relative_score": s.relative,
-                "individual_score": s.individual,
-                "peak_relative_score": s.peak_relative,
-                "threshold": s.threshold,
-                "usual_relative_score": s.reference,
-                "compute_s": s.compute,
-                "since_step": s.since_step,
-                "since_ts": s.since_ts,
-                "last_step": state.last_step,
-                "window_steps": self.cfg.straggler.window,
-                "sustain_steps": self.cfg.straggler.sustain,
-                "comm_excluded": self.cfg.straggler.exclude_comm,
-                "k8s_pod": info.k8s_pod,
-            }
-            evidence.update(self._attribute(store, [info], s.since_ts, now))
-            where = ", ".join(x for x in (info.host, info.gpu_uuid) if x)
-            summary = (
-                f"Rank {rank} of run {run_id} computes {100 * (s.relative - 1):.0f}% slower than"
-                f" the median rank since step {s.since_step}"
-                + (f" ({where})" if where else "")
-                + f"; {evidence.get('suspected_cause', 'cause not attributed')}."
-            )
-            sev = Severity.CRITICAL if s.relative >= self.cfg.straggler.max_relative else Severity.WARNING
-            out.append(
-                Finding(
-                    self.kind,
-                    sev,
-                    _subject(run_id, rank, info),
-                    summary,
-                    evidence,
-                    window_start=s.since_ts,
-                    window_end=now,
-                )
-            )
-        return out
+    def finding(self, store: Store, now: float, run_id: str, state: _StragglerRun, ep: Episode) -> Finding:
+        rank = int(ep.key)
+        info = state.ranks.get(rank, RankInfo())
+        assert state.scorer is not None
+        current = state.scorer.ranks[rank].score if rank in state.scorer.ranks else None
+        evidence: dict[str, Any] = {
+            "relative_score": current.relative if current is not None else ep.peak,
+            "peak_relative_score": ep.peak,
+            **ep.detail,
+            "since_step": ep.began_step,
+            "since_ts": ep.began_ts,
+            "window_steps": self.cfg.straggler.window,
+            "sustain_steps": self.cfg.straggler.sustain,
+            "comm_excluded": self.cfg.straggler.exclude_comm,
+            "k8s_pod": info.k8s_pod,
+            **ep.evidence(),
+            **self._aligned(state),
+        }
+        evidence.update(self._attribute(store, [info], ep.began_ts, now))
+        where = ", ".join(x for x in (info.host, info.gpu_uuid) if x)
+        ended = "" if ep.open else f" until step {ep.last_step}"
+        summary = (
+            f"Rank {rank} of run {run_id} computed up to {100 * (ep.peak - 1):.0f}% slower than"
+            f" the median rank since step {ep.began_step}{ended}"
+            + (f" ({where})" if where else "")
+            + f"; {evidence.get('suspected_cause', 'cause not attributed')}."
+        )
+        sev = Severity.CRITICAL if ep.peak >= self.cfg.straggler.max_relative else Severity.WARNING
+        return Finding(
+            self.kind,
+            sev,
+            _subject(run_id, rank, info),
+            summary,
+            evidence,
+            window_start=ep.began_ts,
+            window_end=_window_end(ep, now),
+        )
 
 
 # -- throughput -------------------------------------------------------------------------------
 @dataclass
-class _ThroughputRun:
-    aligner: StepAligner
-    shift: BaselineShift
+class _ThroughputRun(_Run):
+    shift: BaselineShift | None = None
     unit: str | None = None
 
 
 class ThroughputDropDetector(_RunDetector[_ThroughputRun]):
     """``throughput_drop``: the run's tokens (else samples) per second fell from its baseline.
 
-    Per step: the sum over ranks of tokens (or samples) over the median rank step time.
+    Per complete step: the sum over ranks of tokens (or samples) over the median rank step
+    time. A step missing ranks past the lateness bound is skipped, never summed short.
     """
 
     kind = "throughput_drop"
@@ -356,8 +433,8 @@ class ThroughputDropDetector(_RunDetector[_ThroughputRun]):
     def new_run(self, run_id: str) -> _ThroughputRun:
         c = self.cfg
         return _ThroughputRun(
-            StepAligner(c.align_lag_steps),
-            BaselineShift(
+            StepAligner(c.lookback),
+            shift=BaselineShift(
                 direction="decrease",
                 min_shift=c.throughput.min_drop / (1 - c.throughput.min_drop),
                 warmup=c.warmup_steps,
@@ -366,138 +443,160 @@ class ThroughputDropDetector(_RunDetector[_ThroughputRun]):
             ),
         )
 
-    def consume(self, run_id: str, state: _ThroughputRun, rows: list[Row]) -> None:
-        for row in rows:
-            if state.unit is None:
-                state.unit = (
-                    "tokens"
-                    if row["tokens"] is not None
-                    else ("samples" if row["samples"] is not None else None)
-                )
-            state.aligner.add(row)
-        for step, by_rank in state.aligner.ready():
-            if state.unit is None:
+    def arrived(self, run_id: str, state: _ThroughputRun, row: Row) -> None:
+        if state.unit is None:
+            state.unit = (
+                "tokens" if row["tokens"] is not None else ("samples" if row["samples"] is not None else None)
+            )
+
+    def consume(self, run_id: str, state: _ThroughputRun, steps: list[AlignedStep]) -> None:
+        shift_det = state.shift
+        assert shift_det is not None
+        for a in steps:
+            if state.unit is None or not a.complete:
                 continue
-            work = sum(float(r[state.unit]) for r in by_rank.values() if r[state.unit] is not None)
-            times = [float(r["step_time_s"]) for r in by_rank.values() if r["step_time_s"]]
+            work = sum(float(r[state.unit]) for r in a.rows.values() if r[state.unit] is not None)
+            times = [float(r["step_time_s"]) for r in a.rows.values() if r["step_time_s"]]
             if not times or work <= 0:
                 continue
-            state.shift.update(work / median(times), step=step, ts=min(r["ts"] for r in by_rank.values()))
-        if state.unit and len(state.shift.recent):
-            self._set("throughput", (run_id, state.unit), state.shift.recent.value)
+            ts = _step_ts(a)
+            shift = shift_det.update(work / median(times), step=a.step, ts=ts)
+            if shift is not None:
+                state.episodes.observe(
+                    "",
+                    step=a.step,
+                    ts=ts,
+                    value=1 - shift.ratio,
+                    began=(shift.began_step, shift.began_ts),
+                    detail={"baseline": shift.baseline, "current": shift.current},
+                )
+            else:
+                state.episodes.close("", step=a.step, ts=ts)
+        if state.unit and len(shift_det.recent):
+            self._set("throughput", (run_id, state.unit), shift_det.recent.value)
 
-    def report(self, store: Store, now: float, run_id: str, state: _ThroughputRun) -> list[Finding]:
-        shift = state.shift.active
-        if shift is None:
-            return []
-        drop = 1 - shift.ratio
+    def finding(self, store: Store, now: float, run_id: str, state: _ThroughputRun, ep: Episode) -> Finding:
+        baseline, current = ep.detail["baseline"], ep.detail["current"]
+        drop = 1 - current / baseline if baseline else 0.0
         evidence = {
             "unit": f"{state.unit}/s",
-            "baseline_per_s": shift.baseline,
-            "current_per_s": shift.current,
+            "baseline_per_s": baseline,
+            "current_per_s": current,
             "drop_pct": round(100 * drop, 2),
+            "peak_drop_pct": round(100 * ep.peak, 2),
             "threshold_pct": 100 * self.cfg.throughput.min_drop,
-            "began_step": shift.began_step,
-            "began_ts": shift.began_ts,
+            **ep.evidence(),
+            **self._aligned(state),
         }
+        ended = "" if ep.open else f" until step {ep.last_step}"
         summary = (
-            f"Run {run_id} throughput fell {100 * drop:.0f}% to {shift.current:.4g} {state.unit}/s"
-            f" from {shift.baseline:.4g} since step {shift.began_step}."
+            f"Run {run_id} throughput fell {100 * drop:.0f}% to {current:.4g} {state.unit}/s"
+            f" from {baseline:.4g} since step {ep.began_step}{ended}."
         )
-        sev = Severity.CRITICAL if drop >= 0.5 else Severity.WARNING
-        return [
-            Finding(
-                self.kind,
-                sev,
-                _subject(run_id),
-                summary,
-                evidence,
-                window_start=shift.began_ts,
-                window_end=now,
-            )
-        ]
+        sev = Severity.CRITICAL if ep.peak >= 0.5 else Severity.WARNING
+        return Finding(
+            self.kind,
+            sev,
+            _subject(run_id),
+            summary,
+            evidence,
+            window_start=ep.began_ts,
+            window_end=_window_end(ep, now),
+        )
 
 
 # -- data-loader stalls -----------------------------------------------------------------------
 @dataclass
-class _StallRun:
+class _StallRun(_Run):
     monitors: dict[int, StallMonitor] = field(default_factory=dict)
-    ranks: dict[int, RankInfo] = field(default_factory=dict)
-    last_step: dict[int, int] = field(default_factory=dict)
 
 
 class DataloaderStallDetector(_RunDetector[_StallRun]):
-    """``dataloader_stall``: a rank's steps wait on input for a large share of their time."""
+    """``dataloader_stall``: a rank's steps wait on input for a large share of their time.
+
+    Per rank, so steps missing other ranks are still used."""
 
     kind = "dataloader_stall"
 
     def new_run(self, run_id: str) -> _StallRun:
-        return _StallRun()
+        return _StallRun(StepAligner(self.cfg.lookback))
 
-    def consume(self, run_id: str, state: _StallRun, rows: list[Row]) -> None:
+    def consume(self, run_id: str, state: _StallRun, steps: list[AlignedStep]) -> None:
         c = self.cfg.dataloader
         touched = set()
-        for row in rows:
-            rank = _rank(row)
-            state.ranks.setdefault(rank, RankInfo()).update(row)
-            st = _num(row["step_time_s"])
-            if st is None:
-                continue
-            mon = state.monitors.setdefault(
-                rank, StallMonitor(window=c.window, share=c.share, seconds=c.seconds)
-            )
-            mon.update(step_time=st, data_wait=_num(row["data_wait_s"]))
-            if row["step"] is not None:
-                state.last_step[rank] = int(row["step"])
-            touched.add(rank)
+        for a in steps:
+            for rank, row in a.rows.items():
+                st = _num(row["step_time_s"])
+                if st is None:
+                    continue
+                mon = state.monitors.get(rank)
+                if mon is None:
+                    mon = state.monitors[rank] = StallMonitor(
+                        window=c.window,
+                        share=c.share,
+                        seconds=c.seconds,
+                        burst_steps=c.burst_steps,
+                        burst_share=c.burst_share,
+                        warmup=self.cfg.warmup_steps,
+                    )
+                stall = mon.update(
+                    step_time=st, data_wait=_num(row["data_wait_s"]), step=a.step, ts=row["ts"]
+                )
+                key = str(rank)
+                if stall is not None:
+                    state.episodes.observe(
+                        key,
+                        step=a.step,
+                        ts=row["ts"],
+                        value=stall.wait_share,
+                        began=(stall.began_step, stall.began_ts),
+                        detail={"longest_wait_s": stall.max_wait, "rule": stall.reason},
+                    )
+                elif state.episodes.is_open(key):
+                    state.episodes.close(key, step=a.step, ts=row["ts"])
+                touched.add(rank)
         for rank in touched:
             mon = state.monitors[rank]
-            if len(mon._shares):
-                self._set("data_wait", (run_id, str(rank)), mon._shares.value)
+            self._set("data_wait", (run_id, str(rank)), mon.share_now)
 
-    def report(self, store: Store, now: float, run_id: str, state: _StallRun) -> list[Finding]:
-        out = []
-        for rank, mon in state.monitors.items():
-            stall = mon.current
-            if stall is None:
-                continue
-            info = state.ranks.get(rank, RankInfo())
-            evidence = {
-                "data_wait_share": stall.wait_share,
-                "longest_wait_s": stall.max_wait,
-                "rule": stall.reason,
-                "share_threshold": self.cfg.dataloader.share,
-                "seconds_threshold": self.cfg.dataloader.seconds,
-                "window_steps": self.cfg.dataloader.window,
-                "last_step": state.last_step.get(rank),
-            }
-            summary = (
-                f"Rank {rank} of run {run_id} waits on its data loader for"
-                f" {100 * stall.wait_share:.0f}% of step time"
-                f" (longest wait {stall.max_wait:.3g}s over the last {self.cfg.dataloader.window} steps)."
-            )
-            out.append(
-                Finding(
-                    self.kind,
-                    Severity.WARNING,
-                    _subject(run_id, rank, info),
-                    summary,
-                    evidence,
-                    window_end=now,
-                )
-            )
-        return out
+    def finding(self, store: Store, now: float, run_id: str, state: _StallRun, ep: Episode) -> Finding:
+        rank = int(ep.key)
+        info = state.ranks.get(rank, RankInfo())
+        c = self.cfg.dataloader
+        evidence = {
+            "data_wait_share": ep.peak,
+            "longest_wait_s": ep.detail.get("longest_wait_s"),
+            "rule": ep.detail.get("rule"),
+            "share_threshold": c.share,
+            "seconds_threshold": c.seconds,
+            "burst_steps": c.burst_steps,
+            "burst_share": c.burst_share,
+            "window_steps": c.window,
+            **ep.evidence(),
+        }
+        ended = "" if ep.open else f" until step {ep.last_step}"
+        summary = (
+            f"Rank {rank} of run {run_id} waited on its data loader for up to"
+            f" {100 * ep.peak:.0f}% of step time since step {ep.began_step}{ended}"
+            f" (rule {ep.detail.get('rule')}, longest wait {ep.detail.get('longest_wait_s', 0.0):.3g}s)."
+        )
+        return Finding(
+            self.kind,
+            Severity.WARNING,
+            _subject(run_id, rank, info),
+            summary,
+            evidence,
+            window_start=ep.began_ts,
+            window_end=_window_end(ep, now),
+        )
 
 
 # -- loss and gradient anomalies --------------------------------------------------------------
 @dataclass
-class _LossRun:
-    monitor: LossMonitor
-    ref_rank: int | None = None
-    latest_step: int = 0
-    # Non-finite values on any rank: kind -> (step seen, anomaly, rank).
-    non_finite: tuple[int, LossAnomaly, int] | None = None
-    # Latest finite loss of the reference rank, for the loss gauge.
+class _LossRun(_Run):
+    monitor: LossMonitor | None = None
+    # Highest step released to the monitor, to end point episodes ``hold`` steps later.
+    progress: int = -1
     last_loss: float | None = None
 
 
@@ -511,15 +610,17 @@ _LOSS_SEVERITY = {
 
 
 class LossAnomalyDetector(_RunDetector[_LossRun]):
-    """``loss_anomaly``: NaN/Inf on any rank at once; spikes, divergence, plateaus on the
-    lowest rank that reports a loss (the one frameworks log)."""
+    """``loss_anomaly``: NaN/Inf on any rank as soon as its row arrives (the episode names
+    the first non-finite step); spikes, divergence, plateaus on the lowest rank that reports
+    a loss at each step (the one frameworks log)."""
 
     kind = "loss_anomaly"
 
     def new_run(self, run_id: str) -> _LossRun:
         c = self.cfg.loss
         return _LossRun(
-            LossMonitor(
+            StepAligner(self.cfg.lookback),
+            monitor=LossMonitor(
                 window=c.window,
                 spike_ratio=c.spike_ratio,
                 spike_z=c.spike_z,
@@ -527,87 +628,130 @@ class LossAnomalyDetector(_RunDetector[_LossRun]):
                 divergence_ratio=c.divergence_ratio,
                 plateau_steps=c.plateau_steps,
                 plateau_tolerance=c.plateau_tolerance,
-                hold=c.hold,
                 warmup=self.cfg.warmup_steps,
-            )
+            ),
         )
 
-    def consume(self, run_id: str, state: _LossRun, rows: list[Row]) -> None:
-        for row in rows:
-            loss, grad = _num(row["loss"]), _num(row["grad_norm"])
-            if loss is None and grad is None:
-                continue
-            rank = _rank(row)
-            step = int(row["step"]) if row["step"] is not None else state.latest_step + 1
-            state.latest_step = max(state.latest_step, step)
-            for value in (loss, grad):
-                if value is not None and not math.isfinite(value):
-                    state.non_finite = (
-                        step,
-                        LossAnomaly("non_finite", step, row["ts"], value, math.nan, math.inf, 0.0),
-                        rank,
-                    )
-            if state.ref_rank is None or rank < state.ref_rank:
-                state.ref_rank = rank
-            if rank == state.ref_rank:
-                state.monitor.update(step, loss=loss, grad_norm=grad, ts=row["ts"])
-                if loss is not None and math.isfinite(loss):
-                    state.last_loss = loss
+    def arrived(self, run_id: str, state: _LossRun, row: Row) -> None:
+        for value in (_num(row["loss"]), _num(row["grad_norm"])):
+            if value is not None and not math.isfinite(value) and row["step"] is not None:
+                step = int(row["step"])
+                # The "peak" is the earliest step (lowest is worst), so the evidence names the
+                # first non-finite step and its rank whatever order rows arrive in.
+                state.episodes.observe(
+                    "non_finite",
+                    step=step,
+                    ts=row["ts"],
+                    value=float(step),
+                    higher_is_worse=False,
+                    detail={"value": str(value), "rank": _rank(row), "ts": row["ts"]},
+                )
+                return
 
-    def report(self, store: Store, now: float, run_id: str, state: _LossRun) -> list[Finding]:
+    def consume(self, run_id: str, state: _LossRun, steps: list[AlignedStep]) -> None:
+        mon = state.monitor
+        assert mon is not None
+        hold = self.cfg.loss.hold
+        for a in steps:
+            state.progress = max(state.progress, a.step)
+            for kind in POINT_KINDS:
+                ep = state.episodes.episodes.get(kind)
+                if ep is not None and ep.open and ep.last_step is not None and a.step - ep.last_step >= hold:
+                    state.episodes.close(kind, step=a.step, ts=_step_ts(a))
+            ranks = [
+                r
+                for r in sorted(a.rows)
+                if a.rows[r]["loss"] is not None or a.rows[r]["grad_norm"] is not None
+            ]
+            if not ranks:
+                continue
+            rank = ranks[0]
+            row = a.rows[rank]
+            loss, grad = _num(row["loss"]), _num(row["grad_norm"])
+            observed = {x.kind: x for x in mon.update(a.step, loss=loss, grad_norm=grad, ts=row["ts"])}
+            for kind, x in observed.items():
+                if kind == "non_finite":
+                    continue  # recorded on arrival, from every rank
+                state.episodes.observe(
+                    kind,
+                    step=a.step,
+                    ts=row["ts"],
+                    value=x.value,
+                    detail={
+                        "value": x.value,
+                        "baseline": x.baseline,
+                        "score": x.score,
+                        "threshold": x.threshold,
+                        "rank": rank,
+                        "ts": row["ts"],
+                    },
+                )
+            if loss is not None and math.isfinite(loss):
+                state.last_loss = loss
+                if mon.trends_evaluated:
+                    for kind in TREND_KINDS:
+                        if kind not in observed and state.episodes.is_open(kind):
+                            state.episodes.close(kind, step=a.step, ts=row["ts"])
+
+    def finding(self, store: Store, now: float, run_id: str, state: _LossRun, ep: Episode) -> Finding:
         if state.last_loss is not None:
             self._set("loss", (run_id,), state.last_loss)
-        found: dict[str, tuple[LossAnomaly, int | None]] = {
-            a.kind: (a, state.ref_rank) for a in state.monitor.current()
+        kind = ep.key
+        d = ep.detail
+        first = ep.peak_step if kind == "non_finite" else ep.began_step
+        evidence = {
+            "anomaly": kind,
+            "step": first,
+            "ts": d.get("ts") if kind == "non_finite" else ep.began_ts,
+            "value": _finite_or_str(d["value"]) if isinstance(d.get("value"), float) else d.get("value"),
+            "baseline": _finite_or_str(d.get("baseline", math.nan)),
+            "score": _finite_or_str(d.get("score", math.inf)),
+            "threshold": d.get("threshold", 0.0),
+            "rank": d.get("rank"),
+            **ep.evidence(),
         }
-        if state.non_finite is not None:
-            seen, anomaly, bad_rank = state.non_finite
-            if state.latest_step - seen < self.cfg.loss.hold:
-                found["non_finite"] = (anomaly, bad_rank)
-            else:
-                state.non_finite = None
-        out = []
-        for kind, (a, rank) in found.items():
-            evidence = {
-                "anomaly": kind,
-                "step": a.step,
-                "ts": a.ts,
-                "value": _finite_or_str(a.value),
-                "baseline": _finite_or_str(a.baseline),
-                "score": _finite_or_str(a.score),
-                "threshold": a.threshold,
-                "rank": rank,
-            }
-            summary = _loss_summary(run_id, a, rank, self.cfg.loss.plateau_steps)
-            out.append(
-                Finding(
-                    self.kind,
-                    _LOSS_SEVERITY[kind],
-                    _subject(run_id),
-                    summary,
-                    evidence,
-                    key=kind,
-                    window_start=a.ts,
-                    window_end=now,
-                )
-            )
-        return out
-
-
-def _loss_summary(run_id: str, a: LossAnomaly, rank: int | None, plateau_steps: int) -> str:
-    run = f"Run {run_id}"
-    if a.kind == "non_finite":
-        return (
-            f"{run} produced a non-finite loss or gradient norm ({a.value}) at step {a.step} on rank {rank}."
+        if kind == "non_finite":
+            evidence["peak"] = d.get("value")
+            evidence["peak_step"] = first
+        summary = _loss_summary(run_id, kind, evidence, ep, self.cfg.loss.plateau_steps)
+        return Finding(
+            self.kind,
+            _LOSS_SEVERITY[kind],
+            _subject(run_id),
+            summary,
+            evidence,
+            key=kind,
+            window_start=ep.began_ts,
+            window_end=_window_end(ep, now),
         )
-    if a.kind == "loss_spike":
-        return f"{run} loss spiked to {a.value:.4g} (median {a.baseline:.4g}) at step {a.step}."
-    if a.kind == "grad_spike":
-        return f"{run} gradient norm spiked to {a.value:.4g} (median {a.baseline:.4g}) at step {a.step}."
-    if a.kind == "divergence":
-        return f"{run} is diverging: smoothed loss {a.value:.4g} is {a.score:.2f}x its best {a.baseline:.4g}."
-    gain = f"{100 * a.score:.3f}%"
-    return f"{run} loss has plateaued at {a.value:.4g} (improved {gain} over {plateau_steps} steps)."
+
+
+def _loss_summary(run_id: str, kind: str, ev: dict[str, Any], ep: Episode, plateau_steps: int) -> str:
+    run = f"Run {run_id}"
+    more = f" ({ep.observations} steps affected, last at step {ep.last_step})" if ep.observations > 1 else ""
+    if kind == "non_finite":
+        return (
+            f"{run} produced a non-finite loss or gradient norm ({ev['value']}) first at step"
+            f" {ev['step']} on rank {ev['rank']}{more}."
+        )
+    if kind == "loss_spike":
+        return (
+            f"{run} loss spiked to {ep.peak:.4g} (median {ev['baseline']:.4g}) at step {ep.began_step}{more}."
+        )
+    if kind == "grad_spike":
+        return (
+            f"{run} gradient norm spiked to {ep.peak:.4g} (median {ev['baseline']:.4g}) at step"
+            f" {ep.began_step}{more}."
+        )
+    if kind == "divergence":
+        return (
+            f"{run} diverged from step {ep.began_step}: smoothed loss up to {ep.peak:.4g},"
+            f" {ev['score']:.2f}x its best {ev['baseline']:.4g}."
+        )
+    return (
+        f"{run} loss has plateaued at {ev['value']:.4g} over {plateau_steps} steps"
+        f" since step {ep.began_step}."
+    )
 
 
 def _finite_or_str(x: float) -> float | str:

@@ -11,7 +11,8 @@ from detectors.training.robust import RollingMedian, median_mad
 
 @dataclass(frozen=True)
 class LossAnomaly:
-    """One anomaly holding now. ``kind``: non_finite, loss_spike, grad_spike, divergence, plateau."""
+    """One anomaly observed at one step. ``kind``: non_finite, loss_spike, grad_spike,
+    divergence, plateau."""
 
     kind: str
     step: int | None
@@ -22,10 +23,14 @@ class LossAnomaly:
     threshold: float
 
 
-class LossMonitor:
-    """Anomalies in one run's loss and gradient-norm series.
+POINT_KINDS = ("non_finite", "loss_spike", "grad_spike")
+TREND_KINDS = ("divergence", "plateau")
 
-    - *non_finite*: a NaN or infinite loss or gradient norm, reported at the step it appears;
+
+class LossMonitor:
+    """Anomalies in one run's loss and gradient-norm series, step by step.
+
+    - *non_finite*: a NaN or infinite loss or gradient norm, at the step it appears;
     - *loss_spike* / *grad_spike*: a value at least ``spike_ratio`` times the rolling median
       of the last ``window`` values and ``spike_z`` robust standard deviations above it;
     - *divergence*: the rolling median of the last ``smooth`` losses is ``divergence_ratio``
@@ -33,14 +38,15 @@ class LossMonitor:
     - *plateau*: the rolling median improved by less than ``plateau_tolerance`` (relative)
       over the last ``plateau_steps`` steps (0 disables it).
 
-    Point anomalies (non-finite, spikes) keep holding for ``hold`` steps after their last
-    occurrence so that a periodic evaluation sees them; a non-finite value is held until
-    ``hold`` finite steps followed it.
+    ``update`` returns what it observed at that step: point anomalies (non-finite, spikes)
+    at the step they occur, trends (divergence, plateau) at every step they hold. Keeping
+    them until they are reported is the caller's job (``episodes.EpisodeLog``), so nothing
+    depends on how often anyone looks.
 
     Parameters
     ----------
     window, spike_ratio, spike_z, smooth, divergence_ratio, plateau_steps, plateau_tolerance,
-    hold, warmup
+    warmup
         As described above; ``warmup`` steps are ignored for spikes, divergence and plateaus
         (the loss falls steeply at first), never for non-finite values.
 
@@ -54,7 +60,9 @@ class LossMonitor:
     >>> [a.kind for a in mon.update(50, loss=float("nan"))]
     ['non_finite']
     >>> [a.kind for a in mon.update(51, loss=9.0)]
-    ['non_finite', 'loss_spike']
+    ['loss_spike']
+    >>> mon.update(52, loss=1.5)
+    []
 
     References
     ----------
@@ -72,7 +80,6 @@ class LossMonitor:
         divergence_ratio: float = 1.5,
         plateau_steps: int = 0,
         plateau_tolerance: float = 0.001,
-        hold: int = 20,
         warmup: int = 20,
     ) -> None:
         self.window = window
@@ -81,7 +88,6 @@ class LossMonitor:
         self.divergence_ratio = divergence_ratio
         self.plateau_steps = plateau_steps
         self.plateau_tolerance = plateau_tolerance
-        self.hold = hold
         self.warmup = warmup
         self.n = 0
         self._loss: deque[float] = deque(maxlen=window)
@@ -89,17 +95,19 @@ class LossMonitor:
         self._smooth = RollingMedian(smooth)
         self._best = math.inf
         self._plateau: deque[float] = deque(maxlen=plateau_steps + 1 if plateau_steps else 1)
-        self._held: dict[str, tuple[int, LossAnomaly]] = {}
 
-    def _spike(self, kind: str, hist: deque[float], value: float, step: int | None, ts: float | None) -> None:
+    def _spike(
+        self, kind: str, hist: deque[float], value: float, step: int | None, ts: float | None
+    ) -> LossAnomaly | None:
         if len(hist) < self.window // 2 or self.n <= self.warmup:
-            return
+            return None
         m, s = median_mad(hist)
         if m <= 0:
-            return
+            return None
         z = (value - m) / max(s, 1e-12 * m)
         if value >= self.spike_ratio * m and z >= self.spike_z:
-            self._held[kind] = (self.n, LossAnomaly(kind, step, ts, value, m, z, self.spike_z))
+            return LossAnomaly(kind, step, ts, value, m, z, self.spike_z)
+        return None
 
     def update(
         self,
@@ -109,63 +117,49 @@ class LossMonitor:
         grad_norm: float | None = None,
         ts: float | None = None,
     ) -> list[LossAnomaly]:
-        """Add one step's loss and gradient norm; returns the anomalies holding now."""
+        """Add one step's loss and gradient norm; returns the anomalies observed at it."""
         self.n += 1
-        bad = [
-            (name, v)
-            for name, v in (("loss", loss), ("grad_norm", grad_norm))
-            if v is not None and not math.isfinite(v)
-        ]
+        out: list[LossAnomaly] = []
+        bad = [v for v in (loss, grad_norm) if v is not None and not math.isfinite(v)]
         if bad:
-            _name, v = bad[0]
-            self._held["non_finite"] = (
-                self.n,
-                LossAnomaly("non_finite", step, ts, v, math.nan, math.inf, 0.0),
-            )
+            out.append(LossAnomaly("non_finite", step, ts, bad[0], math.nan, math.inf, 0.0))
         if loss is not None and math.isfinite(loss):
-            self._spike("loss_spike", self._loss, loss, step, ts)
+            spike = self._spike("loss_spike", self._loss, loss, step, ts)
+            if spike is not None:
+                out.append(spike)
             self._loss.append(loss)
-            self._trend(step, ts, self._smooth.update(loss))
+            out.extend(self._trend(step, ts, self._smooth.update(loss)))
         if grad_norm is not None and math.isfinite(grad_norm):
-            self._spike("grad_spike", self._grad, grad_norm, step, ts)
+            spike = self._spike("grad_spike", self._grad, grad_norm, step, ts)
+            if spike is not None:
+                out.append(spike)
             self._grad.append(grad_norm)
-        return self.current()
+        return out
 
-    def _trend(self, step: int | None, ts: float | None, smoothed: float) -> None:
+    def _trend(self, step: int | None, ts: float | None, smoothed: float) -> list[LossAnomaly]:
         if self.n <= self.warmup or not self._smooth.full:
-            return
+            return []
+        out = []
         if 0 < smoothed < self._best:
             self._best = smoothed
         if 0 < self._best < math.inf and smoothed >= self.divergence_ratio * self._best:
-            self._held["divergence"] = (
-                self.n,
+            out.append(
                 LossAnomaly(
                     "divergence", step, ts, smoothed, self._best, smoothed / self._best, self.divergence_ratio
-                ),
+                )
             )
-        else:
-            self._held.pop("divergence", None)
         if self.plateau_steps:
             self._plateau.append(smoothed)
             if len(self._plateau) > self.plateau_steps:
                 first = self._plateau[0]
                 gain = (first - smoothed) / abs(first) if first else 0.0
                 if gain < self.plateau_tolerance:
-                    self._held["plateau"] = (
-                        self.n,
-                        LossAnomaly("plateau", step, ts, smoothed, first, gain, self.plateau_tolerance),
+                    out.append(
+                        LossAnomaly("plateau", step, ts, smoothed, first, gain, self.plateau_tolerance)
                     )
-                else:
-                    self._held.pop("plateau", None)
+        return out
 
-    def current(self) -> list[LossAnomaly]:
-        out = []
-        for kind, (seen, anomaly) in list(self._held.items()):
-            # Point anomalies expire ``hold`` steps after their last occurrence; trends are
-            # re-evaluated every step above.
-            if kind in ("non_finite", "loss_spike", "grad_spike") and self.n - seen >= self.hold:
-                del self._held[kind]
-                continue
-            out.append(anomaly)
-        order = ("non_finite", "loss_spike", "grad_spike", "divergence", "plateau")
-        return sorted(out, key=lambda a: order.index(a.kind))
+    @property
+    def trends_evaluated(self) -> bool:
+        """Whether the last update evaluated divergence and plateau (past warm-up, window full)."""
+        return self.n > self.warmup and self._smooth.full

@@ -55,6 +55,8 @@ class _Rank:
     # Cached median and MAD of ``history``, refreshed every few appended scores.
     ref: tuple[float, float] | None = None
     appended: int = 0
+    # Latest raw (step, ts, compute) values, to date a flagged slowdown to its first slow step.
+    raw: deque[tuple[int, float | None, float]] = field(default_factory=lambda: deque(maxlen=64))
 
 
 class StragglerScorer:
@@ -132,6 +134,7 @@ class StragglerScorer:
             if st is None:
                 st = self.ranks[rank] = _Rank(RollingMedian(self.window), deque(maxlen=self.history))
             st.times.update(value)
+            st.raw.append((step, ts, value))
             st.samples += 1
             if st.times.full:
                 st.best = min(st.best, st.times.value)
@@ -145,6 +148,32 @@ class StragglerScorer:
                 continue
             self._score(rank, st, ref, step, ts)
         return {r: st.score for r, st in self.ranks.items() if st.score is not None}
+
+    def _onset(
+        self, st: _Rank, ref: float, usual: float, rel: float, start: tuple[int | None, float | None]
+    ) -> tuple[int | None, float | None]:
+        """First slow step: the rolling median crosses up to half a window after the onset,
+        so walk back from that crossing over the raw steps above halfway between the rank's
+        usual level and its score, tolerating single fast steps (jitter)."""
+        if start[0] is None:
+            return start
+        cut = ref * (usual + (rel - usual) / 2)
+        onset = start
+        fast = 0
+        for step, ts, value in reversed(st.raw):
+            if step > start[0]:
+                continue
+            if start[0] - step > self.window:
+                break
+            if value >= cut:
+                fast = 0
+                if onset[0] is None or step < onset[0]:
+                    onset = (step, ts)
+            else:
+                fast += 1
+                if fast >= 2:
+                    break
+        return onset
 
     def _score(self, rank: int, st: _Rank, ref: float, step: int, ts: float | None) -> None:
         med = st.times.value
@@ -173,7 +202,7 @@ class StragglerScorer:
             st.run += 1
             if st.run >= self.sustain:
                 st.flagged = True
-                st.since = st.run_start
+                st.since = self._onset(st, ref, c, rel, st.run_start)
         else:
             st.run = 0
         if not st.flagged and not exceeding:
