@@ -103,6 +103,30 @@ def test_streaming_monitor_alarms_on_the_shift_names_the_feature_and_resolves(st
     assert [(f.id, what) for f, what in resolved] == [(finding.id, "resolved")]
 
 
+def test_streaming_alarm_that_ends_within_one_evaluation_still_fires_then_resolves(
+    store: DuckDBStore,
+) -> None:
+    """A shift that comes and goes between two evaluations (its hold rows all in one batch)
+    is reported once, dated to its first alarm, and resolves at the next evaluation."""
+    rng = np.random.default_rng(1)
+    _inferences(store, _rows(rng, 3000), 1000.0, "ref")
+    det = _monitor(reference={"start": 1000, "end": 1100}, streaming=STREAMING)
+    loop = DetectorLoop(store, FindingBook(store), [det], 15)
+    t = _inferences(store, _rows(rng, 200), 2000.0, "clean-")
+    assert loop.evaluate_all(t) == []
+    # One batch: 400 shifted rows, then 600 clean ones (more than hold=300).
+    shift_start = t
+    t = _inferences(store, _rows(rng, 400, amount_mu=0.8), t, "shift-")
+    t = _inferences(store, _rows(rng, 600), t, "back-")
+    fired = loop.evaluate_all(t)
+    assert [(f.kind, what) for f, what in fired] == [("data_drift", "fired")]
+    stream = fired[0][0].evidence["streaming"]
+    assert shift_start < stream["first_alarm_ts"] <= shift_start + 150 * 0.01
+    t = _inferences(store, _rows(rng, 100), t, "later-")
+    resolved = loop.evaluate_all(t)
+    assert [(f.id, what) for f, what in resolved] == [(fired[0][0].id, "resolved")]
+
+
 def test_streaming_false_alarms_of_a_monitor_come_ert_rows_apart() -> None:
     # Three correlated features calibrated jointly, a step every 5 rows: ERT 100 steps = 500 rows.
     rng = np.random.default_rng(5)

@@ -331,6 +331,7 @@ class MonitorDetector(Detector):
         else:
             alarms = self._stream.feed(cols, ts)
         self._stream_rows += len(ts)
+        was_reported = self._alarm_finding is not None
         if alarms:
             last = alarms[-1]
             if self._alarm_finding is None:
@@ -341,13 +342,20 @@ class MonitorDetector(Detector):
             self._alarm_finding = self._stream_finding(last, self._episode, self._subject(rows))
         else:
             self._rows_since_alarm += len(ts)
+        # Event semantics: an episode that began in this batch is reported by this evaluation
+        # even when it already ended inside the batch (hold rows passed, or the error stream
+        # recovered), so a short episode is never lost between two evaluations; it resolves
+        # at the next one. An episode reported before resolves as soon as it ends.
+        reported = self._alarm_finding
         if self._alarm_finding is not None and (
             not self._stream.degraded(c.max_drop)
             if isinstance(self._stream, ErrorStream)
             else self._rows_since_alarm >= s.hold_rows
         ):
             self._alarm_finding = None
-        active = self._alarm_finding is not None
+            if was_reported or not alarms:
+                reported = None
+        active = reported is not None
         stream = self._stream
         feature_stats = stream.feature_statistics() if isinstance(stream, DistributionStream) else {}
         if self.metrics:
@@ -372,9 +380,9 @@ class MonitorDetector(Detector):
             "threshold": stream.threshold,
             "rows_since_alarm": self._rows_since_alarm if active else None,
             "feature_statistics": feature_stats,
-            "finding": self._alarm_finding.evidence if self._alarm_finding else None,
+            "finding": reported.evidence if reported else None,
         }
-        return [self._alarm_finding] if self._alarm_finding else []
+        return [reported] if reported else []
 
     def _stream_finding(self, alarm: Alarm, episode: tuple[float, int], subject: dict[str, str]) -> Finding:
         c = self.config
