@@ -21,7 +21,6 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    RootModel,
     create_model,
     model_validator,
 )
@@ -38,6 +37,7 @@ from mlvigil.endpoint import (
     MAX_QUERY_VALUE_CHARS,
     ApiError,
     BodyModel,
+    ListBody,
     QueryModel,
     Response,
     endpoint,
@@ -132,17 +132,11 @@ class LabelIn(BodyModel):
     model: ShortText | None = None
 
 
-class LabelsDoc(BodyModel):
-    labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS_PER_REQUEST)
-
-
-class LabelsBody(
-    RootModel[LabelsDoc | Annotated[list[LabelIn], Field(min_length=1, max_length=MAX_LABELS_PER_REQUEST)]]
-):
+class LabelsBody(ListBody):
     """``{"labels": [...]}`` or the bare list."""
 
-    def items(self) -> list[LabelIn]:
-        return self.root.labels if isinstance(self.root, LabelsDoc) else self.root
+    list_key = "labels"
+    labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS_PER_REQUEST)
 
 
 _COLUMN_TYPES: dict[str, Any] = {
@@ -418,7 +412,7 @@ class Api:
         errors=(429, 503),
     )
     async def labels(self, request: web.Request, body: LabelsBody) -> web.Response:
-        items = body.items()
+        items = body.labels
         batch = RecordBatch()
         now = time.time()
         for item in items:

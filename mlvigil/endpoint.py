@@ -17,11 +17,11 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic.json_schema import models_json_schema
 
 from collector.http_receiver import UnsupportedEncoding, read_body
@@ -40,6 +40,12 @@ MAX_QUERY_VALUE_CHARS = 4096
 
 #: The request body limit of the API (``ingest.max_request_bytes``), set by the API on its app.
 MAX_BODY_KEY = web.AppKey("mlvigil_max_body", int)
+_DEFAULT_MAX_BODY = 16 * 1024 * 1024
+
+
+def body_limit(request: web.Request) -> int:
+    return request.app.get(MAX_BODY_KEY, _DEFAULT_MAX_BODY)
+
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
 
@@ -64,6 +70,27 @@ class BodyModel(BaseModel):
     """Base of JSON body models: unknown fields are errors, numbers must be finite."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _also_a_bare_list(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    key: str = getattr(cls, "list_key", "")
+    as_object = {k: v for k, v in schema.items() if k not in ("title", "description")}
+    as_list = {k: v for k, v in schema["properties"][key].items() if k != "title"}
+    head: dict[str, Any] = {k: schema[k] for k in ("title", "description") if k in schema}
+    schema.clear()
+    schema.update(head, anyOf=[as_object, as_list])
+
+
+class ListBody(BodyModel):
+    """A body given as ``{list_key: [...]}`` or as the bare list (both in its JSON schema)."""
+
+    model_config = ConfigDict(json_schema_extra=_also_a_bare_list)
+    list_key: ClassVar[str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_list(cls, data: Any) -> Any:
+        return {cls.list_key: data} if isinstance(data, list) else data
 
 
 # -- JSON out ----------------------------------------------------------------------------------
@@ -153,7 +180,7 @@ THREAD_PARSE_BYTES = 64 * 1024
 
 async def read_model(request: web.Request, model: type[BaseModel]) -> Any:
     """The JSON body (gzip allowed, within the API's body limit) validated as ``model``."""
-    raw = await read_body(request, request.app[MAX_BODY_KEY])
+    raw = await read_body(request, body_limit(request))
     if not raw.strip():
         raise ApiError(400, "body: empty; send a JSON document")
 
@@ -285,30 +312,34 @@ def endpoint(
         @functools.wraps(fn)
         async def handler(*args: Any) -> web.StreamResponse:
             request: web.Request = args[-1]
-            kwargs: dict[str, Any] = {}
-            if spec.path is not None:
-                kwargs["path"] = validate(spec.path, dict(request.match_info), "path")
-            if spec.query is not None:
-                kwargs["query"] = validate(spec.query, query_dict(request), "query")
-            elif request.query:
-                raise ApiError(
-                    400, f"query: this route takes no parameters (got {sorted(request.query)[:5]})"
-                )
-            if spec.body is not None:
-                other_media = bool(spec.body_media) and request.content_type in spec.body_media
-                if other_media or (not spec.body_required and not request.can_read_body):
-                    kwargs["body"] = None
-                else:
-                    if request.content_type not in ("application/json", "application/octet-stream", ""):
-                        accepted = ", ".join(("application/json", *spec.body_media))
-                        raise ApiError(415, f"content type {request.content_type!r}; send {accepted}")
-                    kwargs["body"] = await read_model(request, spec.body)
-            return await fn(*args, **kwargs)
+            try:
+                return await fn(*args, **await _arguments(spec, request))
+            except Exception as exc:  # answered here too, so a route works on any app
+                return error_response(exc)
 
         setattr(handler, _SPEC_ATTR, spec)
         return handler
 
     return wrap
+
+
+async def _arguments(spec: EndpointSpec, request: web.Request) -> dict[str, Any]:
+    """The handler's keyword arguments: path, query and body validated against their models."""
+    kwargs: dict[str, Any] = {}
+    if spec.path is not None:
+        kwargs["path"] = validate(spec.path, dict(request.match_info), "path")
+    if spec.query is not None:
+        kwargs["query"] = validate(spec.query, query_dict(request), "query")
+    if spec.body is not None:
+        other_media = bool(spec.body_media) and request.content_type in spec.body_media
+        if other_media or (not spec.body_required and not request.can_read_body):
+            kwargs["body"] = None
+        else:
+            if request.content_type not in ("application/json", "application/octet-stream", ""):
+                accepted = ", ".join(("application/json", *spec.body_media))
+                raise ApiError(415, f"content type {request.content_type!r}; send {accepted}")
+            kwargs["body"] = await read_model(request, spec.body)
+    return kwargs
 
 
 def spec_of(handler: Any) -> EndpointSpec | None:

@@ -13,7 +13,7 @@ import math
 from typing import TYPE_CHECKING, Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, Field, JsonValue, RootModel, ValidationError, model_validator
+from pydantic import BaseModel, Field, JsonValue, ValidationError, model_validator
 
 from collector.http_receiver import read_body
 from detectors.drift.config import DriftConfig, MonitorConfig
@@ -21,10 +21,10 @@ from detectors.drift.metrics import DriftMetrics
 from detectors.drift.monitor import REFERENCE_DOCS, MonitorDetector
 from detectors.drift.profile import rows_to_columns
 from mlvigil.endpoint import (
-    MAX_BODY_KEY,
     ApiError,
-    BodyModel,
+    ListBody,
     Response,
+    body_limit,
     endpoint,
     json_response,
 )
@@ -46,20 +46,16 @@ Row = dict[Annotated[str, Field(max_length=256)], JsonValue]
 Rows = Annotated[list[Row], Field(min_length=1, max_length=MAX_REFERENCE_ROWS)]
 
 
-class ReferenceDoc(BodyModel):
-    rows: Rows
-
-
-class ReferenceBody(RootModel[ReferenceDoc | Rows]):
+class ReferenceBody(ListBody):
     """``{"rows": [{feature: value, ...}, ...]}`` or the bare list (or CSV with a header row)."""
 
-    def rows(self) -> list[dict[str, Any]]:
-        return self.root.rows if isinstance(self.root, ReferenceDoc) else self.root
+    list_key = "rows"
+    rows: Rows
 
     @model_validator(mode="after")
     def _bounded_columns(self) -> ReferenceBody:
         names: set[str] = set()
-        for row in self.rows():
+        for row in self.rows:
             names.update(row)
             if len(names) > MAX_REFERENCE_COLUMNS:
                 raise ValueError(f"more than {MAX_REFERENCE_COLUMNS} distinct columns")
@@ -228,9 +224,9 @@ class MonitorRegistry:
         name = path.name
         det = self._detector(name)
         if body is not None:
-            rows = body.rows()
+            rows = body.rows
         else:
-            raw = await read_body(request, request.app[MAX_BODY_KEY])
+            raw = await read_body(request, body_limit(request))
             rows = await asyncio.to_thread(_csv_rows, raw)
         if not rows:
             raise ApiError(400, "the dataset has no rows")
