@@ -43,7 +43,7 @@ class MutesQuery(QueryModel):
     expired: bool = Field(False, description="Include mutes that have ended.")
 
 
-class MatcherObject(BaseModel):
+class MatcherObject(BodyModel):
     """An Alertmanager API v2 matcher."""
 
     name: str = Field(max_length=256)

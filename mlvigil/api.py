@@ -35,6 +35,7 @@ from mlvigil.endpoint import (
     MAX_BODY_KEY,
     MAX_JSON_DEPTH,
     MAX_QUERY_VALUE_CHARS,
+    MAX_REQUEST_LINE_BYTES,
     ApiError,
     BodyModel,
     ListBody,
@@ -433,7 +434,11 @@ class Api:
     )
     async def openapi(self, request: web.Request) -> web.Response:
         spec = openapi_document(
-            request.app.router.routes(), title="mlvigil API", version=__version__, secured=bool(self._token)
+            request.app.router.routes(),
+            title="mlvigil API",
+            version=__version__,
+            secured=bool(self._token),
+            open_paths=OPEN_PATHS,
         )
         return json_response(spec)
 
@@ -461,7 +466,11 @@ class Api:
 
     async def start(self) -> None:
         self._runner = web.AppRunner(
-            self.build_app(), access_log=None, handle_signals=False, auto_decompress=False
+            self.build_app(),
+            access_log=None,
+            handle_signals=False,
+            auto_decompress=False,
+            max_line_size=MAX_REQUEST_LINE_BYTES,
         )
         await self._runner.setup()
         host, port = split_addr(self.ctx.config.server.api_addr)

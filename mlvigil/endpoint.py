@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 MAX_JSON_DEPTH = 32
 #: Most query parameters accepted on one request.
 MAX_QUERY_PARAMS = 64
-#: Longest query parameter value accepted.
-MAX_QUERY_VALUE_CHARS = 4096
+#: Longest query parameter value accepted (ids, names and label values, not documents).
+MAX_QUERY_VALUE_CHARS = 512
+#: Longest request line the API's HTTP parser reads: every parameter at its longest, each
+#: character percent-encoded, fits (a longer line would be refused before the API sees it).
+MAX_REQUEST_LINE_BYTES = 256 * 1024
 
 #: The request body limit of the API (``ingest.max_request_bytes``), set by the API on its app.
 MAX_BODY_KEY = web.AppKey("mlvigil_max_body", int)
@@ -69,7 +72,7 @@ class QueryModel(BaseModel):
 class BodyModel(BaseModel):
     """Base of JSON body models: unknown fields are errors, numbers must be finite."""
 
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 def _also_a_bare_list(schema: dict[str, Any], cls: type[BaseModel]) -> None:
@@ -443,9 +446,14 @@ def _parameters(model: type[BaseModel], where: str, defs: dict[str, Any]) -> lis
 
 
 def openapi_document(
-    routes: Iterable[web.AbstractRoute], *, title: str, version: str, secured: bool
+    routes: Iterable[web.AbstractRoute],
+    *,
+    title: str,
+    version: str,
+    secured: bool,
+    open_paths: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
-    """OpenAPI 3.1 for every route with a declared endpoint (others get a bare entry)."""
+    """OpenAPI 3.1 for every route with a declared endpoint; ``open_paths`` need no token."""
     models: list[type[BaseModel]] = []
     entries = []
     for route in routes:
@@ -496,7 +504,9 @@ def openapi_document(
             if resp.headers:
                 entry["headers"] = {h: {"schema": {"type": "string"}} for h in resp.headers}
             responses[str(status)] = entry
-        for status in sorted({*spec.errors, 401}):
+        if path in open_paths:
+            op["security"] = []
+        for status in sorted({*spec.errors} | (set() if path in open_paths else {401})):
             entry = {
                 "description": _ERROR_TEXT.get(status, "Error."),
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
