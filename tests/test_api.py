@@ -286,3 +286,35 @@ def test_exceptions_map_to_statuses_with_reasons(full_service: ServiceHandle) ->
     assert status == 404 and b"nosuch" in body
     status, _, body = service.request("POST", "/api/v1/labels", b"x" * 64, {"Content-Type": "text/plain"})
     assert status == 415 and b"application/json" in body
+
+
+def test_reference_uploads_are_bounded_and_answer_4xx(full_service: ServiceHandle) -> None:
+    service = full_service
+    service.post("/api/v1/monitors", {"name": "ref-bounds", "kind": "data", "reference": {"dataset": True},
+                                      "window": {"size": 100}})
+    path = "/api/v1/monitors/ref-bounds/reference"
+
+    def post(body: bytes, ctype: str) -> tuple[int, dict]:
+        status, _, answer = service.request("POST", path, body, {"Content-Type": ctype})
+        return status, _strict_json(answer)
+
+    status, doc = post(b"a,b\n1,2\n3,4,5\n", "text/csv")
+    assert status == 400 and "line 3" in doc["error"]
+    status, doc = post(b"a,a\n1,2\n", "text/csv")
+    assert status == 400 and "unique" in doc["error"]
+    status, doc = post(b"", "text/csv")
+    assert status == 400 and "header" in doc["error"]
+    status, doc = post(b"a,b\n\xff,1\n", "text/csv")
+    assert status == 400 and "UTF-8" in doc["error"]
+    status, doc = post(b"a\n" + b"x" * 70_000 + b"\n", "text/csv")
+    assert status == 400 and "CSV" in doc["error"]
+    wide = json.dumps({"rows": [{f"c{i}": 1 for i in range(600)}, {f"d{i}": 1 for i in range(600)}]}).encode()
+    status, doc = post(wide, "application/json")
+    assert status == 400 and "1000 distinct columns" in doc["error"]
+    status, doc = post(b'{"rows": [{"a": [[[[1]]]]}], "extra": 1}', "application/json")
+    assert status == 400 and "extra" in doc["error"]
+    # Short rows, empty cells and NaN are missing values, not errors.
+    status, doc = post(b"a,b\n" + b"1,2\n3\nnan,\n" * 20, "text/csv")
+    assert status == 201 and doc == {"monitor": "ref-bounds", "rows": 60, "columns": ["a", "b"]}
+    status, doc = post(json.dumps([{"a": 1.5, "b": "x"}] * 10).encode(), "application/json")
+    assert status == 201 and doc["rows"] == 10
