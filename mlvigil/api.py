@@ -36,6 +36,7 @@ from mlvigil.endpoint import (
     MAX_JSON_DEPTH,
     MAX_QUERY_VALUE_CHARS,
     MAX_REQUEST_LINE_BYTES,
+    THREAD_PARSE_BYTES,
     ApiError,
     BodyModel,
     ListBody,
@@ -400,7 +401,12 @@ class Api:
         if self._pipeline.is_full():
             return error(429, "ingest queue full", **{"Retry-After": str(self._pipeline.retry_after)})
         body = await read_body(request, self.ctx.config.ingest.max_request_bytes)
-        if json_depth_exceeds(body, MAX_JSON_DEPTH):
+        too_deep = (
+            await asyncio.to_thread(json_depth_exceeds, body, MAX_JSON_DEPTH)
+            if len(body) > THREAD_PARSE_BYTES
+            else json_depth_exceeds(body, MAX_JSON_DEPTH)
+        )
+        if too_deep:
             raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
         rows = parse_event(request.headers, body, time.time())
         await self._submit(RecordBatch(inference_merges=rows))

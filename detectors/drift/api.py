@@ -234,7 +234,7 @@ class MonitorRegistry:
         columns = await asyncio.to_thread(rows_to_columns, rows)
         try:
             await asyncio.to_thread(det.set_dataset, columns)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise ApiError(400, f"the dataset cannot serve as a reference: {exc}") from None
         await asyncio.to_thread(
             self.ctx.store.put_doc, REFERENCE_DOCS, name, {"columns": columns, "texts": texts}
