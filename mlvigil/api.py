@@ -396,6 +396,10 @@ class Api:
         " (structured mode, application/cloudevents+json).",
         ok={202: Response("Stored.", AcceptedOut)},
         errors=(400, 413, 415, 429, 503),
+        raw_body={
+            "application/json": {"description": "KServe V1/V2 or Seldon payload (binary mode)."},
+            "application/cloudevents+json": {"type": "object", "description": "A structured CloudEvent."},
+        },
     )
     async def cloudevents(self, request: web.Request) -> web.Response:
         if self._pipeline.is_full():

@@ -283,6 +283,8 @@ class EndpointSpec:
     ok: dict[int, Response] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
+    # A body the handler parses itself (no model): media type -> JSON schema, for the document.
+    raw_body: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 _SPEC_ATTR = "__mlvigil_endpoint__"
@@ -300,6 +302,7 @@ def endpoint(
     ok: dict[int, Response] | None = None,
     errors: Iterable[int] = (),
     tags: Iterable[str] = (),
+    raw_body: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare a handler's request models and responses; the wrapper validates before it runs.
 
@@ -322,6 +325,7 @@ def endpoint(
         ok=ok or {200: Response("OK")},
         errors=tuple(sorted(declared)),
         tags=tuple(tags),
+        raw_body=raw_body or {},
     )
 
     def wrap(fn: Handler) -> Handler:
@@ -508,6 +512,11 @@ def openapi_document(
             for media in spec.body_media:
                 content[media] = {"schema": {"type": "string"}}
             op["requestBody"] = {"required": spec.body_required, "content": content}
+        elif spec.raw_body:
+            op["requestBody"] = {
+                "required": True,
+                "content": {m: {"schema": v} for m, v in spec.raw_body.items()},
+            }
         responses: dict[str, Any] = {}
         for status, resp in sorted(spec.ok.items()):
             entry: dict[str, Any] = {"description": resp.description}
