@@ -264,9 +264,7 @@ class Api:
         route = (
             request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         )
-        if request.path not in OPEN_PATHS and not bearer_ok(
-            request.headers.get("Authorization"), self._token
-        ):
+        if request.path not in OPEN_PATHS and not self._authorized(request):
             resp: web.StreamResponse = error(401, "missing or wrong bearer token")
             resp.headers["WWW-Authenticate"] = "Bearer"
         else:
@@ -276,6 +274,12 @@ class Api:
                 resp = error_response(exc)
         self.ctx.telemetry.api_requests.labels(route=route, code=str(resp.status)).inc()
         return resp
+
+    def _authorized(self, request: web.Request) -> bool:
+        try:
+            return bearer_ok(request.headers.get("Authorization"), self._token)
+        except UnicodeError:  # a header byte that is not text cannot be the token
+            return False
 
     # -- core routes -----------------------------------------------------------------------
     @endpoint("Liveness: the process serves requests.", ok={200: Response("Alive.", _STATUS_SCHEMA)})

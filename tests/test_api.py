@@ -318,3 +318,17 @@ def test_reference_uploads_are_bounded_and_answer_4xx(full_service: ServiceHandl
     assert status == 201 and doc == {"monitor": "ref-bounds", "rows": 60, "columns": ["a", "b"]}
     status, doc = post(json.dumps([{"a": 1.5, "b": "x"}] * 10).encode(), "application/json")
     assert status == 201 and doc["rows"] == 10
+
+
+def test_non_utf8_bearer_token_is_a_401(service_factory: Callable[..., ServiceHandle]) -> None:
+    import socket
+
+    service = service_factory(env={"MLVIGIL_AUTH_TOKEN": "secret"})
+    port = int(service.api.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /api/v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"bearer token" in answer
