@@ -1,13 +1,26 @@
-"""API routes of the alerts component (JSON under /api/v1/alerts)."""
+"""API routes of the alerts component (JSON under /api/v1/alerts).
+
+Requests are validated by the models below (``mlvigil.endpoint``), which also describe the
+routes in ``/openapi.json``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from alerts.engine import AlertService
 from mlvigil.config import parse_duration
+from mlvigil.endpoint import ApiError, BodyModel, QueryModel, Response, endpoint, json_response
+from mlvigil.outbox import DELIVERED, DELIVERING, EXPIRED, FAILED, PENDING
+
+#: Most matchers in one mute, and the longest matcher (a regex is matched on every alert).
+MAX_MATCHERS = 64
+MAX_MATCHER_CHARS = 1024
+
+OutboxState = Annotated[str, Field(pattern=f"^({PENDING}|{DELIVERING}|{DELIVERED}|{FAILED}|{EXPIRED})$")]
 
 
 def _summary(doc: dict[str, Any], with_payload: bool) -> dict[str, Any]:
@@ -19,58 +32,102 @@ def _summary(doc: dict[str, Any], with_payload: bool) -> dict[str, Any]:
     return out
 
 
-def _bad(message: str) -> web.Response:
-    return web.json_response({"error": message}, status=400)
+class AlertsQuery(QueryModel):
+    state: OutboxState | None = Field(None, description="Only notifications in this delivery state.")
+    receiver: str | None = Field(None, max_length=256, description="Only notifications to this receiver.")
+    limit: int = Field(200, ge=1, le=10_000, description="Most notifications returned, newest first.")
+    payload: bool = Field(False, description="Include each notification's payload.")
+
+
+class MutesQuery(QueryModel):
+    expired: bool = Field(False, description="Include mutes that have ended.")
+
+
+class MatcherObject(BodyModel):
+    """An Alertmanager API v2 matcher."""
+
+    name: str = Field(max_length=256)
+    value: str = Field(max_length=MAX_MATCHER_CHARS)
+    isRegex: bool = False  # Alertmanager's field names
+    isEqual: bool = True
+
+
+Matcher = Annotated[str, Field(max_length=MAX_MATCHER_CHARS)] | MatcherObject
+
+
+class MuteIn(BodyModel):
+    """A mute: matchers and either a duration or an end time."""
+
+    matchers: list[Matcher] = Field(
+        min_length=1,
+        max_length=MAX_MATCHERS,
+        description='Label matchers such as model="fraud" or service=~"api-.*", or Alertmanager objects.',
+    )
+    duration: str | float | None = Field(None, description="How long, e.g. 30m or 2h.")
+    ends_at: float | None = Field(None, description="End, epoch seconds (instead of duration).")
+    starts_at: float | None = Field(None, description="Start, epoch seconds (default: now).")
+    comment: str = Field("", max_length=4096)
+    created_by: str = Field("", max_length=256)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            parse_duration(value)  # a ValueError here names the accepted forms
+        return value
+
+    @model_validator(mode="after")
+    def _one_end(self) -> MuteIn:
+        if self.duration is not None and self.ends_at is not None:
+            raise ValueError("give duration or ends_at, not both")
+        return self
+
+
+class MutePath(BaseModel):
+    mute_id: str = Field(min_length=1, max_length=128)
 
 
 def routes(service: AlertService) -> list[web.RouteDef]:
-    async def list_alerts(request: web.Request) -> web.Response:
-        q = request.query
-        try:
-            limit = int(q.get("limit", "200"))
-        except ValueError:
-            return _bad("limit must be an integer")
-        notifications = service.outbox.messages(state=q.get("state"), target=q.get("receiver"), limit=limit)
-        with_payload = q.get("payload", "false").lower() in ("1", "true", "yes")
-        return web.json_response(
+    @endpoint("Firing alerts and recent notifications with their delivery state.", query=AlertsQuery)
+    async def list_alerts(request: web.Request, query: AlertsQuery) -> web.Response:
+        notifications = service.outbox.messages(state=query.state, target=query.receiver, limit=query.limit)
+        return json_response(
             {
                 "alerts": service.current_alerts(),
-                "notifications": [_summary(d, with_payload) for d in notifications],
+                "notifications": [_summary(d, query.payload) for d in notifications],
                 "counts": service.outbox.counts(),
             }
         )
 
-    async def list_mutes(request: web.Request) -> web.Response:
-        expired = request.query.get("expired", "false").lower() in ("1", "true", "yes")
-        return web.json_response({"mutes": service.mutes(include_expired=expired)})
+    @endpoint("Active mutes (and ended ones with expired=true).", query=MutesQuery)
+    async def list_mutes(request: web.Request, query: MutesQuery) -> web.Response:
+        return json_response({"mutes": service.mutes(include_expired=query.expired)})
 
-    async def create_mute(request: web.Request) -> web.Response:
+    @endpoint(
+        "Mute alerts whose labels match every matcher, for a duration or until ends_at.",
+        body=MuteIn,
+        ok={201: Response("The mute.")},
+    )
+    async def create_mute(request: web.Request, body: MuteIn) -> web.Response:
+        matchers = [m.model_dump() if isinstance(m, MatcherObject) else m for m in body.matchers]
         try:
-            body = await request.json()
-        except ValueError:
-            return _bad("body must be JSON")
-        if not isinstance(body, dict) or not isinstance(body.get("matchers"), list):
-            return _bad('expected {"matchers": [...], "duration": "1h" | "ends_at": <epoch seconds>}')
-        try:
-            duration = parse_duration(body["duration"]) if "duration" in body else None
-            ends_at = float(body["ends_at"]) if body.get("ends_at") is not None else None
-            starts_at = float(body["starts_at"]) if body.get("starts_at") is not None else None
             mute = service.add_mute(
-                body["matchers"],
-                duration=duration,
-                ends_at=ends_at,
-                starts_at=starts_at,
-                comment=str(body.get("comment", "")),
-                created_by=str(body.get("created_by", "")),
+                matchers,
+                duration=None if body.duration is None else parse_duration(body.duration),
+                ends_at=body.ends_at,
+                starts_at=body.starts_at,
+                comment=body.comment,
+                created_by=body.created_by,
             )
         except (ValueError, TypeError) as exc:
-            return _bad(str(exc))
-        return web.json_response(mute.to_dict(), status=201)
+            raise ApiError(400, f"body: {exc}") from None
+        return json_response(mute.to_dict(), status=201)
 
-    async def delete_mute(request: web.Request) -> web.Response:
-        if service.delete_mute(request.match_info["mute_id"]):
-            return web.json_response({"deleted": request.match_info["mute_id"]})
-        return web.json_response({"error": "no such mute"}, status=404)
+    @endpoint("Delete a mute.", path=MutePath, errors=(404,))
+    async def delete_mute(request: web.Request, path: MutePath) -> web.Response:
+        if service.delete_mute(path.mute_id):
+            return json_response({"deleted": path.mute_id})
+        raise ApiError(404, f"no such mute {path.mute_id!r}; GET /api/v1/alerts/mutes lists them")
 
     return [
         web.get("/api/v1/alerts", list_alerts),

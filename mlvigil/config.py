@@ -6,10 +6,11 @@ path, e.g. ``ingest.max_request_bytes: Input should be greater than 0``.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -175,41 +176,111 @@ def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
     node[path[-1]] = value
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
+def _unwrap_model(annotation: Any) -> type[BaseModel] | None:
+    """The model class inside ``annotation`` (``X | None``, ``Annotated[X, ...]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        if (found := _unwrap_model(arg)) is not None:
+            return found
+    return None
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The keys a model accepts at ``loc`` (a path of field names), or [] where it cannot tell."""
+    for part in loc:
+        if part.isdigit() if isinstance(part, str) else isinstance(part, int):
+            continue  # a list index: same model for every item
+        field = model.model_fields.get(str(part))
+        inner = _unwrap_model(field.annotation) if field is not None else None
+        if inner is None:
+            return []
+        model = inner
+    return list(model.model_fields)
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest known name, or ``""``."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe_errors(
+    exc: ValidationError, model: type[BaseModel], prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], str]]:
+    """(full key path, message) per error; an unknown key gets the closest known one."""
+    out = []
+    for e in exc.errors(include_url=False):
+        loc = tuple(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            known = _keys_at(model, loc[:-1])
+            msg = "unknown key" + did_you_mean(loc[-1], known) if loc else "unknown key"
+        else:
+            msg = e["msg"]
+        out.append(((*prefix, *loc), msg))
+    return out
+
+
+class ConfigIssues(ConfigError):
+    """Errors at key paths, formatted by ``build_config`` with their source (file or variable)."""
+
+    def __init__(self, issues: list[tuple[tuple[str, ...], str]]) -> None:
+        super().__init__("\n".join(f"config: {'.'.join(loc) or '(top level)'}: {msg}" for loc, msg in issues))
+        self.issues = issues
+
+
+def _format_issues(
+    issues: list[tuple[tuple[str, ...], str]], source: str, origins: dict[tuple[str, ...], str]
+) -> str:
     lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{source}: {loc}: {msg}")
+    for loc, msg in issues:
+        key = ".".join(loc) or "(top level)"
+        # The environment variable that set this key (or a section above it), if one did.
+        var = next((v for p, v in origins.items() if loc[: len(p)] == p), None)
+        where = f"environment variable {var} (sets {key})" if var else f"{source}: {key}"
+        lines.append(f"{where}: {msg}")
     return "\n".join(lines)
 
 
 def build_config(
     raw: dict[str, Any] | None, env: dict[str, str] | None = None, source: str = "config"
 ) -> Config:
-    """Validate ``raw`` after applying environment overrides from ``env`` (default: os.environ)."""
+    """Validate ``raw`` after applying environment overrides from ``env`` (default: os.environ).
+
+    An error in a value that came from the environment names the variable, not the file.
+    """
     env = dict(os.environ) if env is None else env
     tree: dict[str, Any] = dict(raw or {})
+    origins: dict[tuple[str, ...], str] = {}
     for name, path in ENV_OVERRIDES.items():
         if env.get(name):
             _set_path(tree, path, env[name])
+            origins[path] = name
     if env.get("MLVIGIL_AUTH_TOKEN"):
         _set_path(tree, ("server", "auth_token"), {"env": "MLVIGIL_AUTH_TOKEN"})
     elif env.get("MLVIGIL_AUTH_TOKEN_FILE"):
         _set_path(tree, ("server", "auth_token"), {"file": env["MLVIGIL_AUTH_TOKEN_FILE"]})
+        origins[("server", "auth_token")] = "MLVIGIL_AUTH_TOKEN_FILE"
     for name, value in env.items():
         if name.startswith("MLVIGIL__"):
             path = tuple(p.lower() for p in name[len("MLVIGIL__") :].split("__") if p)
             if path:
-                _set_path(tree, path, yaml.safe_load(value))
+                try:
+                    parsed = yaml.safe_load(value)
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"environment variable {name}: not a YAML value: {exc}") from None
+                _set_path(tree, path, parsed)
+                origins[path] = name
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(_format_issues(describe_errors(exc, Config), source, origins)) from None
     from mlvigil.extensions import validate_all
 
     try:
         validate_all(config)
+    except ConfigIssues as exc:
+        raise ConfigError(_format_issues(exc.issues, source, origins)) from None
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("config: ", f"{source}: ")) from None
     return config

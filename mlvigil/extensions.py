@@ -58,12 +58,6 @@ def validate_section(ext: Extension, raw: dict[str, Any]) -> BaseModel:
         validated: BaseModel = model.model_validate(raw)
         return validated
     except ValidationError as exc:
-        from mlvigil.config import ConfigError
+        from mlvigil.config import ConfigIssues, describe_errors
 
-        prefix = ".".join(ext.section)
-        lines = []
-        for e in exc.errors():
-            loc = ".".join([prefix, *(str(p) for p in e["loc"])])
-            msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            lines.append(f"config: {loc}: {msg}")
-        raise ConfigError("\n".join(lines)) from None
+        raise ConfigIssues(describe_errors(exc, model, ext.section)) from None

@@ -62,6 +62,15 @@ TABLES: dict[str, tuple[Column, ...]] = {
 
 RECORD_KINDS = tuple(TABLES)
 
+# Columns whose text is a JSON document (the API returns them parsed, not as strings).
+JSON_COLUMNS: dict[str, frozenset[str]] = {
+    "spans": frozenset({"resource_attrs"}),
+    "inferences": frozenset({"features", "prediction"}),
+    "labels": frozenset({"label"}),
+    "metric_points": frozenset({"attributes"}),
+    "logs": frozenset({"attributes"}),
+}
+
 
 @dataclass
 class RecordBatch:

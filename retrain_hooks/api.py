@@ -1,40 +1,67 @@
-"""API routes of the retrain component."""
+"""API routes of the retrain component; requests validated by the models below (``mlvigil.endpoint``)."""
 
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
+from mlvigil.endpoint import ApiError, BodyModel, QueryModel, endpoint, json_response
 from retrain_hooks.engine import RetrainService
 
 
-def routes(service: RetrainService) -> list[web.RouteDef]:
-    async def list_triggers(request: web.Request) -> web.Response:
-        q = request.query
-        return web.json_response({"triggers": service.triggers(status=q.get("status"), model=q.get("model"))})
+class TriggersQuery(QueryModel):
+    status: str | None = Field(
+        None, pattern=r"^[a-z_]{1,32}$", description="Only triggers in this status, e.g. pending_approval."
+    )
+    model: str | None = Field(None, max_length=256, description="Only triggers of this model.")
 
-    async def decide(request: web.Request, approve: bool) -> web.Response:
-        body: dict[str, str] = {}
-        if request.can_read_body:
-            try:
-                raw = await request.json()
-            except ValueError:
-                return web.json_response({"error": "body must be JSON"}, status=400)
-            body = raw if isinstance(raw, dict) else {}
-        tid = request.match_info["trigger_id"]
+
+class TriggerPath(BaseModel):
+    trigger_id: str = Field(min_length=1, max_length=128)
+
+
+class Decision(BodyModel):
+    """Who decided and why (both optional; the body may be omitted)."""
+
+    by: str = Field("", max_length=256)
+    note: str = Field("", max_length=4096)
+
+
+def routes(service: RetrainService) -> list[web.RouteDef]:
+    @endpoint("Retrain triggers, newest first, with their history.", query=TriggersQuery)
+    async def list_triggers(request: web.Request, query: TriggersQuery) -> web.Response:
+        return json_response({"triggers": service.triggers(status=query.status, model=query.model)})
+
+    async def decide(path: TriggerPath, body: Decision | None, approve: bool) -> web.Response:
+        decision = body or Decision(by="", note="")
         action = service.approve if approve else service.reject
         try:
-            doc = action(tid, str(body.get("by", "")), str(body.get("note", "")))
+            doc = action(path.trigger_id, decision.by, decision.note)
         except KeyError:
-            return web.json_response({"error": "no such trigger"}, status=404)
+            raise ApiError(404, f"no such trigger {path.trigger_id!r}") from None
         except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=409)
-        return web.json_response(doc)
+            raise ApiError(409, str(exc)) from None
+        return json_response(doc)
 
-    async def approve(request: web.Request) -> web.Response:
-        return await decide(request, True)
+    @endpoint(
+        "Approve a trigger waiting for approval.",
+        path=TriggerPath,
+        body=Decision,
+        body_required=False,
+        errors=(404, 409),
+    )
+    async def approve(request: web.Request, path: TriggerPath, body: Decision | None) -> web.Response:
+        return await decide(path, body, True)
 
-    async def reject(request: web.Request) -> web.Response:
-        return await decide(request, False)
+    @endpoint(
+        "Reject a trigger waiting for approval.",
+        path=TriggerPath,
+        body=Decision,
+        body_required=False,
+        errors=(404, 409),
+    )
+    async def reject(request: web.Request, path: TriggerPath, body: Decision | None) -> web.Response:
+        return await decide(path, body, False)
 
     return [
         web.get("/api/v1/retrain/triggers", list_triggers),

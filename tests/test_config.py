@@ -34,7 +34,19 @@ def test_defaults_and_env_overrides() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ({"ingest": {"max_request_byts": 5}}, "ingest.max_request_byts: unknown key"),
+        (
+            {"ingest": {"max_request_byts": 5}},
+            "ingest.max_request_byts: unknown key (did you mean 'max_request_bytes'?)",
+        ),
+        ({"server": {"api_adr": "x:1"}}, "server.api_adr: unknown key (did you mean 'api_addr'?)"),
+        (
+            {"alerts": {"recievers": []}},
+            "config: alerts.recievers: unknown key (did you mean 'receivers'?)",
+        ),
+        (
+            {"detectors": {"drift": {"monitors": [{"name": "m", "reference": {"dataset": True}, "windw": {}}]}}},
+            "detectors.drift.monitors.0.windw: unknown key (did you mean 'window'?)",
+        ),
         ({"ingest": {"max_request_bytes": 0}}, "ingest.max_request_bytes: Input should be greater than 0"),
         ({"server": {"api_addr": "nohost"}}, "server.api_addr: Value error, expected host:port"),
         (
@@ -58,6 +70,38 @@ def test_bad_values_name_the_key(raw: dict, expected: str) -> None:
 def test_env_override_is_validated_too() -> None:
     with pytest.raises(ConfigError, match=r"server\.otlp_http_addr"):
         build_config({}, env={"MLVIGIL_OTLP_HTTP_ADDR": "localhost"})
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"MLVIGIL_API_ADDR": "localhost"},
+            "environment variable MLVIGIL_API_ADDR (sets server.api_addr): Value error, expected host:port",
+        ),
+        (
+            {"MLVIGIL__INGEST__QUEUE_MAX_ITEMS": "-1"},
+            "environment variable MLVIGIL__INGEST__QUEUE_MAX_ITEMS (sets ingest.queue_max_items)",
+        ),
+        (
+            {"MLVIGIL__ALERTS__RECIEVERS": "[]"},
+            "environment variable MLVIGIL__ALERTS__RECIEVERS (sets alerts.recievers): unknown key"
+            " (did you mean 'receivers'?)",
+        ),
+        ({"MLVIGIL__INGEST__QUEUE_MAX_ITEMS": "[1"}, "environment variable MLVIGIL__INGEST__QUEUE_MAX_ITEMS"),
+    ],
+)
+def test_env_errors_name_the_variable(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        build_config({"server": {"api_addr": "127.0.0.1:1"}}, env=env)
+    assert expected in str(err.value)
+
+
+def test_file_value_errors_still_name_the_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("server:\n  api_addr: nohost\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: server\.api_addr: Value error"):
+        load_config(cfg, env={})
 
 
 def test_durations() -> None:

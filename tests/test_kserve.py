@@ -42,12 +42,12 @@ def test_v1_request_and_response_joined(service: ServiceHandle) -> None:
     rows = _rows(service)
     assert set(rows) == {"id-1", "id-2"}
     one = rows["id-1"]
-    assert json.loads(one["features"]) == {"f0": 6.8, "f1": 2.8, "f2": 4.8, "f3": 1.4}
-    assert json.loads(one["prediction"]) == 1 and one["score"] == 1.0
+    assert one["features"] == {"f0": 6.8, "f1": 2.8, "f2": 4.8, "f3": 1.4}
+    assert one["prediction"] == 1 and one["score"] == 1.0
     assert (one["service"], one["model"], one["source"]) == ("sklearn-iris", "sklearn-iris", "kserve")
     two = rows["id-2"]
-    assert json.loads(two["features"]) == {"sepal_length": 5.1, "petal_width": 0.2}
-    assert json.loads(two["prediction"]) == [0.1, 0.7, 0.2] and two["score"] == 0.7
+    assert two["features"] == {"sepal_length": 5.1, "petal_width": 0.2}
+    assert two["prediction"] == [0.1, 0.7, 0.2] and two["score"] == 0.7
 
 
 def test_v2_open_inference_protocol_batch(service: ServiceHandle) -> None:
@@ -72,13 +72,13 @@ def test_v2_open_inference_protocol_batch(service: ServiceHandle) -> None:
     assert _ce(service, "org.kubeflow.serving.inference.response", "b-1", response)[0] == 202
     rows = _rows(service)
     assert set(rows) == {"b-1:0", "b-1:1"}
-    assert json.loads(rows["b-1:1"]["features"]) == {
+    assert rows["b-1:1"]["features"] == {
         "input-0_0": 6.0,
         "input-0_1": 3.4,
         "input-0_2": 4.5,
         "input-0_3": 1.6,
     }
-    assert json.loads(rows["b-1:1"]["prediction"]) == 2 and rows["b-1:0"]["model_version"] == "v2"
+    assert rows["b-1:1"]["prediction"] == 2 and rows["b-1:0"]["model_version"] == "v2"
 
 
 def test_seldon_and_structured_mode(service: ServiceHandle) -> None:
@@ -105,7 +105,7 @@ def test_seldon_and_structured_mode(service: ServiceHandle) -> None:
     )
     assert status == 202
     row = _rows(service)["seldon-req-9"]
-    assert json.loads(row["features"]) == {"a": 1.0, "b": 2.0} and row["score"] == 0.8
+    assert row["features"] == {"a": 1.0, "b": 2.0} and row["score"] == 0.8
     assert (row["model"], row["source"]) == ("income", "seldon")
 
 
@@ -129,7 +129,7 @@ def test_label_feedback_joins_by_request_id(service: ServiceHandle) -> None:
     _ce(service, "org.kubeflow.serving.inference.response", "r-1", {"predictions": [1]})
     service.post("/api/v1/labels", {"labels": [{"request_id": "r-1", "label": 0, "model": "sklearn-iris"}]})
     labels = service.get("/api/v1/records/labels")["rows"]
-    assert [(r["request_id"], json.loads(r["label"])) for r in labels] == [("r-1", 0)]
+    assert [(r["request_id"], r["label"]) for r in labels] == [("r-1", 0)]
     status, _, body = service.request(
         "POST",
         "/api/v1/labels",

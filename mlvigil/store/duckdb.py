@@ -516,8 +516,11 @@ class DuckDBStore(Store):
             clauses.append("updated_at >= ?")
             params.append(since)
         for label, value in (subject or {}).items():
+            # Quoted, so a dotted name such as k8s.namespace is one key, not a nested path.
+            if '"' in label or "\\" in label:
+                raise StoreError(f"label name {label!r} may not contain a quote or backslash")
             clauses.append("json_extract_string(subject, ?) = ?")
-            params.extend([f"$.{label}", value])
+            params.extend([f'$."{label}"', value])
         cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         sql = f"SELECT body FROM findings{cond} ORDER BY updated_at DESC LIMIT {int(limit)}"
         rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
