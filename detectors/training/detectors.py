@@ -692,10 +692,11 @@ class LossAnomalyDetector(_RunDetector[_LossRun]):
                     for kind in TREND_KINDS:
                         if kind not in observed and state.episodes.is_open(kind):
                             state.episodes.close(kind, step=a.step, ts=row["ts"])
-
-    def finding(self, store: Store, now: float, run_id: str, state: _LossRun, ep: Episode) -> Finding:
+        # The loss gauge follows the run whether or not an episode is open.
         if state.last_loss is not None:
             self._set("loss", (run_id,), state.last_loss)
+
+    def finding(self, store: Store, now: float, run_id: str, state: _LossRun, ep: Episode) -> Finding:
         kind = ep.key
         d = ep.detail
         first = ep.peak_step if kind == "non_finite" else ep.began_step
