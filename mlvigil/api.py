@@ -14,11 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
-from collector.cloudevents import parse_event
-from collector.http_receiver import UnsupportedEncoding, bearer_ok, read_body
+from collector.cloudevents import ingest_event
+from collector.http_receiver import ReadTimeout, UnsupportedEncoding, read_body, server_options
 from collector.otlp_decode import BadRequest, TooLarge
 from collector.pipeline import IngestPipeline, Overloaded, ShuttingDown
 from mlvigil import __version__
+from mlvigil.auth import bearer_ok
 from mlvigil.config import split_addr
 from mlvigil.context import ServiceContext
 from mlvigil.records import RecordBatch
@@ -69,7 +70,7 @@ class Api:
             request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         )
         if request.path not in OPEN_PATHS and not bearer_ok(
-            request.headers.get("Authorization"), self._token
+            request.headers.getall("Authorization", []), self._token
         ):
             resp: web.StreamResponse = error(401, "missing or wrong bearer token")
             resp.headers["WWW-Authenticate"] = "Bearer"
@@ -193,21 +194,25 @@ class Api:
 
     async def cloudevents(self, request: web.Request) -> web.Response:
         """KServe / Seldon payload-logger CloudEvents (binary or structured mode)."""
-        if self._pipeline.is_full():
-            return error(429, "ingest queue full", **{"Retry-After": str(self._pipeline.retry_after)})
+        ingest = self.ctx.services["ingest"]
+        limits = self.ctx.config.ingest
         try:
-            body = await read_body(request, self.ctx.config.ingest.max_request_bytes)
-            rows = parse_event(request.headers, body, time.time())
+            with ingest.admit():
+                body = await read_body(request, limits.max_request_bytes, limits.read_timeout)
+                accepted = await ingest_event(ingest, request.headers, body, time.time())
         except TooLarge as exc:
             return error(413, str(exc))
         except UnsupportedEncoding as exc:
             return error(415, str(exc))
+        except ReadTimeout as exc:
+            return error(408, str(exc))
         except BadRequest as exc:
             return error(400, str(exc))
-        batch = RecordBatch(inference_merges=rows)
-        if (resp := await self._submit(batch)) is not None:
-            return resp
-        return json_response({"accepted": len(rows)}, 202)
+        except Overloaded as exc:
+            return error(429, str(exc), **{"Retry-After": str(exc.retry_after)})
+        except ShuttingDown as exc:
+            return error(503, str(exc), **{"Retry-After": "5"})
+        return json_response({"accepted": accepted}, 202)
 
     async def labels(self, request: web.Request) -> web.Response:
         """Label feedback: ground truth joined later to predictions by request id."""
@@ -296,9 +301,7 @@ class Api:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(
-            self.build_app(), access_log=None, handle_signals=False, auto_decompress=False
-        )
+        self._runner = web.AppRunner(self.build_app(), **server_options(self.ctx.config.ingest.read_timeout))
         await self._runner.setup()
         host, port = split_addr(self.ctx.config.server.api_addr)
         await web.TCPSite(self._runner, host, port, reuse_address=True).start()
