@@ -99,11 +99,15 @@ def _latency_while(
 
 
 def test_service_answers_within_1s_while_a_maximal_request_is_processed(service: ServiceHandle) -> None:
-    """A 16 MB export (the default ingest.max_request_bytes) of ~100k spans with attributes,
+    """A 16 MB export (the default ingest.max_request_bytes) of 39,000 spans with attributes,
     then the 6 MB OTLP/JSON body of 2 million empty values from the issue (38 s of stalled
     /healthz before): /healthz and a small export on other connections answer within 1 s."""
-    big = _spans(50_000, attrs=6).SerializeToString()
+    big = _spans(39_000, attrs=6).SerializeToString()
     assert 15 * 2**20 < len(big) <= 16 * 2**20, len(big)
+    # Warm up: the first commit creates the write-ahead log (not what is measured here).
+    assert (
+        _post(service.otlp_http + "/v1/traces", _spans(1, first=20_000_000).SerializeToString(), PB)[0] == 200
+    )
     health, export, (status, body) = _latency_while(
         service, lambda: _post(service.otlp_http + "/v1/traces", big, PB)
     )
