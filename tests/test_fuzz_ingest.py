@@ -630,13 +630,11 @@ def _event(draw: st.DrawFn) -> tuple[str, Any]:
 
 
 @FUZZ
-@given(event=_event(), structured=st.booleans(), spec=st.sampled_from(["1.0", "1.0", "1.0", "0.3", "2"]))
-def test_fuzz_cloudevents(
-    service: ServiceHandle, event: tuple[str, Any], structured: bool, spec: str
-) -> None:
+@given(ce=_event(), structured=st.booleans(), spec=st.sampled_from(["1.0", "1.0", "1.0", "0.3", "2"]))
+def test_fuzz_cloudevents(service: ServiceHandle, ce: tuple[str, Any], structured: bool, spec: str) -> None:
     """KServe V1/V2 and Seldon payload-logger events: stored whole (one row per instance) or
     refused with a reason; never a 5xx."""
-    ce_type, body = event
+    ce_type, body = ce
     ce_id = uuid.uuid4().hex
     if structured:
         doc = {"specversion": spec, "id": ce_id, "type": ce_type, "source": "fuzz", "data": body}
