@@ -8,6 +8,7 @@ import json
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from tests.harness import ServiceHandle
@@ -198,9 +199,7 @@ def test_self_telemetry_counts_rejections(service: ServiceHandle) -> None:
 # -- issue 13 item 2: out-of-range numbers reject their item, never the export ----------------
 
 
-def _kv(key: str, value: object) -> dict:
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-
+def _kv(key: str, value: object) -> KeyValue:
     v = AnyValue()
     if isinstance(value, bool):
         v.bool_value = value

@@ -407,8 +407,9 @@ def _check_export(svc: ServiceHandle, signal: str, req: Message | None, body: by
         message = partial.get("errorMessage", "")
     else:
         resp = resp_type.FromString(resp_body)
-        rejected = getattr(resp.partial_success, _REJECTED[signal])  # type: ignore[attr-defined]
-        message = resp.partial_success.error_message  # type: ignore[attr-defined]
+        partial_success: Any = getattr(resp, "partial_success")  # noqa: B009 (each response type has one)
+        rejected = getattr(partial_success, _REJECTED[signal])
+        message = partial_success.error_message
     event("some items rejected" if rejected else "all items accepted")
     if rejected:
         assert message, "a partial success must say why"
@@ -549,7 +550,7 @@ JSON_SCALAR = st.one_of(
     EDGE_FLOATS,
     st.text(max_size=8),
 )
-JSON_ANY = st.recursive(
+JSON_ANY: st.SearchStrategy[Any] = st.recursive(
     JSON_SCALAR,
     lambda inner: st.one_of(
         st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)

@@ -54,7 +54,7 @@ def _spans(n: int, attrs: int = 0, first: int = 0) -> trace_service_pb2.ExportTr
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float = 120) -> tuple[int, bytes]:
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
     try:
         conn.request("POST", parts.path, body, headers)
         resp = conn.getresponse()

@@ -154,7 +154,7 @@ def test_tensor_shape_is_checked_against_its_data(service: ServiceHandle) -> Non
     resp = "org.kubeflow.serving.inference.response"
     seldon = "io.seldon.serving.inference.request"
     rss_before = _rss_mb(service)
-    bad = [
+    bad: list[tuple[str, dict, str]] = [
         (req, {"inputs": [{"name": "x", "shape": [10**18, 2], "datatype": "FP32", "data": [1, 2]}]}, "shape"),
         (req, {"inputs": [{"name": "x", "shape": [3, 2], "datatype": "FP32", "data": [1, 2]}]}, "shape"),
         (req, {"inputs": [{"name": "x", "shape": "abc", "datatype": "FP32", "data": [1]}]}, "shape"),

@@ -1,8 +1,8 @@
 """bench/ingest/limits: the answer to, and the peak RSS of the service for, each oversized input.
 
-Starts a real ``mlvigil serve`` with the default limits and, for each input class, resets the
-process's peak-RSS counter (``/proc/<pid>/clear_refs``), sends the input and reads the peak
-(``VmHWM``) back. Prints the table docs/limits.md quotes.
+For each input class, starts a fresh ``mlvigil serve`` with the default limits (memory a
+previous input left in the allocator would hide the next one's), reads its resting RSS, sends
+the input and reads the process's peak RSS (``VmHWM``). Prints the table docs/limits.md quotes.
 
     python -m bench.ingest.limits
 """
@@ -51,9 +51,13 @@ def _spans(n: int, attrs: int = 0) -> bytes:
     return req.SerializeToString()
 
 
+# Addresses of the service now running, filled in per input class.
+PORTS: dict[str, str] = {}
+
+
 def _post(url: str, body: bytes, headers: dict[str, str]) -> str:
-    parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
+    parts = urllib.parse.urlsplit(url.format(**PORTS))
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=300)
     try:
         conn.request("POST", parts.path, body, headers)
         resp = conn.getresponse()
@@ -89,32 +93,24 @@ def _slow_loris(port: int, n: int = 200) -> str:
     return f"{closed} of {n} closed by the server after {time.monotonic() - t0:.0f}s"
 
 
-def _peak_mb(pid: int) -> float:
+def _memory_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
-
-
-def _reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    raise RuntimeError(f"no {field}")
 
 
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.harness import ServiceHandle
 
-    svc = ServiceHandle(Path(tempfile.mkdtemp()) / "data", {"ingest": {"read_timeout": "10s"}}, None).start()
-    assert svc.proc is not None
-    pid = svc.proc.pid
     pb = {"Content-Type": "application/x-protobuf"}
     js = {"Content-Type": "application/json"}
     ce = {"Content-Type": "application/json", "Ce-Specversion": "1.0", "Ce-Id": "x"}
     req_type = {**ce, "Ce-Type": "org.kubeflow.serving.inference.request"}
-    traces = svc.otlp_http + "/v1/traces"
-    cloudevents = svc.api + "/api/v1/ingest/cloudevents"
+    traces = "{otlp_http}/v1/traces"
+    cloudevents = "{api}/api/v1/ingest/cloudevents"
     classes: list[tuple[str, Callable[[], str]]] = [
-        ("idle (baseline)", lambda: "-"),
         (
             "KServe V2 tensor claiming shape [10^18, 2] (97 bytes)",
             lambda: _post(
@@ -151,11 +147,11 @@ def main() -> None:
         ("OTLP protobuf, 16 MB, 550,000 bare spans (HTTP)", lambda: _post(traces, _bare_spans(550_000), pb)),
         (
             "OTLP protobuf, 16 MB, 550,000 bare spans (gRPC)",
-            lambda: _grpc(svc.otlp_grpc, _bare_spans(550_000)),
+            lambda: _grpc(PORTS["otlp_grpc"], _bare_spans(550_000)),
         ),
         ("OTLP body of 17 MB", lambda: _post(traces, b"\0" * (17 * 2**20), pb)),
         (
-            "gzip bomb: 20 KB inflating to 1 GB",
+            "gzip bomb: 1 MB inflating to 1 GB",
             lambda: _post(traces, gzip.compress(b"\0" * 2**30), {**pb, "Content-Encoding": "gzip"}),
         ),
         (
@@ -168,18 +164,23 @@ def main() -> None:
         ),
         (
             "200 slow-header connections (read_timeout 10s)",
-            lambda: _slow_loris(int(svc.otlp_http.rsplit(":", 1)[1])),
+            lambda: _slow_loris(int(PORTS["otlp_http"].rsplit(":", 1)[1])),
         ),
     ]
-    try:
-        print("| input | answer | peak RSS (MB) |\n|---|---|---|")
-        for name, send in classes:
-            _reset_peak(pid)
-            time.sleep(0.2)
+    print("| input | answer | RSS at rest / peak (MB) |\n|---|---|---|")
+    for name, send in classes:
+        svc = ServiceHandle(
+            Path(tempfile.mkdtemp()) / "data", {"ingest": {"read_timeout": "10s"}}, None
+        ).start()
+        try:
+            assert svc.proc is not None
+            PORTS.update(api=svc.api, otlp_http=svc.otlp_http, otlp_grpc=svc.otlp_grpc)
+            rest = _memory_mb(svc.proc.pid, "VmRSS")
             answer = send()
-            print(f"| {name} | {answer} | {_peak_mb(pid):.0f} |", flush=True)
-    finally:
-        svc.kill()
+            peak = _memory_mb(svc.proc.pid, "VmHWM")
+            print(f"| {name} | {answer} | {rest:.0f} / {peak:.0f} |", flush=True)
+        finally:
+            svc.kill()
 
 
 if __name__ == "__main__":
