@@ -22,7 +22,7 @@ from mlvigil import __version__
 from mlvigil.auth import bearer_ok
 from mlvigil.config import split_addr
 from mlvigil.context import ServiceContext
-from mlvigil.records import RecordBatch
+from mlvigil.records import RecordBatch, RecordError, json_text
 
 log = logging.getLogger(__name__)
 
@@ -242,14 +242,17 @@ class Api:
             ts = item.get("ts", now)
             if not isinstance(ts, int | float):
                 return error(400, f"labels[{i}].ts must be epoch seconds")
-            batch.add(
-                "labels",
-                ts=float(ts),
-                request_id=item["request_id"],
-                service=item.get("service"),
-                model=item.get("model"),
-                label=json.dumps(item["label"]),
-            )
+            try:
+                batch.add(
+                    "labels",
+                    ts=ts,
+                    request_id=item["request_id"],
+                    service=item.get("service"),
+                    model=item.get("model"),
+                    label=json_text(item["label"]),
+                )
+            except RecordError as exc:  # a value its column cannot hold (records.check_row)
+                return error(400, f"labels[{i}]: {exc}")
         if (resp := await self._submit(batch)) is not None:
             return resp
         return json_response({"accepted": len(items)}, 202)

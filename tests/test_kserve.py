@@ -215,3 +215,21 @@ def test_large_event_is_merged_in_one_statement(service: ServiceHandle) -> None:
     rows = service.get("/api/v1/records/inferences", request_id="big:19999")["rows"]
     assert len(rows) == 1 and json.loads(rows[0]["features"]) == {"f0": 19999.0, "f1": 1.0}
     assert json.loads(rows[0]["prediction"]) == 19999 % 3
+
+
+def test_label_values_are_checked_like_every_record(service: ServiceHandle) -> None:
+    """The labels route goes through the same column check as OTLP items: 400 with the reason."""
+    for item, reason in (
+        ('{"request_id": "r", "label": 1, "service": 123}', "labels.service is not text"),
+        ('{"request_id": "r", "label": 1, "ts": 1e400}', "labels.ts is not a finite number"),
+    ):
+        status, _, body = service.request(
+            "POST",
+            "/api/v1/labels",
+            b'{"labels": [' + item.encode() + b"]}",
+            {"Content-Type": "application/json"},
+        )
+        assert status == 400 and reason in json.loads(body)["error"], body
+    service.post("/api/v1/labels", {"labels": [{"request_id": "r", "label": {"p": float("inf")}}]})
+    [row] = service.get("/api/v1/records/labels")["rows"]
+    assert json.loads(row["label"]) == {"p": None}
