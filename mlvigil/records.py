@@ -169,15 +169,52 @@ def _column_check(table: str, col: Column) -> Check:
     return _typed_check(table, col.name, bool)
 
 
-_CHECKS: dict[str, tuple[tuple[str, Check], ...]] = {
-    table: tuple((c.name, _column_check(table, c)) for c in cols) for table, cols in TABLES.items()
+_FAST_TYPES = {"BIGINT": int, "INTEGER": int, "DOUBLE": float, "VARCHAR": str, "BLOB": bytes, "BOOLEAN": bool}
+# Per column: name, the Python type of a value that needs no conversion, the range an int of
+# that type must be in, whether a double must be finite, and the full check for the rest.
+_CHECKS: dict[str, tuple[tuple[str, type, int, int, bool, Check], ...]] = {
+    table: tuple(
+        (
+            c.name,
+            _FAST_TYPES[c.sql_type],
+            0 if c.name in NON_NEGATIVE else INT_RANGES.get(c.sql_type, (0, 0))[0],
+            INT_RANGES.get(c.sql_type, (0, 0))[1],
+            c.name in FINITE,
+            _column_check(table, c),
+        )
+        for c in cols
+    )
+    for table, cols in TABLES.items()
 }
 
 
 def check_row(table: str, row: dict[str, Any]) -> list[Any]:
     """The row's values in column order, each checked against its column; RecordError if one
     cannot be stored. Columns the row does not name are NULL."""
-    return [check(row.get(name)) for name, check in _CHECKS[table]]
+    out: list[Any] = []
+    append = out.append
+    # The common cases inline (this runs for every row of every export); the rest, and every
+    # refusal, through the column's full check.
+    for name, fast, lo, hi, finite, check in _CHECKS[table]:
+        v = row.get(name)
+        if v is None:
+            append(None)
+            continue
+        t = type(v)
+        if t is fast:
+            if t is str:
+                if v.isascii():
+                    append(v)
+                    continue
+            elif t is int:
+                if lo <= v <= hi:
+                    append(v)
+                    continue
+            elif t is not float or not finite or math.isfinite(v):
+                append(v)
+                continue
+        append(check(v))
+    return out
 
 
 def _finite_only(value: Any) -> Any:
