@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from collector.otlp_decode import BadRequest, TooLarge, load_json
+from mlvigil.records import json_text
 
 # Attributes stay as AnyValue messages in the dict and are decoded only when read: most
 # spans carry many attributes the normaliser never looks at.
@@ -49,7 +51,7 @@ def get_str(attrs: Attrs, *keys: str) -> str | None:
     value = get(attrs, *keys)
     if value is None:
         return None
-    return value if isinstance(value, str) else json.dumps(value)
+    return value if isinstance(value, str) else json_text(value)
 
 
 def get_float(attrs: Attrs, *keys: str) -> float | None:
@@ -62,10 +64,29 @@ def get_float(attrs: Attrs, *keys: str) -> float | None:
         return None
 
 
-def get_int(attrs: Attrs, *keys: str) -> int | None:
-    value = get_float(attrs, *keys)
-    return int(value) if value is not None and value == value else None
+def get_int(attrs: Attrs, *keys: str) -> int | float | None:
+    """An integer-valued attribute as sent (an int, or a float such as 12.0, inf or NaN):
+    ``mlvigil.records.check_row`` converts it and rejects what its column cannot hold."""
+    value = get(attrs, *keys)
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def to_json(attrs: Attrs) -> str:
-    return json.dumps({k: value_of(v) for k, v in attrs.items()}, separators=(",", ":"), default=str)
+    return json_text({k: value_of(v) for k, v in attrs.items()}) or "{}"
+
+
+def parse_json(text: str, what: str) -> Any:
+    """A JSON document carried in a string attribute, within the request's JSON limits;
+    ValueError (the item is rejected) when it is not JSON or is too large or deep."""
+    try:
+        return load_json(text, what)
+    except (BadRequest, TooLarge):
+        # The reason is a metric label: no detail from the payload in it.
+        raise ValueError(f"{what} is not JSON, or is larger or deeper than the JSON limits") from None

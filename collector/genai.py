@@ -13,12 +13,13 @@ The first key present wins in each list below; current names come before depreca
 
 from __future__ import annotations
 
-import json
+import math
 from typing import Any
 
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from collector.attributes import Attrs, get, get_float, get_int, get_str
+from collector.attributes import Attrs, get, get_float, get_int, get_str, parse_json
+from mlvigil.records import json_text
 
 PROVIDER = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
 OPERATION = ("gen_ai.operation.name", "llm.request.type")
@@ -87,9 +88,9 @@ def _invocation_params(attrs: Attrs) -> dict[str, Any]:
     raw = get(attrs, "llm.invocation_parameters")
     if isinstance(raw, str):
         try:
-            parsed = json.loads(raw)
-        except json.JSONDecodeError:
-            return {}
+            parsed = parse_json(raw, "llm.invocation_parameters")
+        except ValueError:
+            return {}  # only a source of defaults: unreadable parameters are ignored
         return parsed if isinstance(parsed, dict) else {}
     return raw if isinstance(raw, dict) else {}
 
@@ -115,9 +116,9 @@ def _finish_reasons_fallback(completions: list[dict[str, Any]], output_messages:
 def _messages(value: Any) -> Any:
     if isinstance(value, str):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
+            return parse_json(value, "gen_ai messages")
+        except ValueError:
+            return value  # kept as the text it is
     return value
 
 
@@ -186,14 +187,17 @@ def llm_row(
             "embeddings" if attrs["openinference.span.kind"].string_value.upper() == "EMBEDDING" else "chat"
         )
 
+    # Invocation parameters are settings, not measurements: a value that is not a finite
+    # number there (``"max_tokens": Infinity`` for "no limit") leaves the column NULL rather
+    # than rejecting the call. The same value in a gen_ai.request.* attribute rejects it.
     temperature = get_float(attrs, *TEMPERATURE)
-    if temperature is None and isinstance(params.get("temperature"), int | float):
+    if temperature is None and _finite(params.get("temperature")):
         temperature = float(params["temperature"])
     max_tokens = get_int(attrs, *MAX_TOKENS)
     if max_tokens is None:
         for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
-            if isinstance(params.get(key), int | float):
-                max_tokens = int(params[key])
+            if _finite(params.get(key)):
+                max_tokens = params[key]
                 break
 
     request_model = get_str(attrs, *REQUEST_MODEL)
@@ -246,8 +250,12 @@ def llm_row(
     }
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _text(value: Any, max_chars: int) -> str | None:
     if value is None:
         return None
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return text[:max_chars]
+    text = value if isinstance(value, str) else json_text(value, ascii_only=False)
+    return text[:max_chars] if text is not None else None

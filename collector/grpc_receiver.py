@@ -1,30 +1,37 @@
 """OTLP/gRPC receiver: the trace, metrics and logs Export services.
 
+The methods take the request as raw bytes: the bearer token is checked before a byte of the
+message is decoded, and decoding runs on a decode worker thread like every other receiver's.
 Overload answers UNAVAILABLE with a google.rpc.RetryInfo detail (OTLP clients retry it and
 honour the delay); messages above the size limit are refused by gRPC itself
-(RESOURCE_EXHAUSTED) before they are handed to us.
+(RESOURCE_EXHAUSTED) before they are handed to us; too many items: RESOURCE_EXHAUSTED;
+undecodable: INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf import duration_pb2
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-from collector.http_receiver import bearer_ok
+from collector.otlp_decode import PROTOBUF, BadRequest, TooLarge
 from collector.otlp_ingest import OtlpIngest
 from collector.pipeline import Overloaded, ShuttingDown
+from mlvigil.auth import bearer_ok
 from mlvigil.config import split_addr
 from mlvigil.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+SERVICES = {
+    "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
+    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
+}
 
 
 def _retry_trailer(code: grpc.StatusCode, message: str, seconds: int) -> tuple[tuple[str, bytes], ...]:
@@ -35,23 +42,27 @@ def _retry_trailer(code: grpc.StatusCode, message: str, seconds: int) -> tuple[t
     return (("grpc-status-details-bin", st.SerializeToString()),)
 
 
-class _Export:
-    def __init__(self, ingest: OtlpIngest, signal: str, token: str | None) -> None:
-        self._ingest = ingest
-        self._signal = signal
-        self._token = token
-
-    async def Export(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        tel = self._ingest.telemetry
+def _export(
+    ingest: OtlpIngest, signal: str, token: str | None
+) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
+    async def export(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        tel = ingest.telemetry
         code = "OK"
         try:
-            if self._token is not None:
-                md = dict(context.invocation_metadata() or ())
-                if not bearer_ok(md.get("authorization"), self._token):
+            if token is not None:
+                values = [v for k, v in (context.invocation_metadata() or ()) if k == "authorization"]
+                if not bearer_ok([str(v) for v in values], token):
                     code = "UNAUTHENTICATED"
                     await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
             try:
-                result = await self._ingest.export(self._signal, request, "grpc")
+                with ingest.admit():
+                    result = await ingest.export_bytes(signal, request, PROTOBUF, "grpc")
+            except BadRequest as exc:
+                code = "INVALID_ARGUMENT"
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except TooLarge as exc:
+                code = "RESOURCE_EXHAUSTED"
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
             except Overloaded as exc:
                 code = "UNAVAILABLE"
                 await context.abort(
@@ -69,9 +80,11 @@ class _Export:
                     str(exc),
                     trailing_metadata=_retry_trailer(grpc.StatusCode.UNAVAILABLE, str(exc), exc.retry_after),
                 )
-            return result.response
+            return result.response.SerializeToString()
         finally:
-            tel.requests.labels(signal=self._signal, transport="grpc", code=code).inc()
+            tel.requests.labels(signal=signal, transport="grpc", code=code).inc()
+
+    return export
 
 
 class OtlpGrpcReceiver:
@@ -92,14 +105,19 @@ class OtlpGrpcReceiver:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(
-            _Export(self._ingest, "traces", self._token), server
-        )
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
-            _Export(self._ingest, "metrics", self._token), server
-        )
-        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(
-            _Export(self._ingest, "logs", self._token), server
+        # No request_deserializer: the handler gets the raw bytes (auth first, then decode).
+        server.add_generic_rpc_handlers(
+            tuple(
+                grpc.method_handlers_generic_handler(
+                    service,
+                    {
+                        "Export": grpc.unary_unary_rpc_method_handler(
+                            _export(self._ingest, signal, self._token)
+                        )
+                    },
+                )
+                for signal, service in SERVICES.items()
+            )
         )
         host, port = split_addr(self._addr)
         self.port = server.add_insecure_port(f"{host}:{port}")

@@ -5,10 +5,10 @@ docs/conventions.md is the reference for producers; the key tuples here are what
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from collector.attributes import Attrs, get, get_float, get_int, get_str, value_of
+from collector.attributes import Attrs, get, get_float, get_int, get_str, parse_json, value_of
+from mlvigil.records import json_text
 
 MODEL = ("mlvigil.model.name",)
 MODEL_VERSION = ("mlvigil.model.version",)
@@ -56,20 +56,11 @@ def is_training(attrs: Attrs) -> bool:
     return RUN_ID in attrs
 
 
-def _json(value: Any) -> str | None:
-    if value is None:
-        return None
-    return json.dumps(value, separators=(",", ":"), default=str)
-
-
 def features_of(attrs: Attrs) -> dict[str, Any]:
     feats: dict[str, Any] = {}
     raw = get(attrs, FEATURES)
     if isinstance(raw, str):
-        try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError:
-            raise ValueError(f"{FEATURES} is not a JSON object") from None
+        raw = parse_json(raw, FEATURES)
     if isinstance(raw, dict):
         feats.update(raw)
     elif raw is not None:
@@ -88,8 +79,8 @@ def inference_row(attrs: Attrs, service: str | None, service_version: str | None
         "model": get_str(attrs, *MODEL) or service,
         "model_version": get_str(attrs, *MODEL_VERSION) or service_version,
         "request_id": get_str(attrs, *REQUEST_ID),
-        "features": _json(features_of(attrs)),
-        "prediction": _json(prediction),
+        "features": json_text(features_of(attrs)),
+        "prediction": json_text(prediction),
         "score": get_float(attrs, *SCORE),
     }
 
@@ -99,7 +90,7 @@ def label_row(attrs: Attrs, service: str | None) -> dict[str, Any]:
         "request_id": get_str(attrs, LABEL_REQUEST_ID),
         "service": service,
         "model": get_str(attrs, *MODEL) or service,
-        "label": _json(get(attrs, *LABEL_VALUE)),
+        "label": json_text(get(attrs, *LABEL_VALUE)),
     }
 
 

@@ -1,7 +1,9 @@
 """The normalising step: OTLP export requests -> typed record rows (``RecordBatch``).
 
 Each item is validated on its own; an invalid item is counted as rejected (OTLP partial
-success) and written nowhere, while the rest of the request goes on.
+success) and written nowhere, while the rest of the request goes on. Every row is checked
+against its columns (``mlvigil.records.check_row``) as the item is added, so a value no
+column can hold rejects its item here, never the whole batch in the store.
 """
 
 from __future__ import annotations
@@ -67,19 +69,26 @@ def resource_info(resource: Resource) -> ResourceInfo:
     )
 
 
-def _add(cols: dict[str, list[Any]], row: dict[str, Any]) -> None:
-    for name, column in cols.items():
-        column.append(row.get(name))
+def _resource(resource: Resource, n_items: int, out: Normalised) -> ResourceInfo | None:
+    """The resource's info, or None with its ``n_items`` items rejected when it is unusable."""
+    try:
+        return resource_info(resource)
+    except ValueError as exc:
+        for _ in range(n_items):
+            out.reject(f"resource: {exc}")
+        return None
 
 
 def normalise_traces(req: ExportTraceServiceRequest, opts: NormaliseOptions) -> Normalised:
     out = Normalised()
     batch = out.batch
     for rs in req.resource_spans:
-        res = resource_info(rs.resource)
-        common = {"service": res.service, "service_version": res.service_version, "host": res.host}
         spans = [s for ss in rs.scope_spans for s in ss.spans]
         out.received += len(spans)
+        res = _resource(rs.resource, len(spans), out)
+        if res is None:
+            continue
+        common = {"service": res.service, "service_version": res.service_version, "host": res.host}
         span_attrs = [attr_map(span.attributes) for span in spans]
         # traceloop puts the workflow/entity names on parent spans; LLM spans inherit them.
         names_by_span: dict[bytes, tuple[str | None, str | None, bytes]] = {}
@@ -101,46 +110,53 @@ def normalise_traces(req: ExportTraceServiceRequest, opts: NormaliseOptions) -> 
             ts = start_ns / 1e9
             duration = (end_ns - start_ns) / 1e9 if end_ns else None
             kind = "span"
+            rows: list[tuple[str, dict[str, Any]]] = []
             try:
                 if genai.is_llm_span(attrs):
                     row = genai.llm_row(span, attrs, opts.keep_llm_content, opts.max_content_chars, duration)
                     if row["workflow"] is None or row["entity"] is None:
                         _inherit_names(row, span.parent_span_id, names_by_span)
                     row.update(common, ts=ts, trace_id=span.trace_id.hex(), span_id=span.span_id.hex())
-                    _add(batch.table("llm_calls"), row)
+                    rows.append(("llm_calls", row))
                     kind = "llm"
                 elif ml.is_training(attrs):
                     row = ml.training_row(attrs, duration)
                     row.update(ts=ts, service=res.service, host=res.host, k8s_pod=res.k8s_pod)
                     row["gpu_uuid"] = row["gpu_uuid"] or res.hw_id
-                    _add(batch.table("training_steps"), row)
+                    rows.append(("training_steps", row))
                     kind = "training"
                 elif ml.is_inference(attrs):
                     row = ml.inference_row(attrs, res.service, res.service_version)
                     row.update(ts=ts, latency_s=duration, source="otlp")
-                    _add(batch.table("inferences"), row)
+                    rows.append(("inferences", row))
                     kind = "inference"
                 if ml.is_label(attrs):
                     row = ml.label_row(attrs, res.service)
                     row["ts"] = ts
-                    _add(batch.table("labels"), row)
+                    rows.append(("labels", row))
+                if opts.keep_raw_spans:
+                    rows.append(
+                        (
+                            "spans",
+                            {
+                                "ts": ts,
+                                "end_ts": end_ns / 1e9 if end_ns else None,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent_span_id": span.parent_span_id.hex() or None,
+                                "name": span.name,
+                                "kind": span.kind,
+                                "status_code": span.status.code,
+                                "service": res.service,
+                                "record_kind": kind,
+                                "resource_attrs": res.attrs_json,
+                                "span_proto": span.SerializeToString(),
+                            },
+                        )
+                    )
+                batch.add_item(rows)
             except ValueError as exc:
                 out.reject(str(exc))
-                continue
-            if opts.keep_raw_spans:
-                raw = batch.table("spans")
-                raw["ts"].append(ts)
-                raw["end_ts"].append(end_ns / 1e9 if end_ns else None)
-                raw["trace_id"].append(span.trace_id.hex())
-                raw["span_id"].append(span.span_id.hex())
-                raw["parent_span_id"].append(span.parent_span_id.hex() or None)
-                raw["name"].append(span.name)
-                raw["kind"].append(span.kind)
-                raw["status_code"].append(span.status.code)
-                raw["service"].append(res.service)
-                raw["record_kind"].append(kind)
-                raw["resource_attrs"].append(res.attrs_json)
-                raw["span_proto"].append(span.SerializeToString())
     return out
 
 
@@ -157,9 +173,17 @@ def _inherit_names(
 
 def normalise_metrics(req: ExportMetricsServiceRequest, opts: NormaliseOptions) -> Normalised:
     out = Normalised()
-    cols = out.batch.table("metric_points")
+    batch = out.batch
     for rm in req.resource_metrics:
-        res = resource_info(rm.resource)
+        n_points = sum(
+            len(getattr(m, d).data_points) if (d := m.WhichOneof("data")) else 1
+            for sm in rm.scope_metrics
+            for m in sm.metrics
+        )
+        res = _resource(rm.resource, n_points, out)
+        if res is None:
+            out.received += n_points
+            continue
         for sm in rm.scope_metrics:
             for metric in sm.metrics:
                 data = metric.WhichOneof("data")
@@ -171,29 +195,40 @@ def normalise_metrics(req: ExportMetricsServiceRequest, opts: NormaliseOptions) 
                 monotonic = bool(getattr(body, "is_monotonic", False)) if data == "sum" else None
                 for point in body.data_points:
                     out.received += 1
-                    attrs = attr_map(point.attributes)
-                    if data in ("gauge", "sum"):
-                        which = point.WhichOneof("value")
-                        if which is None:
-                            out.reject("number data point without a value")
-                            continue
-                        value: float = float(getattr(point, which))
-                        count = None
-                    else:
-                        value = point.sum
-                        count = int(point.count)
-                    hw = get_str(attrs, "hw.id") or res.hw_id
-                    cols["ts"].append(point.time_unix_nano / 1e9)
-                    cols["service"].append(res.service)
-                    cols["host"].append(get_str(attrs, "host.name") or res.host)
-                    cols["hw_id"].append(hw)
-                    cols["name"].append(metric.name)
-                    cols["unit"].append(metric.unit or None)
-                    cols["kind"].append(data)
-                    cols["value"].append(value)
-                    cols["count"].append(count)
-                    cols["monotonic"].append(monotonic)
-                    cols["attributes"].append(to_json(attrs) if attrs else None)
+                    try:
+                        attrs = attr_map(point.attributes)
+                        if data in ("gauge", "sum"):
+                            which = point.WhichOneof("value")
+                            if which is None:
+                                out.reject("number data point without a value")
+                                continue
+                            value: float = float(getattr(point, which))
+                            count = None
+                        else:
+                            value = point.sum
+                            count = point.count
+                        batch.add_item(
+                            [
+                                (
+                                    "metric_points",
+                                    {
+                                        "ts": point.time_unix_nano / 1e9,
+                                        "service": res.service,
+                                        "host": get_str(attrs, "host.name") or res.host,
+                                        "hw_id": get_str(attrs, "hw.id") or res.hw_id,
+                                        "name": metric.name,
+                                        "unit": metric.unit or None,
+                                        "kind": data,
+                                        "value": value,
+                                        "count": count,
+                                        "monotonic": monotonic,
+                                        "attributes": to_json(attrs) if attrs else None,
+                                    },
+                                )
+                            ]
+                        )
+                    except ValueError as exc:
+                        out.reject(str(exc))
     return out
 
 
@@ -201,43 +236,49 @@ def normalise_logs(req: ExportLogsServiceRequest, opts: NormaliseOptions) -> Nor
     out = Normalised()
     batch = out.batch
     for rl in req.resource_logs:
-        res = resource_info(rl.resource)
+        n_records = sum(len(sl.log_records) for sl in rl.scope_logs)
+        out.received += n_records
+        res = _resource(rl.resource, n_records, out)
+        if res is None:
+            continue
         for sl in rl.scope_logs:
             for rec in sl.log_records:
-                out.received += 1
-                attrs: Attrs = attr_map(rec.attributes)
                 ts = (rec.time_unix_nano or rec.observed_time_unix_nano) / 1e9
+                rows: list[tuple[str, dict[str, Any]]] = []
                 try:
+                    attrs: Attrs = attr_map(rec.attributes)
                     if ml.is_training(attrs):
                         row = ml.training_row(attrs, None)
                         row.update(ts=ts, service=res.service, host=res.host, k8s_pod=res.k8s_pod)
                         row["gpu_uuid"] = row["gpu_uuid"] or res.hw_id
-                        _add(batch.table("training_steps"), row)
+                        rows.append(("training_steps", row))
                     elif ml.is_inference(attrs):
                         row = ml.inference_row(attrs, res.service, res.service_version)
                         row.update(ts=ts, source="otlp")
-                        _add(batch.table("inferences"), row)
+                        rows.append(("inferences", row))
                     if ml.is_label(attrs):
                         row = ml.label_row(attrs, res.service)
                         row["ts"] = ts
-                        _add(batch.table("labels"), row)
+                        rows.append(("labels", row))
+                    body = value_of(rec.body) if rec.HasField("body") else None
+                    rows.append(
+                        (
+                            "logs",
+                            {
+                                "ts": ts,
+                                "service": res.service,
+                                "severity_number": rec.severity_number,
+                                "severity_text": rec.severity_text or None,
+                                "body": body if isinstance(body, str) or body is None else str(body),
+                                "trace_id": rec.trace_id.hex() or None,
+                                "span_id": rec.span_id.hex() or None,
+                                "attributes": to_json(attrs) if attrs else None,
+                            },
+                        )
+                    )
+                    batch.add_item(rows)
                 except ValueError as exc:
                     out.reject(str(exc))
-                    continue
-                body = value_of(rec.body) if rec.HasField("body") else None
-                _add(
-                    batch.table("logs"),
-                    {
-                        "ts": ts,
-                        "service": res.service,
-                        "severity_number": rec.severity_number,
-                        "severity_text": rec.severity_text or None,
-                        "body": body if isinstance(body, str) or body is None else str(body),
-                        "trace_id": rec.trace_id.hex() or None,
-                        "span_id": rec.span_id.hex() or None,
-                        "attributes": to_json(attrs) if attrs else None,
-                    },
-                )
     return out
 
 

@@ -25,10 +25,11 @@ from pydantic import (
     model_validator,
 )
 
-from collector.cloudevents import parse_event
-from collector.http_receiver import bearer_ok, read_body
+from collector.cloudevents import ingest_event
+from collector.http_receiver import read_body, server_options
 from collector.pipeline import IngestPipeline
 from mlvigil import __version__
+from mlvigil.auth import bearer_ok
 from mlvigil.config import split_addr
 from mlvigil.context import ServiceContext
 from mlvigil.endpoint import (
@@ -50,7 +51,7 @@ from mlvigil.endpoint import (
     openapi_document,
 )
 from mlvigil.findings import KINDS, Severity, State
-from mlvigil.records import JSON_COLUMNS, TABLES, RecordBatch
+from mlvigil.records import JSON_COLUMNS, TABLES, RecordBatch, RecordError, json_text
 
 log = logging.getLogger(__name__)
 
@@ -276,10 +277,7 @@ class Api:
         return resp
 
     def _authorized(self, request: web.Request) -> bool:
-        try:
-            return bearer_ok(request.headers.get("Authorization"), self._token)
-        except UnicodeError:  # a header byte that is not text cannot be the token
-            return False
+        return bearer_ok(request.headers.getall("Authorization", []), self._token)
 
     # -- core routes -----------------------------------------------------------------------
     @endpoint("Liveness: the process serves requests.", ok={200: Response("Alive.", _STATUS_SCHEMA)})
@@ -408,19 +406,19 @@ class Api:
         },
     )
     async def cloudevents(self, request: web.Request) -> web.Response:
-        if self._pipeline.is_full():
-            return error(429, "ingest queue full", **{"Retry-After": str(self._pipeline.retry_after)})
-        body = await read_body(request, self.ctx.config.ingest.max_request_bytes)
-        too_deep = (
-            await asyncio.to_thread(json_depth_exceeds, body, MAX_JSON_DEPTH)
-            if len(body) > THREAD_PARSE_BYTES
-            else json_depth_exceeds(body, MAX_JSON_DEPTH)
-        )
-        if too_deep:
-            raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        rows = parse_event(request.headers, body, time.time())
-        await self._submit(RecordBatch(inference_merges=rows))
-        return json_response({"accepted": len(rows)}, 202)
+        ingest = self.ctx.services["ingest"]
+        limits = self.ctx.config.ingest
+        with ingest.admit():
+            body = await read_body(request, limits.max_request_bytes, limits.read_timeout)
+            too_deep = (
+                await asyncio.to_thread(json_depth_exceeds, body, MAX_JSON_DEPTH)
+                if len(body) > THREAD_PARSE_BYTES
+                else json_depth_exceeds(body, MAX_JSON_DEPTH)
+            )
+            if too_deep:
+                raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            accepted = await ingest_event(ingest, request.headers, body, time.time())
+        return json_response({"accepted": accepted}, 202)
 
     @endpoint(
         "Label feedback: ground truth joined later to predictions by request id.",
@@ -432,15 +430,18 @@ class Api:
         items = body.labels
         batch = RecordBatch()
         now = time.time()
-        for item in items:
-            batch.add(
-                "labels",
-                ts=now if item.ts is None else item.ts,
-                request_id=item.request_id,
-                service=item.service,
-                model=item.model,
-                label=json.dumps(item.label),
-            )
+        for i, item in enumerate(items):
+            try:
+                batch.add(
+                    "labels",
+                    ts=now if item.ts is None else item.ts,
+                    request_id=item.request_id,
+                    service=item.service,
+                    model=item.model,
+                    label=json_text(item.label),
+                )
+            except RecordError as exc:  # a value its column cannot hold (records.check_row)
+                raise ApiError(400, f"body.labels[{i}]: {exc}") from None
         await self._submit(batch)
         return json_response({"accepted": len(items)}, 202)
 
@@ -483,9 +484,7 @@ class Api:
     async def start(self) -> None:
         self._runner = web.AppRunner(
             self.build_app(),
-            access_log=None,
-            handle_signals=False,
-            auto_decompress=False,
+            **server_options(self.ctx.config.ingest.read_timeout),
             max_line_size=MAX_REQUEST_LINE_BYTES,
         )
         await self._runner.setup()

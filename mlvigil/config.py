@@ -122,6 +122,19 @@ class IngestConfig(Strict):
     keep_raw_spans: bool = True
     # Longest prompt/completion text kept, in characters.
     max_content_chars: int = Field(default=8192, gt=0)
+    # Items in one request: spans, data points or log records plus the resource/scope entries
+    # around them (OTLP), instances (CloudEvents). Above it: 413 / RESOURCE_EXHAUSTED.
+    max_items_per_request: int = Field(default=100_000, gt=0)
+    # JSON objects plus arrays in one JSON body (OTLP/JSON, CloudEvents). Above it: 413.
+    max_json_containers: int = Field(default=1_000_000, gt=0)
+    # Threads that decode and normalise requests, off the event loop.
+    decode_workers: int = Field(default=2, gt=0, le=64)
+    # Requests being read, decoded or committed at once, all receivers together; beyond it
+    # a request is answered 429 / UNAVAILABLE with Retry-After (bounds memory under a flood).
+    max_requests_in_flight: int = Field(default=32, gt=0)
+    # How long a client may take to send a request's headers, and then its body (408 for a
+    # slow body); also how long an idle keep-alive connection is kept open.
+    read_timeout: Duration = Field(default=30.0, gt=0)
 
 
 class DetectorsConfig(Strict):

@@ -24,7 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic.json_schema import models_json_schema
 
-from collector.http_receiver import UnsupportedEncoding, read_body
+from collector.http_receiver import ReadTimeout, UnsupportedEncoding, read_body
 from collector.otlp_decode import BadRequest, TooLarge
 from collector.pipeline import Overloaded, ShuttingDown
 from mlvigil.store import StoreUnavailable
@@ -380,6 +380,8 @@ def error_response(exc: BaseException) -> web.StreamResponse:
         return error(413, f"{exc}; send less per request")
     if isinstance(exc, UnsupportedEncoding):
         return error(415, str(exc))
+    if isinstance(exc, ReadTimeout):
+        return error(408, str(exc))
     if isinstance(exc, BadRequest):
         return error(400, str(exc))
     if isinstance(exc, Overloaded):

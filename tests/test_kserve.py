@@ -138,3 +138,98 @@ def test_label_feedback_joins_by_request_id(service: ServiceHandle) -> None:
     )
     assert status == 400 and b"request_id" in body
     assert service.stats()["labels"] == 1
+
+
+def _rss_mb(svc: ServiceHandle) -> float:
+    import psutil
+
+    assert svc.proc is not None
+    return psutil.Process(svc.proc.pid).memory_info().rss / 2**20
+
+
+def test_tensor_shape_is_checked_against_its_data(service: ServiceHandle) -> None:
+    """Issue 13 item 1: a 97-byte V2 tensor claiming [10**18, 2] made the decoder allocate
+    until the kernel killed the service. A shape must describe exactly the data sent."""
+    req = "org.kubeflow.serving.inference.request"
+    resp = "org.kubeflow.serving.inference.response"
+    seldon = "io.seldon.serving.inference.request"
+    rss_before = _rss_mb(service)
+    bad: list[tuple[str, dict, str]] = [
+        (req, {"inputs": [{"name": "x", "shape": [10**18, 2], "datatype": "FP32", "data": [1, 2]}]}, "shape"),
+        (req, {"inputs": [{"name": "x", "shape": [3, 2], "datatype": "FP32", "data": [1, 2]}]}, "shape"),
+        (req, {"inputs": [{"name": "x", "shape": "abc", "datatype": "FP32", "data": [1]}]}, "shape"),
+        (req, {"inputs": [{"name": "x", "shape": [-1, 2], "datatype": "FP32", "data": [1, 2]}]}, "shape[0]"),
+        (req, {"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": "ab"}]}, "data"),
+        (req, {"inputs": [{"name": "x", "shape": [1], "data": [1]}, 5]}, "inputs[1]"),
+        (req, {"inputs": [{"shape": [2], "data": [1, 2]}, {"shape": [3], "data": [1, 2, 3]}]}, "batch size"),
+        (req, {"inputs": [{"shape": [5, 1], "data": [[1], [2]]}]}, "rows"),
+        (resp, {"outputs": [{"name": "y", "shape": [10**18], "datatype": "INT32", "data": [1]}]}, "shape"),
+        (resp, {"outputs": ["not a tensor"]}, "outputs[0]"),
+        (seldon, {"data": {"tensor": {"shape": [10**18, 1], "values": [1.0]}}}, "shape"),
+        (seldon, {"data": {"names": 5, "ndarray": [[1.0]]}}, "names"),
+        (seldon, {"data": {"names": [["a"]], "ndarray": [[1.0]]}}, "names"),
+    ]
+    for ce_type, body, reason in bad:
+        status, text = _ce(service, ce_type, "bad", body)
+        assert status == 400, (body, status, text)
+        assert reason in json.loads(text)["error"], (body, text)
+    assert service.stats()["inferences"] == 0
+    assert _rss_mb(service) < rss_before + 50
+    # Consistent tensors still decode, including a zero-width and a nested one.
+    ok = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]}]}
+    assert _ce(service, req, "good", ok)[0] == 202
+    assert set(_rows(service)) == {"good:0", "good:1"}
+
+
+def test_instances_per_event_are_bounded(service_factory) -> None:
+    svc: ServiceHandle = service_factory({"ingest": {"max_items_per_request": 100}})
+    req = "org.kubeflow.serving.inference.request"
+    for body in (
+        {"instances": [[1.0]] * 101},
+        {"inputs": [{"name": "x", "shape": [101], "datatype": "FP32", "data": [1.0] * 101}]},
+        {"data": {"ndarray": [[1.0]] * 101}},
+    ):
+        status, text = _ce(svc, req, "big", body)
+        assert status == 413 and "at most 100" in json.loads(text)["error"], text
+    status, text = _ce(svc, "org.kubeflow.serving.inference.response", "big", {"predictions": [1] * 101})
+    assert status == 413, text
+    assert svc.stats()["inferences"] == 0
+    assert _ce(svc, req, "fits", {"instances": [[1.0]] * 100})[0] == 202
+    assert svc.stats()["inferences"] == 100
+
+
+def test_large_event_is_merged_in_one_statement(service: ServiceHandle) -> None:
+    """Issue 13 item 4: a 20,000-instance event took 66 s (one UPDATE+INSERT per instance)
+    and held up every other export behind it in the writer."""
+    import time
+
+    n = 20_000
+    request = {"instances": [[float(i), 1.0] for i in range(n)]}
+    response = {"predictions": [i % 3 for i in range(n)]}
+    t0 = time.monotonic()
+    assert _ce(service, "org.kubeflow.serving.inference.request", "big", request)[0] == 202
+    assert _ce(service, "org.kubeflow.serving.inference.response", "big", response)[0] == 202
+    elapsed = time.monotonic() - t0
+    assert elapsed < 15, f"two 20,000-instance events took {elapsed:.1f}s"
+    assert service.stats()["inferences"] == n
+    rows = service.get("/api/v1/records/inferences", request_id="big:19999")["rows"]
+    assert len(rows) == 1 and json.loads(rows[0]["features"]) == {"f0": 19999.0, "f1": 1.0}
+    assert json.loads(rows[0]["prediction"]) == 19999 % 3
+
+
+def test_label_values_are_checked_like_every_record(service: ServiceHandle) -> None:
+    """The labels route goes through the same column check as OTLP items: 400 with the reason."""
+    for item, reason in (
+        ('{"request_id": "r", "label": 1, "service": 123}', "labels.service is not text"),
+        ('{"request_id": "r", "label": 1, "ts": 1e400}', "labels.ts is not a finite number"),
+    ):
+        status, _, body = service.request(
+            "POST",
+            "/api/v1/labels",
+            b'{"labels": [' + item.encode() + b"]}",
+            {"Content-Type": "application/json"},
+        )
+        assert status == 400 and reason in json.loads(body)["error"], body
+    service.post("/api/v1/labels", {"labels": [{"request_id": "r", "label": {"p": float("inf")}}]})
+    [row] = service.get("/api/v1/records/labels")["rows"]
+    assert json.loads(row["label"]) == {"p": None}

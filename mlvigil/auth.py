@@ -1,0 +1,37 @@
+"""The one bearer-token check, used by every listener (OTLP/HTTP, OTLP/gRPC, the API).
+
+RFC 9110 section 11.1: the auth scheme is case-insensitive, so ``bearer x`` is ``Bearer x``.
+A request carrying the Authorization header more than once is refused on every transport:
+proxies and servers disagree on which copy wins, so accepting either would let a request
+mean different things to different hops.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+
+
+def bearer_ok(values: Sequence[str] | str | None, token: str | None) -> bool:
+    """True when auth is off (``token`` None) or exactly one header carries ``Bearer <token>``.
+
+    ``values`` is every value of the Authorization header the request carried (HTTP:
+    ``headers.getall``; gRPC: the ``authorization`` metadata entries), or one value.
+    """
+    if token is None:
+        return True
+    if values is None:
+        return False
+    if isinstance(values, str):
+        values = [values]
+    if len(values) != 1:
+        return False
+    scheme, _, credentials = values[0].strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    try:
+        # aiohttp hands undecodable header bytes over as lone surrogates: not a match, not a crash.
+        given = credentials.strip().encode()
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(given, token.encode())
