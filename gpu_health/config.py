@@ -164,4 +164,3 @@ class GpuConfig(Strict):
         if value <= 0:
             raise ValueError("must be greater than 0")
         return value
-

@@ -24,11 +24,26 @@ def test_health_ready_openapi_and_stats(service: ServiceHandle) -> None:
     assert service.get("/readyz")["status"] == "ready"
     spec = service.get("/openapi.json")
     assert spec["openapi"].startswith("3.")
-    for path in ("/api/v1/stats", "/api/v1/findings", "/api/v1/records/spans", "/api/v1/labels",
-                 "/api/v1/ingest/cloudevents", "/metrics", "/healthz"):
+    for path in (
+        "/api/v1/stats",
+        "/api/v1/findings",
+        "/api/v1/records/spans",
+        "/api/v1/labels",
+        "/api/v1/ingest/cloudevents",
+        "/metrics",
+        "/healthz",
+    ):
         assert path in spec["paths"], path
     stats = service.get("/api/v1/stats")
-    assert set(stats["records"]) == {"spans", "llm_calls", "inferences", "labels", "training_steps", "metric_points", "logs"}
+    assert set(stats["records"]) == {
+        "spans",
+        "llm_calls",
+        "inferences",
+        "labels",
+        "training_steps",
+        "metric_points",
+        "logs",
+    }
     assert stats["queue"]["items"] == 0 and stats["queue"]["capacity"] > 0
     status, _, body = service.request("GET", "/api/v1/records/nosuch")
     assert status == 404 and b"known" in body
@@ -64,9 +79,15 @@ class _Threshold(Detector):
         for svc, sev in zip(rows["service"], rows["severity_number"], strict=True):
             latest[svc] = sev
         return [
-            Finding(kind="data_drift", severity=Severity.WARNING, subject={"service": s}, summary=f"{s} erroring",
-                    evidence={"severity": sev})
-            for s, sev in latest.items() if sev >= 17
+            Finding(
+                kind="data_drift",
+                severity=Severity.WARNING,
+                subject={"service": s},
+                summary=f"{s} erroring",
+                evidence={"severity": sev},
+            )
+            for s, sev in latest.items()
+            if sev >= 17
         ]
 
 
@@ -105,6 +126,7 @@ def test_finding_lifecycle_fire_update_resolve_and_reload(tmp_path: Path) -> Non
 # -- issue 12 / 13: every bad request is a 400 with a reason; the records API answers typed JSON --------
 def _strict_json(body: bytes) -> Any:
     """Parse as strict JSON: a bare NaN or Infinity fails (Python's json accepts them by default)."""
+
     def refuse(name: str) -> Any:
         raise AssertionError(f"{name} in a JSON response")
 
@@ -135,7 +157,12 @@ NESTED = b'{"labels": ' + b"[" * 1000 + b"]" * 1000 + b"}"
         ("GET", "/api/v1/records/spans?kind=" + str(2**40), None, b"query.kind"),
         ("GET", "/api/v1/records/training_steps?step=" + str(2**64), None, b"query.step"),
         ("GET", "/api/v1/records/spans?until=inf", None, b"query.until"),
-        ("POST", "/api/v1/labels", b'{"labels": [{"request_id": "r", "label": 1, "service": 123}]}', b"body.labels[0].service"),
+        (
+            "POST",
+            "/api/v1/labels",
+            b'{"labels": [{"request_id": "r", "label": 1, "service": 123}]}',
+            b"body.labels[0].service",
+        ),
         ("POST", "/api/v1/labels", b'{"labels": [{"request_id": "r", "label": NaN}]}', b"NaN"),
         ("POST", "/api/v1/labels", b'{"labels": [{"request_id": "r", "label": 1e999}]}', b"out of range"),
         ("POST", "/api/v1/labels", b'{"labels": [{"request_id": "r", "label": 1, "ts": "now"}]}', b"ts"),
@@ -148,7 +175,12 @@ NESTED = b'{"labels": ' + b"[" * 1000 + b"]" * 1000 + b"}"
         ("POST", "/api/v1/alerts/mutes", b'{"matchers": ["a=\\"b\\""], "duration": "soon"}', b"duration"),
         ("POST", "/api/v1/alerts/mutes", b'{"matchers": []}', b"matchers"),
         ("POST", "/api/v1/retrain/triggers/x/approve", b"[" * 1000 + b"]" * 1000, b"nested deeper"),
-        ("POST", "/api/v1/monitors", b'{"name": "m", "reference": {"dataset": true}, "colour": 1}', b"colour"),
+        (
+            "POST",
+            "/api/v1/monitors",
+            b'{"name": "m", "reference": {"dataset": true}, "colour": 1}',
+            b"colour",
+        ),
     ],
 )
 def test_bad_values_answer_400_with_a_reason(
@@ -173,8 +205,10 @@ def full_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHa
 
 FULL_CONFIG = {
     "alerts": {"receivers": [{"name": "hook", "webhook": {"url": "http://127.0.0.1:9/hook"}}]},
-    "retrain": {"targets": [{"name": "t", "webhook": {"url": "http://127.0.0.1:9/retrain"}}],
-                "policies": [{"name": "p", "target": "t", "approval": True}]},
+    "retrain": {
+        "targets": [{"name": "t", "webhook": {"url": "http://127.0.0.1:9/retrain"}}],
+        "policies": [{"name": "p", "target": "t", "approval": True}],
+    },
 }
 
 
@@ -189,8 +223,16 @@ def _store_with(tmp_path: Path, fill: Callable[[DuckDBStore], None]) -> Path:
 def test_dotted_label_filters_match(tmp_path: Path, service_factory: Callable[..., ServiceHandle]) -> None:
     def fill(store: DuckDBStore) -> None:
         for ns in ("prod", "dev"):
-            store.upsert_findings([Finding(kind="data_drift", severity=Severity.WARNING,
-                                           subject={"k8s.namespace": ns, "service": "api"}, summary=ns)])
+            store.upsert_findings(
+                [
+                    Finding(
+                        kind="data_drift",
+                        severity=Severity.WARNING,
+                        subject={"k8s.namespace": ns, "service": "api"},
+                        summary=ns,
+                    )
+                ]
+            )
 
     _store_with(tmp_path, fill)
     service = service_factory()
@@ -200,7 +242,9 @@ def test_dotted_label_filters_match(tmp_path: Path, service_factory: Callable[..
     assert service.findings(service="api", severity="critical") == []
 
 
-def test_records_are_typed_json_and_nan_is_null(tmp_path: Path, service_factory: Callable[..., ServiceHandle]) -> None:
+def test_records_are_typed_json_and_nan_is_null(
+    tmp_path: Path, service_factory: Callable[..., ServiceHandle]
+) -> None:
     def fill(store: DuckDBStore) -> None:
         b, now = RecordBatch(), time.time()  # recent, so retention keeps them
         b.add("metric_points", ts=now, name="loss", value=float("nan"), attributes='{"k8s.pod": "p-1"}')
@@ -211,15 +255,30 @@ def test_records_are_typed_json_and_nan_is_null(tmp_path: Path, service_factory:
     _store_with(tmp_path, fill)
     service = service_factory()
     status, _, body = service.request(
-        "POST", "/api/v1/ingest/cloudevents",
+        "POST",
+        "/api/v1/ingest/cloudevents",
         json.dumps({"instances": [[1.5, 2.0]]}).encode(),
-        {"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "r-1",
-         "ce-source": "s", "ce-type": "org.kubeflow.serving.inference.request"},
+        {
+            "Content-Type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-id": "r-1",
+            "ce-source": "s",
+            "ce-type": "org.kubeflow.serving.inference.request",
+        },
     )
     assert status == 202, body
-    service.request("POST", "/api/v1/ingest/cloudevents", json.dumps({"predictions": [0]}).encode(),
-                    {"Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "r-1",
-                     "ce-source": "s", "ce-type": "org.kubeflow.serving.inference.response"})
+    service.request(
+        "POST",
+        "/api/v1/ingest/cloudevents",
+        json.dumps({"predictions": [0]}).encode(),
+        {
+            "Content-Type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-id": "r-1",
+            "ce-source": "s",
+            "ce-type": "org.kubeflow.serving.inference.response",
+        },
+    )
     service.post("/api/v1/labels", {"labels": [{"request_id": "r-1", "label": {"class": 0}}]})
     status, _, body = service.request("GET", "/api/v1/records/inferences")
     [row] = _strict_json(body)["rows"]
@@ -238,10 +297,17 @@ def test_records_are_typed_json_and_nan_is_null(tmp_path: Path, service_factory:
 def test_openapi_declares_parameters_bodies_and_errors(full_service: ServiceHandle) -> None:
     spec = full_service.get("/openapi.json")
     ops = {(path, method): op for path, item in spec["paths"].items() for method, op in item.items()}
-    for route in [("/api/v1/findings", "get"), ("/api/v1/labels", "post"), ("/api/v1/alerts/mutes", "post"),
-                  ("/api/v1/monitors", "post"), ("/api/v1/monitors/{name}/reference", "post"),
-                  ("/api/v1/retrain/triggers/{trigger_id}/approve", "post"), ("/api/v1/alerts", "get"),
-                  ("/api/v1/records/inferences", "get"), ("/api/v1/ingest/cloudevents", "post")]:
+    for route in [
+        ("/api/v1/findings", "get"),
+        ("/api/v1/labels", "post"),
+        ("/api/v1/alerts/mutes", "post"),
+        ("/api/v1/monitors", "post"),
+        ("/api/v1/monitors/{name}/reference", "post"),
+        ("/api/v1/retrain/triggers/{trigger_id}/approve", "post"),
+        ("/api/v1/alerts", "get"),
+        ("/api/v1/records/inferences", "get"),
+        ("/api/v1/ingest/cloudevents", "post"),
+    ]:
         assert route in ops, route
     for (path, method), op in ops.items():
         assert ("401" in op["responses"]) == (path not in ("/healthz", "/readyz")), (path, method)
@@ -267,8 +333,12 @@ def test_openapi_declares_parameters_bodies_and_errors(full_service: ServiceHand
     assert schemas["LabelIn"]["properties"]["service"]["anyOf"][0] == {"maxLength": 256, "type": "string"}
     assert "MonitorConfig" in schemas and "MuteIn" in schemas
     approve = ops[("/api/v1/retrain/triggers/{trigger_id}/approve", "post")]
-    assert approve["parameters"][0] == {"name": "trigger_id", "in": "path", "required": True,
-                                        "schema": {"maxLength": 128, "minLength": 1, "type": "string"}}
+    assert approve["parameters"][0] == {
+        "name": "trigger_id",
+        "in": "path",
+        "required": True,
+        "schema": {"maxLength": 128, "minLength": 1, "type": "string"},
+    }
     assert {"404", "409"} <= set(approve["responses"])
 
 
@@ -290,8 +360,10 @@ def test_exceptions_map_to_statuses_with_reasons(full_service: ServiceHandle) ->
 
 def test_reference_uploads_are_bounded_and_answer_4xx(full_service: ServiceHandle) -> None:
     service = full_service
-    service.post("/api/v1/monitors", {"name": "ref-bounds", "kind": "data", "reference": {"dataset": True},
-                                      "window": {"size": 100}})
+    service.post(
+        "/api/v1/monitors",
+        {"name": "ref-bounds", "kind": "data", "reference": {"dataset": True}, "window": {"size": 100}},
+    )
     path = "/api/v1/monitors/ref-bounds/reference"
 
     def post(body: bytes, ctype: str) -> tuple[int, dict]:
@@ -326,7 +398,9 @@ def test_non_utf8_bearer_token_is_a_401(service_factory: Callable[..., ServiceHa
     service = service_factory(env={"MLVIGIL_AUTH_TOKEN": "secret"})
     port = int(service.api.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET /api/v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n")
+        sock.sendall(
+            b"GET /api/v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+        )
         answer = b""
         while chunk := sock.recv(65536):
             answer += chunk

@@ -44,7 +44,11 @@ def test_defaults_and_env_overrides() -> None:
             "config: alerts.recievers: unknown key (did you mean 'receivers'?)",
         ),
         (
-            {"detectors": {"drift": {"monitors": [{"name": "m", "reference": {"dataset": True}, "windw": {}}]}}},
+            {
+                "detectors": {
+                    "drift": {"monitors": [{"name": "m", "reference": {"dataset": True}, "windw": {}}]}
+                }
+            },
             "detectors.drift.monitors.0.windw: unknown key (did you mean 'window'?)",
         ),
         ({"ingest": {"max_request_bytes": 0}}, "ingest.max_request_bytes: Input should be greater than 0"),

@@ -149,15 +149,18 @@ def test_kfp_fake_refuses_requests_off_the_published_api(tmp_path: Path) -> None
 
     async def scenario() -> None:
         kfp = await FakeKfp().start()
-        async with aiohttp.ClientSession() as s, s.post(
-            kfp.url + "/apis/v2beta1/runs",
-            json={
-                "display_name": "x",
-                "pipeline_version_reference": {"pipeline_id": "pipe-1", "pipeline_version_id": "ver-1"},
-                "parameters": {"a": 1},
-                "state": "RUNNING",
-            },
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                kfp.url + "/apis/v2beta1/runs",
+                json={
+                    "display_name": "x",
+                    "pipeline_version_reference": {"pipeline_id": "pipe-1", "pipeline_version_id": "ver-1"},
+                    "parameters": {"a": 1},
+                    "state": "RUNNING",
+                },
+            ) as r,
+        ):
             assert r.status == 400
         assert any("parameters: not a field of V2beta1Run" in v for v in kfp.violations)
         assert any("state: output only" in v for v in kfp.violations)

@@ -30,8 +30,11 @@ def _steps(svc: ServiceHandle, run_id: str, losses: list[float]) -> None:
                 span = tracer.start_span(
                     "train_step",
                     attributes={
-                        "mlvigil.train.run_id": run_id, "mlvigil.train.step": step, "mlvigil.train.rank": rank,
-                        "mlvigil.train.world_size": 2, "mlvigil.train.loss": loss,
+                        "mlvigil.train.run_id": run_id,
+                        "mlvigil.train.step": step,
+                        "mlvigil.train.rank": rank,
+                        "mlvigil.train.world_size": 2,
+                        "mlvigil.train.loss": loss,
                         "mlvigil.train.step_time_seconds": 0.5,
                     },
                 )
@@ -41,15 +44,32 @@ def _steps(svc: ServiceHandle, run_id: str, losses: list[float]) -> None:
 def test_nan_loss_alerts_once_and_triggers_a_dry_run(service_factory, sink: WebhookSink) -> None:
     config = {
         "alerts": {
-            "receivers": [{"name": "hook", "webhook": {"url": sink.url + "/alerts", "secret": {"env": "HOOK_SECRET"}}}],
-            "routes": [{"receiver": "hook", "group_by": ["alertname", "run_id"], "group_wait": "0s",
-                        "group_interval": "1s", "repeat_interval": "1h"}],
+            "receivers": [
+                {"name": "hook", "webhook": {"url": sink.url + "/alerts", "secret": {"env": "HOOK_SECRET"}}}
+            ],
+            "routes": [
+                {
+                    "receiver": "hook",
+                    "group_by": ["alertname", "run_id"],
+                    "group_wait": "0s",
+                    "group_interval": "1s",
+                    "repeat_interval": "1h",
+                }
+            ],
             "tick": "200ms",
         },
         "retrain": {
             "targets": [{"name": "hook", "webhook": {"url": sink.url + "/retrain"}}],
-            "policies": [{"name": "on-nan", "target": "hook", "kinds": ["loss_anomaly"], "severities": ["critical"],
-                          "model_label": "run_id", "dry_run": True}],
+            "policies": [
+                {
+                    "name": "on-nan",
+                    "target": "hook",
+                    "kinds": ["loss_anomaly"],
+                    "severities": ["critical"],
+                    "model_label": "run_id",
+                    "dry_run": True,
+                }
+            ],
         },
     }
     svc: ServiceHandle = service_factory(config, env={"HOOK_SECRET": SECRET})
