@@ -195,6 +195,19 @@ def test_ragged_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert error["line"] == 8 and "line 8 has 3 fields but the header has 4" in err
 
 
+def test_csv_whose_last_line_is_longer_is_ragged_not_a_schema_mismatch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DuckDB's sniffer takes a longer last line for the header's shape; the gate still names
+    the ragged line (exit 5), never 'different columns' (exit 3)."""
+    ref = _write(tmp_path / "ref.csv", _table())
+    lines = _write(tmp_path / "cur.csv", _table(seed=1)).read_text().splitlines()
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("\n".join([*lines, "1,2,pro,3,extra"]) + "\n")
+    err, error = _refused(capsys, ref, ragged, EXIT_UNREADABLE, "malformed")
+    assert error["line"] == len(lines) + 1 and "has 5 fields but the header has 4" in err
+
+
 def test_non_csv_and_non_parquet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ref = _write(tmp_path / "ref.csv", _table())
     binary = tmp_path / "model.csv"

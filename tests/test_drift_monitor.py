@@ -191,3 +191,25 @@ def test_prediction_and_performance_drift_with_late_labels(store: DuckDBStore) -
     assert [f.kind for f in found] == ["performance_drift"]
     acc = next(m for m in found[0].evidence["metrics"] if m["metric"] == "accuracy")
     assert acc["reference"] > 0.85 and acc["current"] < 0.78 and acc["drifted"]
+
+
+def test_reference_file_is_read_with_bounds_and_a_broken_one_says_why(
+    store: DuckDBStore, tmp_path: Path
+) -> None:
+    """A reference file named in the config goes through the gate's checked reader: a ragged
+    CSV leaves the monitor in an error status naming the line (no exception every pass);
+    once the file is fixed the next pass builds the reference and evaluates."""
+    rng = np.random.default_rng(3)
+    rows = _rows(rng, 400)
+    ref = tmp_path / "ref.csv"
+    ragged = "amount,age,country,items\n" + "\n".join(
+        f"{r['amount']},{r['age']},{r['country']},{r['items']}" for r in rows
+    )
+    ref.write_text(ragged + "\n1,2,fr,3,extra\n")
+    det = _monitor(reference={"file": str(ref)}, window={"size": 200})
+    _inferences(store, _rows(rng, 300), t0=5000.0)
+    assert det.evaluate(store, 5010.0) == []
+    assert det.last["status"] == "error" and "line 402" in det.last["error"], det.last
+    ref.write_text(ragged + "\n")
+    det.evaluate(store, 5010.0)
+    assert det.last["status"] in ("ok", "drift"), det.last

@@ -104,9 +104,16 @@ def open_input(path: str, label: str, limits: Limits) -> InputFile:
                 f"{where} is not a Parquet file (no PAR1 header); name CSV files *.csv",
             )
         delimiter = None
+        header: list[str] | None = None
     else:
-        delimiter = _csv_delimiter(where, head)
+        delimiter, header = _csv_delimiter(where, head)
     types = _describe(where, path, delimiter)
+    if delimiter is not None and header and list(types) != header:
+        # DuckDB's sniffer can take a ragged line's shape for the header's (a longer last line
+        # makes the header a data row): name the ragged line instead of a schema mismatch.
+        ragged = _first_ragged_line(path, delimiter)
+        if ragged:
+            raise _read_error(where, path, delimiter, ValueError("ragged"))
     if len(types) > limits.max_columns:
         raise InputError(
             EXIT_UNREADABLE,
@@ -132,8 +139,9 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _csv_delimiter(where: str, head: bytes) -> str:
-    """The delimiter of a CSV file from its header line; refuses binary and non-UTF-8 files."""
+def _csv_delimiter(where: str, head: bytes) -> tuple[str, list[str]]:
+    """The delimiter of a CSV file and the names on its header line; refuses binary and
+    non-UTF-8 files."""
     if b"\0" in head:
         raise InputError(
             EXIT_UNREADABLE, "not_csv", f"{where} is not a CSV file (it holds binary data, not text)"
@@ -158,7 +166,7 @@ def _csv_delimiter(where: str, head: bytes) -> str:
             f"{where}: the header names {', '.join(repr(n) for n in twice)} more than once; "
             "each column needs its own name",
         )
-    return delimiter
+    return delimiter, names
 
 
 def _describe(where: str, path: str, delimiter: str | None) -> dict[str, str]:
@@ -446,3 +454,17 @@ def read_inputs(
         check_rows(inp, limits)
     check_types(reference, current, names)
     return reference, current, names
+
+
+#: Bounds for a monitor's reference file named in the config: the gate's defaults, with one row
+#: enough (the monitor's own window minimum applies to live windows, not to the reference).
+REFERENCE_LIMITS = Limits(min_rows=1)
+
+
+def read_reference_file(path: str) -> Columns:
+    """A monitor's reference file (CSV or Parquet), checked and bounded like the gate's inputs;
+    InputError with a plain reason when it cannot serve."""
+    inp = open_input(path, "reference", REFERENCE_LIMITS)
+    read_rows(inp, list(inp.types), REFERENCE_LIMITS)
+    check_rows(inp, REFERENCE_LIMITS)
+    return inp.columns

@@ -20,6 +20,7 @@ import numpy as np
 from detectors.base import Detector
 from detectors.drift.compare import CompareOptions, DriftReport, FeatureDrift, compare
 from detectors.drift.config import MonitorConfig
+from detectors.drift.files import InputError, read_reference_file
 from detectors.drift.metrics import DriftMetrics
 from detectors.drift.performance import Evaluation, MetricDrift, compare_performance
 from detectors.drift.profile import ReferenceProfile
@@ -31,7 +32,6 @@ from detectors.drift.sources import (
     hashed_embedding,
     llm_columns,
     prediction_columns,
-    read_table,
 )
 from detectors.drift.stats import TestResult
 from detectors.drift.stats.mmd import MMD
@@ -77,6 +77,7 @@ class MonitorDetector(Detector):
         self._ref_texts: list[Any] = []
         self._ref_built_at: float | None = None
         self._ref_rows = 0
+        self._reference_error: str | None = None  # why the configured reference file cannot serve
         self._tumble_after: float | None = None
         self._cached: tuple[tuple[Any, ...], list[Finding]] | None = None
         # Streaming mode: the detector, the time up to which rows were fed, the open alarm.
@@ -184,7 +185,13 @@ class MonitorDetector(Detector):
         ref = self.config.reference
         if ref.file is not None:
             if self._reference is None:
-                cols = read_table(ref.file)
+                try:
+                    cols = read_reference_file(str(ref.file))
+                except InputError as exc:
+                    # Reported in the monitor's status until the file is fixed (read again each pass).
+                    self._reference_error = exc.message
+                    return False
+                self._reference_error = None
                 if self.config.features and self.config.kind in ("data", "prediction"):
                     cols = {k: v for k, v in cols.items() if k in self.config.features}
                 texts = list(cols.pop("prompt", [])) if self.config.kind == "llm" else []
@@ -248,7 +255,11 @@ class MonitorDetector(Detector):
     def evaluate(self, store: Store, now: float) -> list[Finding]:
         c = self.config
         if not self._ensure_reference(store, now):
-            self.last = {"status": "waiting for reference", "at": now}
+            self.last = (
+                {"status": "error", "error": self._reference_error, "at": now}
+                if self._reference_error
+                else {"status": "waiting for reference", "at": now}
+            )
             if self.metrics:
                 self.metrics.skipped(c.name, "no_reference")
             return []

@@ -11,7 +11,6 @@ import math
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,20 +43,6 @@ LLM_COLUMNS = [
     "completion",
 ]
 EMBEDDING_DIM = 64
-
-
-def read_table(path: str | Path) -> Columns:
-    """Columns of a CSV or Parquet file (by extension), NULLs as None/NaN, via DuckDB."""
-    import duckdb
-
-    p = str(path)
-    reader = "read_parquet" if p.lower().endswith((".parquet", ".pq")) else "read_csv_auto"
-    con = duckdb.connect()
-    try:
-        raw = con.execute(f"SELECT * FROM {reader}(?)", [p]).fetchnumpy()
-    finally:
-        con.close()
-    return numpy_columns(raw)
 
 
 def numpy_columns(raw: Mapping[str, np.ndarray]) -> Columns:
