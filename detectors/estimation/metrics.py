@@ -1,0 +1,110 @@
+"""Classification and regression metrics on hard labels, soft labels or many draws at once.
+
+CBPE's trick is that a metric which is linear in the confusion matrix (accuracy,
+precision, recall, F1) has an *expected* value obtained by putting calibrated
+probabilities where the 0/1 labels would be. The same functions therefore give the
+realised metric (labels), the expected metric (probabilities) and the distribution of the
+realised metric under sampling (a matrix of simulated labels, one draw per row).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASSIFICATION_METRICS = ("accuracy", "error_rate", "precision", "recall", "f1", "auc")
+REGRESSION_METRICS = ("mae", "mse", "rmse")
+HIGHER_IS_BETTER = {
+    "accuracy": True,
+    "error_rate": False,
+    "precision": True,
+    "recall": True,
+    "f1": True,
+    "auc": True,
+    "mae": False,
+    "mse": False,
+    "rmse": False,
+}
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def soft_auc(score: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ROC AUC of ``score`` against labels ``y`` of shape (m, n): 0/1 or probabilities.
+
+    With probabilities it is the expected AUC over every (positive, negative) pair of
+    distinct rows, ties counting one half; with 0/1 labels it is the ordinary AUC.
+    """
+    y = np.atleast_2d(y)
+    order = np.argsort(score, kind="mergesort")
+    s, ys = score[order], y[:, order]
+    neg = 1.0 - ys
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    pos_g = np.add.reduceat(ys, starts, axis=1)
+    neg_g = np.add.reduceat(neg, starts, axis=1)
+    self_g = np.add.reduceat(ys * neg, starts, axis=1)
+    neg_below = np.cumsum(neg_g, axis=1) - neg_g
+    pairs = (pos_g * neg_below).sum(axis=1) + 0.5 * (pos_g * neg_g - self_g).sum(axis=1)
+    total = ys.sum(axis=1) * neg.sum(axis=1) - (ys * neg).sum(axis=1)
+    return _ratio(pairs, total)
+
+
+def binary_metric(metric: str, y: np.ndarray, predicted: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """``metric`` for the positive class, one value per row of ``y`` (shape (m, n)).
+
+    ``predicted`` is the model's 0/1 decision per column, ``score`` its score (for AUC).
+    """
+    y = np.atleast_2d(y).astype(float)
+    yhat = predicted.astype(float)
+    if metric in ("accuracy", "error_rate"):
+        acc = (y * yhat + (1 - y) * (1 - yhat)).mean(axis=1)
+        return acc if metric == "accuracy" else 1 - acc
+    if metric == "auc":
+        return soft_auc(score, y)
+    tp = y @ yhat
+    fp = (1 - y) @ yhat
+    fn = y @ (1 - yhat)
+    if metric == "precision":
+        return _ratio(tp, tp + fp)
+    if metric == "recall":
+        return _ratio(tp, tp + fn)
+    if metric == "f1":
+        return _ratio(2 * tp, 2 * tp + fp + fn)
+    raise ValueError(f"unknown classification metric {metric!r}; known: {', '.join(CLASSIFICATION_METRICS)}")
+
+
+def classification_metric(
+    metric: str, y: np.ndarray, predicted: np.ndarray, scores: np.ndarray
+) -> np.ndarray:
+    """``metric`` over draws of labels.
+
+    Binary: ``y`` (m, n) of 0/1 or P(positive), ``scores`` (n,). Multiclass: ``y`` (m, n, k)
+    of one-hot labels or class probabilities, ``predicted`` class indices (n,), ``scores``
+    (n, k); precision, recall, F1 and AUC are macro averages over the classes (AUC one
+    vs rest).
+    """
+    if scores.ndim == 1:
+        return binary_metric(metric, y, predicted, scores)
+    y = y if y.ndim == 3 else y[None]
+    k = scores.shape[1]
+    if metric in ("accuracy", "error_rate"):
+        acc = y[:, np.arange(predicted.size), predicted].mean(axis=1)
+        return acc if metric == "accuracy" else 1 - acc
+    per_class = [binary_metric(metric, y[:, :, c], predicted == c, scores[:, c]) for c in range(k)]
+    stacked = np.vstack(per_class)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.all(np.isnan(stacked), axis=0), np.nan, np.nanmean(stacked, axis=0))
+
+
+def regression_metric(metric: str, abs_error: np.ndarray) -> float:
+    """MAE, MSE or RMSE from absolute errors."""
+    if metric == "mae":
+        return float(np.mean(abs_error))
+    mse = float(np.mean(abs_error**2))
+    if metric == "mse":
+        return mse
+    if metric == "rmse":
+        return float(np.sqrt(mse))
+    raise ValueError(f"unknown regression metric {metric!r}; known: {', '.join(REGRESSION_METRICS)}")
