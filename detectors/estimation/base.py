@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -122,7 +122,7 @@ class PerformanceEstimator:
         raise NotImplementedError
 
     # -- the public face ------------------------------------------------------------------------
-    def fit(self, reference: Sample) -> PerformanceEstimator:
+    def fit(self, reference: Sample) -> Self:
         if reference.labels is None:
             raise EstimationError("the reference needs labels: fit on a labelled sample")
         self.reference = reference
