@@ -21,6 +21,22 @@ RANGE_SD = 3.0
 BAND_LEVEL = 0.95
 
 
+_CONTROLLER: Any = None
+
+
+def one_thread() -> Any:
+    """A context in which scikit-learn's models run on one thread: they are small, and
+    OpenMP threads contending with the service's own (or other processes') work made fits
+    20x slower on a loaded two-core host."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        # Finding the thread pools reads /proc/self/maps: once, not per call.
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER.limit(limits=1)
+
+
 class EstimationError(ValueError):
     """The estimator cannot be fitted or applied (what is wrong, and what to do)."""
 
@@ -122,12 +138,16 @@ class PerformanceEstimator:
         raise NotImplementedError
 
     # -- the public face ------------------------------------------------------------------------
-    def fit(self, reference: Sample) -> Self:
+    def fit(self, reference: Sample, window_size: int | None = None) -> Self:
+        """Fit on labelled ``reference`` rows; with ``window_size``, also the reference
+        range for windows of that many rows (else on the first window of each size)."""
         if reference.labels is None:
             raise EstimationError("the reference needs labels: fit on a labelled sample")
         self.reference = reference
         self._ranges = {}
         self._fit(reference)
+        if window_size is not None:
+            self.reference_range(window_size)
         return self
 
     def reference_range(self, n: int) -> dict[str, tuple[float, float, float]]:

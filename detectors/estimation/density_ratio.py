@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from detectors.estimation.base import one_thread
+
 #: Weights are clipped at this multiple of their mean: one row must not be the estimate.
 MAX_WEIGHT = 20.0
 #: Reference rows used to fit the domain classifier (a random subset beyond this).
@@ -22,7 +24,6 @@ def importance_weights(reference: np.ndarray, analysis: np.ndarray, seed: int = 
     """Weights (mean 1) for the rows of ``reference`` (n_ref, d) that make it look like
     ``analysis`` (n_an, d). Features are numeric; NaN means missing."""
     from sklearn.ensemble import HistGradientBoostingClassifier
-    from threadpoolctl import threadpool_limits
 
     n_ref, n_an = reference.shape[0], analysis.shape[0]
     x = np.vstack([reference, analysis])
@@ -34,7 +35,7 @@ def importance_weights(reference: np.ndarray, analysis: np.ndarray, seed: int = 
         model = HistGradientBoostingClassifier(
             max_iter=60, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20, random_state=seed
         )
-        with threadpool_limits(1):  # one thread: see dle._SingleThreaded
+        with one_thread():
             model.fit(x[fold != f], y[fold != f])
             p[fold == f] = model.predict_proba(x[fold == f])[:, 1]
     p_ref = np.clip(p[:n_ref], 1e-6, 1 - 1e-6)

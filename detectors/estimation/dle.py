@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.estimation.base import BAND_LEVEL, EstimationError, PerformanceEstimator, Sample
+from detectors.estimation.base import BAND_LEVEL, EstimationError, PerformanceEstimator, Sample, one_thread
 from detectors.estimation.density_ratio import MAX_REFERENCE_ROWS, effective_sample_size, importance_weights
 from detectors.estimation.metrics import REGRESSION_METRICS, regression_metric
 
@@ -48,24 +48,18 @@ def _design(sample: Sample) -> np.ndarray:
 
 
 class _SingleThreaded:
-    """A scikit-learn model fitted and applied on one thread: these models are small, and
-    OpenMP threads contending with the service's own (or other processes') work made fits
-    20x slower on a loaded two-core host."""
+    """A scikit-learn model fitted and applied on one thread (see ``one_thread``)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
 
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> _SingleThreaded:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):
+        with one_thread():
             self.model.fit(x, y, sample_weight=sample_weight)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):
+        with one_thread():
             return np.asarray(self.model.predict(x))
 
 
