@@ -156,10 +156,14 @@ class MonitorRegistry:
             return _error(413, f"at most {MAX_REFERENCE_ROWS} rows")
         texts = [r.pop("prompt", None) for r in rows] if det.config.kind == "llm" else []
         columns = rows_to_columns(rows)
+        try:
+            # Fitted before it is kept: a dataset the monitor cannot use is refused, not stored.
+            await asyncio.to_thread(det.set_dataset, columns)
+        except ValueError as exc:
+            return _error(400, f"the dataset does not fit monitor {name!r}: {exc}")
         await asyncio.to_thread(
             self.ctx.store.put_doc, REFERENCE_DOCS, name, {"columns": columns, "texts": texts}
         )
-        await asyncio.to_thread(det.set_dataset, columns)
         return _json({"monitor": name, "rows": len(rows), "columns": sorted(columns)}, 201)
 
     def routes(self) -> list[web.RouteDef]:

@@ -36,6 +36,8 @@ from detectors.drift.sources import (
 from detectors.drift.stats import TestResult
 from detectors.drift.stats.mmd import MMD
 from detectors.drift.stream import Alarm, DistributionStream, ErrorStream
+from detectors.estimation import EstimationError
+from detectors.estimation.monitor import EstimatedPerformance
 from mlvigil.findings import Finding, Severity
 from mlvigil.store import Store
 
@@ -125,14 +127,24 @@ class MonitorDetector(Detector):
             cols = prediction_columns(rows)
         elif c.kind == "llm":
             cols = llm_columns(rows, c.signals)
+        elif c.kind == "estimated_performance":
+            # Every row (labels only where they arrived): the estimate needs none.
+            labels = self._label_map(rows, store)
+            cols = {
+                **feature_columns(rows),
+                "prediction": list(rows.get("prediction", [])),
+                "score": list(rows.get("score", [])),
+                "label": [labels.get(r) for r in rows.get("request_id", [])],
+            }
         else:
             cols = self._labelled(rows, store)
         if c.features and c.kind in ("data", "prediction"):
             cols = {k: v for k, v in cols.items() if k in c.features}
         return cols
 
-    def _labelled(self, rows: Columns, store: Store | None) -> Columns:
-        """Predictions joined with their labels (latest label per request id)."""
+    @staticmethod
+    def _label_map(rows: Columns, store: Store | None) -> dict[str, Any]:
+        """The latest label per request id of ``rows`` (those that have one)."""
         ids = [r for r in rows.get("request_id", []) if r]
         labels: dict[str, Any] = {}
         if store is not None and ids:
@@ -142,6 +154,11 @@ class MonitorDetector(Detector):
                 )
                 for rid, lab in zip(got["request_id"], got["label"], strict=True):
                     labels[rid] = lab
+        return labels
+
+    def _labelled(self, rows: Columns, store: Store | None) -> Columns:
+        """Predictions joined with their labels (latest label per request id)."""
+        labels = self._label_map(rows, store)
         preds = prediction_columns(rows)
         out: Columns = {"prediction": [], "label": [], "score": [], "ts": []}
         pred_list = preds.get("prediction", [None] * len(rows.get("request_id", [])))
@@ -167,7 +184,11 @@ class MonitorDetector(Detector):
 
     def _build_reference(self, columns: Columns, texts: list[Any], now: float) -> None:
         c = self.config
-        if c.kind == "performance":
+        if c.kind == "estimated_performance":
+            estimated = EstimatedPerformance(c.metrics, c.estimation, c.max_drop, c.features)
+            self._ref_rows = estimated.fit(columns)
+            self._reference = estimated
+        elif c.kind == "performance":
             self._reference = Evaluation(
                 columns.get("prediction", []), columns.get("label", []), columns.get("score")
             )
@@ -247,7 +268,15 @@ class MonitorDetector(Detector):
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, store: Store, now: float) -> list[Finding]:
         c = self.config
-        if not self._ensure_reference(store, now):
+        try:
+            ready = self._ensure_reference(store, now)
+        except EstimationError as exc:
+            # A traffic reference the estimator cannot use: say why, try again next time.
+            self.last = {"status": "error", "error": f"reference: {exc}", "at": now}
+            if self.metrics:
+                self.metrics.skipped(c.name, "error")
+            return []
+        if not ready:
             self.last = {"status": "waiting for reference", "at": now}
             if self.metrics:
                 self.metrics.skipped(c.name, "no_reference")
@@ -259,10 +288,16 @@ class MonitorDetector(Detector):
             # A tumbling window with no new complete block keeps its last decision.
             return list(self._cached[1]) if self._cached else []
         n = len(rows.get("ts", []))
-        key = (start, end, n, self._ref_built_at)
+        key: tuple[Any, ...] = (start, end, n, self._ref_built_at)
+        cols: Columns | None = None
+        if c.kind == "estimated_performance":
+            # Labels arriving for the same window change its evidence (the realised value).
+            cols = self._columns(rows, store)
+            key += (sum(v is not None for v in cols["label"]),)
         if self._cached and self._cached[0] == key:
             return list(self._cached[1])
-        cols = self._columns(rows, store)
+        if cols is None:
+            cols = self._columns(rows, store)
         n_cur = len(next(iter(cols.values()), [])) if cols else 0
         assert c.window is not None
         if n_cur < c.window.min_size:
@@ -278,6 +313,8 @@ class MonitorDetector(Detector):
         subject = self._subject(rows)
         if c.kind == "performance":
             findings = self._evaluate_performance(cols, subject, start, end, now)
+        elif c.kind == "estimated_performance":
+            findings = self._evaluate_estimated(cols, subject, start, end, now)
         else:
             findings = self._evaluate_distribution(cols, rows, subject, start, end, now)
         self._cached = (key, findings)
@@ -644,6 +681,71 @@ class MonitorDetector(Detector):
                 key=c.name,
             )
         ]
+
+    def _evaluate_estimated(
+        self, cols: Columns, subject: dict[str, str], start: float | None, end: float | None, now: float
+    ) -> list[Finding]:
+        c = self.config
+        estimated: EstimatedPerformance = self._reference
+        try:
+            estimates, context = estimated.estimate(cols)
+        except EstimationError as exc:
+            self.last = {"status": "error", "error": f"window: {exc}", "at": now}
+            if self.metrics:
+                self.metrics.skipped(c.name, "error")
+            return []
+        reliable, why = estimated.reliable
+        finding = estimated.finding(
+            estimates,
+            context,
+            monitor=c.name,
+            kind=c.finding_kind,
+            severity=Severity(c.severity or "warning"),
+            subject=subject,
+            start=start,
+            end=end,
+        )
+        if self.metrics:
+            self.metrics.publish(
+                c.name,
+                finding is not None,
+                self._ref_rows,
+                context["n_current"],
+                [
+                    {
+                        "feature": e.metric,
+                        "test": "estimated_performance",
+                        "distance": e.value,
+                        "drifted": e.alarm,
+                    }
+                    for e in estimates
+                ],
+            )
+            self.metrics.publish_estimates(
+                c.name,
+                {
+                    e.metric: {
+                        "estimate": e.value,
+                        "lower": e.lower,
+                        "upper": e.upper,
+                        "reference_lower": e.reference_lower,
+                        "reference_upper": e.reference_upper,
+                        "realised": e.realised,
+                    }
+                    for e in estimates
+                },
+            )
+        self.last = {
+            "status": "unreliable" if not reliable else ("drift" if finding else "ok"),
+            **({"reason": why} if not reliable else {}),
+            "at": now,
+            "window_start": start,
+            "window_end": end,
+            **context,
+            "metrics": [e.to_dict() for e in estimates],
+            "fit": estimated.estimator.describe(),
+        }
+        return [finding] if finding else []
 
     def status(self) -> dict[str, Any]:
         return {"reference_rows": self._ref_rows, "reference_built_at": self._ref_built_at, **self.last}

@@ -5,6 +5,7 @@ reference's range and an alarm."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
@@ -119,7 +120,7 @@ class PerformanceEstimator:
 
     metrics: tuple[str, ...] = ()
 
-    def __init__(self, metrics: tuple[str, ...] | list[str], threshold: float = 0.0, seed: int = 0) -> None:
+    def __init__(self, metrics: Sequence[str], threshold: float = 0.0, seed: int = 0) -> None:
         self.metrics = tuple(metrics)
         self.threshold = threshold
         self.rng = np.random.default_rng(seed)
@@ -174,6 +175,12 @@ class PerformanceEstimator:
                 out[k] = (full[k], mean - RANGE_SD * sd, mean + RANGE_SD * sd)
             self._ranges[key] = out
         return self._ranges[key]
+
+    def realised(self, sample: Sample) -> dict[str, float]:
+        """Each metric's realised value on labelled rows."""
+        if sample.labels is None:
+            raise EstimationError("realised metrics need labels")
+        return self._realised(sample)
 
     def estimate(self, analysis: Sample) -> list[Estimate]:
         """Each metric's estimate for one window; the realised value too when it has labels."""

@@ -24,6 +24,7 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -73,7 +74,7 @@ class CBPE(PerformanceEstimator):
 
     def __init__(
         self,
-        metrics: tuple[str, ...] | list[str] = ("accuracy",),
+        metrics: Sequence[str] = ("accuracy",),
         threshold: float = 0.0,
         max_ece: float = MAX_ECE,
         seed: int = 0,

@@ -29,6 +29,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -86,7 +87,7 @@ class DLE(PerformanceEstimator):
 
     def __init__(
         self,
-        metrics: tuple[str, ...] | list[str] = ("mae",),
+        metrics: Sequence[str] = ("mae",),
         threshold: float = 0.0,
         shift_robust: bool = False,
         seed: int = 0,
