@@ -159,33 +159,43 @@ class EstimatedPerformance:
         if proba_columns and not any(_is_probabilities(v) for v in preds):
             # A table (CSV, Parquet) cannot hold vectors: proba_0, proba_1, ... columns instead.
             preds = [list(row) for row in zip(*(columns[k] for k in proba_columns), strict=True)]
-        if all(_is_probabilities(v) for v in preds):
-            widths = {len(v) for v in preds}
+        vectors = [v for v in preds if _is_probabilities(v)]
+        if any(len(v) > 2 for v in vectors) or (self.n_classes > 2 and vectors):
+            if len(vectors) != n:
+                raise EstimationError(
+                    "multiclass rows need a probability vector as the prediction on every row"
+                )
+            widths = {len(v) for v in vectors}
             if len(widths) != 1:
                 raise EstimationError(f"probability vectors of different lengths {sorted(widths)}")
-            proba = np.asarray(preds, dtype=float)
+            proba = np.asarray(vectors, dtype=float)
             k = proba.shape[1]
             if self.n_classes and k != self.n_classes:
                 raise EstimationError(
                     f"probability vectors of {k} classes; the reference has {self.n_classes}"
                 )
-            self.n_classes = self.n_classes or k
-            predicted = np.argmax(proba, axis=1)
-            return (proba[:, 1] if k == 2 else proba), predicted
+            self.n_classes = k
+            return proba, np.argmax(proba, axis=1)
+        # Binary: per row, P(positive) from a [p0, p1] prediction or else the score, so that
+        # rows from different sources (OTLP spans with a score, KServe probability vectors)
+        # share a window.
         scores = [_loads(v) for v in columns.get("score", [None] * n)]
-        if any(not isinstance(s, int | float) or isinstance(s, bool) for s in scores):
+        score = np.full(n, np.nan)
+        predicted = np.zeros(n, dtype=int)
+        for i, (p, sc) in enumerate(zip(preds, scores, strict=True)):
+            if _is_probabilities(p):
+                score[i], predicted[i] = float(p[1]), int(p[1] > p[0])
+                continue
+            if isinstance(sc, int | float) and not isinstance(sc, bool):
+                score[i] = float(sc)
+            c = _class_index(p, 2)
+            predicted[i] = (1 if score[i] >= 0.5 else 0) if c is None else c
+        if np.isnan(score).any():
             raise EstimationError(
                 "classification rows need probabilities: a score (P of the positive class) per row, "
                 "or a probability vector as the prediction"
             )
         self.n_classes = 2
-        score = np.asarray(scores, dtype=float)
-        predicted = np.array(
-            [
-                (1 if s >= 0.5 else 0) if (c := _class_index(p, 2)) is None else c
-                for p, s in zip(preds, score, strict=True)
-            ]
-        )
         return score, predicted
 
     def _labels(self, values: Sequence[Any]) -> np.ndarray:
@@ -206,6 +216,13 @@ class EstimatedPerformance:
 
     def _sample(self, columns: dict[str, Sequence[Any]]) -> tuple[Sample, np.ndarray]:
         n = len(next(iter(columns.values()), []))
+        outputs = [columns[k] for k in ("prediction", "score") if k in columns]
+        if outputs:
+            # A request whose response was never logged has no output: not a row to estimate.
+            keep = [i for i in range(n) if any(col[i] is not None for col in outputs)]
+            if len(keep) < n:
+                columns = {k: [v[i] for i in keep] for k, v in columns.items()}
+                n = len(keep)
         scores, predictions = self._outputs(columns, n)
         assert self.encoder is not None
         features = self.encoder.transform(columns, n) if self.encoder.names else None
