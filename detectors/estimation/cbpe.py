@@ -138,21 +138,20 @@ class CBPE(PerformanceEstimator):
         prob = self._calibrated(analysis)
         predicted = _predicted(analysis)
         n = scores.shape[0]
+        # Simulated labels: one row per draw.
+        expected = prob[None]
         if prob.ndim == 1:
-            expected = prob[None]
             draws = (self.rng.random((DRAWS, n)) < prob).astype(float)
         else:
-            expected = prob[None]
             cum = np.cumsum(prob, axis=1)
             u = self.rng.random((DRAWS, n, 1)) * cum[:, -1:][None]
             drawn = np.minimum((u >= cum[None]).sum(axis=2), prob.shape[1] - 1)
-            draws = np.zeros((DRAWS, n, prob.shape[1]))
-            np.put_along_axis(draws, drawn[..., None], 1.0, axis=2)
+            draws = np.eye(prob.shape[1])[drawn]
         tail = (1 - BAND_LEVEL) / 2 * 100
         out = {}
         for metric in self.metrics:
-            value = float(classification_metric(metric, expected, predicted, scores)[0])
-            sims = classification_metric(metric, draws, predicted, scores)
+            value = float(classification_metric(metric, expected, predicted, scores, hard=False)[0])
+            sims = classification_metric(metric, draws, predicted, scores, hard=True)
             sims = sims[~np.isnan(sims)]
             if sims.size < 2:
                 out[metric] = (value, math.nan, math.nan, math.nan)
@@ -167,7 +166,7 @@ class CBPE(PerformanceEstimator):
         scores = np.asarray(sample.scores, dtype=float)
         y = labels[None].astype(float) if scores.ndim == 1 else _one_hot(labels, scores.shape[1])[None]
         predicted = _predicted(sample)
-        return {m: float(classification_metric(m, y, predicted, scores)[0]) for m in self.metrics}
+        return {m: float(classification_metric(m, y, predicted, scores, hard=True)[0]) for m in self.metrics}
 
     def describe(self) -> dict[str, Any]:
         return {"estimator": type(self).__name__.lower(), "calibration": self.calibration}

@@ -31,14 +31,15 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
-def soft_auc(score: np.ndarray, y: np.ndarray) -> np.ndarray:
+def soft_auc(score: np.ndarray, y: np.ndarray, hard: bool | None = None) -> np.ndarray:
     """ROC AUC of ``score`` against labels ``y`` of shape (m, n): 0/1 or probabilities.
 
     With probabilities it is the expected AUC over every (positive, negative) pair of
     distinct rows, ties counting one half; with 0/1 labels it is the ordinary AUC.
+    ``hard`` says whether ``y`` is 0/1 (None: look).
     """
     y = np.atleast_2d(y)
-    if np.all((y == 0) | (y == 1)):
+    if hard or (hard is None and np.all((y == 0) | (y == 1))):
         # Hard labels (realised values, simulated draws): the rank-sum form, one product
         # for all draws, ties taking average ranks.
         from scipy.stats import rankdata
@@ -64,21 +65,26 @@ def soft_auc(score: np.ndarray, y: np.ndarray) -> np.ndarray:
     return _ratio(pairs, total)
 
 
-def binary_metric(metric: str, y: np.ndarray, predicted: np.ndarray, score: np.ndarray) -> np.ndarray:
+def binary_metric(
+    metric: str, y: np.ndarray, predicted: np.ndarray, score: np.ndarray, hard: bool | None = None
+) -> np.ndarray:
     """``metric`` for the positive class, one value per row of ``y`` (shape (m, n)).
 
     ``predicted`` is the model's 0/1 decision per column, ``score`` its score (for AUC).
     """
-    y = np.atleast_2d(y).astype(float)
-    yhat = predicted.astype(float)
-    if metric in ("accuracy", "error_rate"):
-        acc = (y * yhat + (1 - y) * (1 - yhat)).mean(axis=1)
-        return acc if metric == "accuracy" else 1 - acc
+    y = np.atleast_2d(y)
+    yhat = np.asarray(predicted, dtype=y.dtype if y.dtype.kind == "f" else float)
     if metric == "auc":
-        return soft_auc(score, y)
-    tp = y @ yhat
-    fp = (1 - y) @ yhat
-    fn = y @ (1 - yhat)
+        return soft_auc(score, y, hard)
+    # Every count from one product per draw: no (draws x rows) temporaries.
+    tp = (y @ yhat).astype(float)
+    positives = y.sum(axis=1, dtype=float)
+    fp = yhat.sum() - tp
+    fn = positives - tp
+    if metric in ("accuracy", "error_rate"):
+        n = y.shape[1]
+        acc = (n - fp - fn) / n
+        return acc if metric == "accuracy" else 1 - acc
     if metric == "precision":
         return _ratio(tp, tp + fp)
     if metric == "recall":
@@ -89,7 +95,7 @@ def binary_metric(metric: str, y: np.ndarray, predicted: np.ndarray, score: np.n
 
 
 def classification_metric(
-    metric: str, y: np.ndarray, predicted: np.ndarray, scores: np.ndarray
+    metric: str, y: np.ndarray, predicted: np.ndarray, scores: np.ndarray, hard: bool | None = None
 ) -> np.ndarray:
     """``metric`` over draws of labels.
 
@@ -99,13 +105,13 @@ def classification_metric(
     vs rest).
     """
     if scores.ndim == 1:
-        return binary_metric(metric, y, predicted, scores)
+        return binary_metric(metric, y, predicted, scores, hard)
     y = y if y.ndim == 3 else y[None]
     k = scores.shape[1]
     if metric in ("accuracy", "error_rate"):
         acc = y[:, np.arange(predicted.size), predicted].mean(axis=1)
         return acc if metric == "accuracy" else 1 - acc
-    per_class = [binary_metric(metric, y[:, :, c], predicted == c, scores[:, c]) for c in range(k)]
+    per_class = [binary_metric(metric, y[:, :, c], predicted == c, scores[:, c], hard) for c in range(k)]
     stacked = np.vstack(per_class)
     with np.errstate(invalid="ignore"):
         return np.where(np.all(np.isnan(stacked), axis=0), np.nan, np.nanmean(stacked, axis=0))
