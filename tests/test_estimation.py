@@ -159,3 +159,26 @@ def test_shift_robust_dle_runs_and_reports_its_effective_reference() -> None:
 def test_bad_input_says_what_is_wrong(make, message: str) -> None:
     with pytest.raises(EstimationError, match=message):
         make()
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("metric", ["accuracy", "precision", "recall", "f1", "auc"])
+def test_closed_form_band_matches_the_spread_of_simulated_labels(k: int, metric: str) -> None:
+    from detectors.estimation.metrics import classification_metric, classification_se
+
+    rng = np.random.default_rng(8)
+    n = 600
+    logits = rng.normal(size=(n, k)) * 2
+    prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    predicted = np.argmax(prob, axis=1)
+    if k == 2:
+        prob, scores = prob[:, 1], prob[:, 1]
+        draws = (rng.random((2000, n)) < prob).astype(float)
+    else:
+        scores = prob
+        drawn = (rng.random((2000, n, 1)) > np.cumsum(prob, axis=1)[None]).sum(axis=2)
+        draws = np.eye(k)[np.minimum(drawn, k - 1)]
+    value = float(classification_metric(metric, prob[None], predicted, scores, hard=False)[0])
+    simulated = classification_metric(metric, draws, predicted, scores, hard=True)
+    assert classification_se(metric, prob, predicted, value) == pytest.approx(simulated.std(), rel=0.25)
+    assert value == pytest.approx(simulated.mean(), abs=0.01)

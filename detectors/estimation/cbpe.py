@@ -3,7 +3,7 @@
 Calibrate the model's scores on the labelled reference; then a window's expected
 confusion matrix is the sum of its calibrated probabilities, and the expected accuracy,
 precision, recall, F1 and ROC AUC follow without a single label. The sampling band is the
-spread of the realised metric over labels drawn from those probabilities. The method is
+spread of the realised metric when labels are drawn from those probabilities. The method is
 NannyML's (https://nannyml.readthedocs.io/en/stable/how_it_works/performance_estimation.html);
 it assumes P(y | score) is the same in the window as in the reference, which covariate
 shift in regions the model is unsure about breaks: see PAPE for that case.
@@ -23,15 +23,15 @@ Examples
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
-from detectors.estimation.base import BAND_LEVEL, DRAWS, EstimationError, PerformanceEstimator, Sample
+from detectors.estimation.base import BAND_LEVEL, EstimationError, PerformanceEstimator, Sample
 from detectors.estimation.calibration import Calibrator, calibration_quality
-from detectors.estimation.metrics import CLASSIFICATION_METRICS, classification_metric
+from detectors.estimation.metrics import CLASSIFICATION_METRICS, classification_metric, classification_se
 
 #: Calibration worse than this (out-of-fold ECE on the reference) makes estimates unreliable.
 MAX_ECE = 0.1
@@ -137,27 +137,15 @@ class CBPE(PerformanceEstimator):
         scores = self._check(analysis)
         prob = self._calibrated(analysis)
         predicted = _predicted(analysis)
-        n = scores.shape[0]
-        # Simulated labels: one row per draw.
-        expected = prob[None]
-        if prob.ndim == 1:
-            draws = (self.rng.random((DRAWS, n)) < prob).astype(float)
-        else:
-            cum = np.cumsum(prob, axis=1)
-            u = self.rng.random((DRAWS, n, 1)) * cum[:, -1:][None]
-            drawn = np.minimum((u >= cum[None]).sum(axis=2), prob.shape[1] - 1)
-            draws = np.eye(prob.shape[1])[drawn]
-        tail = (1 - BAND_LEVEL) / 2 * 100
+        # The band is the realised metric's sampling spread when each label is drawn from its
+        # calibrated probability: closed forms (see metrics.classification_se), normal band.
+        z = float(norm.ppf(0.5 + BAND_LEVEL / 2))
         out = {}
         for metric in self.metrics:
-            value = float(classification_metric(metric, expected, predicted, scores, hard=False)[0])
-            sims = classification_metric(metric, draws, predicted, scores, hard=True)
-            sims = sims[~np.isnan(sims)]
-            if sims.size < 2:
-                out[metric] = (value, math.nan, math.nan, math.nan)
-                continue
-            lo, hi = np.percentile(sims, [tail, 100 - tail])
-            out[metric] = (value, float(lo), float(hi), float(sims.std(ddof=1)))
+            value = float(classification_metric(metric, prob[None], predicted, scores, hard=False)[0])
+            se = classification_se(metric, prob, predicted, value)
+            lo, hi = max(value - z * se, 0.0), min(value + z * se, 1.0)
+            out[metric] = (value, lo, hi, se)
         return out
 
     def _realised(self, sample: Sample) -> dict[str, float]:

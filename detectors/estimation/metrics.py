@@ -9,6 +9,8 @@ realised metric under sampling (a matrix of simulated labels, one draw per row).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 CLASSIFICATION_METRICS = ("accuracy", "error_rate", "precision", "recall", "f1", "auc")
@@ -115,6 +117,56 @@ def classification_metric(
     stacked = np.vstack(per_class)
     with np.errstate(invalid="ignore"):
         return np.where(np.all(np.isnan(stacked), axis=0), np.nan, np.nanmean(stacked, axis=0))
+
+
+def _binary_se(metric: str, q: np.ndarray, yhat: np.ndarray, value: float) -> float:
+    """Standard error of the realised binary ``metric`` when each label is an independent
+    Bernoulli(q): exact for the counts (Poisson-binomial variance), delta method for ratios,
+    Hanley-McNeil for AUC with the expected class counts."""
+    v = q * (1 - q)
+    n = q.size
+    if metric in ("accuracy", "error_rate"):
+        return math.sqrt(float(v.sum())) / n
+    tp, fn = float(q @ yhat), float(q @ (1 - yhat))
+    var_tp, var_fn = float(v @ yhat), float(v @ (1 - yhat))
+    predicted_pos = float(yhat.sum())
+    if metric == "precision":
+        return math.sqrt(var_tp) / predicted_pos if predicted_pos else math.nan
+    if metric == "recall":
+        d = tp + fn
+        return math.sqrt(fn**2 * var_tp + tp**2 * var_fn) / d**2 if d else math.nan
+    if metric == "f1":
+        d = predicted_pos + tp + fn
+        return 2 * math.sqrt((predicted_pos + fn) ** 2 * var_tp + tp**2 * var_fn) / d**2 if d else math.nan
+    if metric == "auc":
+        n1 = float(q.sum())
+        n0 = n - n1
+        if n1 < 1 or n0 < 1 or math.isnan(value):
+            return math.nan
+        q1, q2 = value / (2 - value), 2 * value * value / (1 + value)
+        var = (value * (1 - value) + (n1 - 1) * (q1 - value**2) + (n0 - 1) * (q2 - value**2)) / (n1 * n0)
+        return math.sqrt(max(var, 0.0))
+    raise ValueError(f"unknown classification metric {metric!r}; known: {', '.join(CLASSIFICATION_METRICS)}")
+
+
+def classification_se(metric: str, prob: np.ndarray, predicted: np.ndarray, value: float) -> float:
+    """Sampling standard error of the realised ``metric`` of a window whose labels are drawn
+    from the calibrated probabilities ``prob`` ((n,) binary, (n, k) multiclass). Macro
+    averages take the classes as independent."""
+    if prob.ndim == 1:
+        return _binary_se(metric, prob, predicted.astype(float), value)
+    if metric in ("accuracy", "error_rate"):
+        c = prob[np.arange(predicted.size), predicted]
+        return math.sqrt(float((c * (1 - c)).sum())) / predicted.size
+    k = prob.shape[1]
+    per_class = []
+    for c in range(k):
+        yhat = (predicted == c).astype(float)
+        v = float(classification_metric(metric, prob[None, :, c], yhat, prob[:, c], hard=False)[0])
+        per_class.append(_binary_se(metric, prob[:, c], yhat, v))
+    ses = np.asarray(per_class)
+    ses = ses[~np.isnan(ses)]
+    return float(math.sqrt(float((ses**2).sum())) / ses.size) if ses.size else math.nan
 
 
 def regression_metric(metric: str, abs_error: np.ndarray) -> float:
