@@ -24,10 +24,10 @@ Examples
 from __future__ import annotations
 
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 from detectors.estimation.base import BAND_LEVEL, EstimationError, PerformanceEstimator, Sample
 from detectors.estimation.calibration import Calibrator, calibration_quality
@@ -139,7 +139,7 @@ class CBPE(PerformanceEstimator):
         predicted = _predicted(analysis)
         # The band is the realised metric's sampling spread when each label is drawn from its
         # calibrated probability: closed forms (see metrics.classification_se), normal band.
-        z = float(norm.ppf(0.5 + BAND_LEVEL / 2))
+        z = NormalDist().inv_cdf(0.5 + BAND_LEVEL / 2)
         out = {}
         for metric in self.metrics:
             value = float(classification_metric(metric, prob[None], predicted, scores, hard=False)[0])

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -169,7 +170,7 @@ class DLE(PerformanceEstimator):
         models = self._loss_models(analysis)
         abs_hat = np.maximum(models["abs"].predict(x), 0.0)
         sq_hat = np.maximum(models["sq"].predict(x), 0.0)
-        z = 1.959963984540054 if BAND_LEVEL == 0.95 else 1.0
+        z = NormalDist().inv_cdf(0.5 + BAND_LEVEL / 2)
         out = {}
         mae = float(abs_hat.mean())
         mae_se = self._resid_sd["abs"] / math.sqrt(n)
