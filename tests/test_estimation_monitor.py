@@ -166,3 +166,59 @@ def test_config_errors_say_what_to_change(kw: dict, message: str) -> None:
 def test_unusable_reference_is_refused_with_the_reason(columns: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         _monitor().set_dataset(columns)
+
+
+def _data_monitor(**kw: object) -> MonitorDetector:
+    cfg = MonitorConfig.model_validate(
+        {
+            "name": "feat",
+            "kind": "data",
+            "service": "s",
+            "model": "m",
+            "reference": {"dataset": True},
+            "window": {"size": 400, "min_size": 100},
+            "metrics": ["accuracy"],
+            "max_drop": 0.02,
+            **kw,
+        }
+    )
+    return MonitorDetector(cfg.resolved(DriftConfig().defaults))
+
+
+def test_drift_findings_carry_the_estimated_impact_and_can_require_it(store: DuckDBStore) -> None:
+    rng = np.random.default_rng(3)
+    reference = _columns(_rows(rng, 3000))
+    annotate, require = (
+        _data_monitor(performance_impact="annotate"),
+        _data_monitor(performance_impact="require"),
+    )
+    for det in (annotate, require):
+        det.set_dataset(reference)
+
+    # A feature the model ignores moves: drift, but the estimated accuracy holds.
+    harmless = _rows(rng, 400)
+    for r in harmless:
+        r["other"] += 2.0
+    _send(store, harmless, 1000.0, "a")
+    found = annotate.evaluate(store, 2000.0)
+    assert found and found[0].evidence["drifted_features"] == ["other"]
+    impact = found[0].evidence["performance_impact"]
+    assert impact["moved"] is False and impact["metrics"][0]["metric"] == "accuracy"
+    assert "within the reference range" in found[0].summary
+    assert require.evaluate(store, 2000.0) == []
+    assert require.last["status"] == "drift without estimated performance impact"
+
+    # The model's input moves towards its decision boundary: drift that costs accuracy.
+    _send(store, _rows(rng, 400, hard=True), 3000.0, "b")
+    for det in (annotate, require):
+        found = det.evaluate(store, 4000.0)
+        assert found and "x" in found[0].evidence["drifted_features"]
+        assert found[0].evidence["performance_impact"]["moved"] is True
+        assert "estimated accuracy" in found[0].summary
+
+
+def test_performance_impact_needs_a_labelled_reference() -> None:
+    with pytest.raises(ValidationError, match="labelled reference"):
+        _data_monitor(performance_impact="annotate", reference={"last": 3600})
+    with pytest.raises(ValidationError, match="windowed data and prediction"):
+        _monitor(kind="llm", performance_impact="annotate")

@@ -231,6 +231,10 @@ class MonitorConfig(Strict):
     max_drop: float = Field(default=0.05, ge=0)
     #: Estimated performance monitors: how to estimate without labels (docs/estimation.md).
     estimation: EstimationConfig = Field(default_factory=EstimationConfig)
+    #: Data / prediction monitors: estimate ``metrics`` on each drifted window and add them to
+    #: the Finding (annotate), or raise a Finding only when the estimate drops (require).
+    #: Needs a labelled file or dataset reference (columns label, prediction / score).
+    performance_impact: Literal["off", "annotate", "require"] = "off"
 
     @field_validator("test")
     @classmethod
@@ -290,6 +294,16 @@ class MonitorConfig(Strict):
         if self.kind == "estimated_performance":
             if self.streaming is not None:
                 raise ValueError("kind estimated_performance evaluates windows; remove streaming")
+            resolved_method(self.estimation.method, self.metrics)
+            check_installed()
+        if self.performance_impact != "off":
+            if self.kind not in ("data", "prediction") or self.streaming is not None:
+                raise ValueError("performance_impact applies to windowed data and prediction monitors")
+            if self.reference.file is None and not self.reference.dataset:
+                raise ValueError(
+                    "performance_impact needs a labelled reference: reference {file: ...} or {dataset: true}"
+                    " with a label column and the model's prediction / score"
+                )
             resolved_method(self.estimation.method, self.metrics)
             check_installed()
         return self

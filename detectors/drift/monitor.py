@@ -37,6 +37,7 @@ from detectors.drift.stats import TestResult
 from detectors.drift.stats.mmd import MMD
 from detectors.drift.stream import Alarm, DistributionStream, ErrorStream
 from detectors.estimation import EstimationError
+from detectors.estimation.monitor import ROLES as ESTIMATION_ROLES
 from detectors.estimation.monitor import EstimatedPerformance
 from mlvigil.findings import Finding, Severity
 from mlvigil.store import Store
@@ -75,6 +76,7 @@ class MonitorDetector(Detector):
         self.metrics = metrics
         self.last: dict[str, Any] = {"status": "not evaluated"}
         self._reference: Any = None  # ReferenceProfile, or Evaluation for performance monitors
+        self._impact: EstimatedPerformance | None = None  # performance_impact's estimator
         self._ref_columns: Columns | None = None
         self._ref_texts: list[Any] = []
         self._ref_built_at: float | None = None
@@ -194,6 +196,13 @@ class MonitorDetector(Detector):
             )
             self._ref_rows = self._reference.n
         else:
+            if c.performance_impact != "off":
+                impact = EstimatedPerformance(c.metrics, c.estimation, c.max_drop, c.features)
+                impact.fit(columns)
+                self._impact = impact
+                # The label (and, for a data monitor, the model's outputs) are not drift-tested.
+                roles = {"label"} | ({"prediction", "score"} if c.kind == "data" else set())
+                columns = {k: v for k, v in columns.items() if k not in roles and not k.startswith("proba_")}
             mv = MULTIVARIATE_ROWS if c.test in ("mmd", "classifier") else 0
             self._reference = ReferenceProfile.from_columns(columns, multivariate_rows=mv)
             self._ref_rows = self._reference.n_rows
@@ -207,7 +216,11 @@ class MonitorDetector(Detector):
             if self._reference is None:
                 cols = read_table(ref.file)
                 if self.config.features and self.config.kind in ("data", "prediction"):
-                    cols = {k: v for k, v in cols.items() if k in self.config.features}
+                    # The estimator of performance_impact needs the label and outputs too.
+                    keep = set(self.config.features) | (
+                        set(ESTIMATION_ROLES) if self.config.performance_impact != "off" else set()
+                    )
+                    cols = {k: v for k, v in cols.items() if k in keep or k.startswith("proba_")}
                 texts = list(cols.pop("prompt", [])) if self.config.kind == "llm" else []
                 self._build_reference(cols, texts, now)
             return True
@@ -531,7 +544,43 @@ class MonitorDetector(Detector):
         }
         if not report.drifted:
             return []
-        return [self._finding(report, subject, start, end)]
+        impact = self._performance_impact(rows)
+        if impact is not None:
+            self.last["performance_impact"] = impact
+            if c.performance_impact == "require" and not impact.get("moved"):
+                self.last["status"] = "drift without estimated performance impact"
+                return []
+        finding = self._finding(report, subject, start, end)
+        if impact is not None:
+            finding.evidence["performance_impact"] = impact
+            moved = [m for m in impact.get("metrics", []) if m["alarm"]]
+            finding.summary += (
+                "; estimated " + ", ".join(f"{m['metric']} {m['value']:.3g}" for m in moved)
+                if moved
+                else "; estimated performance within the reference range"
+            )
+        return [finding]
+
+    def _performance_impact(self, rows: Columns) -> dict[str, Any] | None:
+        """The estimated performance of a drifted window (performance_impact), or None."""
+        if self._impact is None:
+            return None
+        cols = {
+            **feature_columns(rows),
+            "prediction": list(rows.get("prediction", [])),
+            "score": list(rows.get("score", [])),
+        }
+        try:
+            estimates, _ = self._impact.estimate(cols)
+        except EstimationError as exc:
+            return {"error": str(exc)}
+        reliable, why = self._impact.reliable
+        return {
+            "method": self._impact.method,
+            "moved": reliable and any(e.alarm for e in estimates),
+            **({"unreliable": why} if not reliable else {}),
+            "metrics": [e.to_dict() for e in estimates],
+        }
 
     def _embedding_result(self, rows: Columns) -> list[tuple[str, str, TestResult, dict[str, Any]]]:
         c = self.config
