@@ -222,3 +222,13 @@ def test_performance_impact_needs_a_labelled_reference() -> None:
         _data_monitor(performance_impact="annotate", reference={"last": 3600})
     with pytest.raises(ValidationError, match="windowed data and prediction"):
         _monitor(kind="llm", performance_impact="annotate")
+
+
+def test_hostile_probability_vectors_are_refused() -> None:
+    det = _monitor()
+    wide = {"prediction": [[1 / 500] * 500] * 30, "label": [0, 1] * 15}
+    with pytest.raises(ValueError, match="at most 100"):
+        det.set_dataset(wide)
+    nan = {"prediction": [[0.2, 0.3, float("nan")]] * 30, "label": [0, 1, 2] * 10}
+    with pytest.raises(ValueError, match="finite"):
+        det.set_dataset(nan)

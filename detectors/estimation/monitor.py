@@ -26,6 +26,8 @@ from mlvigil.findings import Finding, Severity
 
 ROLES = ("label", "prediction", "score", "ts", "request_id", "service", "model", "model_version")
 _POSITIVE = ("1", "true", "yes", "positive", "pos")
+#: Most classes a multiclass model may have here (a calibration curve per class).
+MAX_CLASSES = 100
 
 
 def _loads(v: Any) -> Any:
@@ -170,6 +172,12 @@ class EstimatedPerformance:
                 raise EstimationError(f"probability vectors of different lengths {sorted(widths)}")
             proba = np.asarray(vectors, dtype=float)
             k = proba.shape[1]
+            if k > MAX_CLASSES:
+                raise EstimationError(
+                    f"probability vectors of {k} classes; at most {MAX_CLASSES} are estimated"
+                )
+            if not np.all(np.isfinite(proba)):
+                raise EstimationError("probability vectors must hold finite numbers")
             if self.n_classes and k != self.n_classes:
                 raise EstimationError(
                     f"probability vectors of {k} classes; the reference has {self.n_classes}"
