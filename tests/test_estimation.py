@@ -182,3 +182,12 @@ def test_closed_form_band_matches_the_spread_of_simulated_labels(k: int, metric:
     simulated = classification_metric(metric, draws, predicted, scores, hard=True)
     assert classification_se(metric, prob, predicted, value) == pytest.approx(simulated.std(), rel=0.25)
     assert value == pytest.approx(simulated.mean(), abs=0.01)
+
+
+@pytest.mark.parametrize("module", ["cbpe", "pape", "dle"])
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"detectors.estimation.{module}"))
+    assert result.attempted > 0 and result.failed == 0
