@@ -207,6 +207,8 @@ def _nannyml_case(name: str, data: Path, max_reference: int = 20_000) -> Case:
     ana = ana.head(len(ana) // size * size).copy()
     ana["window"] = np.arange(len(ana)) // size
     keep = [*features, "y_true", "y_pred", *proba]
+    # Each dataset's change starts half way through its analysis period (NannyML's docs).
+    change_at = int(ana["window"].max() + 1) // 2
     return Case(
         name,
         problem,
@@ -216,6 +218,7 @@ def _nannyml_case(name: str, data: Path, max_reference: int = 20_000) -> Case:
         ana[[*keep, "window"]],
         size,
         proba,
+        change_at,
     )
 
 

@@ -3,10 +3,11 @@
     PYTHONPATH=. python -m bench.performance_estimation [--nannyml /tmp/nannyml-venv/bin/python]
 
 For each dataset (see datasets.py) and metric: the mean absolute error between the
-estimated and the realised metric over the analysis windows, alarms before / after the
-known change (scikit-learn cases), and seconds per window to estimate (fit excluded,
-shown apart), for mlvigil and, when its interpreter is given, NannyML in the same run;
-then the ratios. NannyML runs in its own virtual environment (its pins differ):
+estimated and the realised metric over the analysis windows, alarms before the known
+change (false alarms) and after it with the delay to the first (in windows), and seconds
+per window to estimate (fit excluded, shown apart), for mlvigil and, when its interpreter
+is given, NannyML in the same run; then the ratios. NannyML runs in its own virtual
+environment (its pins differ):
 ``python3 -m venv /tmp/nannyml-venv && /tmp/nannyml-venv/bin/pip install 'nannyml==0.13.*' statsmodels``.
 """
 
@@ -99,9 +100,12 @@ def _mae(est: list[float], real: list[float]) -> float:
 
 
 def _alarms(alert: list[bool], change_at: int | None) -> str:
+    """False alarms before the change | alarms after it, and the delay to the first one (windows)."""
     if change_at is None:
         return f"{sum(alert)}/{len(alert)}"
-    return f"{sum(alert[:change_at])}/{change_at} | {sum(alert[change_at:])}/{len(alert) - change_at}"
+    after = alert[change_at:]
+    delay = f"+{after.index(True)}" if True in after else "-"
+    return f"{sum(alert[:change_at])}/{change_at} | {sum(after)}/{len(after)} {delay}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {}
     print(
         f"{'dataset':14} {'metric':8} {'estimator':17} {'MAE':>8} {'NannyML':>8} {'ratio':>6} "
-        f"{'s/window':>9} {'NannyML':>9} {'speedup':>8}  alarms pre|post (mlvigil; NannyML)"
+        f"{'s/window':>9} {'NannyML':>9} {'speedup':>8}  "
+        "alarms: false | after change, delay (mlvigil; NannyML)"
     )
     for case in cases(args.nannyml):
         ours = run_mlvigil(case)
