@@ -189,7 +189,8 @@ _DRIFT = 'monitor=~"$monitor", feature=~"$feature"'
 DRIFT = DashboardSpec(
     uid="mlvigil-drift",
     title="mlvigil / Drift",
-    description="Data, prediction, performance and LLM-traffic drift per monitor and feature.",
+    description="Data, prediction, performance (realised and estimated) and LLM-traffic drift per monitor"
+    " and feature.",
     tags=("drift",),
     variables=(
         Variable(
@@ -292,6 +293,22 @@ DRIFT = DashboardSpec(
             ),
             NEUTRAL,
             width=8,
+        ),
+        PanelSpec(
+            8,
+            "Estimated performance",
+            "Label-free estimate of each metric of estimated_performance monitors (docs/estimation.md),"
+            " with its 95% sampling band, the reference range it must stay within, and the realised"
+            " value once labels arrived for the window.",
+            "none",
+            (
+                Query(
+                    'mlvigil_performance_estimate{monitor=~"$monitor"}',
+                    "{{monitor}} {{metric}} {{value}}",
+                ),
+            ),
+            NEUTRAL,
+            width=24,
         ),
     ),
 )

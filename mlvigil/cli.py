@@ -45,6 +45,11 @@ COMMANDS: dict[str, Command] = {
         "offline drift report for two CSV/Parquet files (exit 1 when drift is found)",
         "",
     ),
+    "estimate": Command(
+        "detectors.estimation.cli",
+        "estimate a model's performance on unlabelled data from a labelled reference (exit 1 on a drop)",
+        "",
+    ),
     "demo": Command(
         "mlvigil.demo",
         "the whole story on this machine with simulated workloads and GPUs",

@@ -202,9 +202,10 @@ def _llm_calls(h: ServiceHandle) -> None:
     provider.shutdown()
 
 
-def _kserve(h: ServiceHandle, n: int, shift: float) -> None:
+def _kserve(h: ServiceHandle, n: int, shift: float, service: str = "iris") -> None:
+    """``n`` KServe requests; service iris answers a class, iris-proba probabilities."""
     for i in range(n):
-        rid = f"req-{shift}-{i}"
+        rid = f"req-{service}-{shift}-{i}"
         x = [
             5.0 + shift + (i % 10) * 0.1,
             3.0 + (i % 7) * 0.1,
@@ -213,7 +214,14 @@ def _kserve(h: ServiceHandle, n: int, shift: float) -> None:
         ]
         for ce_type, body in (
             ("org.kubeflow.serving.inference.request", {"instances": [x]}),
-            ("org.kubeflow.serving.inference.response", {"predictions": [int(shift > 0)]}),
+            (
+                "org.kubeflow.serving.inference.response",
+                {
+                    "predictions": [[0.6, 0.4] if i % 2 else [0.1, 0.9]]
+                    if service == "iris-proba"
+                    else [int(shift > 0)]
+                },
+            ),
         ):
             headers = {
                 "Content-Type": "application/json",
@@ -221,7 +229,7 @@ def _kserve(h: ServiceHandle, n: int, shift: float) -> None:
                 "Ce-Id": rid,
                 "Ce-Type": ce_type,
                 "Ce-Source": "http://localhost:9081/",
-                "Ce-Inferenceservicename": "iris",
+                "Ce-Inferenceservicename": service,
                 "Ce-Namespace": "models",
                 "Ce-Component": "predictor",
             }
@@ -301,7 +309,14 @@ def test_every_panel_returns_data_from_a_real_prometheus(
                             "service": "iris",
                             "reference": {"dataset": True},
                             "window": {"size": 60, "min_size": 50},
-                        }
+                        },
+                        {
+                            "name": "iris-estimated",
+                            "kind": "estimated_performance",
+                            "service": "iris-proba",
+                            "reference": {"dataset": True},
+                            "window": {"size": 60, "min_size": 50},
+                        },
                     ]
                 },
                 "carbon": {
@@ -332,10 +347,20 @@ def test_every_panel_returns_data_from_a_real_prometheus(
         ]
         h.post("/api/v1/monitors/iris-features/reference", {"rows": reference})
         _kserve(h, 60, shift=1.5)
+        # Estimated performance: a labelled reference, then unlabelled probability vectors.
+        probabilities = [(i % 20) / 20 + 0.025 for i in range(200)]
+        labelled = [
+            {"f0": p, "prediction": [1 - p, p], "label": int((i * 7919) % 100 < p * 100)}
+            for i, p in enumerate(probabilities)
+        ]
+        h.post("/api/v1/monitors/iris-estimated/reference", {"rows": labelled})
+        _kserve(h, 60, shift=0.0, service="iris-proba")
         _llm_calls(h)
         _training(h, run_id)
         _codecarbon(h, run_id)
-        h.wait_for(lambda: h.stats().get("training_steps", 0) >= 200 and h.stats().get("inferences", 0) >= 60)
+        h.wait_for(
+            lambda: h.stats().get("training_steps", 0) >= 200 and h.stats().get("inferences", 0) >= 120
+        )
         h.wait_for(lambda: h.stats().get("llm_calls", 0) >= 20)
         h.evaluate()
         h.wait_for(lambda: _Hook.received, timeout=30)

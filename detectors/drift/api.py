@@ -233,9 +233,10 @@ class MonitorRegistry:
         texts = [r.pop("prompt", None) for r in rows] if det.config.kind == "llm" else []
         columns = await asyncio.to_thread(rows_to_columns, rows)
         try:
+            # Fitted before it is kept: a dataset the monitor cannot use is refused, not stored.
             await asyncio.to_thread(det.set_dataset, columns)
         except (ValueError, TypeError, OverflowError) as exc:
-            raise ApiError(400, f"the dataset cannot serve as a reference: {exc}") from None
+            raise ApiError(400, f"the dataset does not fit monitor {name!r}: {exc}") from None
         await asyncio.to_thread(
             self.ctx.store.put_doc, REFERENCE_DOCS, name, {"columns": columns, "texts": texts}
         )

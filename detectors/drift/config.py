@@ -6,7 +6,7 @@ detectors:
     defaults: {alpha: 0.05, correction: minp}
     monitors:
       - name: fraud-features
-        kind: data                      # data | prediction | performance | llm
+        kind: data                      # data | prediction | performance | estimated_performance | llm
         service: fraud-api
         model: fraud
         features: [amount, country]     # default: every feature of the reference
@@ -25,14 +25,18 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from detectors.estimation.config import EstimationConfig, check_installed, resolved_method
 from mlvigil.config import Duration, Strict
 from mlvigil.findings import Severity
 
-MonitorKind = Literal["data", "prediction", "performance", "llm"]
+MonitorKind = Literal["data", "prediction", "performance", "estimated_performance", "llm"]
 FINDING_KINDS = {
     "data": "data_drift",
     "prediction": "prediction_drift",
     "performance": "performance_drift",
+    # Estimated (label-free) performance drops are performance drift too: same routing,
+    # evidence["estimated"] tells them apart.
+    "estimated_performance": "performance_drift",
     "llm": "llm_drift",
 }
 LLM_SIGNALS = (
@@ -223,7 +227,14 @@ class MonitorConfig(Strict):
     #: Performance monitors: labels arrive this late; the window ends this long before now.
     label_delay: Duration = 0.0
     #: Performance monitors: a metric drifts when it worsens by more than this (and significantly).
+    #: Estimated performance monitors: when the estimate is beyond the reference range by more.
     max_drop: float = Field(default=0.05, ge=0)
+    #: Estimated performance monitors: how to estimate without labels (docs/estimation.md).
+    estimation: EstimationConfig = Field(default_factory=EstimationConfig)
+    #: Data / prediction monitors: estimate ``metrics`` on each drifted window and add them to
+    #: the Finding (annotate), or raise a Finding only when the estimate drops (require).
+    #: Needs a labelled file or dataset reference (columns label, prediction / score).
+    performance_impact: Literal["off", "annotate", "require"] = "off"
 
     @field_validator("test")
     @classmethod
@@ -277,6 +288,25 @@ class MonitorConfig(Strict):
                 "severity": self.severity or defaults.severity,
             }
         )
+
+    @model_validator(mode="after")
+    def _estimation_fits(self) -> MonitorConfig:
+        if self.kind == "estimated_performance":
+            if self.streaming is not None:
+                raise ValueError("kind estimated_performance evaluates windows; remove streaming")
+            resolved_method(self.estimation.method, self.metrics)
+            check_installed()
+        if self.performance_impact != "off":
+            if self.kind not in ("data", "prediction") or self.streaming is not None:
+                raise ValueError("performance_impact applies to windowed data and prediction monitors")
+            if self.reference.file is None and not self.reference.dataset:
+                raise ValueError(
+                    "performance_impact needs a labelled reference: reference {file: ...} or {dataset: true}"
+                    " with a label column and the model's prediction / score"
+                )
+            resolved_method(self.estimation.method, self.metrics)
+            check_installed()
+        return self
 
     @model_validator(mode="after")
     def _streaming_fits_kind(self) -> MonitorConfig:

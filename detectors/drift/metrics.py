@@ -40,6 +40,13 @@ class DriftMetrics:
             ["monitor", "outcome"],
             registry=registry,
         )
+        self.estimate = Gauge(
+            "mlvigil_performance_estimate",
+            "Estimated performance in the last window (value: estimate, lower, upper, "
+            "reference_lower, reference_upper, realised once labels arrived).",
+            ["monitor", "metric", "value"],
+            registry=registry,
+        )
         self._labels: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
 
     def publish(
@@ -67,6 +74,16 @@ class DriftMetrics:
         ]
         self._labels[monitor] = keep
         self.evaluations.labels(monitor, "drift" if drifted else "no_drift").inc()
+
+    def publish_estimates(self, monitor: str, values: dict[str, dict[str, float | None]]) -> None:
+        """After ``publish``: {metric: {estimate, lower, upper, ...}}; None values are left out."""
+        keep = self._labels.setdefault(monitor, [])
+        for metric, named in values.items():
+            for name, value in named.items():
+                if value is None or value != value:
+                    continue
+                self.estimate.labels(monitor, metric, name).set(float(value))
+                keep.append((self.estimate, (monitor, metric, name)))
 
     def skipped(self, monitor: str, reason: str) -> None:
         self.evaluations.labels(monitor, reason).inc()

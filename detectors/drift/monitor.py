@@ -36,6 +36,9 @@ from detectors.drift.sources import (
 from detectors.drift.stats import TestResult
 from detectors.drift.stats.mmd import MMD
 from detectors.drift.stream import Alarm, DistributionStream, ErrorStream
+from detectors.estimation import EstimationError
+from detectors.estimation.monitor import ROLES as ESTIMATION_ROLES
+from detectors.estimation.monitor import EstimatedPerformance
 from mlvigil.findings import Finding, Severity
 from mlvigil.store import Store
 
@@ -73,6 +76,7 @@ class MonitorDetector(Detector):
         self.metrics = metrics
         self.last: dict[str, Any] = {"status": "not evaluated"}
         self._reference: Any = None  # ReferenceProfile, or Evaluation for performance monitors
+        self._impact: EstimatedPerformance | None = None  # performance_impact's estimator
         self._ref_columns: Columns | None = None
         self._ref_texts: list[Any] = []
         self._ref_built_at: float | None = None
@@ -126,14 +130,24 @@ class MonitorDetector(Detector):
             cols = prediction_columns(rows)
         elif c.kind == "llm":
             cols = llm_columns(rows, c.signals)
+        elif c.kind == "estimated_performance":
+            # Every row (labels only where they arrived): the estimate needs none.
+            labels = self._label_map(rows, store)
+            cols = {
+                **feature_columns(rows),
+                "prediction": list(rows.get("prediction", [])),
+                "score": list(rows.get("score", [])),
+                "label": [labels.get(r) for r in rows.get("request_id", [])],
+            }
         else:
             cols = self._labelled(rows, store)
         if c.features and c.kind in ("data", "prediction"):
             cols = {k: v for k, v in cols.items() if k in c.features}
         return cols
 
-    def _labelled(self, rows: Columns, store: Store | None) -> Columns:
-        """Predictions joined with their labels (latest label per request id)."""
+    @staticmethod
+    def _label_map(rows: Columns, store: Store | None) -> dict[str, Any]:
+        """The latest label per request id of ``rows`` (those that have one)."""
         ids = [r for r in rows.get("request_id", []) if r]
         labels: dict[str, Any] = {}
         if store is not None and ids:
@@ -143,6 +157,11 @@ class MonitorDetector(Detector):
                 )
                 for rid, lab in zip(got["request_id"], got["label"], strict=True):
                     labels[rid] = lab
+        return labels
+
+    def _labelled(self, rows: Columns, store: Store | None) -> Columns:
+        """Predictions joined with their labels (latest label per request id)."""
+        labels = self._label_map(rows, store)
         preds = prediction_columns(rows)
         out: Columns = {"prediction": [], "label": [], "score": [], "ts": []}
         pred_list = preds.get("prediction", [None] * len(rows.get("request_id", [])))
@@ -168,12 +187,23 @@ class MonitorDetector(Detector):
 
     def _build_reference(self, columns: Columns, texts: list[Any], now: float) -> None:
         c = self.config
-        if c.kind == "performance":
+        if c.kind == "estimated_performance":
+            estimated = EstimatedPerformance(c.metrics, c.estimation, c.max_drop, c.features)
+            self._ref_rows = estimated.fit(columns)
+            self._reference = estimated
+        elif c.kind == "performance":
             self._reference = Evaluation(
                 columns.get("prediction", []), columns.get("label", []), columns.get("score")
             )
             self._ref_rows = self._reference.n
         else:
+            if c.performance_impact != "off":
+                impact = EstimatedPerformance(c.metrics, c.estimation, c.max_drop, c.features)
+                impact.fit(columns)
+                self._impact = impact
+                # The label (and, for a data monitor, the model's outputs) are not drift-tested.
+                roles = {"label"} | ({"prediction", "score"} if c.kind == "data" else set())
+                columns = {k: v for k, v in columns.items() if k not in roles and not k.startswith("proba_")}
             mv = MULTIVARIATE_ROWS if c.test in ("mmd", "classifier") else 0
             self._reference = ReferenceProfile.from_columns(columns, multivariate_rows=mv)
             self._ref_rows = self._reference.n_rows
@@ -193,7 +223,11 @@ class MonitorDetector(Detector):
                     return False
                 self._reference_error = None
                 if self.config.features and self.config.kind in ("data", "prediction"):
-                    cols = {k: v for k, v in cols.items() if k in self.config.features}
+                    # The estimator of performance_impact needs the label and outputs too.
+                    keep = set(self.config.features) | (
+                        set(ESTIMATION_ROLES) if self.config.performance_impact != "off" else set()
+                    )
+                    cols = {k: v for k, v in cols.items() if k in keep or k.startswith("proba_")}
                 texts = list(cols.pop("prompt", [])) if self.config.kind == "llm" else []
                 self._build_reference(cols, texts, now)
             return True
@@ -254,7 +288,15 @@ class MonitorDetector(Detector):
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, store: Store, now: float) -> list[Finding]:
         c = self.config
-        if not self._ensure_reference(store, now):
+        try:
+            ready = self._ensure_reference(store, now)
+        except EstimationError as exc:
+            # A traffic reference the estimator cannot use: say why, try again next time.
+            self.last = {"status": "error", "error": f"reference: {exc}", "at": now}
+            if self.metrics:
+                self.metrics.skipped(c.name, "error")
+            return []
+        if not ready:
             self.last = (
                 {"status": "error", "error": self._reference_error, "at": now}
                 if self._reference_error
@@ -270,10 +312,16 @@ class MonitorDetector(Detector):
             # A tumbling window with no new complete block keeps its last decision.
             return list(self._cached[1]) if self._cached else []
         n = len(rows.get("ts", []))
-        key = (start, end, n, self._ref_built_at)
+        key: tuple[Any, ...] = (start, end, n, self._ref_built_at)
+        cols: Columns | None = None
+        if c.kind == "estimated_performance":
+            # Labels arriving for the same window change its evidence (the realised value).
+            cols = self._columns(rows, store)
+            key += (sum(v is not None for v in cols["label"]),)
         if self._cached and self._cached[0] == key:
             return list(self._cached[1])
-        cols = self._columns(rows, store)
+        if cols is None:
+            cols = self._columns(rows, store)
         n_cur = len(next(iter(cols.values()), [])) if cols else 0
         assert c.window is not None
         if n_cur < c.window.min_size:
@@ -289,6 +337,8 @@ class MonitorDetector(Detector):
         subject = self._subject(rows)
         if c.kind == "performance":
             findings = self._evaluate_performance(cols, subject, start, end, now)
+        elif c.kind == "estimated_performance":
+            findings = self._evaluate_estimated(cols, subject, start, end, now)
         else:
             findings = self._evaluate_distribution(cols, rows, subject, start, end, now)
         self._cached = (key, findings)
@@ -505,7 +555,43 @@ class MonitorDetector(Detector):
         }
         if not report.drifted:
             return []
-        return [self._finding(report, subject, start, end)]
+        impact = self._performance_impact(rows)
+        if impact is not None:
+            self.last["performance_impact"] = impact
+            if c.performance_impact == "require" and not impact.get("moved"):
+                self.last["status"] = "drift without estimated performance impact"
+                return []
+        finding = self._finding(report, subject, start, end)
+        if impact is not None:
+            finding.evidence["performance_impact"] = impact
+            moved = [m for m in impact.get("metrics", []) if m["alarm"]]
+            finding.summary += (
+                "; estimated " + ", ".join(f"{m['metric']} {m['value']:.3g}" for m in moved)
+                if moved
+                else "; estimated performance within the reference range"
+            )
+        return [finding]
+
+    def _performance_impact(self, rows: Columns) -> dict[str, Any] | None:
+        """The estimated performance of a drifted window (performance_impact), or None."""
+        if self._impact is None:
+            return None
+        cols = {
+            **feature_columns(rows),
+            "prediction": list(rows.get("prediction", [])),
+            "score": list(rows.get("score", [])),
+        }
+        try:
+            estimates, _ = self._impact.estimate(cols)
+        except EstimationError as exc:
+            return {"error": str(exc)}
+        reliable, why = self._impact.reliable
+        return {
+            "method": self._impact.method,
+            "moved": reliable and any(e.alarm for e in estimates),
+            **({"unreliable": why} if not reliable else {}),
+            "metrics": [e.to_dict() for e in estimates],
+        }
 
     def _embedding_result(self, rows: Columns) -> list[tuple[str, str, TestResult, dict[str, Any]]]:
         c = self.config
@@ -655,6 +741,71 @@ class MonitorDetector(Detector):
                 key=c.name,
             )
         ]
+
+    def _evaluate_estimated(
+        self, cols: Columns, subject: dict[str, str], start: float | None, end: float | None, now: float
+    ) -> list[Finding]:
+        c = self.config
+        estimated: EstimatedPerformance = self._reference
+        try:
+            estimates, context = estimated.estimate(cols)
+        except EstimationError as exc:
+            self.last = {"status": "error", "error": f"window: {exc}", "at": now}
+            if self.metrics:
+                self.metrics.skipped(c.name, "error")
+            return []
+        reliable, why = estimated.reliable
+        finding = estimated.finding(
+            estimates,
+            context,
+            monitor=c.name,
+            kind=c.finding_kind,
+            severity=Severity(c.severity or "warning"),
+            subject=subject,
+            start=start,
+            end=end,
+        )
+        if self.metrics:
+            self.metrics.publish(
+                c.name,
+                finding is not None,
+                self._ref_rows,
+                context["n_current"],
+                [
+                    {
+                        "feature": e.metric,
+                        "test": "estimated_performance",
+                        "distance": e.value,
+                        "drifted": e.alarm,
+                    }
+                    for e in estimates
+                ],
+            )
+            self.metrics.publish_estimates(
+                c.name,
+                {
+                    e.metric: {
+                        "estimate": e.value,
+                        "lower": e.lower,
+                        "upper": e.upper,
+                        "reference_lower": e.reference_lower,
+                        "reference_upper": e.reference_upper,
+                        "realised": e.realised,
+                    }
+                    for e in estimates
+                },
+            )
+        self.last = {
+            "status": "unreliable" if not reliable else ("drift" if finding else "ok"),
+            **({"reason": why} if not reliable else {}),
+            "at": now,
+            "window_start": start,
+            "window_end": end,
+            **context,
+            "metrics": [e.to_dict() for e in estimates],
+            "fit": estimated.estimator.describe(),
+        }
+        return [finding] if finding else []
 
     def status(self) -> dict[str, Any]:
         return {"reference_rows": self._ref_rows, "reference_built_at": self._ref_built_at, **self.last}

@@ -1,0 +1,50 @@
+"""Importance weights for covariate shift: how much more likely each reference row is
+under the analysis window's feature distribution than under the reference's.
+
+A domain classifier (gradient boosted trees) learns P(analysis | x) from reference rows
+labelled 0 and analysis rows labelled 1; the weight of a reference row is the odds
+p / (1 - p) times n_reference / n_analysis (Bickel, Brückner & Scheffer, "Discriminative
+learning under covariate shift", JMLR 2009). Reference rows are scored out of fold, so
+the classifier cannot memorise them into extreme weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.estimation.base import one_thread
+
+#: Weights are clipped at this multiple of their mean: one row must not be the estimate.
+MAX_WEIGHT = 20.0
+#: Reference rows used to fit the domain classifier (a random subset beyond this).
+MAX_REFERENCE_ROWS = 5000
+
+
+def importance_weights(reference: np.ndarray, analysis: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Weights (mean 1) for the rows of ``reference`` (n_ref, d) that make it look like
+    ``analysis`` (n_an, d). Features are numeric; NaN means missing."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    n_ref, n_an = reference.shape[0], analysis.shape[0]
+    x = np.vstack([reference, analysis])
+    y = np.r_[np.zeros(n_ref), np.ones(n_an)]
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(n_ref + n_an) % 2
+    p = np.empty(n_ref + n_an)
+    for f in (0, 1):
+        model = HistGradientBoostingClassifier(
+            max_iter=60, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=20, random_state=seed
+        )
+        with one_thread():
+            model.fit(x[fold != f], y[fold != f])
+            p[fold == f] = model.predict_proba(x[fold == f])[:, 1]
+    p_ref = np.clip(p[:n_ref], 1e-6, 1 - 1e-6)
+    w = p_ref / (1 - p_ref) * (n_ref / n_an)
+    w = w / w.mean()
+    w = np.minimum(w, MAX_WEIGHT)
+    return w / w.mean()
+
+
+def effective_sample_size(weights: np.ndarray) -> float:
+    """Kish's effective sample size: how many unweighted rows the weighted ones are worth."""
+    return float(weights.sum() ** 2 / max(float((weights**2).sum()), 1e-12))

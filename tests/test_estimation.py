@@ -1,0 +1,193 @@
+"""Performance estimation without labels: CBPE, PAPE and DLE on data with known truth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.estimation import CBPE, DLE, PAPE, EstimationError, Sample
+from detectors.estimation.calibration import expected_calibration_error
+from detectors.estimation.metrics import soft_auc
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _binary(n: int, seed: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features, a miscalibrated score (squared probability) and labels drawn from the truth."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 2)) + np.array([shift, 0.0])
+    truth = 1 / (1 + np.exp(-2 * x[:, 0]))
+    return x, truth**2, (rng.random(n) < truth).astype(int)
+
+
+def test_soft_auc_is_the_ordinary_auc_on_hard_labels_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    score = np.round(rng.random(300), 1)  # many ties
+    y = (rng.random(300) < score).astype(int)
+    assert soft_auc(score, y[None].astype(float))[0] == pytest.approx(roc_auc_score(y, score))
+
+
+def test_cbpe_binary_estimates_every_metric_within_its_band_of_the_realised_value() -> None:
+    _, score, y = _binary(8000, seed=1)
+    metrics = ["accuracy", "precision", "recall", "f1", "auc"]
+    est = CBPE(metrics).fit(Sample(scores=score[:4000], labels=y[:4000]))
+    assert est.calibration["ece_raw"] > 0.05 > est.calibration["ece_calibrated"]
+    assert est.calibration_ok
+    covered = 0
+    for lo in range(4000, 8000, 1000):
+        window = Sample(scores=score[lo : lo + 1000], labels=y[lo : lo + 1000])
+        for e in est.estimate(window):
+            assert e.realised is not None
+            assert abs(e.value - e.realised) < 4 * e.standard_error + 0.01, e
+            assert e.lower < e.value < e.upper
+            covered += e.lower <= e.realised <= e.upper
+            assert not e.alarm, e
+    assert covered >= 17  # of 20: a 95% band
+
+
+def test_cbpe_alarms_on_a_window_of_uncertain_rows_before_any_label() -> None:
+    x, score, y = _binary(6000, seed=2)
+    est = CBPE(["accuracy", "f1"], threshold=0.02).fit(Sample(scores=score[:4000], labels=y[:4000]))
+    rest_x, rest_score, rest_y = x[4000:], score[4000:], y[4000:]
+    hard = np.abs(rest_x[:, 0]) < 0.4  # near the decision boundary: accuracy about 0.6
+    got = {e.metric: e for e in est.estimate(Sample(scores=rest_score[hard][:500]))}
+    assert got["accuracy"].alarm
+    assert got["accuracy"].value < got["accuracy"].reference_lower - 0.02
+    assert got["accuracy"].realised is None
+    realised = float(np.mean((rest_score[hard][:500] >= 0.5) == rest_y[hard][:500]))
+    assert abs(got["accuracy"].value - realised) < 0.06
+
+
+def test_cbpe_multiclass_macro_metrics_match_the_realised_ones() -> None:
+    rng = np.random.default_rng(3)
+    n, k = 9000, 4
+    logits = rng.normal(size=(n, k)) * 1.5
+    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = (rng.random((n, 1)) > np.cumsum(truth, axis=1)).sum(axis=1)
+    score = truth**2 / (truth**2).sum(axis=1, keepdims=True)  # overconfident model
+    est = CBPE(["accuracy", "f1", "auc"]).fit(Sample(scores=score[:6000], labels=y[:6000]))
+    for e in est.estimate(Sample(scores=score[6000:], labels=y[6000:])):
+        assert e.realised is not None
+        assert abs(e.value - e.realised) < 0.03, e
+
+
+def test_calibration_error_is_reported_and_a_poor_fit_is_flagged() -> None:
+    rng = np.random.default_rng(4)
+    p = rng.random(5000)
+    y = (rng.random(5000) < p).astype(int)
+    assert expected_calibration_error(p, y, (p >= 0.5).astype(int)) < 0.03
+    assert expected_calibration_error(p**4, y, (p**4 >= 0.5).astype(int)) > 0.15
+    # Forty rows cannot calibrate a model: the out-of-fold ECE says so.
+    est = CBPE(["accuracy"], max_ece=0.05).fit(Sample(scores=p[:40], labels=y[:40]))
+    assert not est.calibration_ok
+    assert est.describe()["calibration"]["ok"] is False
+
+
+def test_pape_follows_a_covariate_shift_that_breaks_cbpe() -> None:
+    """The model ignores x1; labels depend on it. Shifting x1 changes P(y | score), which
+    CBPE's reference calibration cannot see and PAPE's reweighted one can."""
+    rng = np.random.default_rng(5)
+    n = 6000
+    x = rng.normal(size=(n, 2))
+    score = 1 / (1 + np.exp(-2 * x[:, 0]))
+    y = (rng.random(n) < 1 / (1 + np.exp(-2 * x[:, 0] + 1.5 * x[:, 1]))).astype(int)
+    ref = Sample(scores=score[:4000], labels=y[:4000], features=x[:4000])
+    shifted = x[4000:, 1] > 0.8
+    window = Sample(scores=score[4000:][shifted], labels=y[4000:][shifted], features=x[4000:][shifted])
+    cbpe = CBPE(["accuracy"]).fit(ref).estimate(window)[0]
+    pape = PAPE(["accuracy"]).fit(ref).estimate(window)[0]
+    assert pape.realised is not None and cbpe.realised is not None
+    assert abs(pape.value - pape.realised) < 0.5 * abs(cbpe.value - cbpe.realised)
+    assert abs(pape.value - pape.realised) < 0.06
+
+
+def test_dle_estimates_mae_and_rmse_and_alarms_where_errors_grow() -> None:
+    rng = np.random.default_rng(6)
+    n = 8000
+    x = rng.normal(size=(n, 2))
+    y = x[:, 0] + rng.normal(size=n) * (0.2 + np.abs(x[:, 1]))
+    pred = x[:, 0]
+    est = DLE(["mae", "rmse"], threshold=0.1).fit(
+        Sample(predictions=pred[:5000], labels=y[:5000], features=x[:5000])
+    )
+    assert est.describe()["loss_model"]["r2_abs_loss"] > 0.2
+    same = Sample(predictions=pred[5000:6000], labels=y[5000:6000], features=x[5000:6000])
+    for e in est.estimate(same):
+        assert e.realised is not None and abs(e.value - e.realised) < 4 * e.standard_error, e
+        assert not e.alarm
+    far = np.abs(x[6000:, 1]) > 1.2
+    worse = Sample(predictions=pred[6000:][far], labels=y[6000:][far], features=x[6000:][far])
+    for e in est.estimate(worse):
+        assert e.alarm, e
+        assert e.realised is not None and abs(e.value - e.realised) < 0.15 * e.realised, e
+
+
+def test_shift_robust_dle_runs_and_reports_its_effective_reference() -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3000, 2))
+    y = x[:, 0] + rng.normal(size=3000) * (0.2 + np.abs(x[:, 1]))
+    est = DLE(["mae"], shift_robust=True).fit(
+        Sample(predictions=x[:2000, 0], labels=y[:2000], features=x[:2000])
+    )
+    sel = x[2000:, 1] > 0.5
+    e = est.estimate(Sample(predictions=x[2000:, 0][sel], labels=y[2000:][sel], features=x[2000:][sel]))[0]
+    assert e.realised is not None and abs(e.value - e.realised) < 0.15 * e.realised
+    assert 0 < est.describe()["loss_model"]["effective_reference_rows"] < 2000
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: CBPE(["mae"]), "CBPE cannot estimate"),
+        (lambda: DLE(["auc"]), "DLE cannot estimate"),
+        (lambda: CBPE().fit(Sample(scores=np.array([0.2, 0.8]))), "needs labels"),
+        (
+            lambda: CBPE().fit(Sample(predictions=np.array([0, 1]), labels=np.array([0, 1]))),
+            "needs the model's scores",
+        ),
+        (lambda: CBPE().fit(Sample(scores=np.array([0.2, np.nan]), labels=np.array([0, 1]))), "finite"),
+        (
+            lambda: CBPE().fit(Sample(scores=np.array([0.2, 0.9]), labels=np.array([0, 2]))),
+            "class indices 0..1",
+        ),
+        (lambda: CBPE().fit(Sample(scores=np.array([0.2, 0.9]), labels=np.array([1, 1]))), "single class"),
+        (lambda: PAPE().fit(Sample(scores=np.array([0.2, 0.9]), labels=np.array([0, 1]))), "features"),
+    ],
+)
+def test_bad_input_says_what_is_wrong(make, message: str) -> None:
+    with pytest.raises(EstimationError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("metric", ["accuracy", "precision", "recall", "f1", "auc"])
+def test_closed_form_band_matches_the_spread_of_simulated_labels(k: int, metric: str) -> None:
+    from detectors.estimation.metrics import classification_metric, classification_se
+
+    rng = np.random.default_rng(8)
+    n = 600
+    logits = rng.normal(size=(n, k)) * 2
+    prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    predicted = np.argmax(prob, axis=1)
+    if k == 2:
+        prob, scores = prob[:, 1], prob[:, 1]
+        draws = (rng.random((2000, n)) < prob).astype(float)
+    else:
+        scores = prob
+        drawn = (rng.random((2000, n, 1)) > np.cumsum(prob, axis=1)[None]).sum(axis=2)
+        draws = np.eye(k)[np.minimum(drawn, k - 1)]
+    value = float(classification_metric(metric, prob[None], predicted, scores, hard=False)[0])
+    simulated = classification_metric(metric, draws, predicted, scores, hard=True)
+    assert classification_se(metric, prob, predicted, value) == pytest.approx(simulated.std(), rel=0.25)
+    assert value == pytest.approx(simulated.mean(), abs=0.01)
+
+
+@pytest.mark.parametrize("module", ["cbpe", "pape", "dle"])
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(f"detectors.estimation.{module}"))
+    assert result.attempted > 0 and result.failed == 0
