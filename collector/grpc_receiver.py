@@ -63,7 +63,7 @@ def _export(
             except TooLarge as exc:
                 code = "RESOURCE_EXHAUSTED"
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            except Overloaded as exc:
+            except (Overloaded, StoreUnavailable) as exc:  # retryable: RetryInfo says when
                 code = "UNAVAILABLE"
                 await context.abort(
                     grpc.StatusCode.UNAVAILABLE,
@@ -73,13 +73,6 @@ def _export(
             except ShuttingDown as exc:
                 code = "UNAVAILABLE"
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-            except StoreUnavailable as exc:
-                code = "UNAVAILABLE"
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    str(exc),
-                    trailing_metadata=_retry_trailer(grpc.StatusCode.UNAVAILABLE, str(exc), exc.retry_after),
-                )
             return result.response.SerializeToString()
         finally:
             tel.requests.labels(signal=signal, transport="grpc", code=code).inc()
