@@ -299,6 +299,33 @@ def build_config(
     return config
 
 
+#: Bounds on a config file: its size, and the values it expands to. YAML aliases share one
+#: object, so a small file can stand for an exponential tree ("billion laughs") that validation
+#: would walk path by path: the walk is counted and stopped at the bound instead.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_VALUES = 200_000
+
+
+def _check_expanded_size(raw: Any, source: str) -> None:
+    """ConfigError when ``raw``, walked as a tree (aliases expanded), has more than
+    MAX_CONFIG_VALUES values; the walk stops at the bound."""
+    stack = [raw]
+    seen = 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{source}: expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases "
+                "repeat what they point to); write the repeated parts out or use fewer aliases"
+            )
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+
+
 def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Config:
     """Read a YAML config file (or the embedded defaults when ``path`` is None) and validate it."""
     raw: Any = {}
@@ -306,11 +333,18 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> C
     if path is not None:
         source = str(path)
         try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
+            with Path(path).open("rb") as fh:
+                text = fh.read(MAX_CONFIG_BYTES + 1)
+            if len(text) > MAX_CONFIG_BYTES:
+                raise ConfigError(f"{source}: over {MAX_CONFIG_BYTES:,} bytes; is this the config file?")
+            raw = yaml.safe_load(text.decode("utf-8")) or {}
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        _check_expanded_size(raw, source)
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: (top level): expected a mapping of sections")
     return build_config(raw, env, source)

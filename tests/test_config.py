@@ -128,6 +128,28 @@ def test_file_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.yaml", env={})
 
 
+@pytest.mark.timeout(20)
+def test_config_file_is_bounded_before_validation(tmp_path: Path) -> None:
+    """A file of a few hundred bytes whose aliases expand to 10^9 values ("billion laughs"),
+    an oversized file and a binary one are refused with a reason, quickly."""
+    laughs = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i, name in enumerate("bcdefghi"):
+        prev = "abcdefghi"[i]
+        laughs.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(laughs) + "\nserver: {extra: *i}\n")
+    with pytest.raises(ConfigError, match="expands to more than 200,000 values"):
+        load_config(bomb, env={})
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"# padding\n" * 500_000)
+    with pytest.raises(ConfigError, match="over 4,194,304 bytes"):
+        load_config(big, env={})
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"server:\n  api_addr: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(binary, env={})
+
+
 def test_serve_exits_2_with_the_key_named(tmp_path: Path) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("ingest:\n  queue_max_items: -1\n")
