@@ -31,7 +31,7 @@ import numpy as np
 
 from detectors.estimation.base import BAND_LEVEL, EstimationError, PerformanceEstimator, Sample
 from detectors.estimation.calibration import Calibrator, calibration_quality
-from detectors.estimation.metrics import CLASSIFICATION_METRICS, classification_metric, classification_se
+from detectors.estimation.metrics import CLASSIFICATION_METRICS, classification_metric, expected_metric
 
 #: Calibration worse than this (out-of-fold ECE on the reference) makes estimates unreliable.
 MAX_ECE = 0.1
@@ -142,8 +142,7 @@ class CBPE(PerformanceEstimator):
         z = NormalDist().inv_cdf(0.5 + BAND_LEVEL / 2)
         out = {}
         for metric in self.metrics:
-            value = float(classification_metric(metric, prob[None], predicted, scores, hard=False)[0])
-            se = classification_se(metric, prob, predicted, value)
+            value, se = expected_metric(metric, prob, predicted, scores)
             lo, hi = max(value - z * se, 0.0), min(value + z * se, 1.0)
             out[metric] = (value, lo, hi, se)
         return out

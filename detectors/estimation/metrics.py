@@ -158,15 +158,31 @@ def classification_se(metric: str, prob: np.ndarray, predicted: np.ndarray, valu
     if metric in ("accuracy", "error_rate"):
         c = prob[np.arange(predicted.size), predicted]
         return math.sqrt(float((c * (1 - c)).sum())) / predicted.size
-    k = prob.shape[1]
-    per_class = []
-    for c in range(k):
+    return expected_metric(metric, prob, predicted, prob)[1]
+
+
+def expected_metric(
+    metric: str, prob: np.ndarray, predicted: np.ndarray, scores: np.ndarray
+) -> tuple[float, float]:
+    """The expected ``metric`` of a window whose labels are drawn from the calibrated
+    probabilities ``prob``, and its sampling standard error (see ``classification_se``).
+
+    Multiclass macro metrics compute each class's value once and reuse it for the error:
+    a window's AUC costs one sort per class, not two."""
+    if prob.ndim == 1 or metric in ("accuracy", "error_rate"):
+        value = float(classification_metric(metric, prob[None], predicted, scores, hard=False)[0])
+        return value, classification_se(metric, prob, predicted, value)
+    values, ses = [], []
+    for c in range(prob.shape[1]):
         yhat = (predicted == c).astype(float)
-        v = float(classification_metric(metric, prob[None, :, c], yhat, prob[:, c], hard=False)[0])
-        per_class.append(_binary_se(metric, prob[:, c], yhat, v))
-    ses = np.asarray(per_class)
-    ses = ses[~np.isnan(ses)]
-    return float(math.sqrt(float((ses**2).sum())) / ses.size) if ses.size else math.nan
+        v = float(binary_metric(metric, prob[None, :, c], yhat, scores[:, c], hard=False)[0])
+        values.append(v)
+        ses.append(_binary_se(metric, prob[:, c], yhat, v))
+    vals, errs = np.asarray(values), np.asarray(ses)
+    vals, errs = vals[~np.isnan(vals)], errs[~np.isnan(errs)]
+    value = float(vals.mean()) if vals.size else math.nan
+    se = float(math.sqrt(float((errs**2).sum())) / errs.size) if errs.size else math.nan
+    return value, se
 
 
 def regression_metric(metric: str, abs_error: np.ndarray) -> float:
