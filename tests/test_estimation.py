@@ -191,3 +191,30 @@ def test_docstring_examples_run(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(f"detectors.estimation.{module}"))
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "auc"])
+def test_expected_metric_equals_the_metric_and_its_band_computed_apart(metric: str) -> None:
+    from detectors.estimation.metrics import classification_metric, classification_se, expected_metric
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(400, 3)) * 2
+    prob = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    predicted = np.argmax(prob, axis=1)
+    value, se = expected_metric(metric, prob, predicted, prob)
+    assert value == pytest.approx(
+        float(classification_metric(metric, prob[None], predicted, prob, hard=False)[0])
+    )
+    assert se == pytest.approx(classification_se(metric, prob, predicted, value))
+
+
+def test_dle_loss_models_predict_as_scikit_learn_does_missing_values_included() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(3000, 3))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    pred = np.nan_to_num(x[:, 0])
+    y = pred + rng.normal(size=3000) * (0.5 + np.abs(np.nan_to_num(x[:, 1])))
+    est = DLE(["mae", "rmse"]).fit(Sample(predictions=pred[:2000], labels=y[:2000], features=x[:2000]))
+    window = np.hstack([x[2000:], pred[2000:, None]])
+    for loss_model in est._models.values():
+        assert np.allclose(loss_model.predict(window), loss_model.model.predict(window))
