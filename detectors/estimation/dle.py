@@ -68,13 +68,20 @@ class _SingleThreaded:
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> _SingleThreaded:
         with one_thread():
             self.model.fit(x, y, sample_weight=sample_weight)
-        # One tree per iteration (single-output regression).
-        self._trees = [trees[0] for trees in self.model._predictors]
-        self._baseline = float(np.asarray(self.model._baseline_prediction).ravel()[0])
-        self._categories = self.model._bin_mapper.make_known_categories_bitsets()
+        try:
+            # One tree per iteration (single-output regression). These are scikit-learn's
+            # private attributes: a version without them falls back to its public predict.
+            self._trees = [trees[0] for trees in self.model._predictors]
+            self._baseline = float(np.asarray(self.model._baseline_prediction).ravel()[0])
+            self._categories = self.model._bin_mapper.make_known_categories_bitsets()
+        except AttributeError:
+            self._trees = []
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        if not self._trees:
+            with one_thread():
+                return np.asarray(self.model.predict(x))
         x = np.ascontiguousarray(x, dtype=np.float64)
         known_categories, feature_map = self._categories
         out = np.full(x.shape[0], self._baseline)
