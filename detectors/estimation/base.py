@@ -5,6 +5,7 @@ reference's range and an alarm."""
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
@@ -110,7 +111,7 @@ def alarm_for(metric: str, value: float, low: float, high: float, reference: flo
     return value > high + threshold * abs(reference)
 
 
-class PerformanceEstimator:
+class PerformanceEstimator(ABC):
     """Base class: ``fit`` on labelled reference rows, ``estimate`` on unlabelled windows.
 
     Subclasses implement ``_fit``, ``_estimate_window`` (value, band, standard error per
@@ -128,15 +129,15 @@ class PerformanceEstimator:
         self._ranges: dict[int, dict[str, tuple[float, float, float]]] = {}
 
     # -- what subclasses provide ----------------------------------------------------------------
-    def _fit(self, reference: Sample) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def _fit(self, reference: Sample) -> None: ...
 
+    @abstractmethod
     def _estimate_window(self, analysis: Sample) -> dict[str, tuple[float, float, float, float]]:
         """{metric: (estimate, band lower, band upper, standard error)}."""
-        raise NotImplementedError
 
-    def _realised(self, sample: Sample) -> dict[str, float]:
-        raise NotImplementedError
+    @abstractmethod
+    def _realised(self, sample: Sample) -> dict[str, float]: ...
 
     # -- the public face ------------------------------------------------------------------------
     def fit(self, reference: Sample, window_size: int | None = None) -> Self:
