@@ -11,17 +11,16 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from mlvigil.store.duckdb import DuckDBStore
 from tests.harness import ServiceHandle
+from tests.otel_helpers import trace_export
 
 DISK_MIB = 48
 SPANS_PER_EXPORT = 300
@@ -46,29 +45,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-def _export(export_no: int) -> bytes:
-    now = time.time_ns()
-    spans = [
-        Span(
-            trace_id=export_no.to_bytes(16, "big"),
-            span_id=(i + 1).to_bytes(8, "big"),
-            name=f"export-{export_no}",
-            start_time_unix_nano=now + i,
-            end_time_unix_nano=now + i + 5,
-        )
-        for i in range(SPANS_PER_EXPORT)
-    ]
-    req = trace_service_pb2.ExportTraceServiceRequest(
-        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
-    )
-    return req.SerializeToString()
-
-
 def _post(service: ServiceHandle, export_no: int) -> tuple[int, dict[str, str], bytes]:
     return service.request(
         "POST",
         service.otlp_http + "/v1/traces",
-        _export(export_no),
+        trace_export(export_no, SPANS_PER_EXPORT),
         {"Content-Type": "application/x-protobuf"},
     )
 
@@ -148,7 +129,10 @@ def test_full_disk_refuses_retryably_and_recovers_without_restart(
             stub = trace_service_pb2_grpc.TraceServiceStub(channel)
             with pytest.raises(grpc.RpcError) as err:
                 stub.Export(
-                    trace_service_pb2.ExportTraceServiceRequest.FromString(_export(900_002)), timeout=30
+                    trace_service_pb2.ExportTraceServiceRequest.FromString(
+                        trace_export(900_002, SPANS_PER_EXPORT)
+                    ),
+                    timeout=30,
                 )
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value
         # RetryInfo rides in the status details: OTLP exporters wait that long, then retry.

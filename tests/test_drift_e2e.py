@@ -7,9 +7,7 @@ import json
 import numpy as np
 
 from tests.harness import ServiceHandle
-from tests.otel_helpers import http_span_exporter, tracer_provider
-
-CE_PATH = "/api/v1/ingest/cloudevents"
+from tests.otel_helpers import http_span_exporter, post_kserve, tracer_provider
 
 
 def _reference_rows(rng: np.random.Generator, n: int) -> list[dict]:
@@ -21,25 +19,6 @@ def _reference_rows(rng: np.random.Generator, n: int) -> list[dict]:
         }
         for _ in range(n)
     ]
-
-
-def _kserve(svc: ServiceHandle, rid: str, instances: list[list[float]], prediction: list[int]) -> None:
-    for ce_type, body in (
-        ("org.kubeflow.serving.inference.request", {"instances": instances}),
-        ("org.kubeflow.serving.inference.response", {"predictions": prediction}),
-    ):
-        headers = {
-            "Content-Type": "application/json",
-            "Ce-Specversion": "1.0",
-            "Ce-Id": rid,
-            "Ce-Type": ce_type,
-            "Ce-Source": "http://localhost:9081/",
-            "Ce-Inferenceservicename": "iris",
-            "Ce-Namespace": "models",
-            "Ce-Component": "predictor",
-        }
-        status, _, _ = svc.request("POST", CE_PATH, json.dumps(body).encode(), headers)
-        assert status == 202
 
 
 def test_inference_spans_and_kserve_events_raise_a_data_drift_finding(service_factory) -> None:
@@ -77,7 +56,7 @@ def test_inference_spans_and_kserve_events_raise_a_data_drift_finding(service_fa
             [float(rng.normal(5.0, 0.5)), float(rng.normal(1.3, 0.2)), float(rng.normal(5.8, 0.4))]
             for _ in range(10)
         ]
-        _kserve(svc, f"ce-{i}", rows, [2] * 10)
+        post_kserve(svc, f"ce-{i}", "iris", {"instances": rows}, {"predictions": [2] * 10})
     svc.wait_for(lambda: svc.stats()["inferences"] >= 600)
     # KServe V1 instances carry no names: the reference must use the same f0.. names.
     svc.post("/api/v1/monitors", {**monitor, "name": "iris-kserve", "service": "iris", "model": None})

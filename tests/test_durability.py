@@ -13,31 +13,13 @@ from pathlib import Path
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from collector.pipeline import IngestPipeline, Overloaded
 from mlvigil.metrics import Telemetry
 from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore
 from tests.harness import ServiceHandle
-
-
-def _batch(batch_no: int, n: int = 200) -> bytes:
-    now = time.time_ns()  # recent: retention would drop old spans on restart
-    spans = [
-        Span(
-            trace_id=batch_no.to_bytes(16, "big"),
-            span_id=(i + 1).to_bytes(8, "big"),
-            name=f"b{batch_no}",
-            start_time_unix_nano=now + i,
-            end_time_unix_nano=now + i + 5,
-        )
-        for i in range(n)
-    ]
-    req = trace_service_pb2.ExportTraceServiceRequest(
-        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
-    )
-    return req.SerializeToString()
+from tests.otel_helpers import trace_export
 
 
 def test_every_acknowledged_batch_survives_sigkill(service: ServiceHandle) -> None:
@@ -51,7 +33,7 @@ def test_every_acknowledged_batch_survives_sigkill(service: ServiceHandle) -> No
             batch_no += 1
             req = urllib.request.Request(
                 service.otlp_http + "/v1/traces",
-                data=_batch(batch_no),
+                data=trace_export(batch_no, 200),
                 method="POST",
                 headers={"Content-Type": "application/x-protobuf"},
             )
@@ -90,7 +72,7 @@ def test_sigterm_flushes_and_exits_zero(service: ServiceHandle) -> None:
         status, _, _ = service.request(
             "POST",
             service.otlp_http + "/v1/traces",
-            _batch(i, 50),
+            trace_export(i, 50),
             {"Content-Type": "application/x-protobuf"},
         )
         assert status == 200
@@ -166,7 +148,7 @@ def test_overload_answers_429_and_grpc_unavailable(tmp_path: Path) -> None:
         def post(n: int) -> tuple[int, str | None]:
             req = urllib.request.Request(
                 f"http://127.0.0.1:{http.port}/v1/traces",
-                data=_batch(n, 150),
+                data=trace_export(n, 150),
                 method="POST",
                 headers={"Content-Type": "application/x-protobuf"},
             )
@@ -183,7 +165,7 @@ def test_overload_answers_429_and_grpc_unavailable(tmp_path: Path) -> None:
         def grpc_call() -> tuple[grpc.StatusCode, float]:
             with grpc.insecure_channel(f"127.0.0.1:{grpc_rx.port}") as ch:
                 stub = trace_service_pb2_grpc.TraceServiceStub(ch)
-                req = trace_service_pb2.ExportTraceServiceRequest.FromString(_batch(3, 10))
+                req = trace_service_pb2.ExportTraceServiceRequest.FromString(trace_export(3, 10))
                 try:
                     stub.Export(req, timeout=10)
                 except grpc.RpcError as e:
@@ -221,7 +203,7 @@ def test_readyz_stays_ready_while_the_queue_is_full(service_factory: Callable[..
             n += 1
             req = urllib.request.Request(
                 service.otlp_http + "/v1/traces",
-                data=_batch(n, 500),
+                data=trace_export(n, 500),
                 method="POST",
                 headers={"Content-Type": "application/x-protobuf"},
             )

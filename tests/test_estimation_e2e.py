@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from tests.harness import ServiceHandle
-from tests.otel_helpers import http_span_exporter, tracer_provider
+from tests.otel_helpers import http_span_exporter, post_kserve, tracer_provider
 
 pytestmark = pytest.mark.timeout(120)
-CE_PATH = "/api/v1/ingest/cloudevents"
 
 
 def _model(rng: np.random.Generator, n: int, hard: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -20,26 +19,6 @@ def _model(rng: np.random.Generator, n: int, hard: bool = False) -> tuple[np.nda
     x = rng.uniform(-0.3, 0.3, n) if hard else rng.normal(0, 1.5, n)
     p = 1 / (1 + np.exp(-3 * x))
     return np.column_stack([x, rng.normal(size=n)]), p, (rng.random(n) < p).astype(int)
-
-
-def _kserve(
-    svc: ServiceHandle, rid: str, instances: list[list[float]], probabilities: list[list[float]]
-) -> None:
-    for ce_type, body in (
-        ("org.kubeflow.serving.inference.request", {"instances": instances}),
-        ("org.kubeflow.serving.inference.response", {"predictions": probabilities}),
-    ):
-        headers = {
-            "Content-Type": "application/json",
-            "Ce-Specversion": "1.0",
-            "Ce-Id": rid,
-            "Ce-Type": ce_type,
-            "Ce-Source": "http://localhost:9081/",
-            "Ce-Inferenceservicename": "credit",
-            "Ce-Component": "predictor",
-        }
-        status, _, _ = svc.request("POST", CE_PATH, json.dumps(body).encode(), headers)
-        assert status == 202
 
 
 def test_a_drop_mid_stream_is_found_before_labels_and_the_realised_value_follows(service_factory) -> None:
@@ -92,7 +71,13 @@ def test_a_drop_mid_stream_is_found_before_labels_and_the_realised_value_follows
     # Mid-stream the traffic moves to cases the model is unsure of (KServe payload logging).
     x, p, y = _model(rng, 300, hard=True)
     for i in range(0, 300, 10):
-        _kserve(svc, f"ce-{i}", x[i : i + 10].tolist(), [[1 - float(q), float(q)] for q in p[i : i + 10]])
+        post_kserve(
+            svc,
+            f"ce-{i}",
+            "credit",
+            {"instances": x[i : i + 10].tolist()},
+            {"predictions": [[1 - float(q), float(q)] for q in p[i : i + 10]]},
+        )
     svc.wait_for(lambda: svc.stats()["inferences"] >= 600)
     svc.evaluate()
     found = svc.wait_for(
