@@ -1,0 +1,14 @@
+//! otlp-scan: OTLP request bytes -> mlvigil's record tables as Arrow record batches.
+//!
+//! One pass over the serialized request: the wire format is checked as Python's protobuf
+//! checks it ([`wire`]), attribute values get the reference normaliser's semantics
+//! ([`value`]), and rows go straight into Arrow column builders ([`tables`]).
+
+pub mod tables;
+pub mod traces;
+pub mod value;
+pub mod wire;
+
+pub use tables::Normalised;
+pub use traces::{normalise_traces, Options};
+pub use wire::Error;
