@@ -1,0 +1,144 @@
+//! A bounded mutation fuzz of the scanner (no extra crates, runs under `cargo test`): the
+//! recorded producer requests, mutated at random, must never panic or loop, and whatever
+//! they decode to must hold together (rows within tables, rejections within received).
+//! Equality with the Python oracle is the Python side's test (tests/test_native_normalise.py).
+//!
+//! MLVIGIL_FUZZ_ITERATIONS sets the number of mutated inputs (default 20,000).
+
+use std::path::PathBuf;
+
+use otlp_scan::{normalise_traces, Error, Options};
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
+    }
+}
+
+fn fixtures() -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/otlp/traces");
+    let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .expect("tests/fixtures/otlp/traces")
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    out.sort();
+    assert!(out.len() >= 5, "recorded requests in {dir:?}");
+    out
+}
+
+fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
+    let mut d = seed.to_vec();
+    for _ in 0..1 + rng.below(4) {
+        let i = rng.below(d.len() + 1);
+        match rng.below(5) {
+            0 if i < d.len() => d[i] = rng.next() as u8,
+            1 => {
+                let n = (1 + rng.below(8)).min(d.len() - i.min(d.len()));
+                d.drain(i..i + n);
+            }
+            2 => {
+                for _ in 0..1 + rng.below(6) {
+                    d.insert(i.min(d.len()), rng.next() as u8);
+                }
+            }
+            3 => {
+                let j = rng.below(d.len() + 1);
+                let (a, b) = (i.min(j), i.max(j));
+                let chunk: Vec<u8> = d[a..b.min(a + 64)].to_vec();
+                let at = i.min(d.len());
+                d.splice(at..at, chunk);
+            }
+            _ => {
+                // A length prefix or varint byte pushed to an extreme.
+                if i < d.len() {
+                    d[i] = [0x00, 0x7f, 0x80, 0xff][rng.below(4)];
+                }
+            }
+        }
+    }
+    d
+}
+
+#[test]
+fn mutated_requests_never_panic_and_stay_consistent() {
+    let seeds = fixtures();
+    let iterations: usize =
+        std::env::var("MLVIGIL_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let opts = [Options::default(), Options { keep_llm_content: true, keep_raw_spans: false, max_content_chars: 5 }];
+    let (mut ok, mut invalid, mut unsupported) = (0, 0, 0);
+    for n in 0..iterations {
+        let seed = &seeds[rng.below(seeds.len())];
+        let body = mutate(&mut rng, seed);
+        match normalise_traces(&body, &opts[n % 2]) {
+            Ok(out) => {
+                ok += 1;
+                assert!(out.rejected <= out.received);
+                assert_eq!(out.rejected, out.reasons.values().sum::<u64>());
+                for (name, batch) in &out.tables {
+                    assert!(batch.num_rows() as u64 <= out.received, "{name}");
+                }
+            }
+            Err(Error::Invalid(_)) => invalid += 1,
+            Err(Error::Unsupported(_)) => unsupported += 1,
+        }
+    }
+    eprintln!("{iterations} mutated requests: {ok} mapped, {invalid} invalid, {unsupported} unsupported");
+    assert!(ok > 0 && invalid > 0);
+}
+
+#[test]
+fn random_bytes_never_panic() {
+    let mut rng = XorShift(42);
+    for _ in 0..20_000 {
+        let n = rng.below(64);
+        let body: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let _ = normalise_traces(&body, &Options::default());
+    }
+}
+
+#[test]
+fn deep_nesting_is_refused_without_stack_overflow() {
+    // 10,000 nested AnyValue arrays inside one attribute: refused at depth 100.
+    let mut av: Vec<u8> = Vec::new();
+    for _ in 0..10_000 {
+        let mut arr = vec![0x0a];
+        push_len(&mut arr, &av);
+        let mut next = vec![0x2a];
+        push_len(&mut next, &arr);
+        av = next;
+    }
+    let mut kv = vec![0x12];
+    push_len(&mut kv, &av);
+    let mut span = vec![0x4a];
+    push_len(&mut span, &kv);
+    let mut ss = vec![0x12];
+    push_len(&mut ss, &span);
+    let mut rs = vec![0x12];
+    push_len(&mut rs, &ss);
+    let mut req = vec![0x0a];
+    push_len(&mut req, &rs);
+    assert!(matches!(normalise_traces(&req, &Options::default()), Err(Error::Invalid(_))));
+}
+
+fn push_len(out: &mut Vec<u8>, body: &[u8]) {
+    let mut n = body.len();
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(body);
+}

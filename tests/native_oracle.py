@@ -1,0 +1,58 @@
+"""The Python normaliser as the oracle of the native one: one request through both, compared
+row for row (the differential tests and the fuzz tests of the native normaliser use it)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from collector.normalize import NormaliseOptions, normalise_traces
+
+# Columns the native path leaves out on purpose (raw spans go to the write-ahead log).
+NOT_NATIVE = {"spans": {"span_proto"}}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def compare_traces(body: bytes, opts: NormaliseOptions) -> str:
+    """Normalise ``body`` both ways; AssertionError naming the first difference. Returns
+    'native' (compared equal), 'unsupported' (the native side hands it to Python) or
+    'invalid' (both refuse the bytes)."""
+    import mlvigil_native
+
+    try:
+        py = normalise_traces(ExportTraceServiceRequest.FromString(body), opts)
+        py_error = None
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        py, py_error = None, exc
+    try:
+        received, rejected, reasons, tables = mlvigil_native.normalise_traces(
+            body, opts.keep_llm_content, opts.keep_raw_spans, opts.max_content_chars
+        )
+    except mlvigil_native.InvalidRequest as exc:
+        assert py_error is not None, f"native refused bytes protobuf accepts: {exc}"
+        return "invalid"
+    except mlvigil_native.Unsupported:
+        assert py_error is None, f"native did not refuse bytes protobuf refuses: {py_error}"
+        return "unsupported"
+    assert py is not None, f"native accepted bytes protobuf refuses: {py_error}"
+    assert (received, rejected, dict(reasons)) == (py.received, py.rejected, py.reasons)
+    py_tables = {t for t, cols in py.batch.columns.items() if cols and len(next(iter(cols.values())))}
+    assert set(tables) == py_tables, (set(tables), py_tables)
+    for name, batch in tables.items():
+        native_cols = batch.to_pydict()
+        py_cols = {c: v for c, v in py.batch.columns[name].items() if c not in NOT_NATIVE.get(name, ())}
+        assert list(native_cols) == list(py_cols), (name, list(native_cols), list(py_cols))
+        for col, py_values in py_cols.items():
+            native_values = native_cols[col]
+            assert len(native_values) == len(py_values), (name, col)
+            for i, (n, p) in enumerate(zip(native_values, py_values, strict=True)):
+                assert _same(n, p), f"{name}.{col} row {i}: native {n!r} != python {p!r}"
+    return "native"
