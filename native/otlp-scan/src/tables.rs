@@ -1,6 +1,7 @@
 //! The record tables (mlvigil/records.py `TABLES`) as Arrow column builders, the per-value
 //! checks of `check_row`, and the partial-success tally.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -120,30 +121,36 @@ const NON_NEGATIVE: &[&str] = &["input_tokens", "output_tokens", "total_tokens",
 
 /// One cell of a row before it is checked.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
+pub enum Cell<'a> {
     Null,
     F64(f64),
-    Str(String),
+    Str(Cow<'a, str>),
     /// A number for an integer column, checked against its range.
     Num(Num),
     I64(i64),
     Bool(bool),
 }
 
-impl From<Option<String>> for Cell {
-    fn from(v: Option<String>) -> Cell {
+impl<'a> From<Option<Cow<'a, str>>> for Cell<'a> {
+    fn from(v: Option<Cow<'a, str>>) -> Cell<'a> {
         v.map_or(Cell::Null, Cell::Str)
     }
 }
 
-impl From<Option<f64>> for Cell {
-    fn from(v: Option<f64>) -> Cell {
+impl From<Option<String>> for Cell<'_> {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(Cell::Null, |s| Cell::Str(Cow::Owned(s)))
+    }
+}
+
+impl From<Option<f64>> for Cell<'_> {
+    fn from(v: Option<f64>) -> Self {
         v.map_or(Cell::Null, Cell::F64)
     }
 }
 
-impl From<Option<Num>> for Cell {
-    fn from(v: Option<Num>) -> Cell {
+impl From<Option<Num>> for Cell<'_> {
+    fn from(v: Option<Num>) -> Self {
         v.map_or(Cell::Null, Cell::Num)
     }
 }
@@ -178,7 +185,7 @@ fn check_int(table: &str, col: &str, ty: Col, v: Num) -> Result<i64, String> {
 }
 
 /// Check a row (cells in column order), turning numbers into the column's integers.
-pub fn check_row(table: &str, cols: &[(&str, Col)], row: &mut [Cell]) -> Result<(), String> {
+pub fn check_row(table: &str, cols: &[(&str, Col)], row: &mut [Cell<'_>]) -> Result<(), String> {
     debug_assert_eq!(cols.len(), row.len());
     for ((name, ty), cell) in cols.iter().zip(row.iter_mut()) {
         if let Cell::Num(n) = cell {
@@ -232,12 +239,12 @@ impl TableBuilder {
     }
 
     /// Append a checked row.
-    pub fn append(&mut self, row: Vec<Cell>) {
+    pub fn append(&mut self, row: Vec<Cell<'_>>) {
         for (b, cell) in self.builders.iter_mut().zip(row) {
             match (b, cell) {
                 (Builder::F64(b), Cell::F64(v)) => b.append_value(v),
                 (Builder::F64(b), Cell::Null) => b.append_null(),
-                (Builder::Str(b), Cell::Str(v)) => b.append_value(v),
+                (Builder::Str(b), Cell::Str(v)) => b.append_value(&*v),
                 (Builder::Str(b), Cell::Null) => b.append_null(),
                 (Builder::I64(b), Cell::I64(v)) => b.append_value(v),
                 (Builder::I64(b), Cell::Null) => b.append_null(),

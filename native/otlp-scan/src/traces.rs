@@ -131,16 +131,32 @@ fn kvlist_into<'a>(buf: &'a [u8], depth: u32, out: &mut Dict<'a>) -> Res<()> {
 fn key_value<'a>(buf: &'a [u8], depth: u32) -> Res<(&'a str, Val<'a>)> {
     let mut r = Reader::new(buf);
     let mut key = "";
-    let mut parts: Vec<&'a [u8]> = Vec::new();
+    let mut first: Option<&'a [u8]> = None;
+    let mut more: Vec<&'a [u8]> = Vec::new(); // a value sent more than once: merged
     while !r.done() {
         let (f, w) = r.tag()?;
         match (f, w) {
             (1, LEN) => key = r.string()?,
-            (2, LEN) => parts.push(r.len_bytes()?),
+            (2, LEN) => {
+                let part = r.len_bytes()?;
+                match first {
+                    None => first = Some(part),
+                    Some(p) => {
+                        if more.is_empty() {
+                            more.push(p);
+                        }
+                        more.push(part);
+                    }
+                }
+            }
             _ => r.skip(f, w, depth)?,
         }
     }
-    let v = if parts.is_empty() { Val::None } else { any_value(&parts, child_depth(depth)?)? };
+    let v = match first {
+        None => Val::None,
+        Some(p) if more.is_empty() => any_value(&[p], child_depth(depth)?)?,
+        Some(_) => any_value(&more, child_depth(depth)?)?,
+    };
     Ok((key, v))
 }
 
@@ -192,7 +208,7 @@ fn span<'a>(buf: &'a [u8], depth: u32) -> Res<SpanRec<'a>> {
         kind: 0,
         start: 0,
         end: 0,
-        attrs: Dict::new(),
+        attrs: Dict::with_capacity(16),
         events: Vec::new(),
         status_code: 0,
         status_message: "",
@@ -281,14 +297,14 @@ fn get<'b, 'a>(a: &'b Dict<'a>, keys: &[&str]) -> Option<&'b Val<'a>> {
     None
 }
 
-fn str_of(v: &Val) -> String {
+fn str_of<'b>(v: &'b Val) -> Cow<'b, str> {
     match v.as_str() {
-        Some(s) => s.to_string(),
-        None => json_text(v, true),
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(json_text(v, true)),
     }
 }
 
-fn get_str(a: &Dict, keys: &[&str]) -> Option<String> {
+fn get_str<'b>(a: &'b Dict, keys: &[&str]) -> Option<Cow<'b, str>> {
     get(a, keys).map(str_of)
 }
 
@@ -307,7 +323,7 @@ fn get_int(a: &Dict, keys: &[&str]) -> Res<Option<Num>> {
 }
 
 /// Python's `x or y` for optional text.
-fn or(x: Option<String>, y: Option<String>) -> Option<String> {
+fn or<'b>(x: Option<Cow<'b, str>>, y: Option<Cow<'b, str>>) -> Option<Cow<'b, str>> {
     match x {
         Some(s) if !s.is_empty() => Some(s),
         _ => y,
@@ -491,28 +507,28 @@ fn text(v: &Val, max_chars: usize) -> Option<String> {
     })
 }
 
-struct LlmRow {
+struct LlmRow<'b> {
     dialect: &'static str,
-    provider: Option<String>,
-    operation: Option<String>,
-    request_model: Option<String>,
-    response_model: Option<String>,
+    provider: Option<Cow<'b, str>>,
+    operation: Option<Cow<'b, str>>,
+    request_model: Option<Cow<'b, str>>,
+    response_model: Option<Cow<'b, str>>,
     input_tokens: Option<Num>,
     output_tokens: Option<Num>,
     total_tokens: Option<Num>,
     latency: Option<f64>,
     ttft: Option<f64>,
     finish_reasons: Option<String>,
-    error: Option<String>,
+    error: Option<Cow<'b, str>>,
     temperature: Option<f64>,
     max_tokens: Option<Num>,
-    workflow: Option<String>,
-    entity: Option<String>,
+    workflow: Option<Cow<'b, str>>,
+    entity: Option<Cow<'b, str>>,
     prompt: Option<String>,
     completion: Option<String>,
 }
 
-fn llm_row(s: &SpanRec, a: &Dict, opts: &Options, latency: Option<f64>) -> Res<LlmRow> {
+fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>) -> Res<LlmRow<'b>> {
     let (mut has_traceloop, mut has_indexed_completion, mut has_oi_messages) = (false, false, false);
     for key in a.keys() {
         if key.starts_with("traceloop.")
@@ -607,13 +623,13 @@ fn llm_row(s: &SpanRec, a: &Dict, opts: &Options, latency: Option<f64>) -> Res<L
 
     let mut error = get_str(a, ERROR);
     if error.is_none() && s.status_code == 2 {
-        error = Some(if s.status_message.is_empty() { "error".into() } else { s.status_message.into() });
+        error = Some(Cow::Borrowed(if s.status_message.is_empty() { "error" } else { s.status_message }));
     }
     if error.is_none() {
         if let Some(ev) = s.events.iter().find(|ev| ev.name == "exception") {
             error = Some(match ev.attrs.iter().find(|(k, _)| *k == "exception.type") {
-                Some((_, v)) => string_value(v).to_string(),
-                None => "exception".into(),
+                Some((_, v)) => Cow::Borrowed(string_value(v)),
+                None => Cow::Borrowed("exception"),
             });
         }
     }
@@ -630,7 +646,7 @@ fn llm_row(s: &SpanRec, a: &Dict, opts: &Options, latency: Option<f64>) -> Res<L
     let mut operation = get_str(a, OPERATION);
     if operation.is_none() {
         if let Some(kind) = &oi_kind {
-            operation = Some(if kind == "EMBEDDING" { "embeddings" } else { "chat" }.into());
+            operation = Some(Cow::Borrowed(if kind == "EMBEDDING" { "embeddings" } else { "chat" }));
         }
     }
 
@@ -650,10 +666,8 @@ fn llm_row(s: &SpanRec, a: &Dict, opts: &Options, latency: Option<f64>) -> Res<L
 
     let mut request_model = get_str(a, REQUEST_MODEL);
     if request_model.is_none() {
-        if let Some(Val::Str(m)) = params.get("model") {
-            request_model = Some(m.to_string());
-        } else if let Some(Val::Hex(m)) = params.get("model") {
-            request_model = Some(m.clone());
+        if let Some(m) = params.get("model").and_then(|v| v.as_str()) {
+            request_model = Some(Cow::Owned(m.to_string()));
         }
     }
     let response_model = get_str(a, RESPONSE_MODEL);
@@ -798,16 +812,16 @@ fn features_json(a: &Dict) -> Res<Result<String, String>> {
 
 // -- the request ----------------------------------------------------------------------------
 
-struct Resource {
-    service: Option<String>,
-    service_version: Option<String>,
-    host: Option<String>,
-    k8s_pod: Option<String>,
-    hw_id: Option<String>,
+struct Resource<'b> {
+    service: Option<Cow<'b, str>>,
+    service_version: Option<Cow<'b, str>>,
+    host: Option<Cow<'b, str>>,
+    k8s_pod: Option<Cow<'b, str>>,
+    hw_id: Option<Cow<'b, str>>,
     attrs_json: String,
 }
 
-fn resource_info(a: &Dict) -> Resource {
+fn resource_info<'b>(a: &'b Dict) -> Resource<'b> {
     Resource {
         service: get_str(a, &["service.name"]),
         service_version: get_str(a, &["service.version"]),
@@ -857,7 +871,7 @@ impl Builders {
     }
 }
 
-type Names<'a> = HashMap<&'a [u8], (Option<String>, Option<String>, &'a [u8])>;
+type Names<'a> = HashMap<&'a [u8], (Option<Cow<'a, str>>, Option<Cow<'a, str>>, &'a [u8])>;
 
 /// Normalise one ExportTraceServiceRequest.
 pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
@@ -942,9 +956,14 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
     Ok(out)
 }
 
-type Rows = Vec<(&'static str, Vec<Cell>)>;
+type Rows<'b> = Vec<(&'static str, Vec<Cell<'b>>)>;
 
-fn span_rows(s: &SpanRec, res: &Resource, names: &Names, opts: &Options) -> Res<Result<Rows, String>> {
+fn span_rows<'b>(
+    s: &'b SpanRec,
+    res: &'b Resource,
+    names: &'b Names,
+    opts: &Options,
+) -> Res<Result<Rows<'b>, String>> {
     let a = &s.attrs;
     let ts = s.start as f64 / 1e9;
     let duration = if s.end != 0 { Some((s.end - s.start) as f64 / 1e9) } else { None };
@@ -972,9 +991,9 @@ fn span_rows(s: &SpanRec, res: &Resource, names: &Names, opts: &Options) -> Res<
                 res.service.clone().into(),
                 res.service_version.clone().into(),
                 res.host.clone().into(),
-                Cell::Str(trace_hex.clone()),
-                Cell::Str(span_hex.clone()),
-                Cell::Str(row.dialect.into()),
+                Cell::Str(Cow::Owned(trace_hex.clone())),
+                Cell::Str(Cow::Owned(span_hex.clone())),
+                Cell::Str(Cow::Borrowed(row.dialect)),
                 row.provider.into(),
                 row.operation.into(),
                 row.request_model.into(),
@@ -1026,11 +1045,11 @@ fn span_rows(s: &SpanRec, res: &Resource, names: &Names, opts: &Options) -> Res<
                 or(get_str(a, MODEL), res.service.clone()).into(),
                 or(get_str(a, MODEL_VERSION), res.service_version.clone()).into(),
                 get_str(a, REQUEST_ID).into(),
-                Cell::Str(features),
+                Cell::Str(Cow::Owned(features)),
                 get(a, PREDICTION).map(|v| json_text(v, true)).into(),
                 get_float(a, SCORE)?.into(),
                 duration.into(),
-                Cell::Str("otlp".into()),
+                Cell::Str(Cow::Borrowed("otlp")),
             ],
         ));
         kind = "inference";
@@ -1053,15 +1072,15 @@ fn span_rows(s: &SpanRec, res: &Resource, names: &Names, opts: &Options) -> Res<
             vec![
                 Cell::F64(ts),
                 (if s.end != 0 { Some(s.end as f64 / 1e9) } else { None }).into(),
-                Cell::Str(trace_hex),
-                Cell::Str(span_hex),
+                Cell::Str(Cow::Owned(trace_hex)),
+                Cell::Str(Cow::Owned(span_hex)),
                 (if s.parent.is_empty() { None } else { Some(hex(s.parent)) }).into(),
-                Cell::Str(s.name.into()),
+                Cell::Str(Cow::Borrowed(s.name)),
                 Cell::I64(s.kind as i64),
                 Cell::I64(s.status_code as i64),
                 res.service.clone().into(),
-                Cell::Str(kind.into()),
-                Cell::Str(res.attrs_json.clone()),
+                Cell::Str(Cow::Borrowed(kind)),
+                Cell::Str(Cow::Borrowed(&res.attrs_json)),
             ],
         ));
     }

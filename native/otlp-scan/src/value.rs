@@ -6,7 +6,6 @@
 //! [`Error::Unsupported`], never a silent difference.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use crate::wire::{Error, Res};
 
@@ -27,42 +26,127 @@ pub enum Val<'a> {
 }
 
 /// A Python dict built by assignment: a repeated key keeps its first position, last value.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Small dicts are searched linearly; from [`INDEX_AT`] entries on, through an
+/// open-addressing index of FNV-1a hashes (span attributes are looked up dozens of times).
+#[derive(Debug, Clone, Default)]
 pub struct Dict<'a> {
     pub entries: Vec<(Cow<'a, str>, Val<'a>)>,
-    index: Option<HashMap<Cow<'a, str>, usize>>,
+    /// entry index + 1 (0: empty); length a power of two, at least twice the entries.
+    slots: Vec<u32>,
+    /// Bit (len % 64) set for every key length present: most lookups miss, and most
+    /// misses end here without hashing.
+    lengths: u64,
 }
 
-const INDEX_AT: usize = 24;
+impl PartialEq for Dict<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+const INDEX_AT: usize = 8;
+
+/// A fast hash of a key, 8 bytes at a time (keys are short; collisions cost one compare).
+#[inline]
+fn key_hash(key: &str) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let b = key.as_bytes();
+    let mut h = (b.len() as u64).wrapping_mul(K);
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let v = u64::from_le_bytes(c.try_into().unwrap());
+        h = (h ^ v).wrapping_mul(K).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(buf)).wrapping_mul(K).rotate_left(29);
+    }
+    h ^ (h >> 32)
+}
 
 impl<'a> Dict<'a> {
     pub fn new() -> Self {
-        Dict { entries: Vec::new(), index: None }
+        Dict { entries: Vec::new(), slots: Vec::new(), lengths: 0 }
+    }
+
+    /// An empty dict with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Self {
+        Dict { entries: Vec::with_capacity(n), slots: Vec::new(), lengths: 0 }
     }
 
     pub fn insert(&mut self, key: Cow<'a, str>, value: Val<'a>) {
-        if let Some(i) = self.position(&key) {
-            self.entries[i].1 = value;
+        self.lengths |= 1u64 << (key.len() % 64);
+        if self.slots.is_empty() {
+            if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
+                self.entries[i].1 = value;
+                return;
+            }
+            self.entries.push((key, value));
+            if self.entries.len() >= INDEX_AT {
+                self.rebuild(64);
+            }
             return;
         }
-        if let Some(index) = self.index.as_mut() {
-            index.insert(key.clone(), self.entries.len());
+        let mask = self.slots.len() - 1;
+        let mut s = key_hash(&key) as usize & mask;
+        loop {
+            match self.slots[s] {
+                0 => break,
+                i if self.entries[i as usize - 1].0 == key => {
+                    self.entries[i as usize - 1].1 = value;
+                    return;
+                }
+                _ => s = (s + 1) & mask,
+            }
         }
         self.entries.push((key, value));
-        if self.index.is_none() && self.entries.len() >= INDEX_AT {
-            let mut index = HashMap::with_capacity(self.entries.len() * 2);
-            for (i, (k, _)) in self.entries.iter().enumerate() {
-                index.insert(k.clone(), i);
-            }
-            self.index = Some(index);
+        if 2 * self.entries.len() > self.slots.len() {
+            self.rebuild(self.slots.len() * 2);
+        } else {
+            self.slots[s] = self.entries.len() as u32;
+        }
+    }
+
+    fn rebuild(&mut self, size: usize) {
+        self.slots.clear();
+        self.slots.resize(size, 0);
+        for i in 0..self.entries.len() {
+            self.place(i);
         }
     }
 
     #[inline]
+    fn place(&mut self, i: usize) {
+        let mask = self.slots.len() - 1;
+        let mut s = key_hash(&self.entries[i].0) as usize & mask;
+        while self.slots[s] != 0 {
+            s = (s + 1) & mask;
+        }
+        self.slots[s] = i as u32 + 1;
+    }
+
+    #[inline]
     fn position(&self, key: &str) -> Option<usize> {
-        match &self.index {
-            Some(index) => index.get(key).copied(),
-            None => self.entries.iter().position(|(k, _)| k == key),
+        if self.lengths & (1u64 << (key.len() % 64)) == 0 {
+            return None;
+        }
+        if self.slots.is_empty() {
+            return self.entries.iter().position(|(k, _)| k == key);
+        }
+        let mask = self.slots.len() - 1;
+        let mut s = key_hash(key) as usize & mask;
+        loop {
+            match self.slots[s] {
+                0 => return None,
+                i => {
+                    if self.entries[i as usize - 1].0 == key {
+                        return Some(i as usize - 1);
+                    }
+                }
+            }
+            s = (s + 1) & mask;
         }
     }
 
