@@ -7,9 +7,9 @@ import math
 from typing import Any
 
 from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.normalize import NormaliseOptions, normalise_traces
+from collector.normalize import NORMALISERS, NormaliseOptions
+from collector.otlp_decode import REQUEST_TYPES
 
 # Columns the native path leaves out on purpose (raw spans go to the write-ahead log).
 NOT_NATIVE = {"spans": {"span_proto"}}
@@ -21,21 +21,26 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def compare_traces(body: bytes, opts: NormaliseOptions) -> str:
-    """Normalise ``body`` both ways; AssertionError naming the first difference. Returns
-    'native' (compared equal), 'unsupported' (the native side hands it to Python) or
-    'invalid' (both refuse the bytes)."""
+def compare(signal: str, body: bytes, opts: NormaliseOptions) -> str:
+    """Normalise ``body`` (an export request of ``signal``: traces, metrics or logs) both
+    ways; AssertionError naming the first difference. Returns 'native' (compared equal),
+    'unsupported' (the native side hands it to Python) or 'invalid' (both refuse the bytes)."""
     import mlvigil_native
 
     try:
-        py = normalise_traces(ExportTraceServiceRequest.FromString(body), opts)
+        py = NORMALISERS[signal](REQUEST_TYPES[signal].FromString(body), opts)
         py_error = None
     except (DecodeError, RuntimeError, ValueError) as exc:
         py, py_error = None, exc
     try:
-        received, rejected, reasons, tables = mlvigil_native.normalise_traces(
-            body, opts.keep_llm_content, opts.keep_raw_spans, opts.max_content_chars
-        )
+        if signal == "traces":
+            received, rejected, reasons, tables = mlvigil_native.normalise_traces(
+                body, opts.keep_llm_content, opts.keep_raw_spans, opts.max_content_chars
+            )
+        elif signal == "metrics":
+            received, rejected, reasons, tables = mlvigil_native.normalise_metrics(body)
+        else:
+            received, rejected, reasons, tables = mlvigil_native.normalise_logs(body)
     except mlvigil_native.InvalidRequest as exc:
         assert py_error is not None, f"native refused bytes protobuf accepts: {exc}"
         return "invalid"
@@ -56,3 +61,7 @@ def compare_traces(body: bytes, opts: NormaliseOptions) -> str:
             for i, (n, p) in enumerate(zip(native_values, py_values, strict=True)):
                 assert _same(n, p), f"{name}.{col} row {i}: native {n!r} != python {p!r}"
     return "native"
+
+
+def compare_traces(body: bytes, opts: NormaliseOptions) -> str:
+    return compare("traces", body, opts)

@@ -1,6 +1,7 @@
 """Differential tests of the native normaliser (native/otlp-scan, ``mlvigil_native``) against
-the Python normaliser, its oracle: the same request bytes must give the same rows, the same
-partial-success rejections and reasons, and the same refusals of bad bytes.
+the Python normaliser, its oracle: the same request bytes (traces, metrics, logs) must give
+the same rows, the same partial-success rejections and reasons, and the same refusals of bad
+bytes.
 
 Inputs: request bytes recorded from real producers (tests/fixtures/otlp/capture.py:
 traceloop-sdk + the OpenAI client, the OTel SDK exporter with the three LLM dialects, current
@@ -24,19 +25,27 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.metrics.v1 import metrics_pb2 as mpb
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from bench.ingest.spans import llm_request
 from collector import genai, ml
 from collector.normalize import NormaliseOptions
-from tests.native_oracle import compare_traces
+from tests.native_oracle import compare, compare_traces
 
 native = pytest.importorskip("mlvigil_native")
 
-FIXTURES = sorted((Path(__file__).parent / "fixtures" / "otlp" / "traces").glob("*.binpb"))
+FIXTURE_DIR = Path(__file__).parent / "fixtures" / "otlp"
+FIXTURES = sorted((FIXTURE_DIR / "traces").glob("*.binpb"))
+SIGNAL_FIXTURES = [
+    (signal, p) for signal in ("metrics", "logs") for p in sorted((FIXTURE_DIR / signal).glob("*.binpb"))
+]
 OPTIONS = [
     NormaliseOptions(keep_llm_content=keep, keep_raw_spans=raw, max_content_chars=chars)
     for keep, raw, chars in itertools.product((False, True), (True, False), (8192, 7))
@@ -81,6 +90,28 @@ def test_fixtures_were_recorded() -> None:
 )
 def test_native_equals_python_on_producer_requests(body: bytes, opts: NormaliseOptions) -> None:
     assert compare_traces(body, opts) == "native"
+
+
+@pytest.mark.parametrize(
+    ("signal", "path"), SIGNAL_FIXTURES, ids=[f"{s}-{p.stem}" for s, p in SIGNAL_FIXTURES]
+)
+def test_native_equals_python_on_producer_metrics_and_logs(signal: str, path: Path) -> None:
+    assert compare(signal, path.read_bytes(), OPTIONS[0]) == "native"
+
+
+def test_metric_and_log_fixtures_cover_every_table() -> None:
+    """GPU samples, SDK histograms/counters/gauges and traceloop's metrics; log records that
+    carry training steps, inferences and labels, and rejected ones."""
+    tables: Counter[str] = Counter()
+    rejected = 0
+    for signal, path in SIGNAL_FIXTURES:
+        fn = native.normalise_metrics if signal == "metrics" else native.normalise_logs
+        _, r, _, out = fn(path.read_bytes())
+        rejected += r
+        for name, batch in out.items():
+            tables[name] += batch.num_rows
+    assert tables["metric_points"] > 2000 and tables["logs"] >= 4, tables
+    assert tables["training_steps"] and tables["inferences"] and tables["labels"] and rejected >= 2
 
 
 def test_the_comparison_sees_rows() -> None:
@@ -294,8 +325,125 @@ def test_fuzz_structured_requests_equal_python(body: bytes, opts: NormaliseOptio
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(draw(st.sampled_from([p.read_bytes() for p in FIXTURES])))
+def number_points(draw: st.DrawFn) -> mpb.NumberDataPoint:
+    p = mpb.NumberDataPoint(
+        time_unix_nano=draw(st.integers(0, 2**64 - 1)),
+        attributes=draw(st.lists(point_key_values, max_size=4)),
+    )
+    which = draw(st.sampled_from(["double", "int", "none"]))
+    if which == "double":
+        p.as_double = draw(st.floats(allow_nan=True, allow_infinity=True))
+    elif which == "int":
+        p.as_int = draw(st.integers(-(2**63), 2**63 - 1))
+    return p
+
+
+point_key_values: st.SearchStrategy[KeyValue] = st.builds(
+    KeyValue, key=st.sampled_from(["host.name", "hw.id", "gpu", "x"]) | st.text(max_size=4), value=any_values
+)
+
+
+@st.composite
+def metrics(draw: st.DrawFn) -> mpb.Metric:
+    m = mpb.Metric(name=draw(st.text(max_size=8)), unit=draw(st.sampled_from(["", "s", "{token}", "é"])))
+    kind = draw(st.sampled_from(["gauge", "sum", "histogram", "exponential_histogram", "summary", "none"]))
+    n = draw(st.integers(0, 3))
+    common = {
+        "time_unix_nano": draw(st.integers(0, 2**64 - 1)),
+        "count": draw(st.integers(0, 2**64 - 1) | st.integers(0, 10)),
+        "sum": draw(st.floats(allow_nan=True, allow_infinity=True)),
+    }
+    if kind == "gauge":
+        m.gauge.data_points.extend(draw(number_points()) for _ in range(n))
+    elif kind == "sum":
+        m.sum.data_points.extend(draw(number_points()) for _ in range(n))
+        m.sum.is_monotonic = draw(st.booleans())
+    elif kind == "histogram":
+        for _ in range(n):
+            m.histogram.data_points.add(
+                **common,
+                bucket_counts=[1, 2],
+                explicit_bounds=[0.5],
+                attributes=draw(st.lists(point_key_values, max_size=3)),
+            )
+    elif kind == "exponential_histogram":
+        for _ in range(n):
+            m.exponential_histogram.data_points.add(
+                **common, attributes=draw(st.lists(point_key_values, max_size=3))
+            )
+    elif kind == "summary":
+        for _ in range(n):
+            m.summary.data_points.add(**common, attributes=draw(st.lists(point_key_values, max_size=3)))
+    return m
+
+
+metric_requests = st.builds(
+    lambda rms: ExportMetricsServiceRequest(resource_metrics=rms).SerializeToString(),
+    st.lists(
+        st.builds(
+            lambda res, ms: mpb.ResourceMetrics(
+                resource=Resource(attributes=res), scope_metrics=[mpb.ScopeMetrics(metrics=ms)]
+            ),
+            st.lists(key_values, max_size=3),
+            st.lists(metrics(), max_size=4),
+        ),
+        max_size=3,
+    ),
+)
+
+
+@st.composite
+def log_records(draw: st.DrawFn) -> LogRecord:
+    rec = LogRecord(
+        time_unix_nano=draw(st.just(0) | st.integers(0, 2**64 - 1)),
+        observed_time_unix_nano=draw(st.integers(0, 2**64 - 1)),
+        severity_number=draw(st.integers(-(2**31), 2**31 - 1) | st.integers(0, 24)),  # type: ignore[arg-type]
+        severity_text=draw(st.sampled_from(["", "INFO", "WARN"])),
+        attributes=draw(st.lists(key_values, max_size=8)),
+        trace_id=draw(st.binary(max_size=16)),
+        span_id=draw(st.binary(max_size=8)),
+    )
+    if draw(st.booleans()):
+        rec.body.CopyFrom(draw(any_values))
+    return rec
+
+
+log_requests = st.builds(
+    lambda rls: ExportLogsServiceRequest(resource_logs=rls).SerializeToString(),
+    st.lists(
+        st.builds(
+            lambda res, recs: ResourceLogs(
+                resource=Resource(attributes=res), scope_logs=[ScopeLogs(log_records=recs)]
+            ),
+            st.lists(key_values, max_size=3),
+            st.lists(log_records(), max_size=5),
+        ),
+        max_size=3,
+    ),
+)
+
+
+@FUZZ
+@given(body=metric_requests)
+def test_fuzz_structured_metrics_equal_python(body: bytes) -> None:
+    event(compare("metrics", body, OPTIONS[0]))
+
+
+@FUZZ
+@given(body=log_requests)
+def test_fuzz_structured_logs_equal_python(body: bytes) -> None:
+    event(compare("logs", body, OPTIONS[0]))
+
+
+ALL_SEEDS = [("traces", p.read_bytes()) for p in FIXTURES] + [
+    (s, p.read_bytes()) for s, p in SIGNAL_FIXTURES if p.stat().st_size < 20_000
+]
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
+    signal, seed = draw(st.sampled_from(ALL_SEEDS))
+    data = bytearray(seed)
     for _ in range(draw(st.integers(1, 4))):
         op = draw(st.sampled_from(["flip", "delete", "insert", "duplicate"]))
         i = draw(st.integers(0, len(data)))
@@ -308,13 +456,14 @@ def mutated(draw: st.DrawFn) -> bytes:
         else:
             j = draw(st.integers(0, len(data)))
             data[i:i] = data[min(i, j) : max(i, j)][:64]
-    return bytes(data)
+    return signal, bytes(data)
 
 
 @FUZZ
-@given(body=mutated(), opts=st.sampled_from(OPTIONS))
-def test_fuzz_mutated_producer_bytes_equal_python(body: bytes, opts: NormaliseOptions) -> None:
-    event(compare_traces(body, opts))
+@given(case=mutated(), opts=st.sampled_from(OPTIONS))
+def test_fuzz_mutated_producer_bytes_equal_python(case: tuple[str, bytes], opts: NormaliseOptions) -> None:
+    signal, body = case
+    event(f"{signal}: {compare(signal, body, opts)}")
 
 
 def test_fuzz_unsupported_share_is_small() -> None:

@@ -4,6 +4,7 @@
 
 use arrow_array::ffi::{to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{Array, RecordBatch, StructArray};
+use otlp_scan::{normalise_logs as scan_logs, normalise_metrics as scan_metrics};
 use otlp_scan::{normalise_traces as scan_traces, Error, Normalised, Options};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
@@ -71,6 +72,28 @@ fn normalise_traces<'py>(
     }
 }
 
+fn result<'py>(py: Python<'py>, r: Result<Normalised, Error>) -> PyResult<Bound<'py, PyAny>> {
+    match r {
+        Ok(out) => to_python(py, out),
+        Err(Error::Invalid(m)) => Err(InvalidRequest::new_err(m)),
+        Err(Error::Unsupported(m)) => Err(Unsupported::new_err(m)),
+    }
+}
+
+/// normalise_metrics(body) -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
+#[pyfunction]
+fn normalise_metrics<'py>(py: Python<'py>, body: PyBackedBytes) -> PyResult<Bound<'py, PyAny>> {
+    let r = py.detach(|| scan_metrics(&body));
+    result(py, r)
+}
+
+/// normalise_logs(body) -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
+#[pyfunction]
+fn normalise_logs<'py>(py: Python<'py>, body: PyBackedBytes) -> PyResult<Bound<'py, PyAny>> {
+    let r = py.detach(|| scan_logs(&body));
+    result(py, r)
+}
+
 /// Scan only (no Python objects built): the number of rows, for measuring the scanner.
 #[pyfunction]
 #[pyo3(signature = (body, keep_llm_content=false, keep_raw_spans=true, max_content_chars=8192))]
@@ -93,6 +116,8 @@ fn scan_traces_count(
 fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalise_traces, m)?)?;
     m.add_function(wrap_pyfunction!(scan_traces_count, m)?)?;
+    m.add_function(wrap_pyfunction!(normalise_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(normalise_logs, m)?)?;
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     Ok(())

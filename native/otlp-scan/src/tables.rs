@@ -108,12 +108,39 @@ pub const TRAINING_STEPS: &[(&str, Col)] = &[
     ("checkpoint_s", Col::F64),
 ];
 
+pub const METRIC_POINTS: &[(&str, Col)] = &[
+    ("ts", Col::F64),
+    ("service", Col::Str),
+    ("host", Col::Str),
+    ("hw_id", Col::Str),
+    ("name", Col::Str),
+    ("unit", Col::Str),
+    ("kind", Col::Str),
+    ("value", Col::F64),
+    ("count", Col::I64),
+    ("monotonic", Col::Bool),
+    ("attributes", Col::Str),
+];
+
+pub const LOGS: &[(&str, Col)] = &[
+    ("ts", Col::F64),
+    ("service", Col::Str),
+    ("severity_number", Col::I32),
+    ("severity_text", Col::Str),
+    ("body", Col::Str),
+    ("trace_id", Col::Str),
+    ("span_id", Col::Str),
+    ("attributes", Col::Str),
+];
+
 pub const TABLES: &[(&str, &[(&str, Col)])] = &[
     ("spans", SPANS),
     ("llm_calls", LLM_CALLS),
     ("inferences", INFERENCES),
     ("labels", LABELS),
     ("training_steps", TRAINING_STEPS),
+    ("metric_points", METRIC_POINTS),
+    ("logs", LOGS),
 ];
 
 /// Counts that cannot be negative (records.py NON_NEGATIVE).

@@ -7,8 +7,10 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::tables::{check_row, Cell, Normalised, TableBuilder, INFERENCES, LABELS, LLM_CALLS, SPANS, TRAINING_STEPS};
-use crate::value::{json_text, parse_json, py_float, py_int_or_float, py_str, Dict, Num, Val};
+use crate::tables::{
+    check_row, Cell, Normalised, TableBuilder, INFERENCES, LABELS, LLM_CALLS, LOGS, METRIC_POINTS, SPANS, TRAINING_STEPS,
+};
+use crate::value::{dict_json, json_text, parse_json, py_float, py_int_or_float, py_str, Dict, Num, Val};
 use crate::wire::{child_depth, validate, Error, Reader, Res, ENTITY_REF, I32, I64, LEN, LINK, SCOPE, VARINT};
 
 #[derive(Debug, Clone)]
@@ -26,7 +28,7 @@ impl Default for Options {
 
 // -- decoding --------------------------------------------------------------------------------
 
-fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
     for &x in b {
@@ -37,7 +39,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 /// An AnyValue given as the parts of a merged message (a field sent more than once).
-fn any_value<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Val<'a>> {
+pub(crate) fn any_value<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Val<'a>> {
     let mut kind = 0u32;
     let mut val = Val::None;
     let mut list: Vec<Val<'a>> = Vec::new();
@@ -128,7 +130,7 @@ fn kvlist_into<'a>(buf: &'a [u8], depth: u32, out: &mut Dict<'a>) -> Res<()> {
     Ok(())
 }
 
-fn key_value<'a>(buf: &'a [u8], depth: u32) -> Res<(&'a str, Val<'a>)> {
+pub(crate) fn key_value<'a>(buf: &'a [u8], depth: u32) -> Res<(&'a str, Val<'a>)> {
     let mut r = Reader::new(buf);
     let mut key = "";
     let mut first: Option<&'a [u8]> = None;
@@ -262,7 +264,7 @@ fn span<'a>(buf: &'a [u8], depth: u32) -> Res<SpanRec<'a>> {
     Ok(s)
 }
 
-fn resource<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Dict<'a>> {
+pub(crate) fn resource<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Dict<'a>> {
     let mut attrs = Dict::new();
     for part in parts {
         let mut r = Reader::new(part);
@@ -288,7 +290,7 @@ fn resource<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Dict<'a>> {
 // -- the attribute getters of collector/attributes.py ---------------------------------------
 
 /// `get`: the value of the first present key (which may be None).
-fn get<'b, 'a>(a: &'b Dict<'a>, keys: &[&str]) -> Option<&'b Val<'a>> {
+pub(crate) fn get<'b, 'a>(a: &'b Dict<'a>, keys: &[&str]) -> Option<&'b Val<'a>> {
     for k in keys {
         if let Some(v) = a.get(k) {
             return if matches!(v, Val::None) { None } else { Some(v) };
@@ -304,18 +306,18 @@ fn str_of<'b>(v: &'b Val) -> Cow<'b, str> {
     }
 }
 
-fn get_str<'b>(a: &'b Dict, keys: &[&str]) -> Option<Cow<'b, str>> {
+pub(crate) fn get_str<'b>(a: &'b Dict, keys: &[&str]) -> Option<Cow<'b, str>> {
     get(a, keys).map(str_of)
 }
 
-fn get_float(a: &Dict, keys: &[&str]) -> Res<Option<f64>> {
+pub(crate) fn get_float(a: &Dict, keys: &[&str]) -> Res<Option<f64>> {
     match get(a, keys) {
         Some(v) => py_float(v),
         None => Ok(None),
     }
 }
 
-fn get_int(a: &Dict, keys: &[&str]) -> Res<Option<Num>> {
+pub(crate) fn get_int(a: &Dict, keys: &[&str]) -> Res<Option<Num>> {
     match get(a, keys) {
         Some(Val::Bool(_)) | None => Ok(None),
         Some(v) => py_int_or_float(v),
@@ -323,7 +325,7 @@ fn get_int(a: &Dict, keys: &[&str]) -> Res<Option<Num>> {
 }
 
 /// Python's `x or y` for optional text.
-fn or<'b>(x: Option<Cow<'b, str>>, y: Option<Cow<'b, str>>) -> Option<Cow<'b, str>> {
+pub(crate) fn or<'b>(x: Option<Cow<'b, str>>, y: Option<Cow<'b, str>>) -> Option<Cow<'b, str>> {
     match x {
         Some(s) if !s.is_empty() => Some(s),
         _ => y,
@@ -750,9 +752,9 @@ const FEATURES: &str = "mlvigil.inference.features";
 const FEATURE_PREFIX: &str = "mlvigil.feature.";
 const PREDICTION: &[&str] = &["mlvigil.inference.prediction"];
 const SCORE: &[&str] = &["mlvigil.inference.score"];
-const LABEL_REQUEST_ID: &str = "mlvigil.label.request_id";
+pub(crate) const LABEL_REQUEST_ID: &str = "mlvigil.label.request_id";
 const LABEL_VALUE: &[&str] = &["mlvigil.label.value"];
-const RUN_ID: &str = "mlvigil.train.run_id";
+pub(crate) const RUN_ID: &str = "mlvigil.train.run_id";
 const TRAIN_INT: &[&str] = &["mlvigil.train.step", "mlvigil.train.rank", "mlvigil.train.world_size"];
 const TRAIN_FLOAT: &[&str] = &[
     "mlvigil.train.loss",
@@ -770,12 +772,12 @@ const TRAIN_FLOAT: &[&str] = &[
 const STEP_TIME: &[&str] = &["mlvigil.train.step_time_seconds"];
 const GPU_UUID: &[&str] = &["mlvigil.train.gpu_uuid", "hw.id"];
 
-fn is_inference(a: &Dict) -> bool {
+pub(crate) fn is_inference(a: &Dict) -> bool {
     a.keys().any(|k| k.starts_with("mlvigil.inference.") || k.starts_with(FEATURE_PREFIX))
 }
 
 /// `features_of`, as JSON text; Err(reason) rejects the item.
-fn features_json(a: &Dict) -> Res<Result<String, String>> {
+pub(crate) fn features_json(a: &Dict) -> Res<Result<String, String>> {
     let mut feats = Dict::new();
     let raw = get(a, &[FEATURES]);
     let parsed;
@@ -812,37 +814,41 @@ fn features_json(a: &Dict) -> Res<Result<String, String>> {
 
 // -- the request ----------------------------------------------------------------------------
 
-struct Resource<'b> {
-    service: Option<Cow<'b, str>>,
-    service_version: Option<Cow<'b, str>>,
-    host: Option<Cow<'b, str>>,
-    k8s_pod: Option<Cow<'b, str>>,
-    hw_id: Option<Cow<'b, str>>,
-    attrs_json: String,
+pub(crate) struct Resource<'b> {
+    pub(crate) service: Option<Cow<'b, str>>,
+    pub(crate) service_version: Option<Cow<'b, str>>,
+    pub(crate) host: Option<Cow<'b, str>>,
+    pub(crate) k8s_pod: Option<Cow<'b, str>>,
+    pub(crate) hw_id: Option<Cow<'b, str>>,
+    pub(crate) attrs_json: String,
 }
 
-fn resource_info<'b>(a: &'b Dict) -> Resource<'b> {
+pub(crate) fn resource_info<'b>(a: &'b Dict) -> Resource<'b> {
     Resource {
         service: get_str(a, &["service.name"]),
         service_version: get_str(a, &["service.version"]),
         host: get_str(a, &["host.name", "k8s.node.name"]),
         k8s_pod: get_str(a, &["k8s.pod.name"]),
         hw_id: get_str(a, &["hw.id"]),
-        attrs_json: json_text(&Val::Dict(a.clone()), true),
+        attrs_json: dict_json(a, true),
     }
 }
 
-pub struct Builders {
+pub(crate) struct Builders {
     spans: TableBuilder,
     llm: TableBuilder,
     inferences: TableBuilder,
     labels: TableBuilder,
     training: TableBuilder,
+    metric_points: TableBuilder,
+    logs: TableBuilder,
 }
 
 impl Builders {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Builders {
+            metric_points: TableBuilder::new("metric_points", METRIC_POINTS),
+            logs: TableBuilder::new("logs", LOGS),
             spans: TableBuilder::new("spans", SPANS),
             llm: TableBuilder::new("llm_calls", LLM_CALLS),
             inferences: TableBuilder::new("inferences", INFERENCES),
@@ -851,8 +857,10 @@ impl Builders {
         }
     }
 
-    fn get(&mut self, name: &str) -> &mut TableBuilder {
+    pub(crate) fn get(&mut self, name: &str) -> &mut TableBuilder {
         match name {
+            "metric_points" => &mut self.metric_points,
+            "logs" => &mut self.logs,
             "spans" => &mut self.spans,
             "llm_calls" => &mut self.llm,
             "inferences" => &mut self.inferences,
@@ -861,8 +869,8 @@ impl Builders {
         }
     }
 
-    fn finish(self, out: &mut Normalised) {
-        for b in [self.llm, self.training, self.inferences, self.labels, self.spans] {
+    pub(crate) fn finish(self, out: &mut Normalised) {
+        for b in [self.llm, self.training, self.inferences, self.labels, self.spans, self.metric_points, self.logs] {
             if b.rows > 0 {
                 let name = b.name;
                 out.tables.push((name, b.finish()));
@@ -956,7 +964,7 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
     Ok(out)
 }
 
-type Rows<'b> = Vec<(&'static str, Vec<Cell<'b>>)>;
+pub(crate) type Rows<'b> = Vec<(&'static str, Vec<Cell<'b>>)>;
 
 fn span_rows<'b>(
     s: &'b SpanRec,
@@ -1015,56 +1023,17 @@ fn span_rows<'b>(
         ));
         kind = "llm";
     } else if a.contains(RUN_ID) {
-        let mut cells = vec![
-            Cell::F64(ts),
-            res.service.clone().into(),
-            get_str(a, &[RUN_ID]).into(),
-            get_int(a, &TRAIN_INT[0..1])?.into(),
-            get_int(a, &TRAIN_INT[1..2])?.into(),
-            get_int(a, &TRAIN_INT[2..3])?.into(),
-            res.host.clone().into(),
-            res.k8s_pod.clone().into(),
-            or(get_str(a, GPU_UUID), res.hw_id.clone()).into(),
-            get_float(a, STEP_TIME)?.or(duration).into(),
-        ];
-        for key in TRAIN_FLOAT {
-            cells.push(get_float(a, &[key])?.into());
-        }
-        rows.push(("training_steps", cells));
+        rows.push(("training_steps", training_cells(a, res, ts, duration)?));
         kind = "training";
     } else if is_inference(a) {
-        let features = match features_json(a)? {
-            Ok(f) => f,
+        match inference_cells(a, res, ts, duration)? {
+            Ok(cells) => rows.push(("inferences", cells)),
             Err(reason) => return Ok(Err(reason)),
-        };
-        rows.push((
-            "inferences",
-            vec![
-                Cell::F64(ts),
-                res.service.clone().into(),
-                or(get_str(a, MODEL), res.service.clone()).into(),
-                or(get_str(a, MODEL_VERSION), res.service_version.clone()).into(),
-                get_str(a, REQUEST_ID).into(),
-                Cell::Str(Cow::Owned(features)),
-                get(a, PREDICTION).map(|v| json_text(v, true)).into(),
-                get_float(a, SCORE)?.into(),
-                duration.into(),
-                Cell::Str(Cow::Borrowed("otlp")),
-            ],
-        ));
+        }
         kind = "inference";
     }
     if a.contains(LABEL_REQUEST_ID) {
-        rows.push((
-            "labels",
-            vec![
-                Cell::F64(ts),
-                get_str(a, &[LABEL_REQUEST_ID]).into(),
-                res.service.clone().into(),
-                or(get_str(a, MODEL), res.service.clone()).into(),
-                get(a, LABEL_VALUE).map(|v| json_text(v, true)).into(),
-            ],
-        ));
+        rows.push(("labels", label_cells(a, res, ts)));
     }
     if opts.keep_raw_spans {
         rows.push((
@@ -1084,17 +1053,86 @@ fn span_rows<'b>(
             ],
         ));
     }
+    if let Err(reason) = check_rows(&mut rows) {
+        return Ok(Err(reason));
+    }
+    Ok(Ok(rows))
+}
+
+/// `RecordBatch.add_item`'s check: every row of an item, in order; the first failure rejects it.
+pub(crate) fn check_rows(rows: &mut Rows<'_>) -> Result<(), String> {
     for (table, row) in rows.iter_mut() {
         let cols = match *table {
             "llm_calls" => LLM_CALLS,
             "training_steps" => TRAINING_STEPS,
             "inferences" => INFERENCES,
             "labels" => LABELS,
+            "metric_points" => METRIC_POINTS,
+            "logs" => LOGS,
             _ => SPANS,
         };
-        if let Err(reason) = check_row(table, cols, row) {
-            return Ok(Err(reason));
-        }
+        check_row(table, cols, row)?;
     }
-    Ok(Ok(rows))
+    Ok(())
+}
+
+/// `ml.training_row` with the resource columns.
+pub(crate) fn training_cells<'b>(
+    a: &'b Dict,
+    res: &'b Resource,
+    ts: f64,
+    duration: Option<f64>,
+) -> Res<Vec<Cell<'b>>> {
+    let mut cells = vec![
+        Cell::F64(ts),
+        res.service.clone().into(),
+        get_str(a, &[RUN_ID]).into(),
+        get_int(a, &TRAIN_INT[0..1])?.into(),
+        get_int(a, &TRAIN_INT[1..2])?.into(),
+        get_int(a, &TRAIN_INT[2..3])?.into(),
+        res.host.clone().into(),
+        res.k8s_pod.clone().into(),
+        or(get_str(a, GPU_UUID), res.hw_id.clone()).into(),
+        get_float(a, STEP_TIME)?.or(duration).into(),
+    ];
+    for key in TRAIN_FLOAT {
+        cells.push(get_float(a, &[key])?.into());
+    }
+    Ok(cells)
+}
+
+/// `ml.inference_row` with the resource columns; Err(reason) rejects the item.
+pub(crate) fn inference_cells<'b>(
+    a: &'b Dict,
+    res: &'b Resource,
+    ts: f64,
+    latency: Option<f64>,
+) -> Res<Result<Vec<Cell<'b>>, String>> {
+    let features = match features_json(a)? {
+        Ok(f) => f,
+        Err(reason) => return Ok(Err(reason)),
+    };
+    Ok(Ok(vec![
+        Cell::F64(ts),
+        res.service.clone().into(),
+        or(get_str(a, MODEL), res.service.clone()).into(),
+        or(get_str(a, MODEL_VERSION), res.service_version.clone()).into(),
+        get_str(a, REQUEST_ID).into(),
+        Cell::Str(Cow::Owned(features)),
+        get(a, PREDICTION).map(|v| json_text(v, true)).into(),
+        get_float(a, SCORE)?.into(),
+        latency.into(),
+        Cell::Str(Cow::Borrowed("otlp")),
+    ]))
+}
+
+/// `ml.label_row` with the resource columns.
+pub(crate) fn label_cells<'b>(a: &'b Dict, res: &'b Resource, ts: f64) -> Vec<Cell<'b>> {
+    vec![
+        Cell::F64(ts),
+        get_str(a, &[LABEL_REQUEST_ID]).into(),
+        res.service.clone().into(),
+        or(get_str(a, MODEL), res.service.clone()).into(),
+        get(a, LABEL_VALUE).map(|v| json_text(v, true)).into(),
+    ]
 }

@@ -459,6 +459,26 @@ pub fn json_text(v: &Val, ascii_only: bool) -> String {
     out
 }
 
+/// `json_text` of a dict.
+pub fn dict_json(d: &Dict, ascii_only: bool) -> String {
+    let mut out = String::new();
+    write_dict(d, ascii_only, &mut out);
+    out
+}
+
+fn write_dict(d: &Dict, ascii_only: bool, out: &mut String) {
+    out.push('{');
+    for (i, (k, x)) in d.entries.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(k, ascii_only, out);
+        out.push(':');
+        json_write(x, ascii_only, out);
+    }
+    out.push('}');
+}
+
 pub fn json_write(v: &Val, ascii_only: bool, out: &mut String) {
     match v {
         Val::None => out.push_str("null"),
@@ -484,18 +504,7 @@ pub fn json_write(v: &Val, ascii_only: bool, out: &mut String) {
             }
             out.push(']');
         }
-        Val::Dict(d) => {
-            out.push('{');
-            for (i, (k, x)) in d.entries.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                json_str(k, ascii_only, out);
-                out.push(':');
-                json_write(x, ascii_only, out);
-            }
-            out.push('}');
-        }
+        Val::Dict(d) => write_dict(d, ascii_only, out),
     }
 }
 

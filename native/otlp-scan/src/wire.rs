@@ -205,6 +205,8 @@ pub enum Kind {
     Fixed32,
     /// `repeated double` / `repeated fixed64`: packed (LEN) or not.
     PackedFixed64,
+    /// `repeated uint64`: packed (LEN, whole varints) or not.
+    PackedVarint,
 }
 
 pub struct Schema {
@@ -224,25 +226,34 @@ pub fn validate(buf: &[u8], schema: &Schema, depth: u32) -> Res<()> {
     let mut r = Reader::new(buf);
     while !r.done() {
         let (field, wire) = r.tag()?;
-        match (schema.kind(field), wire) {
-            (Some(Kind::Str), LEN) => {
-                r.string()?;
-            }
-            (Some(Kind::Msg(s)), LEN) => {
-                let sub = r.len_bytes()?;
-                validate(sub, s, child_depth(depth)?)?;
-            }
-            (Some(Kind::PackedFixed64), LEN) => {
-                let sub = r.len_bytes()?;
-                if sub.len() % 8 != 0 {
-                    return invalid("packed fixed64 field of a length that is not a multiple of 8");
-                }
-            }
-            (Some(Kind::PackedFixed64), I64) => {
-                r.fixed64()?;
-            }
-            _ => r.skip(field, wire, depth)?,
+        check_field(&mut r, schema, field, wire, depth)?;
+    }
+    Ok(())
+}
+
+/// Read and check one field of a message described by `schema` (its tag already read).
+pub fn check_field(r: &mut Reader, schema: &Schema, field: u32, wire: u8, depth: u32) -> Res<()> {
+    match (schema.kind(field), wire) {
+        (Some(Kind::Str), LEN) => {
+            r.string()?;
         }
+        (Some(Kind::Msg(s)), LEN) => {
+            let sub = r.len_bytes()?;
+            validate(sub, s, child_depth(depth)?)?;
+        }
+        (Some(Kind::PackedFixed64), LEN) => {
+            let sub = r.len_bytes()?;
+            if sub.len() % 8 != 0 {
+                return invalid("packed fixed64 field of a length that is not a multiple of 8");
+            }
+        }
+        (Some(Kind::PackedVarint), LEN) => {
+            let mut p = Reader::new(r.len_bytes()?);
+            while !p.done() {
+                p.varint()?;
+            }
+        }
+        _ => r.skip(field, wire, depth)?,
     }
     Ok(())
 }
@@ -283,6 +294,36 @@ pub static LINK: Schema = Schema {
         (5, Kind::Varint),
         (6, Kind::Fixed32),
     ],
+};
+
+pub static EXEMPLAR: Schema = Schema {
+    fields: &[
+        (7, Kind::Msg(&KEY_VALUE)),
+        (2, Kind::Fixed64),
+        (3, Kind::Fixed64),
+        (6, Kind::Fixed64),
+        (4, Kind::Bytes),
+        (5, Kind::Bytes),
+    ],
+};
+pub static BUCKETS: Schema = Schema {
+    fields: &[(1, Kind::Varint), (2, Kind::PackedVarint)],
+};
+pub static VALUE_AT_QUANTILE: Schema = Schema {
+    fields: &[(1, Kind::Fixed64), (2, Kind::Fixed64)],
+};
+/// The fields of each data point kind the normaliser does not read.
+pub static NUMBER_POINT_REST: Schema = Schema {
+    fields: &[(5, Kind::Msg(&EXEMPLAR))],
+};
+pub static HISTOGRAM_POINT_REST: Schema = Schema {
+    fields: &[(6, Kind::PackedFixed64), (7, Kind::PackedFixed64), (8, Kind::Msg(&EXEMPLAR))],
+};
+pub static EXP_HISTOGRAM_POINT_REST: Schema = Schema {
+    fields: &[(8, Kind::Msg(&BUCKETS)), (9, Kind::Msg(&BUCKETS)), (11, Kind::Msg(&EXEMPLAR))],
+};
+pub static SUMMARY_POINT_REST: Schema = Schema {
+    fields: &[(6, Kind::Msg(&VALUE_AT_QUANTILE))],
 };
 
 #[cfg(test)]

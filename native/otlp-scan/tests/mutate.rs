@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use otlp_scan::{normalise_traces, Error, Options};
+use otlp_scan::{normalise_logs, normalise_metrics, normalise_traces, Error, Normalised, Options};
 
 struct XorShift(u64);
 
@@ -27,15 +27,23 @@ impl XorShift {
     }
 }
 
-fn fixtures() -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/otlp/traces");
+fn fixtures(signal: &str) -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/otlp").join(signal);
     let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .expect("tests/fixtures/otlp/traces")
+        .expect("tests/fixtures/otlp/SIGNAL")
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
         .collect();
     out.sort();
-    assert!(out.len() >= 5, "recorded requests in {dir:?}");
+    assert!(out.len() >= 3, "recorded requests in {dir:?}");
     out
+}
+
+fn scan(signal: &str, body: &[u8], opts: &Options) -> Result<Normalised, Error> {
+    match signal {
+        "traces" => normalise_traces(body, opts),
+        "metrics" => normalise_metrics(body),
+        _ => normalise_logs(body),
+    }
 }
 
 fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
@@ -73,16 +81,19 @@ fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
 
 #[test]
 fn mutated_requests_never_panic_and_stay_consistent() {
-    let seeds = fixtures();
+    let seeds: Vec<(&str, Vec<u8>)> = ["traces", "metrics", "logs"]
+        .iter()
+        .flat_map(|s| fixtures(s).into_iter().map(move |b| (*s, b)))
+        .collect();
     let iterations: usize =
         std::env::var("MLVIGIL_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let opts = [Options::default(), Options { keep_llm_content: true, keep_raw_spans: false, max_content_chars: 5 }];
     let (mut ok, mut invalid, mut unsupported) = (0, 0, 0);
     for n in 0..iterations {
-        let seed = &seeds[rng.below(seeds.len())];
+        let (signal, seed) = &seeds[rng.below(seeds.len())];
         let body = mutate(&mut rng, seed);
-        match normalise_traces(&body, &opts[n % 2]) {
+        match scan(signal, &body, &opts[n % 2]) {
             Ok(out) => {
                 ok += 1;
                 assert!(out.rejected <= out.received);
@@ -105,7 +116,9 @@ fn random_bytes_never_panic() {
     for _ in 0..20_000 {
         let n = rng.below(64);
         let body: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
-        let _ = normalise_traces(&body, &Options::default());
+        for signal in ["traces", "metrics", "logs"] {
+            let _ = scan(signal, &body, &Options::default());
+        }
     }
 }
 
