@@ -57,7 +57,8 @@ def main() -> None:
             rates[name].append(_rate(fn, bodies))
     bound = statistics.median(rates["decode-only bound (protobuf)"])
     print(
-        f"{args.requests} requests x {SPANS_PER_REQUEST} LLM spans, median of {args.rounds} rounds, per CPU second"
+        f"{args.requests} requests x {SPANS_PER_REQUEST} LLM spans,"
+        f" median of {args.rounds} rounds, per CPU second"
     )
     for name, r in rates.items():
         med = statistics.median(r)
