@@ -1,0 +1,299 @@
+"""The write-ahead log: the durability point of ingest (issue 15), and its loaders.
+
+A request is acknowledged once its record batches are in the log: appended to the current
+segment and covered by an ``fdatasync`` that serves every request of its group (group
+commit). Loaders copy the log into the query store asynchronously, each recording how far
+it got in the same transaction as the rows it loaded, so after a crash the log is replayed
+from exactly there: every acknowledged record is loaded once, none twice.
+
+Segment files ``seg-<n>.wal`` hold records back to back::
+
+    magic b"MVW1" | payload length u32 | CRC-32 of payload u32 | append time ns u64 | payload
+
+and a payload is a sequence of tables: name length u16, name, Arrow IPC stream length u32,
+Arrow IPC stream (uncompressed). A record cut short by a crash, or whose CRC does not
+match, ends its segment: reopening the log truncates the cut record away (it was never
+acknowledged). The log is bounded: while more than ``max_bytes`` are not yet loaded,
+appends are refused (``LogFull``; the receivers answer 503 with Retry-After).
+
+Not on the product path yet: the receivers still commit to DuckDB directly.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+
+from mlvigil.store.duckdb import DuckDBStore
+
+MAGIC = b"MVW1"
+HEADER = struct.Struct("<4sIIQ")
+_NAME = struct.Struct("<H")
+_LEN = struct.Struct("<I")
+
+
+class LogFull(Exception):
+    """More than ``max_bytes`` of the log are not loaded yet; retry after ``retry_after`` s."""
+
+    def __init__(self, retry_after: int, unloaded: int, limit: int) -> None:
+        super().__init__(
+            f"the write-ahead log holds {unloaded} bytes not yet loaded (limit {limit});"
+            f" retry after {retry_after}s"
+        )
+        self.retry_after = retry_after
+
+
+class LogCorrupt(Exception):
+    """A record inside the log (not at its end) failed its checksum."""
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """Where a record ends: (segment number, byte offset in it). Loading up to a position
+    means every record ending at or before it is in the store."""
+
+    segment: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Record:
+    end: Position
+    appended_ns: int
+    tables: dict[str, pa.Table]
+
+
+def encode(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> bytes:
+    parts: list[bytes] = []
+    for name, table in tables.items():
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write(table)
+        ipc = sink.getvalue()
+        raw = name.encode()
+        parts += [_NAME.pack(len(raw)), raw, _LEN.pack(ipc.size), ipc.to_pybytes()]
+    return b"".join(parts)
+
+
+def decode(payload: bytes) -> dict[str, pa.Table]:
+    out: dict[str, pa.Table] = {}
+    view = memoryview(payload)
+    pos = 0
+    while pos < len(view):
+        (n,) = _NAME.unpack_from(view, pos)
+        name = bytes(view[pos + 2 : pos + 2 + n]).decode()
+        pos += 2 + n
+        (size,) = _LEN.unpack_from(view, pos)
+        pos += 4
+        out[name] = pa.ipc.open_stream(pa.py_buffer(view[pos : pos + size])).read_all()
+        pos += size
+    return out
+
+
+def _segment_path(directory: Path, n: int) -> Path:
+    return directory / f"seg-{n:012d}.wal"
+
+
+def segments(directory: Path) -> list[int]:
+    return sorted(int(p.name[4:16]) for p in directory.glob("seg-*.wal"))
+
+
+def _scan(data: bytes, start: int, last: bool) -> Iterator[tuple[int, int, int, bytes]]:
+    """(record start, record end, append ns, payload) of each whole record from ``start``.
+    A short or failing record ends the scan; inside a segment that is not the last one,
+    a failing checksum is corruption, not a torn write."""
+    pos = start
+    while pos + HEADER.size <= len(data):
+        magic, size, crc, appended = HEADER.unpack_from(data, pos)
+        end = pos + HEADER.size + size
+        if magic != MAGIC or end > len(data):
+            break
+        payload = data[pos + HEADER.size : end]
+        if zlib.crc32(payload) != crc:
+            if end < len(data) or not last:
+                raise LogCorrupt(f"record at byte {pos} fails its checksum")
+            break
+        yield pos, end, appended, payload
+        pos = end
+
+
+def read(directory: Path, after: Position | None = None) -> Iterator[Record]:
+    """Every whole record after ``after`` (all of them for None), in log order."""
+    segs = segments(directory)
+    for i, n in enumerate(segs):
+        if after is not None and n < after.segment:
+            continue
+        data = _segment_path(directory, n).read_bytes()
+        start = after.offset if after is not None and n == after.segment else 0
+        for _, end, appended, payload in _scan(data, start, last=i == len(segs) - 1):
+            yield Record(Position(n, end), appended, decode(payload))
+
+
+class WriteAheadLog:
+    """Appends with group commit on one writer thread; ``append`` returns a Future that is
+    done once the record is durable (its group's fdatasync returned)."""
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        segment_bytes: int = 64 * 1024 * 1024,
+        max_bytes: int = 1024 * 1024 * 1024,
+        retry_after: int = 5,
+    ) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.segment_bytes = segment_bytes
+        self.max_bytes = max_bytes
+        self.retry_after = retry_after
+        #: fdatasync calls so far (one per group of appends).
+        self.syncs = 0
+        self._cond = threading.Condition()
+        self._pending: list[tuple[bytes, Future[Position]]] = []
+        self._closed = False
+        self._loaded = Position(-1, 0)
+        segs = segments(self.directory)
+        self._segment = segs[-1] if segs else 0
+        path = _segment_path(self.directory, self._segment)
+        data = path.read_bytes() if path.exists() else b""
+        good = 0
+        for _, end, _, _ in _scan(data, 0, last=True):
+            good = end
+        self._file = open(path, "ab")  # noqa: SIM115 (held open for the log's life)
+        if good < len(data):  # a record cut short by a crash: never acknowledged
+            self._file.truncate(good)
+            os.fsync(self._file.fileno())
+        self._offset = good
+        self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
+        self._thread.start()
+
+    def unloaded_bytes(self) -> int:
+        """Bytes of the log not loaded yet (what the bound counts)."""
+        total = 0
+        for n in segments(self.directory):
+            try:
+                total += _segment_path(self.directory, n).stat().st_size
+            except FileNotFoundError:  # deleted by a loader meanwhile
+                continue
+            if n == self._loaded.segment:
+                total -= self._loaded.offset
+        return total
+
+    def append(self, tables: Mapping[str, pa.Table | pa.RecordBatch]) -> Future[Position]:
+        """Queue one request's tables; LogFull while the log is over its bound."""
+        unloaded = self.unloaded_bytes()
+        if unloaded > self.max_bytes:
+            raise LogFull(self.retry_after, unloaded, self.max_bytes)
+        payload = encode(tables)
+        fut: Future[Position] = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the write-ahead log is closed")
+            self._pending.append((payload, fut))
+            self._cond.notify()
+        return fut
+
+    def loaded(self, upto: Position) -> None:
+        """A loader has everything up to ``upto`` in the store: older segments can go."""
+        self._loaded = max(self._loaded, upto)
+        for n in segments(self.directory):
+            if n < upto.segment:
+                _segment_path(self.directory, n).unlink(missing_ok=True)
+
+    def _roll_locked(self) -> None:
+        self._file.close()
+        self._segment += 1
+        self._file = open(_segment_path(self.directory, self._segment), "ab")  # noqa: SIM115
+        self._offset = 0
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                group, self._pending = self._pending, []
+                if not group and self._closed:
+                    return
+            done: list[tuple[Future[Position], Position]] = []
+            try:
+                for payload, fut in group:
+                    if self._offset >= self.segment_bytes:
+                        os.fdatasync(self._file.fileno())
+                        self._roll_locked()
+                    now = time.time_ns()
+                    self._file.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), now))
+                    self._file.write(payload)
+                    self._offset += HEADER.size + len(payload)
+                    done.append((fut, Position(self._segment, self._offset)))
+                self._file.flush()
+                os.fdatasync(self._file.fileno())
+                self.syncs += 1
+            except OSError as exc:
+                for _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for fut, pos in done:
+                fut.set_result(pos)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        self._file.close()
+
+
+class Loader(Protocol):
+    """Where the log is loaded into (DuckDB by default; a shared store next)."""
+
+    def log_position(self, log: str) -> Position | None: ...
+
+    def load(self, log: str, tables: Mapping[str, pa.Table], upto: Position) -> None:
+        """Store ``tables`` and ``upto`` as ``log``'s position, in one transaction."""
+
+
+def load_once(
+    wal: WriteAheadLog, target: Loader, log: str = "ingest", max_records: int = 256
+) -> tuple[int, float]:
+    """Load what the log holds past ``target``'s position (up to ``max_records`` records in
+    one transaction); (records loaded, lag in seconds of the newest one loaded: load time
+    minus append time, 0 when nothing was pending)."""
+    after = target.log_position(log)
+    batch: dict[str, list[pa.Table]] = {}
+    n, newest, upto = 0, 0, after
+    for rec in read(wal.directory, after):
+        for name, table in rec.tables.items():
+            batch.setdefault(name, []).append(table)
+        n, newest, upto = n + 1, rec.appended_ns, rec.end
+        if n >= max_records:
+            break
+    if not n or upto is None:
+        return 0, 0.0
+    target.load(log, {name: pa.concat_tables(ts) for name, ts in batch.items()}, upto)
+    wal.loaded(upto)
+    return n, (time.time_ns() - newest) / 1e9
+
+
+class DuckDBLoader:
+    """The default loader: the DuckDB store."""
+
+    def __init__(self, store: DuckDBStore) -> None:
+        self.store = store
+
+    def log_position(self, log: str) -> Position | None:
+        pos = self.store.log_position(log)
+        return Position(*pos) if pos else None
+
+    def load(self, log: str, tables: Mapping[str, pa.Table], upto: Position) -> None:
+        self.store.load_log(log, dict(tables), upto.segment, upto.offset)
