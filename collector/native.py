@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector.normalize import Normalised, NormaliseOptions, normalise_traces
-from collector.otlp_decode import BadRequest
+from collector.otlp_decode import BadRequest, TooLarge
 
 try:
     import mlvigil_native
@@ -30,17 +30,22 @@ def available() -> bool:
     return mlvigil_native is not None
 
 
-def scan_traces(body: bytes, opts: NormaliseOptions) -> tuple[int, int, dict[str, int], dict[str, Any]]:
+def scan_traces(
+    body: bytes, opts: NormaliseOptions, max_items: int = 100_000
+) -> tuple[int, int, dict[str, int], dict[str, Any]]:
     """(received, rejected, reasons, {table: pyarrow.RecordBatch}) from protobuf ``body``;
-    BadRequest for bytes protobuf refuses; ``mlvigil_native.Unsupported`` for a rare shape."""
+    BadRequest for bytes protobuf refuses, TooLarge past ``max_items`` items (counted as
+    ``count_items`` counts them); ``mlvigil_native.Unsupported`` for a rare shape."""
     if mlvigil_native is None:
         raise RuntimeError("mlvigil_native is not built (run scripts/setup.sh)")
     try:
         received, rejected, reasons, tables = mlvigil_native.normalise_traces(
-            body, opts.keep_llm_content, opts.keep_raw_spans, opts.max_content_chars
+            body, opts.keep_llm_content, opts.keep_raw_spans, opts.max_content_chars, max_items
         )
     except mlvigil_native.InvalidRequest as exc:
         raise BadRequest(f"invalid protobuf ExportTraceServiceRequest: {exc}") from None
+    except mlvigil_native.TooLarge as exc:
+        raise TooLarge(str(exc)) from None
     return received, rejected, reasons, tables
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from collector.normalize import NORMALISERS, NormaliseOptions
-from collector.otlp_decode import REQUEST_TYPES
+from collector.otlp_decode import REQUEST_TYPES, TooLarge, count_items
 
 # Columns the native path leaves out on purpose (raw spans go to the write-ahead log).
 NOT_NATIVE = {"spans": {"span_proto"}}
@@ -21,32 +21,44 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def compare(signal: str, body: bytes, opts: NormaliseOptions) -> str:
+def compare(signal: str, body: bytes, opts: NormaliseOptions, max_items: int = 100_000) -> str:
     """Normalise ``body`` (an export request of ``signal``: traces, metrics or logs) both
     ways; AssertionError naming the first difference. Returns 'native' (compared equal),
-    'unsupported' (the native side hands it to Python) or 'invalid' (both refuse the bytes)."""
+    'unsupported' (the native side hands it to Python), 'invalid' (both refuse the bytes)
+    or 'too large' (both count more than ``max_items`` items)."""
     import mlvigil_native
 
+    too_large = None
     try:
-        py = NORMALISERS[signal](REQUEST_TYPES[signal].FromString(body), opts)
+        msg = REQUEST_TYPES[signal].FromString(body)
+        try:
+            count_items(signal, msg, max_items)
+            py = NORMALISERS[signal](msg, opts)
+        except TooLarge as exc:
+            py, too_large = None, str(exc)
         py_error = None
     except (DecodeError, RuntimeError, ValueError) as exc:
         py, py_error = None, exc
     try:
         if signal == "traces":
             received, rejected, reasons, tables = mlvigil_native.normalise_traces(
-                body, opts.keep_llm_content, opts.keep_raw_spans, opts.max_content_chars
+                body, opts.keep_llm_content, opts.keep_raw_spans, opts.max_content_chars, max_items
             )
         elif signal == "metrics":
-            received, rejected, reasons, tables = mlvigil_native.normalise_metrics(body)
+            received, rejected, reasons, tables = mlvigil_native.normalise_metrics(body, max_items)
         else:
-            received, rejected, reasons, tables = mlvigil_native.normalise_logs(body)
+            received, rejected, reasons, tables = mlvigil_native.normalise_logs(body, max_items)
+    except mlvigil_native.TooLarge as exc:
+        assert py_error is None, f"native counted items of bytes protobuf refuses: {py_error}"
+        assert too_large == str(exc), (too_large, str(exc))
+        return "too large"
     except mlvigil_native.InvalidRequest as exc:
         assert py_error is not None, f"native refused bytes protobuf accepts: {exc}"
         return "invalid"
     except mlvigil_native.Unsupported:
         assert py_error is None, f"native did not refuse bytes protobuf refuses: {py_error}"
         return "unsupported"
+    assert too_large is None, f"native did not count more than {max_items} items: {too_large}"
     assert py is not None, f"native accepted bytes protobuf refuses: {py_error}"
     assert (received, rejected, dict(reasons)) == (py.received, py.rejected, py.reasons)
     py_tables = {t for t, cols in py.batch.columns.items() if cols and len(next(iter(cols.values())))}

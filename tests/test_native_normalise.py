@@ -99,6 +99,21 @@ def test_native_equals_python_on_producer_metrics_and_logs(signal: str, path: Pa
     assert compare(signal, path.read_bytes(), OPTIONS[0]) == "native"
 
 
+ALL_FIXTURES = [("traces", p) for p in FIXTURES] + SIGNAL_FIXTURES
+
+
+@pytest.mark.parametrize(("signal", "path"), ALL_FIXTURES, ids=[f"{s}-{p.stem}" for s, p in ALL_FIXTURES])
+def test_the_item_limit_is_counted_as_python_counts_it(signal: str, path: Path) -> None:
+    """ingest.max_items_per_request: at the request's own item count it passes, one below
+    it is refused with the same message (HTTP 413)."""
+    from collector.otlp_decode import REQUEST_TYPES, count_items
+
+    body = path.read_bytes()
+    n = count_items(signal, REQUEST_TYPES[signal].FromString(body), 10**9)
+    assert compare(signal, body, OPTIONS[0], max_items=n) == "native"
+    assert compare(signal, body, OPTIONS[0], max_items=n - 1) == "too large"
+
+
 def test_metric_and_log_fixtures_cover_every_table() -> None:
     """GPU samples, SDK histograms/counters/gauges and traceloop's metrics; log records that
     carry training steps, inferences and labels, and rejected ones."""

@@ -15,6 +15,12 @@ use pyo3::types::PyDict;
 create_exception!(mlvigil_native, InvalidRequest, PyValueError, "The bytes are not a valid OTLP export request.");
 create_exception!(
     mlvigil_native,
+    TooLarge,
+    PyValueError,
+    "More items in the request than ingest.max_items_per_request allows."
+);
+create_exception!(
+    mlvigil_native,
     Unsupported,
     PyException,
     "A valid request holding a rare shape the native normaliser does not map; use the reference normaliser."
@@ -55,21 +61,18 @@ fn to_python<'py>(py: Python<'py>, out: Normalised) -> PyResult<Bound<'py, PyAny
 /// Raises InvalidRequest for bytes protobuf refuses, Unsupported for a shape to hand to
 /// the reference normaliser.
 #[pyfunction]
-#[pyo3(signature = (body, keep_llm_content=false, keep_raw_spans=true, max_content_chars=8192))]
+#[pyo3(signature = (body, keep_llm_content=false, keep_raw_spans=true, max_content_chars=8192, max_items=100_000))]
 fn normalise_traces<'py>(
     py: Python<'py>,
     body: PyBackedBytes,
     keep_llm_content: bool,
     keep_raw_spans: bool,
     max_content_chars: usize,
+    max_items: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let opts = Options { keep_llm_content, keep_raw_spans, max_content_chars };
-    let result = py.detach(|| scan_traces(&body, &opts));
-    match result {
-        Ok(out) => to_python(py, out),
-        Err(Error::Invalid(m)) => Err(InvalidRequest::new_err(m)),
-        Err(Error::Unsupported(m)) => Err(Unsupported::new_err(m)),
-    }
+    let opts = Options { keep_llm_content, keep_raw_spans, max_content_chars, max_items };
+    let r = py.detach(|| scan_traces(&body, &opts));
+    result(py, r)
 }
 
 fn result<'py>(py: Python<'py>, r: Result<Normalised, Error>) -> PyResult<Bound<'py, PyAny>> {
@@ -77,20 +80,23 @@ fn result<'py>(py: Python<'py>, r: Result<Normalised, Error>) -> PyResult<Bound<
         Ok(out) => to_python(py, out),
         Err(Error::Invalid(m)) => Err(InvalidRequest::new_err(m)),
         Err(Error::Unsupported(m)) => Err(Unsupported::new_err(m)),
+        Err(Error::TooLarge(m)) => Err(TooLarge::new_err(m)),
     }
 }
 
 /// normalise_metrics(body) -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
 #[pyfunction]
-fn normalise_metrics<'py>(py: Python<'py>, body: PyBackedBytes) -> PyResult<Bound<'py, PyAny>> {
-    let r = py.detach(|| scan_metrics(&body));
+#[pyo3(signature = (body, max_items=100_000))]
+fn normalise_metrics<'py>(py: Python<'py>, body: PyBackedBytes, max_items: usize) -> PyResult<Bound<'py, PyAny>> {
+    let r = py.detach(|| scan_metrics(&body, max_items));
     result(py, r)
 }
 
 /// normalise_logs(body) -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
 #[pyfunction]
-fn normalise_logs<'py>(py: Python<'py>, body: PyBackedBytes) -> PyResult<Bound<'py, PyAny>> {
-    let r = py.detach(|| scan_logs(&body));
+#[pyo3(signature = (body, max_items=100_000))]
+fn normalise_logs<'py>(py: Python<'py>, body: PyBackedBytes, max_items: usize) -> PyResult<Bound<'py, PyAny>> {
+    let r = py.detach(|| scan_logs(&body, max_items));
     result(py, r)
 }
 
@@ -104,11 +110,12 @@ fn scan_traces_count(
     keep_raw_spans: bool,
     max_content_chars: usize,
 ) -> PyResult<usize> {
-    let opts = Options { keep_llm_content, keep_raw_spans, max_content_chars };
+    let opts = Options { keep_llm_content, keep_raw_spans, max_content_chars, max_items: usize::MAX };
     match py.detach(|| scan_traces(&body, &opts)) {
         Ok(out) => Ok(out.tables.iter().map(|(_, b)| b.num_rows()).sum()),
         Err(Error::Invalid(m)) => Err(InvalidRequest::new_err(m)),
         Err(Error::Unsupported(m)) => Err(Unsupported::new_err(m)),
+        Err(Error::TooLarge(m)) => Err(TooLarge::new_err(m)),
     }
 }
 
@@ -120,5 +127,6 @@ fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalise_logs, m)?)?;
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
+    m.add("TooLarge", m.py().get_type::<TooLarge>())?;
     Ok(())
 }

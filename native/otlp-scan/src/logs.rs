@@ -9,7 +9,7 @@ use crate::traces::{
     training_cells, Builders, Rows, LABEL_REQUEST_ID, RUN_ID,
 };
 use crate::value::{dict_json, py_str, Dict, Val};
-use crate::wire::{child_depth, validate, Reader, Res, I32, I64, LEN, SCOPE, VARINT};
+use crate::wire::{child_depth, validate, ItemCount, Reader, Res, I32, I64, LEN, SCOPE, VARINT};
 
 struct LogRec<'a> {
     time: u64,
@@ -72,7 +72,8 @@ fn hex_or_none(b: &[u8]) -> Option<String> {
 }
 
 /// Normalise one ExportLogsServiceRequest.
-pub fn normalise_logs(body: &[u8]) -> Res<Normalised> {
+pub fn normalise_logs(body: &[u8], max_items: usize) -> Res<Normalised> {
+    let mut count = ItemCount::new(max_items);
     let mut out = Normalised::default();
     let mut builders = Builders::new();
     type Records<'a> = Vec<(LogRec<'a>, Val<'a>)>;
@@ -85,6 +86,7 @@ pub fn normalise_logs(body: &[u8]) -> Res<Normalised> {
             continue;
         }
         let mut rr = Reader::new(r.len_bytes()?);
+        count.add(1);
         let d_rl = 1;
         let mut res_parts: Vec<&[u8]> = Vec::new();
         let mut records = Vec::new();
@@ -93,6 +95,7 @@ pub fn normalise_logs(body: &[u8]) -> Res<Normalised> {
             match (f, w) {
                 (1, LEN) => res_parts.push(rr.len_bytes()?),
                 (2, LEN) => {
+                    count.add(1);
                     let d_sl = child_depth(d_rl)?;
                     let mut sr = Reader::new(rr.len_bytes()?);
                     while !sr.done() {
@@ -101,7 +104,10 @@ pub fn normalise_logs(body: &[u8]) -> Res<Normalised> {
                             (1, LEN) => validate(sr.len_bytes()?, &SCOPE, child_depth(d_sl)?)?,
                             (2, LEN) => {
                                 let sub = sr.len_bytes()?;
-                                records.push(log_record(sub, child_depth(d_sl)?)?);
+                                let rec = log_record(sub, child_depth(d_sl)?)?;
+                                if count.add(1) {
+                                    records.push(rec);
+                                }
                             }
                             (3, LEN) => {
                                 sr.string()?;
@@ -117,8 +123,11 @@ pub fn normalise_logs(body: &[u8]) -> Res<Normalised> {
             }
         }
         let attrs = resource(&res_parts, child_depth(d_rl)?)?;
-        resources.push((attrs, records));
+        if !count.over() {
+            resources.push((attrs, records));
+        }
     }
+    count.check()?;
     for (attrs, records) in &resources {
         out.received += records.len() as u64;
         let res = resource_info(attrs);

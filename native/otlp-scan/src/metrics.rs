@@ -8,7 +8,7 @@ use crate::tables::{Cell, Normalised};
 use crate::traces::{check_rows, get_str, key_value, or, resource, resource_info, Builders, Rows};
 use crate::value::{dict_json, Dict, Num};
 use crate::wire::{
-    check_field, child_depth, validate, Reader, Res, Schema, EXP_HISTOGRAM_POINT_REST, HISTOGRAM_POINT_REST, I64,
+    check_field, child_depth, validate, ItemCount, Reader, Res, Schema, EXP_HISTOGRAM_POINT_REST, HISTOGRAM_POINT_REST, I64,
     KEY_VALUE, LEN, NUMBER_POINT_REST, SCOPE, SUMMARY_POINT_REST, VARINT,
 };
 
@@ -122,10 +122,11 @@ fn metric<'a>(buf: &'a [u8], depth: u32) -> Res<Metric<'a>> {
 }
 
 /// Normalise one ExportMetricsServiceRequest.
-pub fn normalise_metrics(body: &[u8]) -> Res<Normalised> {
+pub fn normalise_metrics(body: &[u8], max_items: usize) -> Res<Normalised> {
     let mut out = Normalised::default();
     let mut builders = Builders::new();
     let mut resources: Vec<(Dict, Vec<Metric>)> = Vec::new();
+    let mut count = ItemCount::new(max_items);
     let mut r = Reader::new(body);
     while !r.done() {
         let (f, w) = r.tag()?;
@@ -134,6 +135,7 @@ pub fn normalise_metrics(body: &[u8]) -> Res<Normalised> {
             continue;
         }
         let mut rr = Reader::new(r.len_bytes()?);
+        count.add(1);
         let d_rm = 1;
         let mut res_parts: Vec<&[u8]> = Vec::new();
         let mut metrics = Vec::new();
@@ -142,6 +144,7 @@ pub fn normalise_metrics(body: &[u8]) -> Res<Normalised> {
             match (f, w) {
                 (1, LEN) => res_parts.push(rr.len_bytes()?),
                 (2, LEN) => {
+                    count.add(1);
                     let d_sm = child_depth(d_rm)?;
                     let mut sr = Reader::new(rr.len_bytes()?);
                     while !sr.done() {
@@ -150,7 +153,10 @@ pub fn normalise_metrics(body: &[u8]) -> Res<Normalised> {
                             (1, LEN) => validate(sr.len_bytes()?, &SCOPE, child_depth(d_sm)?)?,
                             (2, LEN) => {
                                 let sub = sr.len_bytes()?;
-                                metrics.push(metric(sub, child_depth(d_sm)?)?);
+                                let m = metric(sub, child_depth(d_sm)?)?;
+                                if count.add(1 + m.points.len() as u64) {
+                                    metrics.push(m);
+                                }
                             }
                             (3, LEN) => {
                                 sr.string()?;
@@ -166,8 +172,11 @@ pub fn normalise_metrics(body: &[u8]) -> Res<Normalised> {
             }
         }
         let attrs = resource(&res_parts, child_depth(d_rm)?)?;
-        resources.push((attrs, metrics));
+        if !count.over() {
+            resources.push((attrs, metrics));
+        }
     }
+    count.check()?;
     for (attrs, metrics) in &resources {
         let res = resource_info(attrs);
         for m in metrics {

@@ -11,18 +11,20 @@ use crate::tables::{
     check_row, Cell, Normalised, TableBuilder, INFERENCES, LABELS, LLM_CALLS, LOGS, METRIC_POINTS, SPANS, TRAINING_STEPS,
 };
 use crate::value::{dict_json, json_text, parse_json, py_float, py_int_or_float, py_str, Dict, Num, Val};
-use crate::wire::{child_depth, validate, Error, Reader, Res, ENTITY_REF, I32, I64, LEN, LINK, SCOPE, VARINT};
+use crate::wire::{child_depth, validate, Error, ItemCount, Reader, Res, ENTITY_REF, I32, I64, LEN, LINK, SCOPE, VARINT};
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub keep_llm_content: bool,
     pub keep_raw_spans: bool,
     pub max_content_chars: usize,
+    /// ingest.max_items_per_request
+    pub max_items: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { keep_llm_content: false, keep_raw_spans: true, max_content_chars: 8192 }
+        Options { keep_llm_content: false, keep_raw_spans: true, max_content_chars: 8192, max_items: 100_000 }
     }
 }
 
@@ -889,12 +891,14 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
     // The whole request is checked before anything is mapped (a request protobuf refuses
     // is refused whole), so resource entries are decoded first and mapped after.
     let mut resources: Vec<(Dict, Vec<SpanRec>)> = Vec::new();
+    let mut count = ItemCount::new(opts.max_items);
     while !r.done() {
         let (f, w) = r.tag()?;
         if (f, w) != (1, LEN) {
             r.skip(f, w, 0)?;
             continue;
         }
+        count.add(1);
         let rs = r.len_bytes()?;
         let d_rs = 1;
         let mut rr = Reader::new(rs);
@@ -906,6 +910,7 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
                 (1, LEN) => res_parts.push(rr.len_bytes()?),
                 (2, LEN) => {
                     let ss = rr.len_bytes()?;
+                    count.add(1);
                     let d_ss = child_depth(d_rs)?;
                     let mut sr = Reader::new(ss);
                     while !sr.done() {
@@ -914,7 +919,10 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
                             (1, LEN) => validate(sr.len_bytes()?, &SCOPE, child_depth(d_ss)?)?,
                             (2, LEN) => {
                                 let sub = sr.len_bytes()?;
-                                spans.push(span(sub, child_depth(d_ss)?)?);
+                                let sp = span(sub, child_depth(d_ss)?)?;
+                                if count.add(1) {
+                                    spans.push(sp);
+                                }
                             }
                             (3, LEN) => {
                                 sr.string()?;
@@ -930,8 +938,11 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
             }
         }
         let attrs = resource(&res_parts, child_depth(d_rs)?)?;
-        resources.push((attrs, spans));
+        if !count.over() {
+            resources.push((attrs, spans));
+        }
     }
+    count.check()?;
     for (attrs, spans) in &resources {
         out.received += spans.len() as u64;
         let res = resource_info(attrs);

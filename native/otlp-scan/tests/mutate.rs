@@ -41,8 +41,8 @@ fn fixtures(signal: &str) -> Vec<Vec<u8>> {
 fn scan(signal: &str, body: &[u8], opts: &Options) -> Result<Normalised, Error> {
     match signal {
         "traces" => normalise_traces(body, opts),
-        "metrics" => normalise_metrics(body),
-        _ => normalise_logs(body),
+        "metrics" => normalise_metrics(body, opts.max_items),
+        _ => normalise_logs(body, opts.max_items),
     }
 }
 
@@ -88,7 +88,10 @@ fn mutated_requests_never_panic_and_stay_consistent() {
     let iterations: usize =
         std::env::var("MLVIGIL_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-    let opts = [Options::default(), Options { keep_llm_content: true, keep_raw_spans: false, max_content_chars: 5 }];
+    let opts = [
+        Options::default(),
+        Options { keep_llm_content: true, keep_raw_spans: false, max_content_chars: 5, ..Options::default() },
+    ];
     let (mut ok, mut invalid, mut unsupported) = (0, 0, 0);
     for n in 0..iterations {
         let (signal, seed) = &seeds[rng.below(seeds.len())];
@@ -104,6 +107,7 @@ fn mutated_requests_never_panic_and_stay_consistent() {
             }
             Err(Error::Invalid(_)) => invalid += 1,
             Err(Error::Unsupported(_)) => unsupported += 1,
+            Err(Error::TooLarge(_)) => unreachable!("the fixtures are far below the item limit"),
         }
     }
     eprintln!("{iterations} mutated requests: {ok} mapped, {invalid} invalid, {unsupported} unsupported");
@@ -154,4 +158,28 @@ fn push_len(out: &mut Vec<u8>, body: &[u8]) {
     }
     out.push(n as u8);
     out.extend_from_slice(body);
+}
+
+#[test]
+fn the_item_limit_counts_as_count_items_does() {
+    // Each fixture request of a signal, with the limit one below and at its item count.
+    for signal in ["traces", "metrics", "logs"] {
+        for body in fixtures(signal) {
+            let mut lo = 0usize;
+            let mut hi = 1_000_000usize;
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                let opts = Options { max_items: mid, ..Options::default() };
+                match scan(signal, &body, &opts) {
+                    Ok(_) => hi = mid,
+                    Err(Error::TooLarge(m)) => {
+                        assert!(m.contains("ingest.max_items_per_request"));
+                        lo = mid + 1;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert!(lo >= 3, "{signal}: at least a resource, a scope and an item ({lo})");
+        }
+    }
 }
