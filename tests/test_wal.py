@@ -159,3 +159,25 @@ def test_sigkill_of_the_writer_loses_nothing_acknowledged_and_duplicates_nothing
     assert set(acked) <= set(stored), "every acknowledged record is stored"
     wal.close()
     store.close()
+
+
+CONTENT = ["one two three four", "alpha beta gamma", "secret prompt", "the answer is", "pong", "hi there"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_prompt_and_completion_text_reach_disk_only_when_kept(tmp_path: Path, keep: bool) -> None:
+    """The native path into the log: with keep_llm_content false, none of the prompts and
+    completions the real producers sent is in any byte written (raw spans are not blobs)."""
+    native = pytest.importorskip("mlvigil_native")
+    fixtures = sorted((ROOT / "tests" / "fixtures" / "otlp" / "traces").glob("*.binpb"))
+    sent = b"".join(p.read_bytes() for p in fixtures)
+    assert all(text.encode() in sent for text in CONTENT), "the producers did send the text"
+    wal = WriteAheadLog(tmp_path)
+    for path in fixtures:
+        _, _, _, tables = native.normalise_traces(path.read_bytes(), keep)
+        if tables:
+            wal.append(tables).result(timeout=10)
+    wal.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    found = [text for text in CONTENT if text.encode() in on_disk]
+    assert found == (CONTENT if keep else []), found
