@@ -129,6 +129,14 @@ def test_metric_and_log_fixtures_cover_every_table() -> None:
     assert tables["training_steps"] and tables["inferences"] and tables["labels"] and rejected >= 2
 
 
+def test_the_repr_table_is_this_pythons_unicode() -> None:
+    """``str(body)`` of a structured log body escapes what ``str.isprintable`` rejects, by a
+    table generated from Python's Unicode database (native/otlp-scan/tools/gen_printable.py)."""
+    import unicodedata
+
+    assert native.UNICODE_VERSION == unicodedata.unidata_version
+
+
 def test_the_comparison_sees_rows() -> None:
     """The producer requests yield rows in every trace table (so the equality above is not
     an equality of empty tables)."""

@@ -128,5 +128,7 @@ fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     m.add("TooLarge", m.py().get_type::<TooLarge>())?;
+    // The Unicode version of the repr table: must be the running Python's (tests check).
+    m.add("UNICODE_VERSION", otlp_scan::printable::UNICODE_VERSION)?;
     Ok(())
 }

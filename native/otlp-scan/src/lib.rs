@@ -6,6 +6,7 @@
 
 pub mod logs;
 pub mod metrics;
+pub mod printable;
 pub mod tables;
 pub mod traces;
 pub mod value;

@@ -388,8 +388,7 @@ pub fn py_str(v: &Val, out: &mut String) -> Res<()> {
     Ok(())
 }
 
-/// Python's `repr(value)`; text with characters outside printable ASCII (whose repr needs
-/// Unicode's printable table) is Unsupported.
+/// Python's `repr(value)`.
 pub fn py_repr(v: &Val, out: &mut String) -> Res<()> {
     match v {
         Val::None => out.push_str("None"),
@@ -425,10 +424,9 @@ pub fn py_repr(v: &Val, out: &mut String) -> Res<()> {
     Ok(())
 }
 
+/// Python's `repr(str)`: the quote it picks, and its escapes (non-printable characters as
+/// `\x`, `\u` or `\U` escapes, by the running Python's Unicode table in [`crate::printable`]).
 fn repr_str(s: &str, out: &mut String) -> Res<()> {
-    if !s.is_ascii() {
-        return Err(Error::Unsupported("repr of non-ASCII text"));
-    }
     let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     out.push(quote);
     for c in s.chars() {
@@ -442,7 +440,10 @@ fn repr_str(s: &str, out: &mut String) -> Res<()> {
                 out.push(c);
             }
             c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
+            c if (c as u32) < 0x7f || crate::printable::is_printable(c) => out.push(c),
+            c if (c as u32) <= 0xff => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) <= 0xffff => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push_str(&format!("\\U{:08x}", c as u32)),
         }
     }
     out.push(quote);
@@ -867,5 +868,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s, r#"["it's", 1, 2.0, True, None]"#);
+        let mut s = String::new();
+        py_repr(&Val::List(vec![Val::Str("\u{e9}\u{a0}\u{200b}\u{1f600}\u{e0001}".into())]), &mut s).unwrap();
+        assert_eq!(s, "['\u{e9}\\xa0\\u200b\u{1f600}\\U000e0001']");
     }
 }
