@@ -134,7 +134,7 @@ def test_the_repr_table_is_this_pythons_unicode() -> None:
     table generated from Python's Unicode database (native/otlp-scan/tools/gen_printable.py)."""
     import unicodedata
 
-    assert native.UNICODE_VERSION == unicodedata.unidata_version
+    assert unicodedata.unidata_version == native.UNICODE_VERSION
 
 
 def test_the_comparison_sees_rows() -> None:

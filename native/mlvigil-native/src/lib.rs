@@ -12,7 +12,12 @@ use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyDict;
 
-create_exception!(mlvigil_native, InvalidRequest, PyValueError, "The bytes are not a valid OTLP export request.");
+create_exception!(
+    mlvigil_native,
+    InvalidRequest,
+    PyValueError,
+    "The bytes are not a valid OTLP export request."
+);
 create_exception!(
     mlvigil_native,
     TooLarge,
@@ -52,7 +57,9 @@ fn to_python<'py>(py: Python<'py>, out: Normalised) -> PyResult<Bound<'py, PyAny
     for (name, batch) in out.tables {
         tables.set_item(name, to_pyarrow(py, batch)?)?;
     }
-    Ok((out.received, out.rejected, reasons, tables).into_pyobject(py)?.into_any())
+    Ok((out.received, out.rejected, reasons, tables)
+        .into_pyobject(py)?
+        .into_any())
 }
 
 /// normalise_traces(body, keep_llm_content=False, keep_raw_spans=True, max_content_chars=8192)
@@ -70,7 +77,12 @@ fn normalise_traces<'py>(
     max_content_chars: usize,
     max_items: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let opts = Options { keep_llm_content, keep_raw_spans, max_content_chars, max_items };
+    let opts = Options {
+        keep_llm_content,
+        keep_raw_spans,
+        max_content_chars,
+        max_items,
+    };
     let r = py.detach(|| scan_traces(&body, &opts));
     result(py, r)
 }
@@ -110,7 +122,12 @@ fn scan_traces_count(
     keep_raw_spans: bool,
     max_content_chars: usize,
 ) -> PyResult<usize> {
-    let opts = Options { keep_llm_content, keep_raw_spans, max_content_chars, max_items: usize::MAX };
+    let opts = Options {
+        keep_llm_content,
+        keep_raw_spans,
+        max_content_chars,
+        max_items: usize::MAX,
+    };
     match py.detach(|| scan_traces(&body, &opts)) {
         Ok(out) => Ok(out.tables.iter().map(|(_, b)| b.num_rows()).sum()),
         Err(Error::Invalid(m)) => Err(InvalidRequest::new_err(m)),

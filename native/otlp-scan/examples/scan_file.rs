@@ -24,5 +24,9 @@ fn main() {
     }
     let el = t0.elapsed().as_secs_f64();
     let cpu = (cpu_ns() - c0) / 1e9;
-    println!("{n} requests, {:.0} spans/s wall, {:.0} spans per CPU second", spans as f64 / el, spans as f64 / cpu);
+    println!(
+        "{n} requests, {:.0} spans/s wall, {:.0} spans per CPU second",
+        spans as f64 / el,
+        spans as f64 / cpu
+    );
 }

@@ -59,7 +59,11 @@ fn log_record<'a>(buf: &'a [u8], depth: u32) -> Res<(LogRec<'a>, Val<'a>)> {
             _ => r.skip(f, w, depth)?,
         }
     }
-    let body = if rec.body.is_empty() { Val::None } else { any_value(&rec.body, child_depth(depth)?)? };
+    let body = if rec.body.is_empty() {
+        Val::None
+    } else {
+        any_value(&rec.body, child_depth(depth)?)?
+    };
     Ok((rec, body))
 }
 
@@ -165,7 +169,12 @@ pub fn normalise_logs(body: &[u8], max_items: usize) -> Res<Normalised> {
                     Cell::F64(ts),
                     res.service.clone().into(),
                     Cell::I64(rec.severity_number as i64),
-                    (if rec.severity_text.is_empty() { None } else { Some(Cow::Borrowed(rec.severity_text)) }).into(),
+                    (if rec.severity_text.is_empty() {
+                        None
+                    } else {
+                        Some(Cow::Borrowed(rec.severity_text))
+                    })
+                    .into(),
                     body_text.into(),
                     hex_or_none(rec.trace_id).into(),
                     hex_or_none(rec.span_id).into(),

@@ -8,8 +8,8 @@ use crate::tables::{Cell, Normalised};
 use crate::traces::{check_rows, get_str, key_value, or, resource, resource_info, Builders, Rows};
 use crate::value::{dict_json, Dict, Num};
 use crate::wire::{
-    check_field, child_depth, validate, ItemCount, Reader, Res, Schema, EXP_HISTOGRAM_POINT_REST, HISTOGRAM_POINT_REST, I64,
-    KEY_VALUE, LEN, NUMBER_POINT_REST, SCOPE, SUMMARY_POINT_REST, VARINT,
+    check_field, child_depth, validate, ItemCount, Reader, Res, Schema, EXP_HISTOGRAM_POINT_REST, HISTOGRAM_POINT_REST,
+    I64, KEY_VALUE, LEN, NUMBER_POINT_REST, SCOPE, SUMMARY_POINT_REST, VARINT,
 };
 
 const GAUGE: u32 = 5;
@@ -54,7 +54,13 @@ fn point<'a>(buf: &'a [u8], kind: u32, depth: u32) -> Res<Point<'a>> {
         _ => (7, &SUMMARY_POINT_REST),
     };
     let number_kind = kind == GAUGE || kind == SUM;
-    let mut p = Point { attrs: Dict::new(), time: 0, number: None, count: 0, sum: 0.0 };
+    let mut p = Point {
+        attrs: Dict::new(),
+        time: 0,
+        number: None,
+        count: 0,
+        sum: 0.0,
+    };
     let mut r = Reader::new(buf);
     while !r.done() {
         let (f, w) = r.tag()?;
@@ -94,7 +100,13 @@ fn data_into<'a>(buf: &'a [u8], kind: u32, depth: u32, m: &mut Metric<'a>) -> Re
 }
 
 fn metric<'a>(buf: &'a [u8], depth: u32) -> Res<Metric<'a>> {
-    let mut m = Metric { name: "", unit: "", kind: 0, monotonic: false, points: Vec::new() };
+    let mut m = Metric {
+        name: "",
+        unit: "",
+        kind: 0,
+        monotonic: false,
+        points: Vec::new(),
+    };
     let mut r = Reader::new(buf);
     while !r.done() {
         let (f, w) = r.tag()?;
@@ -186,7 +198,11 @@ pub fn normalise_metrics(body: &[u8], max_items: usize) -> Res<Normalised> {
                 continue;
             }
             let kind = kind_name(m.kind);
-            let monotonic = if m.kind == SUM { Cell::Bool(m.monotonic) } else { Cell::Null };
+            let monotonic = if m.kind == SUM {
+                Cell::Bool(m.monotonic)
+            } else {
+                Cell::Null
+            };
             for p in &m.points {
                 out.received += 1;
                 let (value, count) = if m.kind == GAUGE || m.kind == SUM {
@@ -209,7 +225,12 @@ pub fn normalise_metrics(body: &[u8], max_items: usize) -> Res<Normalised> {
                         or(get_str(a, &["host.name"]), res.host.clone()).into(),
                         or(get_str(a, &["hw.id"]), res.hw_id.clone()).into(),
                         Cell::Str(Cow::Borrowed(m.name)),
-                        (if m.unit.is_empty() { None } else { Some(Cow::Borrowed(m.unit)) }).into(),
+                        (if m.unit.is_empty() {
+                            None
+                        } else {
+                            Some(Cow::Borrowed(m.unit))
+                        })
+                        .into(),
                         Cell::Str(Cow::Borrowed(kind)),
                         Cell::F64(value),
                         count,

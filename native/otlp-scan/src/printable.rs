@@ -710,7 +710,16 @@ static NOT_PRINTABLE: [(u32, u32); 701] = [
 /// Python's `str.isprintable()` for one character.
 pub fn is_printable(c: char) -> bool {
     let c = c as u32;
+    use std::cmp::Ordering;
     NOT_PRINTABLE
-        .binary_search_by(|&(a, b)| if b < c { std::cmp::Ordering::Less } else if a > c { std::cmp::Ordering::Greater } else { std::cmp::Ordering::Equal })
+        .binary_search_by(|&(a, b)| {
+            if b < c {
+                Ordering::Less
+            } else if a > c {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            }
+        })
         .is_err()
 }

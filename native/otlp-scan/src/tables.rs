@@ -258,7 +258,12 @@ impl TableBuilder {
                 Col::Bool => Builder::Bool(BooleanBuilder::new()),
             })
             .collect();
-        TableBuilder { name, cols, builders, rows: 0 }
+        TableBuilder {
+            name,
+            cols,
+            builders,
+            rows: 0,
+        }
     }
 
     pub fn cols(&self) -> &'static [(&'static str, Col)] {

@@ -8,10 +8,13 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::tables::{
-    check_row, Cell, Normalised, TableBuilder, INFERENCES, LABELS, LLM_CALLS, LOGS, METRIC_POINTS, SPANS, TRAINING_STEPS,
+    check_row, Cell, Normalised, TableBuilder, INFERENCES, LABELS, LLM_CALLS, LOGS, METRIC_POINTS, SPANS,
+    TRAINING_STEPS,
 };
 use crate::value::{dict_json, json_text, parse_json, py_float, py_int_or_float, py_str, Dict, Num, Val};
-use crate::wire::{child_depth, validate, Error, ItemCount, Reader, Res, ENTITY_REF, I32, I64, LEN, LINK, SCOPE, VARINT};
+use crate::wire::{
+    child_depth, validate, Error, ItemCount, Reader, Res, ENTITY_REF, I32, I64, LEN, LINK, SCOPE, VARINT,
+};
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -24,7 +27,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { keep_llm_content: false, keep_raw_spans: true, max_content_chars: 8192, max_items: 100_000 }
+        Options {
+            keep_llm_content: false,
+            keep_raw_spans: true,
+            max_content_chars: 8192,
+            max_items: 100_000,
+        }
     }
 }
 
@@ -186,7 +194,11 @@ struct SpanRec<'a> {
 
 fn event<'a>(buf: &'a [u8], depth: u32) -> Res<Event<'a>> {
     let mut r = Reader::new(buf);
-    let mut ev = Event { time: 0, name: "", attrs: Vec::new() };
+    let mut ev = Event {
+        time: 0,
+        name: "",
+        attrs: Vec::new(),
+    };
     while !r.done() {
         let (f, w) = r.tag()?;
         match (f, w) {
@@ -359,7 +371,11 @@ const OUTPUT_TOKENS: &[&str] = &[
     "llm.usage.completion_tokens",
     "llm.token_count.completion",
 ];
-const TOTAL_TOKENS: &[&str] = &["gen_ai.usage.total_tokens", "llm.usage.total_tokens", "llm.token_count.total"];
+const TOTAL_TOKENS: &[&str] = &[
+    "gen_ai.usage.total_tokens",
+    "llm.usage.total_tokens",
+    "llm.token_count.total",
+];
 const TEMPERATURE: &[&str] = &["gen_ai.request.temperature", "llm.request.temperature"];
 const MAX_TOKENS: &[&str] = &["gen_ai.request.max_tokens", "llm.request.max_tokens"];
 const TTFT: &[&str] = &[
@@ -607,8 +623,11 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
         output_messages = messages(get(a, &["gen_ai.output.messages"]))?;
     }
     if reasons.is_none() {
-        let mut found: Vec<&Val> =
-            completions.iter().filter_map(|c| c.get("finish_reason")).filter(|v| v.truthy()).collect();
+        let mut found: Vec<&Val> = completions
+            .iter()
+            .filter_map(|c| c.get("finish_reason"))
+            .filter(|v| v.truthy())
+            .collect();
         if found.is_empty() {
             if let Val::List(items) = &output_messages {
                 for m in items {
@@ -627,7 +646,11 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
 
     let mut error = get_str(a, ERROR);
     if error.is_none() && s.status_code == 2 {
-        error = Some(Cow::Borrowed(if s.status_message.is_empty() { "error" } else { s.status_message }));
+        error = Some(Cow::Borrowed(if s.status_message.is_empty() {
+            "error"
+        } else {
+            s.status_message
+        }));
     }
     if error.is_none() {
         if let Some(ev) = s.events.iter().find(|ev| ev.name == "exception") {
@@ -643,7 +666,7 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
     let mut total_tokens = get_int(a, TOTAL_TOKENS)?;
     if total_tokens.is_none() {
         if let (Some(i), Some(o)) = (input_tokens, output_tokens) {
-            total_tokens = Some(i.add(o));
+            total_tokens = Some(i.plus(o));
         }
     }
 
@@ -775,7 +798,8 @@ const STEP_TIME: &[&str] = &["mlvigil.train.step_time_seconds"];
 const GPU_UUID: &[&str] = &["mlvigil.train.gpu_uuid", "hw.id"];
 
 pub(crate) fn is_inference(a: &Dict) -> bool {
-    a.keys().any(|k| k.starts_with("mlvigil.inference.") || k.starts_with(FEATURE_PREFIX))
+    a.keys()
+        .any(|k| k.starts_with("mlvigil.inference.") || k.starts_with(FEATURE_PREFIX))
 }
 
 /// `features_of`, as JSON text; Err(reason) rejects the item.
@@ -872,7 +896,15 @@ impl Builders {
     }
 
     pub(crate) fn finish(self, out: &mut Normalised) {
-        for b in [self.llm, self.training, self.inferences, self.labels, self.spans, self.metric_points, self.logs] {
+        for b in [
+            self.llm,
+            self.training,
+            self.inferences,
+            self.labels,
+            self.spans,
+            self.metric_points,
+            self.logs,
+        ] {
             if b.rows > 0 {
                 let name = b.name;
                 out.tables.push((name, b.finish()));
@@ -949,7 +981,10 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
         let mut names: Names = HashMap::new();
         for s in spans {
             if s.attrs.contains("traceloop.span.kind") {
-                names.insert(s.span_id, (get_str(&s.attrs, WORKFLOW), get_str(&s.attrs, ENTITY), s.parent));
+                names.insert(
+                    s.span_id,
+                    (get_str(&s.attrs, WORKFLOW), get_str(&s.attrs, ENTITY), s.parent),
+                );
             }
         }
         for s in spans {
@@ -977,15 +1012,14 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
 
 pub(crate) type Rows<'b> = Vec<(&'static str, Vec<Cell<'b>>)>;
 
-fn span_rows<'b>(
-    s: &'b SpanRec,
-    res: &'b Resource,
-    names: &'b Names,
-    opts: &Options,
-) -> Res<Result<Rows<'b>, String>> {
+fn span_rows<'b>(s: &'b SpanRec, res: &'b Resource, names: &'b Names, opts: &Options) -> Res<Result<Rows<'b>, String>> {
     let a = &s.attrs;
     let ts = s.start as f64 / 1e9;
-    let duration = if s.end != 0 { Some((s.end - s.start) as f64 / 1e9) } else { None };
+    let duration = if s.end != 0 {
+        Some((s.end - s.start) as f64 / 1e9)
+    } else {
+        None
+    };
     let trace_hex = hex(s.trace_id);
     let span_hex = hex(s.span_id);
     let mut rows: Rows = Vec::new();
@@ -1088,12 +1122,7 @@ pub(crate) fn check_rows(rows: &mut Rows<'_>) -> Result<(), String> {
 }
 
 /// `ml.training_row` with the resource columns.
-pub(crate) fn training_cells<'b>(
-    a: &'b Dict,
-    res: &'b Resource,
-    ts: f64,
-    duration: Option<f64>,
-) -> Res<Vec<Cell<'b>>> {
+pub(crate) fn training_cells<'b>(a: &'b Dict, res: &'b Resource, ts: f64, duration: Option<f64>) -> Res<Vec<Cell<'b>>> {
     let mut cells = vec![
         Cell::F64(ts),
         res.service.clone().into(),

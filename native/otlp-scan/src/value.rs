@@ -68,12 +68,20 @@ fn key_hash(key: &str) -> u64 {
 
 impl<'a> Dict<'a> {
     pub fn new() -> Self {
-        Dict { entries: Vec::new(), slots: Vec::new(), lengths: 0 }
+        Dict {
+            entries: Vec::new(),
+            slots: Vec::new(),
+            lengths: 0,
+        }
     }
 
     /// An empty dict with room for `n` entries.
     pub fn with_capacity(n: usize) -> Self {
-        Dict { entries: Vec::with_capacity(n), slots: Vec::new(), lengths: 0 }
+        Dict {
+            entries: Vec::with_capacity(n),
+            slots: Vec::new(),
+            lengths: 0,
+        }
     }
 
     pub fn insert(&mut self, key: Cow<'a, str>, value: Val<'a>) {
@@ -210,7 +218,8 @@ pub enum Num {
 }
 
 impl Num {
-    pub fn add(self, other: Num) -> Num {
+    /// Python's `a + b` of two numbers (ints stay exact).
+    pub fn plus(self, other: Num) -> Num {
         match (self, other) {
             (Num::Int(a), Num::Int(b)) => Num::Int(a + b),
             (a, b) => Num::Float(a.as_f64() + b.as_f64()),
@@ -427,7 +436,11 @@ pub fn py_repr(v: &Val, out: &mut String) -> Res<()> {
 /// Python's `repr(str)`: the quote it picks, and its escapes (non-printable characters as
 /// `\x`, `\u` or `\U` escapes, by the running Python's Unicode table in [`crate::printable`]).
 fn repr_str(s: &str, out: &mut String) -> Res<()> {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -540,7 +553,12 @@ pub const JSON_MAX_CONTAINERS: usize = 1_000_000;
 /// `collector.attributes.parse_json`: Python's `json.loads` within the JSON limits;
 /// Ok(None) where Python raises ValueError (not JSON, too deep, too many containers).
 pub fn parse_json(text: &str) -> Res<Option<Val<'_>>> {
-    let mut p = JsonParser { s: text.as_bytes(), src: text, pos: 0, containers: 0 };
+    let mut p = JsonParser {
+        s: text.as_bytes(),
+        src: text,
+        pos: 0,
+        containers: 0,
+    };
     p.ws();
     let v = match p.value(1) {
         Ok(v) => v,
@@ -591,7 +609,9 @@ impl<'a> JsonParser<'a> {
     }
 
     fn value(&mut self, depth: usize) -> Result<Val<'a>, JsonErr> {
-        let Some(&c) = self.s.get(self.pos) else { return Err(JsonErr::Bad) };
+        let Some(&c) = self.s.get(self.pos) else {
+            return Err(JsonErr::Bad);
+        };
         match c {
             b'{' => {
                 self.enter(depth)?;
@@ -746,14 +766,18 @@ impl<'a> JsonParser<'a> {
         }
         let mut out = String::from(&self.src[start..self.pos]);
         loop {
-            let Some(&c) = self.s.get(self.pos) else { return Err(JsonErr::Bad) };
+            let Some(&c) = self.s.get(self.pos) else {
+                return Err(JsonErr::Bad);
+            };
             match c {
                 b'"' => {
                     self.pos += 1;
                     return Ok(Cow::Owned(out));
                 }
                 b'\\' => {
-                    let Some(&e) = self.s.get(self.pos + 1) else { return Err(JsonErr::Bad) };
+                    let Some(&e) = self.s.get(self.pos + 1) else {
+                        return Err(JsonErr::Bad);
+                    };
                     self.pos += 2;
                     match e {
                         b'"' => out.push('"'),
@@ -849,13 +873,23 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(json_text(&v, true), r#"{"a":null,"b":null}"#);
-        let v = parse_json(r#"["\u00e9\ud83d\ude00\u007f", 10000000000000000000000, -0, 1E2]"#).unwrap().unwrap();
-        assert_eq!(json_text(&v, true), r#"["\u00e9\ud83d\ude00\u007f",10000000000000000000000,0,100.0]"#);
-        assert_eq!(json_text(&v, false), "[\"\u{e9}\u{1f600}\u{7f}\",10000000000000000000000,0,100.0]");
+        let v = parse_json(r#"["\u00e9\ud83d\ude00\u007f", 10000000000000000000000, -0, 1E2]"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            json_text(&v, true),
+            r#"["\u00e9\ud83d\ude00\u007f",10000000000000000000000,0,100.0]"#
+        );
+        assert_eq!(
+            json_text(&v, false),
+            "[\"\u{e9}\u{1f600}\u{7f}\",10000000000000000000000,0,100.0]"
+        );
         assert_eq!(parse_json("[1,]").unwrap(), None);
         assert_eq!(parse_json("01").unwrap(), None);
         assert_eq!(parse_json(&"[".repeat(65)).unwrap(), None);
-        assert!(parse_json(&format!("{}{}", "[".repeat(64), "]".repeat(64))).unwrap().is_some());
+        assert!(parse_json(&format!("{}{}", "[".repeat(64), "]".repeat(64)))
+            .unwrap()
+            .is_some());
         assert!(parse_json("\"\\ud800\"").is_err());
     }
 
@@ -863,13 +897,23 @@ mod tests {
     fn repr_is_pythons() {
         let mut s = String::new();
         py_repr(
-            &Val::List(vec![Val::Str("it's".into()), Val::Int(1), Val::Double(2.0), Val::Bool(true), Val::None]),
+            &Val::List(vec![
+                Val::Str("it's".into()),
+                Val::Int(1),
+                Val::Double(2.0),
+                Val::Bool(true),
+                Val::None,
+            ]),
             &mut s,
         )
         .unwrap();
         assert_eq!(s, r#"["it's", 1, 2.0, True, None]"#);
         let mut s = String::new();
-        py_repr(&Val::List(vec![Val::Str("\u{e9}\u{a0}\u{200b}\u{1f600}\u{e0001}".into())]), &mut s).unwrap();
+        py_repr(
+            &Val::List(vec![Val::Str("\u{e9}\u{a0}\u{200b}\u{1f600}\u{e0001}".into())]),
+            &mut s,
+        )
+        .unwrap();
         assert_eq!(s, "['\u{e9}\\xa0\\u200b\u{1f600}\\U000e0001']");
     }
 }

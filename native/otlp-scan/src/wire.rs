@@ -286,7 +286,12 @@ pub static ENTITY_REF: Schema = Schema {
     fields: &[(1, Kind::Str), (2, Kind::Str), (3, Kind::Str), (4, Kind::Str)],
 };
 pub static SCOPE: Schema = Schema {
-    fields: &[(1, Kind::Str), (2, Kind::Str), (3, Kind::Msg(&KEY_VALUE)), (4, Kind::Varint)],
+    fields: &[
+        (1, Kind::Str),
+        (2, Kind::Str),
+        (3, Kind::Msg(&KEY_VALUE)),
+        (4, Kind::Varint),
+    ],
 };
 pub static LINK: Schema = Schema {
     fields: &[
@@ -320,10 +325,18 @@ pub static NUMBER_POINT_REST: Schema = Schema {
     fields: &[(5, Kind::Msg(&EXEMPLAR))],
 };
 pub static HISTOGRAM_POINT_REST: Schema = Schema {
-    fields: &[(6, Kind::PackedFixed64), (7, Kind::PackedFixed64), (8, Kind::Msg(&EXEMPLAR))],
+    fields: &[
+        (6, Kind::PackedFixed64),
+        (7, Kind::PackedFixed64),
+        (8, Kind::Msg(&EXEMPLAR)),
+    ],
 };
 pub static EXP_HISTOGRAM_POINT_REST: Schema = Schema {
-    fields: &[(8, Kind::Msg(&BUCKETS)), (9, Kind::Msg(&BUCKETS)), (11, Kind::Msg(&EXEMPLAR))],
+    fields: &[
+        (8, Kind::Msg(&BUCKETS)),
+        (9, Kind::Msg(&BUCKETS)),
+        (11, Kind::Msg(&EXEMPLAR)),
+    ],
 };
 pub static SUMMARY_POINT_REST: Schema = Schema {
     fields: &[(6, Kind::Msg(&VALUE_AT_QUANTILE))],

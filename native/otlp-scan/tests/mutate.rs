@@ -28,7 +28,9 @@ impl XorShift {
 }
 
 fn fixtures(signal: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/otlp").join(signal);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/otlp")
+        .join(signal);
     let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .expect("tests/fixtures/otlp/SIGNAL")
         .map(|e| std::fs::read(e.unwrap().path()).unwrap())
@@ -85,12 +87,19 @@ fn mutated_requests_never_panic_and_stay_consistent() {
         .iter()
         .flat_map(|s| fixtures(s).into_iter().map(move |b| (*s, b)))
         .collect();
-    let iterations: usize =
-        std::env::var("MLVIGIL_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let iterations: usize = std::env::var("MLVIGIL_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let opts = [
         Options::default(),
-        Options { keep_llm_content: true, keep_raw_spans: false, max_content_chars: 5, ..Options::default() },
+        Options {
+            keep_llm_content: true,
+            keep_raw_spans: false,
+            max_content_chars: 5,
+            ..Options::default()
+        },
     ];
     let (mut ok, mut invalid, mut unsupported) = (0, 0, 0);
     for n in 0..iterations {
@@ -147,7 +156,10 @@ fn deep_nesting_is_refused_without_stack_overflow() {
     push_len(&mut rs, &ss);
     let mut req = vec![0x0a];
     push_len(&mut req, &rs);
-    assert!(matches!(normalise_traces(&req, &Options::default()), Err(Error::Invalid(_))));
+    assert!(matches!(
+        normalise_traces(&req, &Options::default()),
+        Err(Error::Invalid(_))
+    ));
 }
 
 fn push_len(out: &mut Vec<u8>, body: &[u8]) {
@@ -169,7 +181,10 @@ fn the_item_limit_counts_as_count_items_does() {
             let mut hi = 1_000_000usize;
             while lo < hi {
                 let mid = (lo + hi) / 2;
-                let opts = Options { max_items: mid, ..Options::default() };
+                let opts = Options {
+                    max_items: mid,
+                    ..Options::default()
+                };
                 match scan(signal, &body, &opts) {
                     Ok(_) => hi = mid,
                     Err(Error::TooLarge(m)) => {

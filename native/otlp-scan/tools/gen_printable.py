@@ -30,9 +30,17 @@ print()
 print("/// Python's `str.isprintable()` for one character.")
 print("pub fn is_printable(c: char) -> bool {")
 print("    let c = c as u32;")
-print("    NOT_PRINTABLE")
-print(
-    "        .binary_search_by(|&(a, b)| if b < c { std::cmp::Ordering::Less } else if a > c { std::cmp::Ordering::Greater } else { std::cmp::Ordering::Equal })"
-)
-print("        .is_err()")
+RUST_SEARCH = """    use std::cmp::Ordering;
+    NOT_PRINTABLE
+        .binary_search_by(|&(a, b)| {
+            if b < c {
+                Ordering::Less
+            } else if a > c {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            }
+        })
+        .is_err()"""
+print(RUST_SEARCH)
 print("}")
