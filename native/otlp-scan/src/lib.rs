@@ -4,6 +4,7 @@
 //! checks it ([`wire`]), attribute values get the reference normaliser's semantics
 //! ([`value`]), and rows go straight into Arrow column builders ([`tables`]).
 
+pub mod keys;
 pub mod logs;
 pub mod metrics;
 pub mod printable;

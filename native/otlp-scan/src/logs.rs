@@ -139,7 +139,7 @@ pub fn normalise_logs(body: &[u8], max_items: usize) -> Res<Normalised> {
             let ts = (if rec.time != 0 { rec.time } else { rec.observed }) as f64 / 1e9;
             let a = &rec.attrs;
             let mut rows: Rows = Vec::new();
-            if a.contains(RUN_ID) {
+            if a.contains_key(&RUN_ID) {
                 rows.push(("training_steps", training_cells(a, &res, ts, None)?));
             } else if is_inference(a) {
                 match inference_cells(a, &res, ts, None)? {
@@ -150,7 +150,7 @@ pub fn normalise_logs(body: &[u8], max_items: usize) -> Res<Normalised> {
                     }
                 }
             }
-            if a.contains(LABEL_REQUEST_ID) {
+            if a.contains_key(&LABEL_REQUEST_ID) {
                 rows.push(("labels", label_cells(a, &res, ts)));
             }
             let body_text: Option<Cow<str>> = match body {

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use crate::k;
 use crate::tables::{Cell, Normalised};
 use crate::traces::{check_rows, get_str, key_value, or, resource, resource_info, Builders, Rows};
 use crate::value::{dict_json, Dict, Num};
@@ -222,8 +223,8 @@ pub fn normalise_metrics(body: &[u8], max_items: usize) -> Res<Normalised> {
                     vec![
                         Cell::F64(p.time as f64 / 1e9),
                         res.service.clone().into(),
-                        or(get_str(a, &["host.name"]), res.host.clone()).into(),
-                        or(get_str(a, &["hw.id"]), res.hw_id.clone()).into(),
+                        or(get_str(a, &[k!("host.name")]), res.host.clone()).into(),
+                        or(get_str(a, &[k!("hw.id")]), res.hw_id.clone()).into(),
                         Cell::Str(Cow::Borrowed(m.name)),
                         (if m.unit.is_empty() {
                             None

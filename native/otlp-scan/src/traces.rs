@@ -7,6 +7,8 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::k;
+use crate::keys::{key, Key};
 use crate::tables::{
     check_row, Cell, Normalised, TableBuilder, INFERENCES, LABELS, LLM_CALLS, LOGS, METRIC_POINTS, SPANS,
     TRAINING_STEPS,
@@ -224,7 +226,7 @@ fn span<'a>(buf: &'a [u8], depth: u32) -> Res<SpanRec<'a>> {
         kind: 0,
         start: 0,
         end: 0,
-        attrs: Dict::with_capacity(16),
+        attrs: Dict::indexed(16),
         events: Vec::new(),
         status_code: 0,
         status_message: "",
@@ -304,9 +306,9 @@ pub(crate) fn resource<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Dict<'a>> {
 // -- the attribute getters of collector/attributes.py ---------------------------------------
 
 /// `get`: the value of the first present key (which may be None).
-pub(crate) fn get<'b, 'a>(a: &'b Dict<'a>, keys: &[&str]) -> Option<&'b Val<'a>> {
+pub(crate) fn get<'b, 'a>(a: &'b Dict<'a>, keys: &[Key]) -> Option<&'b Val<'a>> {
     for k in keys {
-        if let Some(v) = a.get(k) {
+        if let Some(v) = a.get_key(k) {
             return if matches!(v, Val::None) { None } else { Some(v) };
         }
     }
@@ -320,18 +322,18 @@ fn str_of<'b>(v: &'b Val) -> Cow<'b, str> {
     }
 }
 
-pub(crate) fn get_str<'b>(a: &'b Dict, keys: &[&str]) -> Option<Cow<'b, str>> {
+pub(crate) fn get_str<'b>(a: &'b Dict, keys: &[Key]) -> Option<Cow<'b, str>> {
     get(a, keys).map(str_of)
 }
 
-pub(crate) fn get_float(a: &Dict, keys: &[&str]) -> Res<Option<f64>> {
+pub(crate) fn get_float(a: &Dict, keys: &[Key]) -> Res<Option<f64>> {
     match get(a, keys) {
         Some(v) => py_float(v),
         None => Ok(None),
     }
 }
 
-pub(crate) fn get_int(a: &Dict, keys: &[&str]) -> Res<Option<Num>> {
+pub(crate) fn get_int(a: &Dict, keys: &[Key]) -> Res<Option<Num>> {
     match get(a, keys) {
         Some(Val::Bool(_)) | None => Ok(None),
         Some(v) => py_int_or_float(v),
@@ -355,38 +357,51 @@ fn string_value<'b>(v: &'b Val) -> &'b str {
 
 // -- genai.py -------------------------------------------------------------------------------
 
-const PROVIDER: &[&str] = &["gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system"];
-const OPERATION: &[&str] = &["gen_ai.operation.name", "llm.request.type"];
-const REQUEST_MODEL: &[&str] = &["gen_ai.request.model", "llm.request.model"];
-const RESPONSE_MODEL: &[&str] = &["gen_ai.response.model", "llm.response.model", "llm.model_name"];
-const INPUT_TOKENS: &[&str] = &[
-    "gen_ai.usage.input_tokens",
-    "gen_ai.usage.prompt_tokens",
-    "llm.usage.prompt_tokens",
-    "llm.token_count.prompt",
+const PROVIDER: &[Key] = &[
+    key("gen_ai.provider.name"),
+    key("gen_ai.system"),
+    key("llm.provider"),
+    key("llm.system"),
 ];
-const OUTPUT_TOKENS: &[&str] = &[
-    "gen_ai.usage.output_tokens",
-    "gen_ai.usage.completion_tokens",
-    "llm.usage.completion_tokens",
-    "llm.token_count.completion",
+const OPERATION: &[Key] = &[key("gen_ai.operation.name"), key("llm.request.type")];
+const REQUEST_MODEL: &[Key] = &[key("gen_ai.request.model"), key("llm.request.model")];
+const RESPONSE_MODEL: &[Key] = &[
+    key("gen_ai.response.model"),
+    key("llm.response.model"),
+    key("llm.model_name"),
 ];
-const TOTAL_TOKENS: &[&str] = &[
-    "gen_ai.usage.total_tokens",
-    "llm.usage.total_tokens",
-    "llm.token_count.total",
+const INPUT_TOKENS: &[Key] = &[
+    key("gen_ai.usage.input_tokens"),
+    key("gen_ai.usage.prompt_tokens"),
+    key("llm.usage.prompt_tokens"),
+    key("llm.token_count.prompt"),
 ];
-const TEMPERATURE: &[&str] = &["gen_ai.request.temperature", "llm.request.temperature"];
-const MAX_TOKENS: &[&str] = &["gen_ai.request.max_tokens", "llm.request.max_tokens"];
-const TTFT: &[&str] = &[
-    "mlvigil.llm.time_to_first_token",
-    "gen_ai.response.time_to_first_token",
-    "gen_ai.server.time_to_first_token",
-    "llm.response.time_to_first_token",
+const OUTPUT_TOKENS: &[Key] = &[
+    key("gen_ai.usage.output_tokens"),
+    key("gen_ai.usage.completion_tokens"),
+    key("llm.usage.completion_tokens"),
+    key("llm.token_count.completion"),
 ];
-const WORKFLOW: &[&str] = &["traceloop.workflow.name", "gen_ai.workflow.name"];
-const ENTITY: &[&str] = &["traceloop.entity.name", "gen_ai.agent.name", "traceloop.entity.path"];
-const ERROR: &[&str] = &["error.type"];
+const TOTAL_TOKENS: &[Key] = &[
+    key("gen_ai.usage.total_tokens"),
+    key("llm.usage.total_tokens"),
+    key("llm.token_count.total"),
+];
+const TEMPERATURE: &[Key] = &[key("gen_ai.request.temperature"), key("llm.request.temperature")];
+const MAX_TOKENS: &[Key] = &[key("gen_ai.request.max_tokens"), key("llm.request.max_tokens")];
+const TTFT: &[Key] = &[
+    key("mlvigil.llm.time_to_first_token"),
+    key("gen_ai.response.time_to_first_token"),
+    key("gen_ai.server.time_to_first_token"),
+    key("llm.response.time_to_first_token"),
+];
+const WORKFLOW: &[Key] = &[key("traceloop.workflow.name"), key("gen_ai.workflow.name")];
+const ENTITY: &[Key] = &[
+    key("traceloop.entity.name"),
+    key("gen_ai.agent.name"),
+    key("traceloop.entity.path"),
+];
+const ERROR: &[Key] = &[key("error.type")];
 const FIRST_TOKEN_EVENTS: &[&str] = &[
     "gen_ai.content.completion.chunk",
     "llm.content.completion.chunk",
@@ -394,28 +409,29 @@ const FIRST_TOKEN_EVENTS: &[&str] = &[
     "gen_ai.first_token",
     "mlvigil.first_token",
 ];
-const MARKERS: &[&str] = &[
-    "gen_ai.provider.name",
-    "gen_ai.system",
-    "llm.provider",
-    "llm.system",
-    "gen_ai.operation.name",
-    "llm.request.type",
-    "gen_ai.request.model",
-    "llm.request.model",
-    "gen_ai.response.model",
-    "llm.model_name",
+const MARKERS: &[Key] = &[
+    key("gen_ai.provider.name"),
+    key("gen_ai.system"),
+    key("llm.provider"),
+    key("llm.system"),
+    key("gen_ai.operation.name"),
+    key("llm.request.type"),
+    key("gen_ai.request.model"),
+    key("llm.request.model"),
+    key("gen_ai.response.model"),
+    key("llm.model_name"),
 ];
 
 fn oi_kind_upper(a: &Dict) -> Option<String> {
-    a.get("openinference.span.kind").map(|v| string_value(v).to_uppercase())
+    a.get_key(&k!("openinference.span.kind"))
+        .map(|v| string_value(v).to_uppercase())
 }
 
 fn is_llm_span(a: &Dict) -> bool {
     if let Some(kind) = oi_kind_upper(a) {
         return kind == "LLM" || kind == "EMBEDDING";
     }
-    MARKERS.iter().any(|k| a.contains(k))
+    MARKERS.iter().any(|k| a.contains_key(k))
 }
 
 /// `_indexed`: `prefix.N.field` attributes as a list of dicts ordered by N.
@@ -573,7 +589,7 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
         "gen_ai"
     };
     let params: Dict = if oi_kind.is_some() {
-        match get(a, &["llm.invocation_parameters"]) {
+        match get(a, &[k!("llm.invocation_parameters")]) {
             Some(v) => match v.as_str() {
                 Some(t) => match parse_json(t)? {
                     Some(Val::Dict(d)) => match into_owned(Val::Dict(d)) {
@@ -613,14 +629,17 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
     } else {
         Vec::new()
     };
-    let mut reasons = match get(a, &["gen_ai.response.finish_reasons", "llm.response.finish_reason"]) {
+    let mut reasons = match get(
+        a,
+        &[k!("gen_ai.response.finish_reasons"), k!("llm.response.finish_reason")],
+    ) {
         Some(Val::List(items)) if !items.is_empty() => Some(join_str(&items.iter().collect::<Vec<_>>())?),
         Some(v) => v.as_str().filter(|t| !t.is_empty()).map(str::to_string),
         None => None,
     };
     let mut output_messages = Val::None;
     if reasons.is_none() || opts.keep_llm_content {
-        output_messages = messages(get(a, &["gen_ai.output.messages"]))?;
+        output_messages = messages(get(a, &[k!("gen_ai.output.messages")]))?;
     }
     if reasons.is_none() {
         let mut found: Vec<&Val> = completions
@@ -701,7 +720,7 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
 
     let (mut prompt, mut completion) = (None, None);
     if opts.keep_llm_content {
-        let mut prompt_value: Val = get(a, &["gen_ai.input.messages"]).cloned().unwrap_or(Val::None);
+        let mut prompt_value: Val = get(a, &[k!("gen_ai.input.messages")]).cloned().unwrap_or(Val::None);
         if matches!(prompt_value, Val::None) {
             let items = indexed(a, "gen_ai.prompt.", &["role", "content"])?;
             if !items.is_empty() {
@@ -715,7 +734,7 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
             }
         }
         if matches!(prompt_value, Val::None) {
-            prompt_value = get(a, &["input.value"]).cloned().unwrap_or(Val::None);
+            prompt_value = get(a, &[k!("input.value")]).cloned().unwrap_or(Val::None);
         }
         let mut completion_value = output_messages;
         if matches!(completion_value, Val::None) && !completions.is_empty() {
@@ -740,7 +759,7 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
             }
         }
         if matches!(completion_value, Val::None) {
-            completion_value = get(a, &["output.value"]).cloned().unwrap_or(Val::None);
+            completion_value = get(a, &[k!("output.value")]).cloned().unwrap_or(Val::None);
         }
         prompt = text(&prompt_value, opts.max_content_chars);
         completion = text(&completion_value, opts.max_content_chars);
@@ -770,32 +789,36 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
 
 // -- ml.py ----------------------------------------------------------------------------------
 
-const MODEL: &[&str] = &["mlvigil.model.name"];
-const MODEL_VERSION: &[&str] = &["mlvigil.model.version"];
-const REQUEST_ID: &[&str] = &["mlvigil.inference.request_id"];
-const FEATURES: &str = "mlvigil.inference.features";
+const MODEL: &[Key] = &[key("mlvigil.model.name")];
+const MODEL_VERSION: &[Key] = &[key("mlvigil.model.version")];
+const REQUEST_ID: &[Key] = &[key("mlvigil.inference.request_id")];
+const FEATURES: Key = key("mlvigil.inference.features");
 const FEATURE_PREFIX: &str = "mlvigil.feature.";
-const PREDICTION: &[&str] = &["mlvigil.inference.prediction"];
-const SCORE: &[&str] = &["mlvigil.inference.score"];
-pub(crate) const LABEL_REQUEST_ID: &str = "mlvigil.label.request_id";
-const LABEL_VALUE: &[&str] = &["mlvigil.label.value"];
-pub(crate) const RUN_ID: &str = "mlvigil.train.run_id";
-const TRAIN_INT: &[&str] = &["mlvigil.train.step", "mlvigil.train.rank", "mlvigil.train.world_size"];
-const TRAIN_FLOAT: &[&str] = &[
-    "mlvigil.train.loss",
-    "mlvigil.train.grad_norm",
-    "mlvigil.train.learning_rate",
-    "mlvigil.train.samples",
-    "mlvigil.train.tokens",
-    "mlvigil.train.data_wait_seconds",
-    "mlvigil.train.forward_seconds",
-    "mlvigil.train.backward_seconds",
-    "mlvigil.train.optimizer_seconds",
-    "mlvigil.train.comm_seconds",
-    "mlvigil.train.checkpoint_seconds",
+const PREDICTION: &[Key] = &[key("mlvigil.inference.prediction")];
+const SCORE: &[Key] = &[key("mlvigil.inference.score")];
+pub(crate) const LABEL_REQUEST_ID: Key = key("mlvigil.label.request_id");
+const LABEL_VALUE: &[Key] = &[key("mlvigil.label.value")];
+pub(crate) const RUN_ID: Key = key("mlvigil.train.run_id");
+const TRAIN_INT: &[Key] = &[
+    key("mlvigil.train.step"),
+    key("mlvigil.train.rank"),
+    key("mlvigil.train.world_size"),
 ];
-const STEP_TIME: &[&str] = &["mlvigil.train.step_time_seconds"];
-const GPU_UUID: &[&str] = &["mlvigil.train.gpu_uuid", "hw.id"];
+const TRAIN_FLOAT: &[Key] = &[
+    key("mlvigil.train.loss"),
+    key("mlvigil.train.grad_norm"),
+    key("mlvigil.train.learning_rate"),
+    key("mlvigil.train.samples"),
+    key("mlvigil.train.tokens"),
+    key("mlvigil.train.data_wait_seconds"),
+    key("mlvigil.train.forward_seconds"),
+    key("mlvigil.train.backward_seconds"),
+    key("mlvigil.train.optimizer_seconds"),
+    key("mlvigil.train.comm_seconds"),
+    key("mlvigil.train.checkpoint_seconds"),
+];
+const STEP_TIME: &[Key] = &[key("mlvigil.train.step_time_seconds")];
+const GPU_UUID: &[Key] = &[key("mlvigil.train.gpu_uuid"), key("hw.id")];
 
 pub(crate) fn is_inference(a: &Dict) -> bool {
     a.keys()
@@ -815,7 +838,8 @@ pub(crate) fn features_json(a: &Dict) -> Res<Result<String, String>> {
             }
             None => {
                 return Ok(Err(format!(
-                    "{FEATURES} is not JSON, or is larger or deeper than the JSON limits"
+                    "{} is not JSON, or is larger or deeper than the JSON limits",
+                    FEATURES.name
                 )))
             }
         },
@@ -828,7 +852,12 @@ pub(crate) fn features_json(a: &Dict) -> Res<Result<String, String>> {
             }
         }
         None | Some(Val::None) => {}
-        Some(_) => return Ok(Err(format!("{FEATURES} must be a JSON object or a key-value list"))),
+        Some(_) => {
+            return Ok(Err(format!(
+                "{} must be a JSON object or a key-value list",
+                FEATURES.name
+            )))
+        }
     }
     for (k, v) in &a.entries {
         if let Some(name) = k.strip_prefix(FEATURE_PREFIX) {
@@ -851,11 +880,11 @@ pub(crate) struct Resource<'b> {
 
 pub(crate) fn resource_info<'b>(a: &'b Dict) -> Resource<'b> {
     Resource {
-        service: get_str(a, &["service.name"]),
-        service_version: get_str(a, &["service.version"]),
-        host: get_str(a, &["host.name", "k8s.node.name"]),
-        k8s_pod: get_str(a, &["k8s.pod.name"]),
-        hw_id: get_str(a, &["hw.id"]),
+        service: get_str(a, &[k!("service.name")]),
+        service_version: get_str(a, &[k!("service.version")]),
+        host: get_str(a, &[k!("host.name"), k!("k8s.node.name")]),
+        k8s_pod: get_str(a, &[k!("k8s.pod.name")]),
+        hw_id: get_str(a, &[k!("hw.id")]),
         attrs_json: dict_json(a, true),
     }
 }
@@ -980,7 +1009,7 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
         let res = resource_info(attrs);
         let mut names: Names = HashMap::new();
         for s in spans {
-            if s.attrs.contains("traceloop.span.kind") {
+            if s.attrs.contains_key(&k!("traceloop.span.kind")) {
                 names.insert(
                     s.span_id,
                     (get_str(&s.attrs, WORKFLOW), get_str(&s.attrs, ENTITY), s.parent),
@@ -1067,7 +1096,7 @@ fn span_rows<'b>(s: &'b SpanRec, res: &'b Resource, names: &'b Names, opts: &Opt
             ],
         ));
         kind = "llm";
-    } else if a.contains(RUN_ID) {
+    } else if a.contains_key(&RUN_ID) {
         rows.push(("training_steps", training_cells(a, res, ts, duration)?));
         kind = "training";
     } else if is_inference(a) {
@@ -1077,7 +1106,7 @@ fn span_rows<'b>(s: &'b SpanRec, res: &'b Resource, names: &'b Names, opts: &Opt
         }
         kind = "inference";
     }
-    if a.contains(LABEL_REQUEST_ID) {
+    if a.contains_key(&LABEL_REQUEST_ID) {
         rows.push(("labels", label_cells(a, res, ts)));
     }
     if opts.keep_raw_spans {
@@ -1135,8 +1164,8 @@ pub(crate) fn training_cells<'b>(a: &'b Dict, res: &'b Resource, ts: f64, durati
         or(get_str(a, GPU_UUID), res.hw_id.clone()).into(),
         get_float(a, STEP_TIME)?.or(duration).into(),
     ];
-    for key in TRAIN_FLOAT {
-        cells.push(get_float(a, &[key])?.into());
+    for k in TRAIN_FLOAT {
+        cells.push(get_float(a, std::slice::from_ref(k))?.into());
     }
     Ok(cells)
 }

@@ -36,6 +36,9 @@ pub struct Dict<'a> {
     /// Bit (len % 64) set for every key length present: most lookups miss, and most
     /// misses end here without hashing.
     lengths: u64,
+    /// For a dict made by [`Dict::indexed`]: entry index + 1 of each key of
+    /// [`crate::keys::KNOWN`] present (0: absent); empty otherwise.
+    known: Vec<u32>,
 }
 
 impl PartialEq for Dict<'_> {
@@ -48,7 +51,7 @@ const INDEX_AT: usize = 8;
 
 /// A fast hash of a key, 8 bytes at a time (keys are short; collisions cost one compare).
 #[inline]
-fn key_hash(key: &str) -> u64 {
+pub fn key_hash(key: &str) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let b = key.as_bytes();
     let mut h = (b.len() as u64).wrapping_mul(K);
@@ -72,6 +75,7 @@ impl<'a> Dict<'a> {
             entries: Vec::new(),
             slots: Vec::new(),
             lengths: 0,
+            known: Vec::new(),
         }
     }
 
@@ -81,6 +85,18 @@ impl<'a> Dict<'a> {
             entries: Vec::with_capacity(n),
             slots: Vec::new(),
             lengths: 0,
+            known: Vec::new(),
+        }
+    }
+
+    /// An empty dict indexed from the first entry (span attributes: usually more than
+    /// [`INDEX_AT`] entries, so the linear phase and the first rebuild are waste).
+    pub fn indexed(n: usize) -> Self {
+        Dict {
+            entries: Vec::with_capacity(n),
+            slots: vec![0; (4 * n).next_power_of_two().max(16)],
+            lengths: 0,
+            known: vec![0; crate::keys::NK],
         }
     }
 
@@ -98,7 +114,8 @@ impl<'a> Dict<'a> {
             return;
         }
         let mask = self.slots.len() - 1;
-        let mut s = key_hash(&key) as usize & mask;
+        let hash = key_hash(&key);
+        let mut s = hash as usize & mask;
         loop {
             match self.slots[s] {
                 0 => break,
@@ -107,6 +124,11 @@ impl<'a> Dict<'a> {
                     return;
                 }
                 _ => s = (s + 1) & mask,
+            }
+        }
+        if !self.known.is_empty() {
+            if let Some(id) = crate::keys::known_id(&key, hash) {
+                self.known[id] = self.entries.len() as u32 + 1;
             }
         }
         self.entries.push((key, value));
@@ -162,6 +184,24 @@ impl<'a> Dict<'a> {
     #[inline]
     pub fn get(&self, key: &str) -> Option<&Val<'a>> {
         self.position(key).map(|i| &self.entries[i].1)
+    }
+
+    /// The value of a present key (which may be `Val::None`), found by id where the dict
+    /// records known keys.
+    #[inline]
+    pub fn get_key(&self, k: &crate::keys::Key) -> Option<&Val<'a>> {
+        if !self.known.is_empty() && k.id != crate::keys::NONE {
+            return match self.known[k.id as usize] {
+                0 => None,
+                i => Some(&self.entries[i as usize - 1].1),
+            };
+        }
+        self.get(k.name)
+    }
+
+    #[inline]
+    pub fn contains_key(&self, k: &crate::keys::Key) -> bool {
+        self.get_key(k).is_some()
     }
 
     #[inline]
