@@ -21,11 +21,13 @@ Not on the product path yet: the receivers still commit to DuckDB directly.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import threading
 import time
 import zlib
+from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -33,10 +35,13 @@ from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mlvigil.store.duckdb import DuckDBStore
 
 MAGIC = b"MVW1"
+logger = logging.getLogger(__name__)
+
 HEADER = struct.Struct("<4sIIQ")
 _NAME = struct.Struct("<H")
 _LEN = struct.Struct("<I")
@@ -71,6 +76,8 @@ class Record:
     end: Position
     appended_ns: int
     tables: dict[str, pa.Table]
+    #: payload bytes (what a loader's group bound counts)
+    size: int
 
 
 def encode(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> bytes:
@@ -133,10 +140,15 @@ def read(directory: Path, after: Position | None = None) -> Iterator[Record]:
     for i, n in enumerate(segs):
         if after is not None and n < after.segment:
             continue
-        data = _segment_path(directory, n).read_bytes()
         start = after.offset if after is not None and n == after.segment else 0
-        for _, end, appended, payload in _scan(data, start, last=i == len(segs) - 1):
-            yield Record(Position(n, end), appended, decode(payload))
+        try:
+            with open(_segment_path(directory, n), "rb") as f:
+                f.seek(start)  # only what is past the position: a loader reads each byte once
+                data = f.read()
+        except FileNotFoundError:  # loaded and deleted meanwhile
+            continue
+        for _, end, appended, payload in _scan(data, 0, last=i == len(segs) - 1):
+            yield Record(Position(n, start + end), appended, decode(payload), len(payload))
 
 
 class WriteAheadLog:
@@ -162,6 +174,11 @@ class WriteAheadLog:
         self._pending: list[tuple[bytes, Future[Position]]] = []
         self._closed = False
         self._loaded = Position(-1, 0)
+        #: (end, append ns) of records appended by this process and not loaded yet, oldest
+        #: first: the loader lag is the age of the first.
+        self._unloaded: deque[tuple[Position, int]] = deque()
+        #: set after each group commit (wakes a loader thread)
+        self.appended = threading.Event()
         segs = segments(self.directory)
         self._segment = segs[-1] if segs else 0
         path = _segment_path(self.directory, self._segment)
@@ -203,9 +220,23 @@ class WriteAheadLog:
             self._cond.notify()
         return fut
 
+    def unloaded_records(self) -> int:
+        """Records this process appended that are not loaded yet."""
+        return len(self._unloaded)
+
+    def lag_seconds(self) -> float:
+        """Age of the oldest record this process appended that is not loaded yet (0: none)."""
+        try:
+            oldest = self._unloaded[0][1]
+        except IndexError:
+            return 0.0
+        return max(0.0, (time.time_ns() - oldest) / 1e9)
+
     def loaded(self, upto: Position) -> None:
         """A loader has everything up to ``upto`` in the store: older segments can go."""
         self._loaded = max(self._loaded, upto)
+        while self._unloaded and self._unloaded[0][0] <= upto:
+            self._unloaded.popleft()
         for n in segments(self.directory):
             if n < upto.segment:
                 _segment_path(self.directory, n).unlink(missing_ok=True)
@@ -224,7 +255,7 @@ class WriteAheadLog:
                 group, self._pending = self._pending, []
                 if not group and self._closed:
                     return
-            done: list[tuple[Future[Position], Position]] = []
+            done: list[tuple[Future[Position], Position, int]] = []
             try:
                 for payload, fut in group:
                     if self._offset >= self.segment_bytes:
@@ -234,7 +265,7 @@ class WriteAheadLog:
                     self._file.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), now))
                     self._file.write(payload)
                     self._offset += HEADER.size + len(payload)
-                    done.append((fut, Position(self._segment, self._offset)))
+                    done.append((fut, Position(self._segment, self._offset), now))
                 self._file.flush()
                 os.fdatasync(self._file.fileno())
                 self.syncs += 1
@@ -243,8 +274,10 @@ class WriteAheadLog:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for fut, pos in done:
+            for fut, pos, appended_ns in done:
+                self._unloaded.append((pos, appended_ns))
                 fut.set_result(pos)
+            self.appended.set()
 
     def close(self) -> None:
         with self._cond:
@@ -264,19 +297,24 @@ class Loader(Protocol):
 
 
 def load_once(
-    wal: WriteAheadLog, target: Loader, log: str = "ingest", max_records: int = 256
+    wal: WriteAheadLog,
+    target: Loader,
+    log: str = "ingest",
+    max_records: int = 256,
+    max_bytes: int = 64 * 1024 * 1024,
 ) -> tuple[int, float]:
-    """Load what the log holds past ``target``'s position (up to ``max_records`` records in
-    one transaction); (records loaded, lag in seconds of the newest one loaded: load time
-    minus append time, 0 when nothing was pending)."""
+    """Load what the log holds past ``target``'s position, as one group: up to
+    ``max_records`` records or ``max_bytes`` of payload, one insert per table, in one
+    transaction; (records loaded, lag in seconds of the newest one loaded: load time minus
+    append time, 0 when nothing was pending)."""
     after = target.log_position(log)
     batch: dict[str, list[pa.Table]] = {}
-    n, newest, upto = 0, 0, after
+    n, size, newest, upto = 0, 0, 0, after
     for rec in read(wal.directory, after):
         for name, table in rec.tables.items():
             batch.setdefault(name, []).append(table)
-        n, newest, upto = n + 1, rec.appended_ns, rec.end
-        if n >= max_records:
+        n, size, newest, upto = n + 1, size + rec.size, rec.appended_ns, rec.end
+        if n >= max_records or size >= max_bytes:
             break
     if not n or upto is None:
         return 0, 0.0
@@ -297,3 +335,85 @@ class DuckDBLoader:
 
     def load(self, log: str, tables: Mapping[str, pa.Table], upto: Position) -> None:
         self.store.load_log(log, dict(tables), upto.segment, upto.offset)
+
+
+class LoaderThread:
+    """Drains the log into ``target`` on a background thread, in bounded groups (at most
+    ``max_records`` records / ``max_bytes`` of payload per transaction, one insert per
+    table), woken by each group commit. Exports its lag on ``registry``:
+
+    - ``mlvigil_wal_loader_lag_seconds``: age of the oldest appended record not loaded yet;
+    - ``mlvigil_wal_unloaded_bytes``: bytes of the log not loaded yet (what the bound counts);
+    - ``mlvigil_wal_loaded_records_total`` / ``mlvigil_wal_loader_errors_total``.
+
+    A failing load (the store down) is retried after ``retry_seconds``; the log keeps
+    taking appends until its bound, then answers LogFull."""
+
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        target: Loader,
+        *,
+        log_name: str = "ingest",
+        max_records: int = 256,
+        max_bytes: int = 64 * 1024 * 1024,
+        retry_seconds: float = 1.0,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.wal, self.target, self.log_name = wal, target, log_name
+        self.max_records, self.max_bytes, self.retry_seconds = max_records, max_bytes, retry_seconds
+        #: per group loaded: (records, seconds from the append of its newest record to its load)
+        self.groups: deque[tuple[int, float]] = deque(maxlen=100_000)
+        self._stop = threading.Event()
+        registry = registry if registry is not None else CollectorRegistry()
+        self.lag = Gauge(
+            "mlvigil_wal_loader_lag_seconds",
+            "Age of the oldest record in the write-ahead log not loaded into the store yet.",
+            registry=registry,
+        )
+        self.lag.set_function(wal.lag_seconds)
+        self.unloaded = Gauge(
+            "mlvigil_wal_unloaded_bytes",
+            "Bytes of the write-ahead log not loaded into the store yet.",
+            registry=registry,
+        )
+        self.unloaded.set_function(lambda: float(wal.unloaded_bytes()))
+        self.loaded_records = Counter(
+            "mlvigil_wal_loaded_records", "Log records loaded into the store.", registry=registry
+        )
+        self.errors = Counter(
+            "mlvigil_wal_loader_errors", "Failed loads of the log (retried).", registry=registry
+        )
+        self._thread = threading.Thread(target=self._run, name="wal-loader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.wal.appended.clear()
+            try:
+                n, lag = load_once(self.wal, self.target, self.log_name, self.max_records, self.max_bytes)
+            except Exception:
+                logger.exception("loading the write-ahead log failed; retrying in %ss", self.retry_seconds)
+                self.errors.inc()
+                self._stop.wait(self.retry_seconds)
+                continue
+            if n:
+                self.loaded_records.inc(n)
+                self.groups.append((n, lag))
+                continue  # more may be waiting: load until caught up
+            # Caught up: sleep until the next group commit (or stop).
+            self.wal.appended.wait(0.5)
+
+    def drain(self, timeout: float) -> bool:
+        """Wait (bounded) until everything appended so far is loaded."""
+        deadline = time.monotonic() + timeout
+        while self.wal.unloaded_records():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.wal.appended.set()
+        self._thread.join(timeout)

@@ -181,3 +181,34 @@ def test_prompt_and_completion_text_reach_disk_only_when_kept(tmp_path: Path, ke
     on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     found = [text for text in CONTENT if text.encode() in on_disk]
     assert found == (CONTENT if keep else []), found
+
+
+def test_the_loader_thread_drains_the_log_in_bounded_groups_and_exports_its_lag(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from collector.wal import LoaderThread
+
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096)
+    for i in range(30):
+        wal.append(_spans(i))
+    wal.append(_spans(30)).result(timeout=10)
+    registry = CollectorRegistry()
+    # Nothing loads yet: the lag and the unloaded bytes show it.
+    assert wal.unloaded_records() == 31 and wal.lag_seconds() > 0
+    loader = LoaderThread(wal, DuckDBLoader(store), max_records=4, registry=registry)
+    try:
+        assert loader.drain(timeout=30), "the loader thread did not catch up"
+        assert _ids(store) == list(range(31))
+        assert all(n <= 4 for n, _ in loader.groups) and sum(n for n, _ in loader.groups) == 31
+        assert registry.get_sample_value("mlvigil_wal_loader_lag_seconds") == 0
+        assert registry.get_sample_value("mlvigil_wal_unloaded_bytes") == 0
+        assert registry.get_sample_value("mlvigil_wal_loaded_records_total") == 31
+        # Appends after it caught up are loaded too (woken by the group commit).
+        wal.append(_spans(31)).result(timeout=10)
+        assert loader.drain(timeout=30)
+        assert _ids(store) == list(range(32))
+    finally:
+        loader.stop()
+        wal.close()
+        store.close()
