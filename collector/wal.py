@@ -37,6 +37,7 @@ from typing import Protocol
 import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from mlvigil.store import StoreUnavailable
 from mlvigil.store.duckdb import DuckDBStore
 
 MAGIC = b"MVW1"
@@ -47,15 +48,17 @@ _NAME = struct.Struct("<H")
 _LEN = struct.Struct("<I")
 
 
-class LogFull(Exception):
-    """More than ``max_bytes`` of the log are not loaded yet; retry after ``retry_after`` s."""
+class LogFull(StoreUnavailable):
+    """More than ``max_bytes`` of the log are not loaded yet; retry after ``retry_after`` s.
+    A StoreUnavailable, so the receivers answer it as they answer a full disk: HTTP 503 /
+    gRPC UNAVAILABLE with Retry-After."""
 
     def __init__(self, retry_after: int, unloaded: int, limit: int) -> None:
         super().__init__(
             f"the write-ahead log holds {unloaded} bytes not yet loaded (limit {limit});"
-            f" retry after {retry_after}s"
+            f" retry after {retry_after}s",
+            retry_after,
         )
-        self.retry_after = retry_after
 
 
 class LogCorrupt(Exception):
@@ -355,8 +358,8 @@ class LoaderThread:
         target: Loader,
         *,
         log_name: str = "ingest",
-        max_records: int = 256,
-        max_bytes: int = 64 * 1024 * 1024,
+        max_records: int = 32,
+        max_bytes: int = 16 * 1024 * 1024,
         retry_seconds: float = 1.0,
         registry: CollectorRegistry | None = None,
     ) -> None:
@@ -365,6 +368,8 @@ class LoaderThread:
         #: per group loaded: (records, seconds from the append of its newest record to its load)
         self.groups: deque[tuple[int, float]] = deque(maxlen=100_000)
         self._stop = threading.Event()
+        # Set by a pass that found nothing to load (and so counted everything before it).
+        self._caught_up = threading.Event()
         registry = registry if registry is not None else CollectorRegistry()
         self.lag = Gauge(
             "mlvigil_wal_loader_lag_seconds",
@@ -390,6 +395,7 @@ class LoaderThread:
     def _run(self) -> None:
         while not self._stop.is_set():
             self.wal.appended.clear()
+            self._caught_up.clear()
             try:
                 n, lag = load_once(self.wal, self.target, self.log_name, self.max_records, self.max_bytes)
             except Exception:
@@ -402,12 +408,13 @@ class LoaderThread:
                 self.groups.append((n, lag))
                 continue  # more may be waiting: load until caught up
             # Caught up: sleep until the next group commit (or stop).
+            self._caught_up.set()
             self.wal.appended.wait(0.5)
 
     def drain(self, timeout: float) -> bool:
         """Wait (bounded) until everything appended so far is loaded."""
         deadline = time.monotonic() + timeout
-        while self.wal.unloaded_records():
+        while self.wal.unloaded_records() or not self._caught_up.is_set():
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)

@@ -23,6 +23,7 @@ from collector.wal import (
     read,
     segments,
 )
+from mlvigil.store import StoreUnavailable
 from mlvigil.store.duckdb import DuckDBStore
 
 ROOT = Path(__file__).parents[1]
@@ -89,10 +90,12 @@ def test_a_corrupt_record_inside_the_log_is_an_error(tmp_path: Path) -> None:
 def test_the_log_is_bounded_until_loaded(tmp_path: Path) -> None:
     store = DuckDBStore(tmp_path / "db")
     wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096, max_bytes=8192)
-    with pytest.raises(LogFull, match="not yet loaded"):
+    with pytest.raises(LogFull, match="not yet loaded") as full:
         for i in range(1000):
             wal.append(_spans(i)).result(timeout=10)
     accepted = i
+    # Answered by the receivers as a full store is: 503 / UNAVAILABLE with Retry-After.
+    assert isinstance(full.value, StoreUnavailable) and full.value.retry_after > 0
     loader = DuckDBLoader(store)
     while load_once(wal, loader)[0]:
         pass

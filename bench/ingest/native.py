@@ -12,23 +12,33 @@ a shared machine does not count; each row the median of interleaved rounds):
   5. end to end into the write-ahead log: native + append, acknowledged after the group's
      fdatasync (8 requests in flight per group), writer thread included;
   6. the DuckDB loader: the log into DuckDB (llm_calls + spans), after the appends.
+With ``--baseline FILE.so`` (another build of the extension), rows 3-4 are measured for
+both builds, interleaved, so that a change is compared within one run.
+
+Then the loader thread at a paced rate (``--rate`` spans/s, default 100,000, for
+``--seconds``): requests are normalised and appended at that pace while the loader thread
+drains the log into DuckDB; prints the rate reached and the loader lag (age of the oldest
+record not loaded, sampled every 20 ms: median, p99, max) and the most bytes not loaded.
 Needs the extension built: ``maturin develop --release`` in native/mlvigil-native.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.ingest.spans import llm_request
 from collector.normalize import NormaliseOptions, normalise_traces
-from collector.wal import DuckDBLoader, WriteAheadLog, load_once
+from collector.wal import DuckDBLoader, LoaderThread, WriteAheadLog, load_once
 from mlvigil.store.duckdb import DuckDBStore
 
 SPANS_PER_REQUEST = 1000
@@ -52,12 +62,109 @@ def _wal_rate(bodies: list[bytes], wal: WriteAheadLog) -> float:
     return len(bodies) * SPANS_PER_REQUEST / (time.process_time() - t0)
 
 
+def _baseline(path: str) -> ModuleType:
+    """Another build of the extension, loaded beside the installed one."""
+    spec = importlib.util.spec_from_file_location("baseline_build.mlvigil_native", path)
+    assert spec is not None and spec.loader is not None, f"cannot load {path}"
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _paced_lag(bodies: list[bytes], rate: float, seconds: float, tmp: Path, prenormalised: bool) -> None:
+    """Append at ``rate`` spans/s for ``seconds`` with the loader thread draining; with
+    ``prenormalised`` the requests are normalised beforehand (the loader's lag alone, when
+    this machine's CPUs cannot also normalise at that rate)."""
+    import mlvigil_native
+
+    batches = [mlvigil_native.normalise_traces(b)[3] for b in bodies] if prenormalised else []
+    wal = WriteAheadLog(tmp / "paced-wal", max_bytes=1 << 40)
+    store = DuckDBStore(tmp / "paced-db")
+    loader = LoaderThread(wal, DuckDBLoader(store))
+    lags: list[float] = []
+    most_unloaded = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal most_unloaded
+        while not stop.wait(0.02):
+            lags.append(wal.lag_seconds())
+            most_unloaded = max(most_unloaded, wal.unloaded_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    interval = SPANS_PER_REQUEST / rate
+    t0 = time.monotonic()
+    sent, in_flight = 0, []
+    while (now := time.monotonic()) - t0 < seconds:
+        due = t0 + sent * interval
+        if now < due:
+            time.sleep(min(due - now, 0.01))
+            continue
+        i = sent % len(bodies)
+        tables = batches[i] if batches else mlvigil_native.normalise_traces(bodies[i])[3]
+        in_flight.append(wal.append(tables))
+        sent += 1
+        if len(in_flight) >= 8:
+            in_flight.pop(0).result()
+    for f in in_flight:
+        f.result()
+    reached = sent * SPANS_PER_REQUEST / (time.monotonic() - t0)
+    caught_up = loader.drain(timeout=60)
+    stop.set()
+    sampler.join()
+    loader.stop()
+    wal.close()
+    store.close()
+    lags.sort()
+    p = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))] if lags else float("nan")  # noqa: E731
+    print(
+        f"  loader thread{' (requests normalised beforehand)' if prenormalised else ''}"
+        f" at {rate:,.0f} spans/s offered for {seconds:.0f}s: reached {reached:,.0f}"
+        f" spans/s; lag median {p(0.5):.3f}s p99 {p(0.99):.3f}s max {lags[-1] if lags else 0:.3f}s;"
+        f" most bytes not loaded {most_unloaded / 1e6:.1f} MB; {len(loader.groups)} groups;"
+        f" caught up after: {caught_up}"
+    )
+
+
+def _rounds(
+    rows: dict[str, Callable[[bytes], object]], bodies: list[bytes], rounds: int, requests: int
+) -> None:
+    wal_row, load_row = "end to end: native + durable log append", "DuckDB loader (log -> llm_calls, spans)"
+    rates: dict[str, list[float]] = {name: [] for name in [*rows, wal_row, load_row]}
+    with tempfile.TemporaryDirectory() as tmp:
+        wal = WriteAheadLog(Path(tmp) / "wal", max_bytes=1 << 40)
+        store = DuckDBStore(Path(tmp) / "db")
+        loader = DuckDBLoader(store)
+        for _ in range(rounds):
+            for name, fn in rows.items():
+                rates[name].append(_rate(fn, bodies))
+            rates[wal_row].append(_wal_rate(bodies, wal))
+            t0, loaded = time.process_time(), 0
+            while n := load_once(wal, loader, max_records=8)[0]:
+                loaded += n
+            rates[load_row].append(loaded * SPANS_PER_REQUEST / (time.process_time() - t0))
+        wal.close()
+        store.close()
+    bound = statistics.median(rates["decode-only bound (protobuf)"])
+    print(f"{requests} requests x {SPANS_PER_REQUEST} LLM spans, median of {rounds} rounds, per CPU second")
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"  {name:42s} {med:>10,.0f} spans/s  {med / bound:5.2f} of the bound")
+    ratio = statistics.median(rates[load_row]) / statistics.median(rates[wal_row])
+    print(f"  DuckDB load rate / log append rate: {ratio:.2f}")
+
+
 def main() -> None:
     import mlvigil_native
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--baseline", help="another build of the extension (.so) to compare")
+    parser.add_argument("--rate", type=float, default=100_000.0, help="spans/s for the loader lag run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the loader lag run")
+    parser.add_argument("--lag-only", action="store_true", help="only the loader lag runs")
     args = parser.parse_args()
     bodies = [llm_request(SPANS_PER_REQUEST, seed=i) for i in range(args.requests)]
     opts = NormaliseOptions()
@@ -69,32 +176,17 @@ def main() -> None:
         "native scan (bytes -> Arrow, in Rust)": mlvigil_native.scan_traces_count,
         "native to pyarrow RecordBatches": mlvigil_native.normalise_traces,
     }
-    wal_row, load_row = "end to end: native + durable log append", "DuckDB loader (log -> llm_calls, spans)"
-    rates: dict[str, list[float]] = {name: [] for name in [*rows, wal_row, load_row]}
+    if args.baseline:
+        base = _baseline(args.baseline)
+        rows["  baseline build: native scan"] = base.scan_traces_count
+        rows["  baseline build: to pyarrow"] = base.normalise_traces
+    if not args.lag_only:
+        _rounds(rows, bodies, args.rounds, args.requests)
     with tempfile.TemporaryDirectory() as tmp:
-        wal = WriteAheadLog(Path(tmp) / "wal", max_bytes=1 << 40)
-        store = DuckDBStore(Path(tmp) / "db")
-        loader = DuckDBLoader(store)
-        for _ in range(args.rounds):
-            for name, fn in rows.items():
-                rates[name].append(_rate(fn, bodies))
-            rates[wal_row].append(_wal_rate(bodies, wal))
-            t0, loaded = time.process_time(), 0
-            while n := load_once(wal, loader, max_records=8)[0]:
-                loaded += n
-            rates[load_row].append(loaded * SPANS_PER_REQUEST / (time.process_time() - t0))
-        wal.close()
-        store.close()
-    bound = statistics.median(rates["decode-only bound (protobuf)"])
-    print(
-        f"{args.requests} requests x {SPANS_PER_REQUEST} LLM spans,"
-        f" median of {args.rounds} rounds, per CPU second"
-    )
-    for name, r in rates.items():
-        med = statistics.median(r)
-        print(f"  {name:42s} {med:>10,.0f} spans/s  {med / bound:5.2f} of the bound")
-    ratio = statistics.median(rates[load_row]) / statistics.median(rates[wal_row])
-    print(f"  DuckDB load rate / log append rate: {ratio:.2f}")
+        for prenormalised in (False, True):
+            run_dir = Path(tmp) / f"paced-{prenormalised}"
+            run_dir.mkdir()
+            _paced_lag(bodies, args.rate, args.seconds, run_dir, prenormalised)
 
 
 if __name__ == "__main__":
