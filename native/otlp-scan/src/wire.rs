@@ -77,8 +77,20 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    /// A varint; one-byte varints (most lengths, enums, small ints) without the loop.
+    #[inline(always)]
     pub fn varint(&mut self) -> Res<u64> {
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(b as u64);
+            }
+        }
+        self.varint_long()
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Res<u64> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let b = self.byte()?;
@@ -90,9 +102,21 @@ impl<'a> Reader<'a> {
         invalid("varint longer than 10 bytes")
     }
 
-    /// (field number, wire type).
-    #[inline]
+    /// (field number, wire type); one-byte tags (fields 1-15, all of OTLP's but a few)
+    /// without the loop.
+    #[inline(always)]
     pub fn tag(&mut self) -> Res<(u32, u8)> {
+        if let Some(&b) = self.buf.get(self.pos) {
+            if (8..0x80).contains(&b) {
+                self.pos += 1;
+                return Ok(((b >> 3) as u32, b & 7));
+            }
+        }
+        self.tag_long()
+    }
+
+    #[inline(never)]
+    fn tag_long(&mut self) -> Res<(u32, u8)> {
         let mut v: u64 = 0;
         for i in 0..5 {
             let b = self.byte()?;
