@@ -226,7 +226,7 @@ fn span<'a>(buf: &'a [u8], depth: u32) -> Res<SpanRec<'a>> {
         kind: 0,
         start: 0,
         end: 0,
-        attrs: Dict::indexed(16),
+        attrs: Dict::indexed(32),
         events: Vec::new(),
         status_code: 0,
         status_message: "",
