@@ -386,6 +386,44 @@ pub static SUMMARY_POINT_REST: Schema = Schema {
     fields: &[(6, Kind::Msg(&VALUE_AT_QUANTILE))],
 };
 
+/// The items of a request (spans, data points, log records, with the resource, scope and
+/// metric entries around them), counted as collector/otlp_decode.py `count_items` counts
+/// them. Past the limit, nothing more is kept (memory stays bounded) but the rest of the
+/// request is still checked, so a malformed request is refused as malformed first.
+pub struct ItemCount {
+    pub n: u64,
+    pub max: u64,
+}
+
+impl ItemCount {
+    pub fn new(max: usize) -> Self {
+        ItemCount { n: 0, max: max as u64 }
+    }
+
+    /// Count `k` more; whether items may still be kept.
+    #[inline]
+    pub fn add(&mut self, k: u64) -> bool {
+        self.n += k;
+        self.n <= self.max
+    }
+
+    #[inline]
+    pub fn over(&self) -> bool {
+        self.n > self.max
+    }
+
+    pub fn check(&self) -> Res<()> {
+        if self.over() {
+            return Err(Error::TooLarge(format!(
+                "more than {} items (spans, data points or log records, with the resource and scope entries around them) \
+                 in one request; split the export or raise ingest.max_items_per_request",
+                self.max
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,43 +473,5 @@ mod tests {
         }
         assert!(validate(&groups(100), &SCOPE, 0).is_ok());
         assert!(validate(&groups(101), &SCOPE, 0).is_err());
-    }
-}
-
-/// The items of a request (spans, data points, log records, with the resource, scope and
-/// metric entries around them), counted as collector/otlp_decode.py `count_items` counts
-/// them. Past the limit, nothing more is kept (memory stays bounded) but the rest of the
-/// request is still checked, so a malformed request is refused as malformed first.
-pub struct ItemCount {
-    pub n: u64,
-    pub max: u64,
-}
-
-impl ItemCount {
-    pub fn new(max: usize) -> Self {
-        ItemCount { n: 0, max: max as u64 }
-    }
-
-    /// Count `k` more; whether items may still be kept.
-    #[inline]
-    pub fn add(&mut self, k: u64) -> bool {
-        self.n += k;
-        self.n <= self.max
-    }
-
-    #[inline]
-    pub fn over(&self) -> bool {
-        self.n > self.max
-    }
-
-    pub fn check(&self) -> Res<()> {
-        if self.over() {
-            return Err(Error::TooLarge(format!(
-                "more than {} items (spans, data points or log records, with the resource and scope entries around them) \
-                 in one request; split the export or raise ingest.max_items_per_request",
-                self.max
-            )));
-        }
-        Ok(())
     }
 }
