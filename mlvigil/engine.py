@@ -14,12 +14,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from detectors.base import Detector
 from mlvigil.aio import stop_task
 from mlvigil.findings import Finding, State
 from mlvigil.metrics import Telemetry
 from mlvigil.store import Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    from mlvigil.coordination import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,20 @@ class FindingBook:
                     log.exception("finding listener failed on %s %s", what, f.id)
         return transitions
 
+    def reload(self, detector: str) -> None:
+        """Re-read ``detector``'s firing Findings from the store: another replica ran it until
+        now (its lease moved here), so what this process remembers of it may be stale."""
+        stored = {
+            f.id: f
+            for f in self._store.findings(state=State.FIRING, limit=1_000_000)
+            if f.detector == detector
+        }
+        with self._lock:
+            firing = {i: f for i, f in self._firing.items() if f.detector != detector or i in stored}
+            firing.update(stored)
+            self._firing = firing
+        self._publish_gauge()
+
     def _publish_gauge(self) -> None:
         if not self._telemetry:
             return
@@ -112,14 +130,31 @@ class DetectorLoop:
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._run_lock = threading.Lock()
+        #: With replicas on a shared store: which detectors this one runs (leases).
+        self.coordinator: Coordinator | None = None
+
+    # -- replicas: each detector runs where its lease is (mlvigil.coordination) -------------
+    def share(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        coordinator.on_acquired(lambda key: self._book.reload(key.removeprefix("detector:")))
+        self._share_keys()
+
+    def _share_keys(self) -> None:
+        if self.coordinator is not None:
+            self.coordinator.set_keys(f"detector:{d.name}" for d in self.detectors)
+
+    def _runs_here(self, name: str) -> bool:
+        return self.coordinator is None or self.coordinator.holds(f"detector:{name}")
 
     def add(self, detector: Detector) -> None:
         self.detectors.append(detector)
+        self._share_keys()
 
     def remove(self, name: str) -> None:
         """Drop a detector and resolve what it had firing."""
         with self._run_lock:
             self.detectors = [d for d in self.detectors if d.name != name]
+            self._share_keys()
             self._book.record(name, [], time.time())
 
     def evaluate_all(self, now: float | None = None) -> list[tuple[Finding, str]]:
@@ -128,11 +163,15 @@ class DetectorLoop:
         out: list[tuple[Finding, str]] = []
         with self._run_lock:
             for det in list(self.detectors):
+                if not self._runs_here(det.name):
+                    continue
                 try:
                     reported = det.evaluate(self._store, now)
                 except Exception:
                     log.exception("detector %s failed; its findings are kept as they were", det.name)
                     continue
+                if not self._runs_here(det.name):
+                    continue  # the lease lapsed while evaluating: its new holder writes
                 try:
                     out.extend(self._book.record(det.name, reported, now))
                 except StoreUnavailable as exc:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, set-up included: the venv, Prometheus and Alertmanager (Debian's
+# The whole test suite, set-up included: the venv, Prometheus, Alertmanager and PostgreSQL (Debian's
 # real servers, started by the tests), then pytest; then the alibi-detect backend's tests in
 # their own venv (below). Extra arguments go to the main pytest run only.
 # MLVIGIL_ALIBI_TESTS=0 leaves the alibi-detect part out.
@@ -10,6 +10,8 @@ bash scripts/setup.sh test
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+# The PostgreSQL store's tests start Debian's server themselves (tests/pg.py).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)
