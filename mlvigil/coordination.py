@@ -197,6 +197,9 @@ class Coordinator:
             surplus += mine[target:]
             mine = mine[:target]
         if surplus:
+            with self._lock:  # stop acting on them before anyone else may take them
+                for key in surplus:
+                    self._held.pop(key, None)
             self.leases.release(surplus)
         taken = {name for name, _ in live}
         free = [k for k in keys if k not in taken and k not in mine]
@@ -204,15 +207,16 @@ class Coordinator:
         new: list[str] = []
         if len(mine) < target and free:
             new = self.leases.acquire(free[: target - len(mine)], self.ttl)
-        with self._lock:
-            self._held = {k: deadline for k in (*mine, *new)}
         for key in new:
+            # Before this replica acts on the key (its state may have moved on elsewhere).
             log.info("coordination: %s now runs %s", self.replica_id, key)
             for listener in self._listeners:
                 try:
                     listener(key)
                 except Exception:
                     log.exception("coordination listener failed on %s", key)
+        with self._lock:
+            self._held = {k: deadline for k in (*mine, *new)}
 
     async def _run(self) -> None:
         while True:
