@@ -227,8 +227,8 @@ def _scenario(
         for run in RUNS:
             for rank in range(RANKS):
                 body = _steps_export(run, rank, first, min(STEPS, first + 20), t0)
-                live = [i for i in range(3) if alive[i]]
-                assert _post(replicas[live[k % len(live)]].otlp_http, body)
+                up = [i for i in range(3) if alive[i]]
+                assert _post(replicas[up[k % len(up)]].otlp_http, body)
                 assert _post(single.otlp_http, body)
                 k += 1
         if first == 80:
@@ -262,7 +262,7 @@ def _scenario(
 
     # Every acknowledged export is stored exactly once (50 spans each).
     with psycopg.connect(dsn, autocommit=True) as con:
-        counts = dict(
+        counts: dict[str, int] = dict(
             con.execute(
                 "SELECT trace_id, count(*) FROM spans WHERE name LIKE 'export-%' GROUP BY trace_id"
             ).fetchall()
@@ -318,8 +318,8 @@ def test_rolling_restart_under_load_loses_no_export(
         t.start()
     try:
         for r in replicas:
-            before = len(acked)
-            replicas[0].wait_for(lambda before=before: len(acked) > before + 10, timeout=30)
+            want = len(acked) + 10
+            replicas[0].wait_for(lambda: len(acked) > want, timeout=30)  # noqa: B023 (used at once)
             assert r.stop() == 0  # SIGTERM: drain what was acknowledged, then exit
             r.start()  # same ports: the "pod" comes back
     finally:
@@ -328,7 +328,9 @@ def test_rolling_restart_under_load_loses_no_export(
             t.join(60)
     assert failed == []
     with psycopg.connect(postgres_dsn, autocommit=True) as con:
-        counts = dict(con.execute("SELECT trace_id, count(*) FROM spans GROUP BY trace_id").fetchall())
+        counts: dict[str, int] = dict(
+            con.execute("SELECT trace_id, count(*) FROM spans GROUP BY trace_id").fetchall()
+        )
     assert len(acked) > 30
     missing = [n for n in acked if counts.get(f"{n:032x}") != 20]
     assert missing == []
