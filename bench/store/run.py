@@ -20,7 +20,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,9 @@ GPUS = 10_000
 METRICS = ("hw.gpu.utilization", "hw.gpu.memory.usage", "hw.gpu.temperature", "hw.gpu.power")
 
 
-def gpu_batches(rows: int, batch: int, t_end: float, seed: int = 1) -> list[RecordBatch]:
-    """``rows`` GPU samples, 1 Hz per GPU and metric, ending at ``t_end``."""
+def gpu_batches(rows: int, batch: int, t_end: float, seed: int = 1) -> Iterator[list[RecordBatch]]:
+    """``rows`` GPU samples, 1 Hz per GPU and metric, ending at ``t_end``, in chunks of up to
+    200 batches (10 M rows as Python objects would not fit this machine's memory at once)."""
     rng = random.Random(seed)
     per_second = GPUS * len(METRICS)
     seconds = max(1, rows // per_second)
@@ -63,9 +64,13 @@ def gpu_batches(rows: int, batch: int, t_end: float, seed: int = 1) -> list[Reco
                 if b.rows("metric_points") >= batch:
                     out.append(b)
                     b = RecordBatch()
+                    if len(out) >= 200:
+                        yield out
+                        out = []
     if b.rows("metric_points"):
         out.append(b)
-    return out
+    if out:
+        yield out
 
 
 def llm_batches(rows: int, batch: int, t_end: float, seed: int = 2) -> list[RecordBatch]:
@@ -102,7 +107,10 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def load(store: Store, batches: list[RecordBatch], group: int, server_pid: int | None) -> dict[str, float]:
+def load(
+    store: Store, batches: list[RecordBatch], group: int, server_pid: int | None, into: dict[str, float]
+) -> None:
+    """Append ``batches`` in group commits; adds rows, wall and CPU seconds to ``into``."""
     rows = sum(sum(b.rows(t) for t in b.columns) for b in batches)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     srv0 = _proc_cpu(server_pid) if server_pid else 0.0
@@ -110,10 +118,13 @@ def load(store: Store, batches: list[RecordBatch], group: int, server_pid: int |
         errors = [e for e in store.append_many(batches[i : i + group]) if e is not None]
         if errors:
             raise SystemExit(f"load failed: {errors[0]}")
-    wall = time.perf_counter() - wall0
-    client = time.process_time() - cpu0
-    server = (_proc_cpu(server_pid) - srv0) if server_pid else 0.0
-    return {"rows": rows, "wall": wall, "client_cpu": client, "server_cpu": server}
+    for key, value in (
+        ("rows", rows),
+        ("wall", time.perf_counter() - wall0),
+        ("client_cpu", time.process_time() - cpu0),
+        ("server_cpu", (_proc_cpu(server_pid) - srv0) if server_pid else 0.0),
+    ):
+        into[key] = into.get(key, 0.0) + value
 
 
 def queries(t_end: float) -> dict[str, Callable[[Store], Any]]:
@@ -151,7 +162,9 @@ def timed(fn: Callable[[Store], Any], store: Store, repeat: int = 3) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.store", description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="1000000,10000000", help="rows of GPU samples per run, comma-separated")
+    ap.add_argument(
+        "--sizes", default="1000000,10000000", help="rows of GPU samples per run, comma-separated"
+    )
     ap.add_argument("--llm-rows", type=int, default=200_000, help="LLM call rows loaded besides")
     ap.add_argument("--batch", type=int, default=5000, help="rows per RecordBatch (one OTLP export)")
     ap.add_argument("--group", type=int, default=8, help="batches per group commit")
@@ -167,22 +180,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for size in sizes:
             t_end = time.time()
-            gpu = gpu_batches(size, args.batch, t_end)
-            llm = llm_batches(args.llm_rows, args.batch, t_end)
             data = Path(tempfile.mkdtemp(prefix="bench-store-"))
             dsn = args.dsn or server.create_database()  # type: ignore[union-attr]
-            stores: dict[str, Store] = {"duckdb": DuckDBStore(data), "postgres": PostgresStore(dsn)}
-            results: dict[str, dict[str, Any]] = {}
+            pg = PostgresStore(dsn)
+            stores: dict[str, Store] = {"duckdb": DuckDBStore(data), "postgres": pg}
+            # Connected, with today's partitions, before the clock starts.
+            pg.append_many(llm_batches(1, 1, t_end) + next(gpu_batches(1, 1, t_end)))
+            assert pg._writer is not None
+            pids = {"duckdb": None, "postgres": pg._writer.info.backend_pid}
+            results: dict[str, dict[str, Any]] = {s: {"gpu": {}, "llm": {}} for s in stores}
             try:
+                # The same batches to both stores, chunk by chunk.
+                for chunk in gpu_batches(size, args.batch, t_end):
+                    for name, store in stores.items():
+                        load(store, chunk, args.group, pids[name], results[name]["gpu"])
+                llm = llm_batches(args.llm_rows, args.batch, t_end)
                 for name, store in stores.items():
-                    pid = None
-                    if isinstance(store, PostgresStore):
-                        store.append_many(gpu[:1])  # connect (and create the day partition) first
-                        assert store._writer is not None
-                        pid = store._writer.info.backend_pid
-                    res = load(store, gpu if pid is None else gpu[1:], args.group, pid)
-                    res_llm = load(store, llm, args.group, pid)
-                    results[name] = {"gpu": res, "llm": res_llm}
+                    load(store, llm, args.group, pids[name], results[name]["llm"])
+                for name, store in stores.items():
                     results[name]["queries"] = {q: timed(fn, store) for q, fn in queries(t_end).items()}
                 _print(size, args.llm_rows, results)
             finally:
@@ -208,4 +223,7 @@ def _print(size: int, llm_rows: int, results: dict[str, dict[str, Any]]) -> None
             + "".join(f"{r['client_cpu']:>8.1f}/{r['server_cpu']:<7.1f}" for r in row)
         )
     for q in results["duckdb"]["queries"]:
-        print(f"{q:34}" + "".join(f"{results[s]['queries'][q] * 1000:>13.1f} ms" for s in ("duckdb", "postgres")))
+        print(
+            f"{q:34}"
+            + "".join(f"{results[s]['queries'][q] * 1000:>13.1f} ms" for s in ("duckdb", "postgres"))
+        )

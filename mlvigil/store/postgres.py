@@ -73,7 +73,7 @@ _INDEXES: dict[str, tuple[tuple[str, ...], ...]] = {
     "inferences": (("request_id",), ("service", "model", "ts")),
     "labels": (("request_id",),),
     "training_steps": (("run_id", "ts"),),
-    "metric_points": (("name", "ts"),),
+    "metric_points": (("name", "ts"), ("hw_id", "ts")),
     "llm_calls": (("service", "ts"),),
 }
 
