@@ -46,11 +46,12 @@ def migrate(data_dir: Path, dsn: str, *, progress: Any = None) -> dict[str, int]
         for table, cols in TABLES.items():
             names = [c.name for c in cols]
             select = ", ".join(f'"{n}"' for n in names)
-            reader = source._read(
-                lambda cur, select=select, table=table: cur.execute(
-                    f'SELECT {select} FROM "{table}" ORDER BY ts'
-                ).to_arrow_reader(CHUNK_ROWS)
-            )
+            sql = f'SELECT {select} FROM "{table}" ORDER BY ts'
+
+            def stream(cur: Any, sql: str = sql) -> Any:
+                return cur.execute(sql).to_arrow_reader(CHUNK_ROWS)
+
+            reader = source._read(stream)
             n = 0
             for arrow in reader:
                 batch = RecordBatch(columns={table: arrow.to_pydict()})
