@@ -273,7 +273,12 @@ class RetrainService:
         with self._lock:
             doc = self._triggers.get(msg["id"])
             if doc is None:
-                return
+                # Replicas on a shared store: another replica recorded the trigger and this one
+                # delivered it (docs/scale-out.md); the outcome is kept on the stored trigger.
+                doc = self.store.get_doc(TRIGGERS, msg["id"])
+                if doc is None:
+                    return
+                self._triggers[msg["id"]] = doc
             now = self._clock()
             if msg["state"] == "delivered":
                 doc["run"] = msg.get("result") or {}

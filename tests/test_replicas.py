@@ -7,6 +7,7 @@ embedded replica finds on the same data. Then a rolling restart under load loses
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import urllib.error
@@ -175,6 +176,12 @@ def _unsent(dsn: str) -> int:
     return int(row[0]) if row else -1
 
 
+def _trigger_states(dsn: str) -> list[str]:
+    with psycopg.connect(dsn, autocommit=True) as con:
+        rows = con.execute("SELECT body FROM docs WHERE collection = 'retrain_triggers'").fetchall()
+    return sorted(json.loads(r[0])["status"] for r in rows)
+
+
 def _stragglers(h: ServiceHandle) -> set[tuple[str, str]]:
     return {(f["subject"]["run_id"], f["subject"]["rank"]) for f in h.findings(kind="straggler")}
 
@@ -288,6 +295,12 @@ def _scenario(
     assert len(ids) == len(set(ids)), Counter(ids).most_common(3)
     names = Counter(r["display_name"] for r in kfp.runs.values())
     assert kfp.creates == len(RUNS) and max(names.values()) == 1, names
+    # Whichever replica delivered a trigger follows its run to the end (stored trigger states).
+    done = ["succeeded"] * len(RUNS)
+    try:
+        live[0].wait_for(lambda: _trigger_states(dsn) == done, timeout=60)
+    except AssertionError:
+        raise AssertionError(f"trigger states {_trigger_states(dsn)}, want {done}") from None
 
 
 def test_rolling_restart_under_load_loses_no_export(
