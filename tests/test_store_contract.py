@@ -216,3 +216,20 @@ def test_postgres_down_is_unavailable_not_an_error(tmp_path: Path, pg_server: An
 
     with pytest.raises(StoreUnavailable):
         PostgresStore(f"postgresql://postgres@127.0.0.1:{_free_port()}/x", connect_timeout=1)
+
+
+def test_postgres_a_batch_naming_a_thousand_days_creates_only_the_retained_ones(postgres_dsn: str) -> None:
+    from mlvigil.store.postgres import PostgresStore
+
+    pg = PostgresStore(postgres_dsn, past_days=3)
+    try:
+        now = time.time()
+        b = RecordBatch()
+        for k in range(1000):
+            b.add("logs", ts=now - k * DAY, service="s", body="x")
+        assert pg.append_many([b]) == [None]
+        assert len(_partitions(pg, "logs")) == 4  # today and the 3 days retention keeps
+        assert pg.counts()["logs"] == 1000
+        assert pg.apply_retention({"logs": now - 3.5 * DAY}) == {"logs": 996}
+    finally:
+        pg.close()

@@ -27,5 +27,8 @@ def open_configured(cfg: StorageConfig) -> Store:
         dsn = cfg.resolve_dsn()
         if not dsn:
             raise StoreError("storage.dsn is empty (its environment variable or file holds nothing)")
-        return PostgresStore(dsn)
+        # Partitions are made for days still within the longest retention (older rows are
+        # about to be deleted: they go to the default partition).
+        longest = max(cfg.retention.values(), default=0.0)
+        return PostgresStore(dsn, past_days=int(longest // 86400) + 1)
     return open_store(str(cfg.data_dir), min_free_bytes=cfg.min_free_bytes)

@@ -47,8 +47,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DAY = 86400.0
-# Day partitions are created for rows within this window around now; rows outside it (a
-# producer clock years off) go to the default partition rather than to a new partition each.
+# Day partitions are created for rows within a window around now: back to the longest
+# retention (``past_days``; older rows are dropped soon anyway) and FUTURE_DAYS ahead. Rows
+# outside it (a producer clock years off) go to the default partition, so one hostile batch
+# creates at most past_days + FUTURE_DAYS partitions, not one per distinct day it names.
 PAST_DAYS = 400
 FUTURE_DAYS = 7
 
@@ -105,9 +107,11 @@ class PostgresStore(Store):
         *,
         retry_after: int = 5,
         connect_timeout: float = 5.0,
+        past_days: int = PAST_DAYS,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.dsn = dsn
+        self.past_days = past_days
         self.retry_after = retry_after
         self.connect_timeout = connect_timeout
         self._now = now
@@ -253,7 +257,7 @@ class PostgresStore(Store):
         """Create the day partitions ``ts`` needs (writer lock held, outside a transaction)."""
         today = int(self._now() // DAY)
         days = {int(t // DAY) for t in ts if t is not None} - self._partitions[table]
-        days = {d for d in days if today - PAST_DAYS <= d <= today + FUTURE_DAYS}
+        days = {d for d in days if today - self.past_days <= d <= today + FUTURE_DAYS}
         for day in sorted(days):
             name = partition_name(table, day)
             lo, hi = day * DAY, (day + 1) * DAY
