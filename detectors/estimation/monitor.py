@@ -257,7 +257,8 @@ class EstimatedPerformance:
             self.estimator.fit(ref)
         except ImportError as exc:
             raise EstimationError(
-                "estimated_performance needs scikit-learn: pip install 'mlvigil[estimation]'"
+                f"estimated_performance cannot import {exc.name or 'its models'}: "
+                "pip install 'mlvigil[estimation]' (scikit-learn and LightGBM)"
             ) from exc
         self.n_reference = int(keep.sum())
         return self.n_reference

@@ -58,7 +58,7 @@ class PAPE(CBPE):
             np.sort(self.rng.choice(n, MAX_REFERENCE_ROWS, replace=False)) if n > MAX_REFERENCE_ROWS else None
         )
 
-    def _calibrated(self, analysis: Sample) -> np.ndarray:
+    def _calibrated(self, analysis: Sample, scores: np.ndarray) -> np.ndarray:
         ref = self.reference
         assert ref is not None and ref.features is not None and ref.labels is not None
         if analysis.features is None or analysis.features.shape[1:] != ref.features.shape[1:]:
@@ -71,7 +71,7 @@ class PAPE(CBPE):
             "max_weight": float(w.max()),
         }
         calibrator = Calibrator().fit(np.asarray(sub.scores, dtype=float), sub.labels.astype(int), w)
-        return calibrator.predict(self._check(analysis))
+        return calibrator.predict(scores)
 
     def describe(self) -> dict:
         return {**super().describe(), "weights": self.last_weights}
