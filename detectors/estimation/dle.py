@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from detectors.estimation.base import BAND_LEVEL, EstimationError, PerformanceEstimator, Sample
-from detectors.estimation.density_ratio import MAX_REFERENCE_ROWS, effective_sample_size, importance_weights
+from detectors.estimation.density_ratio import effective_sample_size, importance_weights
 from detectors.estimation.metrics import REGRESSION_METRICS, regression_metric
 
 
@@ -165,12 +165,6 @@ class DLE(PerformanceEstimator):
             var = float(t[hold].var())
             self.quality[f"r2_{name}_loss"] = 1 - float((resid**2).mean()) / var if var > 0 else math.nan
             self._models[name] = self._new_model().fit(x, t)
-        n_all = len(reference)
-        self._subset = (
-            np.sort(self.rng.choice(n_all, MAX_REFERENCE_ROWS, replace=False))
-            if self.shift_robust and n_all > MAX_REFERENCE_ROWS
-            else None
-        )
 
     def _loss_models(self, analysis: Sample) -> dict[str, Any]:
         if not self.shift_robust:
@@ -179,12 +173,10 @@ class DLE(PerformanceEstimator):
         assert ref is not None
         if ref.features is None or analysis.features is None:
             raise EstimationError("shift_robust DLE needs the features of the reference and the window")
-        sub = ref if self._subset is None else ref.take(self._subset)
-        assert sub.features is not None
-        w = importance_weights(sub.features, np.asarray(analysis.features, dtype=float), self.seed)
+        w = importance_weights(ref.features, np.asarray(analysis.features, dtype=float), self.seed)
         self.quality["effective_reference_rows"] = effective_sample_size(w)
-        x = _design(sub)
-        return {name: self._new_model().fit(x, t, sample_weight=w) for name, t in self._targets(sub).items()}
+        x = _design(ref)
+        return {name: self._new_model().fit(x, t, sample_weight=w) for name, t in self._targets(ref).items()}
 
     def _estimate_window(self, analysis: Sample) -> dict[str, tuple[float, float, float, float]]:
         x = _design(analysis)
