@@ -7,10 +7,9 @@ p / (1 - p) times the ratio of reference to analysis rows it learnt from (Bickel
 Brückner & Scheffer, "Discriminative learning under covariate shift", JMLR 2009).
 The classifier is fitted on at most ``MAX_REFERENCE_ROWS`` reference rows, but every
 reference row gets a weight: the rows it was fitted on are scored out of fold, so it
-cannot memorise them into extreme weights, and the others by both folds' models. A
-weighted loss model or calibration then uses the whole reference: fitted on a 5000-row
-subset of car_price's 20,000, the shift-robust DLE was 2.5 times further off than the
-plain one.
+cannot memorise them into extreme weights, and the others by both folds' models. The
+shift-robust DLE's loss model (many features) needs the whole reference: fitted on a
+5000-row subset of car_price's 20,000 it was 2.5 times further off than the plain DLE.
 """
 
 from __future__ import annotations
