@@ -259,3 +259,12 @@ def test_dle_fits_only_the_loss_models_its_metrics_need() -> None:
     both = DLE(["mae", "rmse"]).fit(ref)
     assert set(both._models) == {"abs", "sq"}
     assert [e.metric for e in both.estimate(ref.take(np.arange(100)))] == ["mae", "rmse"]
+
+
+def test_dle_without_lightgbm_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lightgbm", None)  # import lightgbm now raises ImportError
+    x = np.random.default_rng(9).normal(size=(100, 2))
+    with pytest.raises(ImportError, match=r"pip install 'mlvigil\[estimation\]'"):
+        DLE(["mae"]).fit(Sample(predictions=x[:, 0], labels=x[:, 1], features=x))

@@ -81,9 +81,11 @@ class _LossModel:
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> _LossModel:
         try:
             import lightgbm
-        except ImportError as exc:
+        except (ImportError, OSError) as exc:  # OSError: no OpenMP runtime for its library
             raise ImportError(
-                "DLE needs LightGBM: pip install 'mlvigil[estimation]'", name="lightgbm"
+                f"DLE needs LightGBM ({exc}): pip install 'mlvigil[estimation]'; on Linux it also "
+                "needs the OpenMP runtime (Debian: apt-get install libgomp1)",
+                name="lightgbm",
             ) from exc
 
         data = lightgbm.Dataset(x, y, weight=sample_weight, free_raw_data=True)
