@@ -118,7 +118,7 @@ def bars(
 
 @dataclass
 class Series:
-    """One line: points (x, y); None y values break the line."""
+    """One line: points (x, y); points with a None y are left out (the line joins across them)."""
 
     name: str
     xs: Sequence[float]
@@ -262,23 +262,22 @@ def line_chart(chart: LineChart, width: int = 560, height: int = 200) -> str:
             )
     for i, s in enumerate(chart.series):
         color = s.color or PALETTE[i % len(PALETTE)]
-        segments: list[list[str]] = [[]]
+        points: list[str] = []
         prev_y: float | None = None
         for x, y in zip(s.xs, s.ys, strict=True):
             if y is None or not math.isfinite(y):
-                segments.append([])
-                prev_y = None
-                continue
+                continue  # an empty bin: the line joins its neighbours
             if s.step and prev_y is not None:
-                segments[-1].append(f"{px(x):.1f},{py(prev_y):.1f}")
-            segments[-1].append(f"{px(x):.1f},{py(y):.1f}")
+                points.append(f"{px(x):.1f},{py(prev_y):.1f}")
+            points.append(f"{px(x):.1f},{py(y):.1f}")
             prev_y = y
-        for seg in segments:
-            if seg:
-                parts.append(
-                    f'<polyline class="line" points="{" ".join(seg)}" fill="none" stroke="{color}"'
-                    f' stroke-width="1.5"><title>{html.escape(s.name)}</title></polyline>'
-                )
+        if len(points) == 1:
+            points.append(points[0])
+        if points:
+            parts.append(
+                f'<polyline class="line" points="{" ".join(points)}" fill="none" stroke="{color}"'
+                f' stroke-width="1.5" stroke-linecap="round"><title>{html.escape(s.name)}</title></polyline>'
+            )
     for m in chart.markers:
         if math.isfinite(m.y):
             parts.append(
