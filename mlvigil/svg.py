@@ -263,14 +263,14 @@ def line_chart(chart: LineChart, width: int = 560, height: int = 200) -> str:
     for i, s in enumerate(chart.series):
         color = s.color or PALETTE[i % len(PALETTE)]
         points: list[str] = []
-        prev_y: float | None = None
-        for x, y in zip(s.xs, s.ys, strict=True):
-            if y is None or not math.isfinite(y):
+        last_y: float | None = None
+        for xv, yv in zip(s.xs, s.ys, strict=True):
+            if yv is None or not math.isfinite(yv):
                 continue  # an empty bin: the line joins its neighbours
-            if s.step and prev_y is not None:
-                points.append(f"{px(x):.1f},{py(prev_y):.1f}")
-            points.append(f"{px(x):.1f},{py(y):.1f}")
-            prev_y = y
+            if s.step and last_y is not None:
+                points.append(f"{px(xv):.1f},{py(last_y):.1f}")
+            points.append(f"{px(xv):.1f},{py(yv):.1f}")
+            last_y = yv
         if len(points) == 1:
             points.append(points[0])
         if points:

@@ -44,7 +44,12 @@ def gpu_scenario() -> dict[str, Any]:
         "description": "console test node",
         "gpus": [{"uuid": gpu_uuid(i), "count": 1} for i in range(4)],
         "timeline": [
-            {"at": "0s", "gpu": 2, "set": {"clock_events": ["hw_slowdown"]}, "ramp": {"clocks.sm": {"to": 1200, "over": "1s"}}},
+            {
+                "at": "0s",
+                "gpu": 2,
+                "set": {"clock_events": ["hw_slowdown"]},
+                "ramp": {"clocks.sm": {"to": 1200, "over": "1s"}},
+            },
             {"at": "1s", "gpu": 3, "xid": 79},
             {"at": "2s", "gpu": 3, "lost": True},
         ],
@@ -58,7 +63,9 @@ def service_config(sink: WebhookSink, scenario: Path) -> dict[str, Any]:
             "training": {},
             "carbon": {
                 "country_iso_code": "FRA",
-                "budgets": [{"name": "console-budget", "run_id": RUN_ID, "kg_co2e": 1e-12, "planned_steps": 400}],
+                "budgets": [
+                    {"name": "console-budget", "run_id": RUN_ID, "kg_co2e": 1e-12, "planned_steps": 400}
+                ],
             },
         },
         "gpu": {
@@ -73,7 +80,9 @@ def service_config(sink: WebhookSink, scenario: Path) -> dict[str, Any]:
         },
         "alerts": {
             "receivers": [{"name": "sink", "webhook": {"url": sink.url + "/alerts"}}],
-            "routes": [{"receiver": "sink", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1s"}],
+            "routes": [
+                {"receiver": "sink", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1s"}
+            ],
             "tick": "100ms",
         },
         "retrain": {
@@ -100,7 +109,9 @@ def start(tmp: Path, sink: WebhookSink, token: str | None) -> ServiceHandle:
     return ServiceHandle(tmp / "data", service_config(sink, scenario), env).start()
 
 
-def _credit(rng: np.random.Generator, n: int, hard: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _credit(
+    rng: np.random.Generator, n: int, hard: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs, the calibrated P(positive) of a credit model and its labels (tests/test_estimation_e2e)."""
     x = rng.uniform(-0.3, 0.3, n) if hard else rng.normal(0, 1.5, n)
     p = 1 / (1 + np.exp(-3 * x))
@@ -126,7 +137,14 @@ def feed_drift(svc: ServiceHandle) -> None:
     window = {"size": 300, "min_size": 100}
     svc.post(
         "/api/v1/monitors",
-        {"name": "credit-features", "kind": "data", "service": "credit", "model": "credit", "reference": {"dataset": True}, "window": window},
+        {
+            "name": "credit-features",
+            "kind": "data",
+            "service": "credit",
+            "model": "credit",
+            "reference": {"dataset": True},
+            "window": window,
+        },
     )
     svc.post(
         "/api/v1/monitors",
@@ -142,7 +160,10 @@ def feed_drift(svc: ServiceHandle) -> None:
         },
     )
     x, p, y = _credit(rng, 2000)
-    svc.post("/api/v1/monitors/credit-features/reference", {"rows": [{"f0": float(a), "f1": float(b)} for a, b in x]})
+    svc.post(
+        "/api/v1/monitors/credit-features/reference",
+        {"rows": [{"f0": float(a), "f1": float(b)} for a, b in x]},
+    )
     svc.post(
         "/api/v1/monitors/credit-estimated/reference",
         {
@@ -181,7 +202,9 @@ def feed_drift(svc: ServiceHandle) -> None:
         for _ in range(600)
     ]
     svc.post("/api/v1/monitors/bot-traffic/reference", {"rows": ref})
-    with tracer_provider(http_span_exporter(svc.otlp_http, svc.token), "support-bot", batched=True) as provider:
+    with tracer_provider(
+        http_span_exporter(svc.otlp_http, svc.token), "support-bot", batched=True
+    ) as provider:
         tracer = provider.get_tracer("opentelemetry.instrumentation.openai")
         for i in range(200):
             with tracer.start_as_current_span("openai.chat") as span:
@@ -198,16 +221,31 @@ def feed_training(svc: ServiceHandle) -> int:
     """A 4-rank run (OTLP step spans, as the instrumented job sends them): rank 2 slows by 30 %
     from step 150 and the loss spikes at step 200. Returns the number of steps sent."""
     spec = RunSpec(
-        run_id=RUN_ID, world_size=4, steps=300, step_time=1.0, slow_rank=2, slow_from=150, slow_factor=1.3,
-        start_ts=time.time() - 420.0, blip_prob=0.0,
+        run_id=RUN_ID,
+        world_size=4,
+        steps=300,
+        step_time=1.0,
+        slow_rank=2,
+        slow_from=150,
+        slow_factor=1.3,
+        start_ts=time.time() - 420.0,
+        blip_prob=0.0,
     )
     rows = simulate(spec)
     providers: dict[int, Any] = {}
     with (
-        tracer_provider(http_span_exporter(svc.otlp_http, svc.token), "trainer", batched=True, **{"host.name": NODE}) as p0,
-        tracer_provider(http_span_exporter(svc.otlp_http, svc.token), "trainer", batched=True, **{"host.name": NODE}) as p1,
-        tracer_provider(http_span_exporter(svc.otlp_http, svc.token), "trainer", batched=True, **{"host.name": NODE}) as p2,
-        tracer_provider(http_span_exporter(svc.otlp_http, svc.token), "trainer", batched=True, **{"host.name": NODE}) as p3,
+        tracer_provider(
+            http_span_exporter(svc.otlp_http, svc.token), "trainer", batched=True, **{"host.name": NODE}
+        ) as p0,
+        tracer_provider(
+            http_span_exporter(svc.otlp_http, svc.token), "trainer", batched=True, **{"host.name": NODE}
+        ) as p1,
+        tracer_provider(
+            http_span_exporter(svc.otlp_http, svc.token), "trainer", batched=True, **{"host.name": NODE}
+        ) as p2,
+        tracer_provider(
+            http_span_exporter(svc.otlp_http, svc.token), "trainer", batched=True, **{"host.name": NODE}
+        ) as p3,
     ):
         providers = {0: p0, 1: p1, 2: p2, 3: p3}
         tracers = {r: p.get_tracer("train") for r, p in providers.items()}
@@ -242,8 +280,12 @@ def feed_carbon(svc: ServiceHandle) -> None:
     headers = {"Authorization": f"Bearer {svc.token}"} if svc.token else None
     out = MlvigilOutput(svc.otlp_http, run_id=RUN_ID, headers=headers)
     tracker = OfflineEmissionsTracker(
-        country_iso_code="FRA", project_name="console", output_methods=[], output_handlers=[out],
-        log_level="error", allow_multiple_runs=True,
+        country_iso_code="FRA",
+        project_name="console",
+        output_methods=[],
+        output_handlers=[out],
+        log_level="error",
+        allow_multiple_runs=True,
     )
     tracker.start()
     sum(i * i for i in range(200_000))

@@ -28,7 +28,9 @@ WAIT_S = 15.0
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceHandle, WebhookSink, dict[str, Any]]]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ServiceHandle, WebhookSink, dict[str, Any]]]:
     sink = WebhookSink().start()
     svc = console_feed.start(tmp_path_factory.mktemp("console"), sink, TOKEN)
     try:
@@ -44,10 +46,18 @@ def _chrome() -> Any:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_bin = shutil.which("chromedriver") or "/usr/lib/chromium/chromedriver"
     if chromium is None or not Path(driver_bin).exists():
-        pytest.fail("chromium and chromedriver are needed: apt-get install chromium chromium-driver (scripts/test.sh does)")
+        pytest.fail(
+            "chromium and chromedriver are needed: apt-get install chromium chromium-driver (scripts/test.sh does)"
+        )
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1000",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver_bin))
     driver.set_page_load_timeout(30)
@@ -66,7 +76,12 @@ def browser(stack: tuple[ServiceHandle, WebhookSink, dict[str, Any]]) -> Iterato
         _wait(driver, lambda d: "/ui/login" in d.current_url)
         driver.find_element(By.NAME, "token").send_keys(TOKEN)
         driver.find_element(By.CSS_SELECTOR, "form.login button").click()
-        _wait(driver, lambda d: d.current_url.endswith("/ui/findings") and d.find_elements(By.CSS_SELECTOR, "table.findings"))
+        _wait(
+            driver,
+            lambda d: (
+                d.current_url.endswith("/ui/findings") and d.find_elements(By.CSS_SELECTOR, "table.findings")
+            ),
+        )
         yield driver
     finally:
         driver.quit()
@@ -97,7 +112,9 @@ def _drawn(driver: Any, selector: str) -> int:
     )
 
 
-def _http(url: str, method: str = "GET", headers: dict[str, str] | None = None, data: bytes | None = None) -> tuple[int, dict[str, str], str]:
+def _http(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None, data: bytes | None = None
+) -> tuple[int, dict[str, str], str]:
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
             return None
@@ -155,9 +172,14 @@ def test_pages_need_the_token(stack: tuple[ServiceHandle, WebhookSink, dict[str,
         assert driver.get_cookies() == []
         driver.find_element(By.NAME, "token").send_keys(TOKEN)
         driver.find_element(By.CSS_SELECTOR, "form.login button").click()
-        _wait(driver, lambda d: d.current_url.endswith("/ui/gpus") and d.find_elements(By.CSS_SELECTOR, "table.fleet"))
+        _wait(
+            driver,
+            lambda d: d.current_url.endswith("/ui/gpus") and d.find_elements(By.CSS_SELECTOR, "table.fleet"),
+        )
         cookie = driver.get_cookie("mlvigil_console")
-        assert cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
+        assert (
+            cookie and cookie["httpOnly"] and cookie["sameSite"] == "Strict" and TOKEN not in cookie["value"]
+        )
         # The session reads the API (the console's JSON and raw-records links) but changes nothing there.
         jar = {"Cookie": f"mlvigil_console={cookie['value']}"}
         assert _http(f"{svc.api}/api/v1/findings?limit=1", headers=jar)[0] == 200
@@ -178,7 +200,7 @@ def test_the_list_filters_by_kind_severity_state_time_and_labels(stack: Any, bro
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    svc, _, found = stack
+    svc, _, _ = stack
     browser.get(f"{svc.api}/ui/findings")
     kinds = {a.text for a in browser.find_elements(By.CSS_SELECTOR, "table.findings a.kind")}
     assert set(console_feed.KINDS) <= kinds
@@ -186,7 +208,9 @@ def test_the_list_filters_by_kind_severity_state_time_and_labels(stack: Any, bro
 
     Select(browser.find_element(By.NAME, "severity")).select_by_value("critical")
     _wait(browser, lambda d: "severity=critical" in d.current_url)
-    severities = {e.text for e in browser.find_elements(By.CSS_SELECTOR, "table.findings td:first-child .badge")}
+    severities = {
+        e.text for e in browser.find_elements(By.CSS_SELECTOR, "table.findings td:first-child .badge")
+    }
     assert severities == {"critical"}
 
     Select(browser.find_element(By.NAME, "since")).select_by_value("1h")
@@ -210,7 +234,7 @@ def test_the_list_filters_by_kind_severity_state_time_and_labels(stack: Any, bro
 def test_each_kind_opens_from_the_list_with_its_evidence_drawn(stack: Any, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    svc, _, found = stack
+    svc, _, _ = stack
     # Drift: reference against current per feature, the monitor's statistic over time.
     _open_from_list(browser, svc.api, "data_drift")
     assert _drawn(browser, 'figure.feature[data-feature="f0"] svg rect.box') == 2  # reference, current
@@ -255,7 +279,10 @@ def test_each_kind_opens_from_the_list_with_its_evidence_drawn(stack: Any, brows
 
     # Carbon: emissions against the budget.
     _open_from_list(browser, svc.api, "carbon_overrun")
-    assert _drawn(browser, "svg.plot-line polyline.line") >= 1 and _drawn(browser, "svg.plot-line line.rule") >= 1
+    assert (
+        _drawn(browser, "svg.plot-line polyline.line") >= 1
+        and _drawn(browser, "svg.plot-line line.rule") >= 1
+    )
     _shot(browser, "finding-carbon")
 
     # Every finding page links its raw records, and they answer with the session.
@@ -306,7 +333,9 @@ def test_monitors_runs_and_gpus_pages(stack: Any, browser: Any) -> None:
 
     browser.get(f"{svc.api}/ui/gpus")
     verdicts = {
-        r.find_element(By.CSS_SELECTOR, "td:nth-child(3)").text: r.find_element(By.CSS_SELECTOR, ".verdict").get_attribute("data-verdict")
+        r.find_element(By.CSS_SELECTOR, "td:nth-child(3)").text: r.find_element(
+            By.CSS_SELECTOR, ".verdict"
+        ).get_attribute("data-verdict")
         for r in browser.find_elements(By.CSS_SELECTOR, "table.fleet tbody tr")
     }
     assert verdicts[console_feed.gpu_uuid(3)] == "fault"
@@ -321,10 +350,16 @@ def test_monitors_runs_and_gpus_pages(stack: Any, browser: Any) -> None:
 def test_a_phone_sized_window_reads_without_sideways_scrolling(stack: Any, browser: Any) -> None:
     svc, _, found = stack
     try:
-        for path in ("/ui/findings", f"/ui/findings/{found['straggler']['id']}", f"/ui/findings/{found['data_drift']['id']}"):
+        for path in (
+            "/ui/findings",
+            f"/ui/findings/{found['straggler']['id']}",
+            f"/ui/findings/{found['data_drift']['id']}",
+        ):
             browser.set_window_size(390, 844)
             browser.get(svc.api + path)
-            overflow = browser.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+            overflow = browser.execute_script(
+                "return document.documentElement.scrollWidth - window.innerWidth"
+            )
             assert overflow <= 1, (path, overflow)
         _shot(browser, "phone-finding-data-drift")
     finally:
@@ -334,12 +369,17 @@ def test_a_phone_sized_window_reads_without_sideways_scrolling(stack: Any, brows
 def test_alerts_link_to_the_finding_page(stack: Any, browser: Any) -> None:
     from selenium.webdriver.common.by import By
 
-    svc, sink, found = stack
+    svc, sink, _ = stack
     deliveries = svc.wait_for(lambda: [d for d in sink.deliveries if d.path == "/alerts"], timeout=WAIT_S)
     alert = deliveries[0].body["alerts"][0]
     path = "/ui/findings/" + alert["labels"]["finding_id"]
-    assert alert["generatorURL"].endswith(path) and alert["annotations"]["console_url"] == alert["generatorURL"]
+    assert (
+        alert["generatorURL"].endswith(path) and alert["annotations"]["console_url"] == alert["generatorURL"]
+    )
     browser.get(svc.api + path)
-    assert browser.find_element(By.CSS_SELECTOR, ".finding-head").get_attribute("data-kind") == alert["labels"]["alertname"]
+    assert (
+        browser.find_element(By.CSS_SELECTOR, ".finding-head").get_attribute("data-kind")
+        == alert["labels"]["alertname"]
+    )
     deliveries_table = browser.find_element(By.CSS_SELECTOR, "table.deliveries").text
     assert "sink" in deliveries_table

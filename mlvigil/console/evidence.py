@@ -369,8 +369,8 @@ def run_view(ctx: ServiceContext, run_id: str, focus: Finding | None = None) -> 
             continue
         value = _finite(g.evidence.get("value"))
         if value is None:
-            b = grid.bin_of(step)
-            value = loss[b] if 0 <= b < len(loss) and loss[b] is not None else 0.0
+            binned = loss[grid.bin_of(step)]
+            value = binned if binned is not None else 0.0
         loss_chart.markers.append(
             svg.Marker(step, value, f"{g.evidence.get('anomaly', 'anomaly')} at step {step:.0f}")
         )

@@ -288,8 +288,9 @@ class Console:
             + select("severity", [("", "any"), *[(str(s), str(s)) for s in Severity]], f["severity"])
             + select("state", [("", "any"), *[(str(s), str(s)) for s in State]], f["state"])
             + select("since", list(SINCE_CHOICES), f["since_text"])
-            + f'<label>labels <input name="label" value="{esc(f["labels_text"])}" placeholder="model=fraud, rank=2"'
-            ' size="22"></label> <button type="submit">Filter</button></form>'
+            + f'<label>labels <input name="label" value="{esc(f["labels_text"])}"'
+            ' placeholder="model=fraud, rank=2" size="22"></label>'
+            ' <button type="submit">Filter</button></form>'
         )
 
     async def finding(self, request: web.Request) -> web.Response:
@@ -305,7 +306,8 @@ class Console:
                 text=f"no finding {fid!r}: it may have been removed; see the list of findings"
             )
         head = (
-            f'<div class="finding-head" data-kind="{esc(f.kind)}">{badge(str(f.severity))} {badge(str(f.state))} '
+            f'<div class="finding-head" data-kind="{esc(f.kind)}">'
+            f"{badge(str(f.severity))} {badge(str(f.state))} "
             f"<b>{esc(f.kind)}</b> {labels(f.subject)}</div>"
             f'<p class="summary">{esc(f.summary)}</p>'
         )
@@ -410,11 +412,13 @@ class Console:
             )
             preview = ""
             if t.get("would_send"):
-                preview = f"<details><summary>would send</summary><pre>{esc(json.dumps(t['would_send'], indent=2))}</pre></details>"
+                sent = esc(json.dumps(t["would_send"], indent=2))
+                preview = f"<details><summary>would send</summary><pre>{sent}</pre></details>"
             delivery = t.get("delivery") or {}
             rows.append(
                 [
-                    f'<span class="trigger-status" data-trigger="{esc(t["id"])}">{badge(t["status"], "trigger")}</span>',
+                    f'<span class="trigger-status" data-trigger="{esc(t["id"])}">'
+                    f"{badge(t['status'], 'trigger')}</span>",
                     esc(t.get("policy")),
                     esc(f"{t.get('target')} ({t.get('target_kind')})"),
                     esc(t.get("run_name")),
@@ -575,11 +579,7 @@ class Console:
 
     def _run_page(self, run_id: str) -> str:
         health, firing = self._health("run_id", run_id, TRAINING_KINDS | CARBON_KINDS)
-        items = "".join(
-            f'<li>{badge(str(f.severity))} <a href="/ui/findings/{esc(f.id)}">{esc(f.kind)}</a> {esc(f.summary)}</li>'
-            for f in firing
-        )
-        head = f"<p>Health: {badge(health)}</p>" + (f'<ul class="firing">{items}</ul>' if items else "")
+        head = f"<p>Health: {badge(health)}</p>" + _firing_list(firing)
         return head + run_view(self.ctx, run_id)
 
     async def gpus(self, request: web.Request) -> web.Response:
@@ -636,12 +636,17 @@ class Console:
 
     def _gpu_page(self, uuid: str, since: float) -> str:
         health, firing = self._health("gpu_uuid", uuid, GPU_KINDS)
-        items = "".join(
-            f'<li>{badge(str(f.severity))} <a href="/ui/findings/{esc(f.id)}">{esc(f.kind)}</a> {esc(f.summary)}</li>'
-            for f in firing
-        )
-        head = f"<p>Verdict: {badge(health)}</p>" + (f'<ul class="firing">{items}</ul>' if items else "")
+        head = f"<p>Verdict: {badge(health)}</p>" + _firing_list(firing)
         return head + gpu_view(self.ctx, uuid, since)
+
+
+def _firing_list(firing: list[Finding]) -> str:
+    items = "".join(
+        f'<li>{badge(str(f.severity))} <a href="/ui/findings/{esc(f.id)}">{esc(f.kind)}</a>'
+        f" {esc(f.summary)}</li>"
+        for f in firing
+    )
+    return f'<ul class="firing">{items}</ul>' if items else ""
 
 
 def _attempts(attempts: Any) -> str:
