@@ -18,6 +18,8 @@ REFERENCE_COLOR = "#9aa5b1"
 CURRENT_COLOR = "#f08c00"
 #: Line colours, in order of the series drawn.
 PALETTE = ("#1c7ed6", "#f08c00", "#2f9e44", "#ae3ec9", "#e03131", "#0c8599", "#5c940d", "#862e9c")
+#: Colour levels of a heat map (cells within one level look alike and are merged).
+HEAT_LEVELS = 24
 _FONT = 'font-family="system-ui, sans-serif" font-size="10"'
 
 
@@ -330,17 +332,33 @@ def heatmap(
                 f'<text x="{left - 4}" y="{y + min(cell_h, 12) * 0.8:.1f}" text-anchor="end" fill="#333">'
                 f"{html.escape(name[:10])}</text>"
             )
-        for c, v in enumerate(row):
+        # Neighbouring cells of one colour level are drawn as one rect (a long healthy run is
+        # a few elements, not thousands); its tooltip gives the range of values it spans.
+        c = 0
+        while c < len(row):
+            v = row[c]
             if v is None or not math.isfinite(v):
+                c += 1
                 continue
-            f = (v - lo) / scale
+            level = round((v - lo) / scale * (HEAT_LEVELS - 1))
+            end, v_min, v_max = c + 1, v, v
+            while end < len(row):
+                w = row[end]
+                if w is None or not math.isfinite(w) or round((w - lo) / scale * (HEAT_LEVELS - 1)) != level:
+                    break
+                v_min, v_max = min(v_min, w), max(v_max, w)
+                end += 1
+            f = level / (HEAT_LEVELS - 1)
             # From pale yellow (255,245,200) to dark red (170,20,20).
             rgb = (int(255 - 85 * f), int(245 - 225 * f), int(200 - 180 * f))
+            value = tick(v_min) if v_min == v_max else f"{tick(v_min)} to {tick(v_max)}"
+            span_w = (end - c) * cell_w + 0.3
             parts.append(
-                f'<rect class="cell" x="{left + c * cell_w:.1f}" y="{y:.1f}" width="{cell_w + 0.3:.1f}"'
+                f'<rect class="cell" x="{left + c * cell_w:.1f}" y="{y:.1f}" width="{span_w:.1f}"'
                 f' height="{cell_h:.1f}" fill="rgb{rgb}"><title>{html.escape(name)}, '
-                f"{tick(x_edges[c])}-{tick(x_edges[c + 1])}: {tick(v)}</title></rect>"
+                f"{tick(x_edges[c])} to {tick(x_edges[end])}: {value}</title></rect>"
             )
+            c = end
     base = top_pad + plot_h
     x_lo, x_hi = x_edges[0], x_edges[-1]
     for t in nice_ticks(x_lo, x_hi, 5):

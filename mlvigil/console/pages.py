@@ -232,10 +232,11 @@ class Console:
             state=f["state"],
             since=f["since"],
             subject=f["subject"] or None,
-            limit=offset + PAGE_SIZE + 1,
+            limit=PAGE_SIZE + 1,
+            offset=offset,
         )
-        shown = found[offset : offset + PAGE_SIZE]
-        more = len(found) > offset + PAGE_SIZE
+        shown = found[:PAGE_SIZE]
+        more = len(found) > PAGE_SIZE
         rows = [
             [
                 badge(str(x.severity)),

@@ -161,8 +161,10 @@ class Store(ABC):
         since: float | None = None,
         subject: dict[str, str] | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[Finding]:
-        """Findings, newest update first, filtered on kind, severity, state, time and subject labels."""
+        """Findings, newest update first, filtered on kind, severity, state, time and subject labels;
+        ``offset`` skips that many of the newest first (pages of a long list)."""
 
     def finding(self, finding_id: str) -> Finding | None:
         """One Finding by id; the default scans, stores override it with a keyed lookup."""

@@ -513,6 +513,7 @@ class DuckDBStore(Store):
         since: float | None = None,
         subject: dict[str, str] | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[Finding]:
         clauses: list[str] = []
         params: list[Any] = []
@@ -530,7 +531,10 @@ class DuckDBStore(Store):
             clauses.append("json_extract_string(subject, ?) = ?")
             params.extend([f'$."{label}"', value])
         cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        sql = f"SELECT body FROM findings{cond} ORDER BY updated_at DESC LIMIT {int(limit)}"
+        sql = (
+            f"SELECT body FROM findings{cond} ORDER BY updated_at DESC, id"
+            f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}"
+        )
         rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
         return [Finding.from_dict(json.loads(r[0])) for r in rows]
 
