@@ -222,9 +222,13 @@ def line_chart(chart: LineChart, width: int = 560, height: int = 200) -> str:
         )
     span = x_hi - x_lo
     x_ticks = nice_ticks(x_lo, x_hi, 5)
+    shown: set[str] = set()
     for t in x_ticks:
         x = px(t)
         text = _clock(t, span) if chart.x_time else tick(t)
+        if text in shown:
+            continue  # sub-second ticks of a short time axis would repeat the same clock time
+        shown.add(text)
         parts.append(
             f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}" stroke="#555"/>'
             f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle" fill="#333">{text}</text>'

@@ -101,7 +101,8 @@ def statistic_chart(history: StatisticHistory, monitor: str, alarm_ts: float | N
     log_p = what == "p-value"
 
     def scale(v: float) -> float:
-        return -math.log10(max(v, 1e-300)) if log_p else v
+        # p-values below 1e-30 (often 0.0 in floating point) all read "overwhelming": drawn at 30.
+        return -math.log10(max(v, 1e-30)) if log_p else v
 
     thresholds = [p.threshold for p in points if p.threshold is not None]
     chart = svg.LineChart(
@@ -111,7 +112,7 @@ def statistic_chart(history: StatisticHistory, monitor: str, alarm_ts: float | N
             )
         ],
         x_time=True,
-        y_label=f"-log10 {what} (higher: stronger evidence of drift)" if log_p else what,
+        y_label=f"-log10 {what} (higher: stronger evidence of drift; at most 30)" if log_p else what,
         y_min=0.0,
     )
     if thresholds:
@@ -574,7 +575,9 @@ def carbon_evidence(f: Finding) -> str:
         ("progress", num(ev.get("progress"))),
         (
             "projected",
-            f"{num(ev.get('projected'))} {esc(unit)} (band {num(ev.get('lower'))} to {num(ev.get('upper'))})",
+            f"{num(ev.get('projected'))} {esc(unit)} (band {num(ev.get('lower'))} to {num(ev.get('upper'))})"
+            if ev.get("projected") is not None
+            else "",
         ),
         ("source", esc(ev.get("source", ""))),
     ]

@@ -505,13 +505,14 @@ class Console:
             cfg = det.config
             st = det.status()
             report = st.get("report") if isinstance(st.get("report"), dict) else {}
+            status = str(st.get("status", "not evaluated yet"))
             facts = [
                 ("kind", esc(cfg.kind)),
                 (
                     "watches",
                     esc(", ".join(f"{k}={v}" for k in ("service", "model") if (v := getattr(cfg, k, None)))),
                 ),
-                ("status", badge(str(st.get("status", "not evaluated yet")), "monitor")),
+                ("status", badge(status, "warning" if status.startswith("drift") else "monitor")),
                 ("last evaluated", when(st.get("at"))),
                 ("last window", f"{when(st.get('window_start'))} to {when(st.get('window_end'))}"),
                 ("reference rows", num(st.get("reference_rows"))),
