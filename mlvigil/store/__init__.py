@@ -1,8 +1,8 @@
 """Storage: the interface and the embedded DuckDB implementation."""
 
-from mlvigil.store.base import Columns, Store, StoreError, StoreUnavailable
+from mlvigil.store.base import Columns, Grid, Store, StoreError, StoreUnavailable
 
-__all__ = ["Columns", "Store", "StoreError", "StoreUnavailable", "open_store"]
+__all__ = ["Columns", "Grid", "Store", "StoreError", "StoreUnavailable", "open_store"]
 
 
 def open_store(data_dir: str, **kwargs: object) -> Store:
