@@ -14,8 +14,8 @@ import numpy as np
 import yaml
 
 from detectors.training.synthetic import RunSpec, simulate
-from mlvigil.carbon_output import MlvigilOutput
 from mlvigil.webhook_sink import WebhookSink
+from mlvigil_producer.codecarbon_output import MlvigilOutput
 from tests.harness import ServiceHandle
 from tests.otel_helpers import http_span_exporter, tracer_provider
 
