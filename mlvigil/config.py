@@ -83,8 +83,12 @@ class ServerConfig(Strict):
     api_addr: Address = "0.0.0.0:9710"
     # Bearer token required on every receiver and the API when set (from env or file).
     auth_token: Secret | None = None
-    # Public URL of the API, used in alert links (generatorURL, Slack buttons).
+    # Public URL of the API, used in alert links (generatorURL, Slack buttons) to each
+    # finding's console page (<external_url>/ui/findings/<id>).
     external_url: str = "http://localhost:9710"
+    # Public URL of the Grafana that has mlvigil's dashboards (dashboards/); when set, alerts
+    # and the console link each finding to the panel that shows it.
+    grafana_url: str | None = None
 
 
 class StorageConfig(Strict):
@@ -182,6 +186,7 @@ class Config(Strict):
     gpu: dict[str, Any] = Field(default_factory=dict)
     alerts: dict[str, Any] = Field(default_factory=dict)
     retrain: dict[str, Any] = Field(default_factory=dict)
+    console: dict[str, Any] = Field(default_factory=dict)
     log_level: str = "info"
 
     @field_validator("log_level")

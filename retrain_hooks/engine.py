@@ -241,6 +241,14 @@ class RetrainService:
             self._queue(doc, now, "queued after approval")
             return dict(doc)
 
+    def preview(self, tid: str) -> dict[str, Any]:
+        """What approving the trigger would send to its target, sending nothing (a dry run)."""
+        with self._lock:
+            doc = self._triggers.get(tid)
+            if doc is None:
+                raise KeyError(tid)
+            return {"id": tid, "status": doc["status"], "would_send": self._request_preview(doc)}
+
     def reject(self, tid: str, who: str = "", note: str = "") -> dict[str, Any]:
         with self._lock:
             doc = self._triggers.get(tid)

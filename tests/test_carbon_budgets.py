@@ -30,6 +30,7 @@ from mlvigil.engine import FindingBook
 from mlvigil.metrics import Telemetry
 from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore
+from tests.harness import SOURCE_PATH
 
 J_PER_KWH = 3.6e6
 CI = CarbonIntensity(100.0, "FRA", None, "configured")  # 100 g/kWh: easy arithmetic
@@ -412,7 +413,7 @@ def test_serve_reports_an_unknown_country_in_one_line(tmp_path: Path) -> None:
     )
     env = dict(
         os.environ,
-        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        PYTHONPATH=SOURCE_PATH,
         MLVIGIL_DATA_DIR=str(tmp_path / "data"),
         MLVIGIL_API_ADDR="127.0.0.1:0",
         MLVIGIL_OTLP_HTTP_ADDR="127.0.0.1:0",

@@ -128,6 +128,49 @@ def test_findings_upsert_and_filters(store: Store) -> None:
     assert [f.id for f in store.findings(since=now + 1.5)] == [a.id]
 
 
+def test_grid_matches_the_reference_and_findings_page(store: Store) -> None:
+    batch = RecordBatch()
+    for step in range(250):
+        for rank in range(3):
+            loss = math.nan if step == 7 else 3.0 - step / 100
+            batch.add(
+                "training_steps",
+                ts=time.time() - 300 + step,
+                run_id="r",
+                step=step,
+                rank=rank,
+                step_time_s=1.0 + rank,
+                loss=loss,
+            )
+    store.append(batch)
+    args: dict[str, Any] = {
+        "x": "step",
+        "group": "rank",
+        "values": ["step_time_s", "loss"],
+        "where": {"run_id": "r"},
+    }
+    fast = store.grid("training_steps", bins=100, integer_x=True, **args)
+    slow = Store.grid(store, "training_steps", bins=100, integer_x=True, **args)
+    assert (fast.lo, fast.hi, fast.bins) == (slow.lo, slow.hi, slow.bins) == (0.0, 250.0, 100)
+    assert fast.cells.keys() == slow.cells.keys() and len(fast.cells) == 300
+    for key, (n, means) in fast.cells.items():
+        assert n == slow.cells[key][0] and means == pytest.approx(slow.cells[key][1])
+    assert store.grid("training_steps", bins=10, x="step", group="rank", values=["loss"]).bins == 10
+    assert (
+        store.grid("training_steps", bins=10, x="step", group="rank", values=[], where={"run_id": "x"}).cells
+        == {}
+    )
+    now = time.time()
+    found = [
+        Finding("straggler", Severity.WARNING, {"rank": str(i)}, "s", updated_at=now + i) for i in range(5)
+    ]
+    store.upsert_findings(found)
+    assert [f.id for f in store.findings(limit=2, offset=1)] == [found[3].id, found[2].id]
+    got = store.finding(found[0].id)
+    assert got is not None and got.subject == {"rank": "0"}
+    assert store.finding("nope") is None
+
+
 def test_documents_and_their_states(store: Store) -> None:
     store.put_docs(
         "outbox", {"m1": {"state": "pending", "n": 1}, "m2": {"state": "delivered", "v": math.inf}}

@@ -352,6 +352,7 @@ class MemoryStore(Store):
         since: float | None = None,
         subject: dict[str, str] | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[Finding]:
         out = [
             f
@@ -360,7 +361,7 @@ class MemoryStore(Store):
             and (state is None or str(f.state) == state)
             and all(f.subject.get(k) == v for k, v in (subject or {}).items())
         ]
-        return out[:limit]
+        return out[offset : offset + limit]
 
     def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
         raise NotImplementedError

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlvigil.store.base import Columns, Store, StoreError, StoreUnavailable
+from mlvigil.store.base import Columns, Grid, Store, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from mlvigil.config import StorageConfig
 
-__all__ = ["Columns", "Store", "StoreError", "StoreUnavailable", "open_configured", "open_store"]
+__all__ = ["Columns", "Grid", "Store", "StoreError", "StoreUnavailable", "open_configured", "open_store"]
 
 
 def open_store(data_dir: str, **kwargs: object) -> Store:

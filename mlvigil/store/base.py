@@ -6,14 +6,73 @@ this interface on an existing engine; nothing outside ``mlvigil.store`` knows wh
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlvigil.findings import Finding
 from mlvigil.records import RecordBatch
 
 Columns = dict[str, list[Any]]
+
+
+@dataclass
+class Grid:
+    """Binned means: ``cells`` maps (group value, bin index) to (row count, mean of each value)."""
+
+    lo: float
+    hi: float
+    bins: int
+    cells: dict[tuple[Any, int], tuple[int, list[float | None]]] = field(default_factory=dict)
+
+    @classmethod
+    def sized(cls, lo: float, hi: float, bins: int, integer_x: bool) -> Grid:
+        """A grid over [lo, hi]; for integer x (steps) the bins end at hi + 1 and there are no
+        more bins than integers in the range, so each step falls in exactly one bin."""
+        if integer_x:
+            hi = hi + 1
+            bins = min(bins, max(int(hi - lo), 1))
+        return cls(lo, hi, max(bins, 1))
+
+    @property
+    def width(self) -> float:
+        return (self.hi - self.lo) / self.bins if self.hi > self.lo else 1.0
+
+    def bin_of(self, x: float) -> int:
+        return max(0, min(int((x - self.lo) / self.width), self.bins - 1)) if self.hi > self.lo else 0
+
+    @classmethod
+    def from_rows(
+        cls,
+        xs: Sequence[Any],
+        groups: Sequence[Any],
+        values: Sequence[Sequence[Any]],
+        bins: int,
+        integer_x: bool = False,
+    ) -> Grid:
+        present = [float(v) for v in xs if v is not None]
+        if not present:
+            return cls(0.0, 0.0, max(bins, 1))
+        grid = cls.sized(min(present), max(present), bins, integer_x)
+        sums: dict[tuple[Any, int], tuple[int, list[float], list[int]]] = {}
+        for i, xv in enumerate(xs):
+            if xv is None:
+                continue
+            key = (groups[i], grid.bin_of(float(xv)))
+            n, total, counted = sums.setdefault(key, (0, [0.0] * len(values), [0] * len(values)))
+            for j, col in enumerate(values):
+                v = col[i]
+                if v is not None and math.isfinite(v):
+                    total[j] += float(v)
+                    counted[j] += 1
+            sums[key] = (n + 1, total, counted)
+        grid.cells = {
+            k: (n, [t / c if c else None for t, c in zip(total, counted, strict=True)])
+            for k, (n, total, counted) in sums.items()
+        }
+        return grid
 
 
 class StoreError(Exception):
@@ -102,8 +161,34 @@ class Store(ABC):
         since: float | None = None,
         subject: dict[str, str] | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[Finding]:
-        """Findings, newest update first, filtered on kind, severity, state, time and subject labels."""
+        """Findings, newest update first, filtered on kind, severity, state, time and subject labels;
+        ``offset`` skips that many of the newest first (pages of a long list)."""
+
+    def finding(self, finding_id: str) -> Finding | None:
+        """One Finding by id; the default scans, stores override it with a keyed lookup."""
+        return next((f for f in self.findings(limit=1_000_000) if f.id == finding_id), None)
+
+    # -- aggregates (the console draws from these, so a page never loads raw rows) -----------
+    def grid(
+        self,
+        table: str,
+        *,
+        x: str,
+        group: str,
+        values: Sequence[str],
+        bins: int,
+        where: dict[str, Any] | None = None,
+        since: float | None = None,
+        integer_x: bool = False,
+    ) -> Grid:
+        """Means of ``values`` per (``group``, bin of ``x``) over rows matching ``where`` (and
+        ``ts >= since``), with ``x`` cut into ``bins`` equal bins between its smallest and
+        largest value (see ``Grid.sized``). The default reads the rows; stores override it
+        with an aggregating query."""
+        cols = self.query(table, columns=[x, group, *values], where=where, since=since)
+        return Grid.from_rows(cols[x], cols[group], [cols[v] for v in values], bins, integer_x)
 
     # -- documents -------------------------------------------------------------------------
     @abstractmethod

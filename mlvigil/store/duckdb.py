@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from mlvigil.findings import Finding
 from mlvigil.records import TABLES, RecordBatch
-from mlvigil.store.base import Columns, Store, StoreError, StoreUnavailable
+from mlvigil.store.base import Columns, Grid, Store, StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -513,6 +513,7 @@ class DuckDBStore(Store):
         since: float | None = None,
         subject: dict[str, str] | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[Finding]:
         clauses: list[str] = []
         params: list[Any] = []
@@ -530,9 +531,55 @@ class DuckDBStore(Store):
             clauses.append("json_extract_string(subject, ?) = ?")
             params.extend([f'$."{label}"', value])
         cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        sql = f"SELECT body FROM findings{cond} ORDER BY updated_at DESC LIMIT {int(limit)}"
+        sql = (
+            f"SELECT body FROM findings{cond} ORDER BY updated_at DESC, id"
+            f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}"
+        )
         rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
         return [Finding.from_dict(json.loads(r[0])) for r in rows]
+
+    def finding(self, finding_id: str) -> Finding | None:
+        rows = self._read(
+            lambda cur: cur.execute("SELECT body FROM findings WHERE id = ?", [finding_id]).fetchall()
+        )
+        return Finding.from_dict(json.loads(rows[0][0])) if rows else None
+
+    def grid(
+        self,
+        table: str,
+        *,
+        x: str,
+        group: str,
+        values: Sequence[str],
+        bins: int,
+        where: dict[str, Any] | None = None,
+        since: float | None = None,
+        integer_x: bool = False,
+    ) -> Grid:
+        if table not in TABLES:
+            raise StoreError(f"unknown record table {table!r}")
+        bins = max(int(bins), 1)
+        cond, params = self._where(since, None, where)
+        bounds_sql = f"SELECT min({_ident(x)}), max({_ident(x)}) FROM {_ident(table)}{cond}"
+
+        def run(cur: duckdb.DuckDBPyConnection) -> Grid:
+            lo, hi = cur.execute(bounds_sql, params).fetchone() or (None, None)
+            if lo is None:
+                return Grid(0.0, 0.0, bins)
+            grid = Grid.sized(float(lo), float(hi), bins, integer_x)
+            means = ", ".join(f"avg(CASE WHEN isfinite({_ident(v)}) THEN {_ident(v)} END)" for v in values)
+            sql = (
+                f"SELECT {_ident(group)}, least(CAST(floor(({_ident(x)} - ?) / ?) AS BIGINT), ?) AS b,"
+                f" count(*){', ' + means if means else ''} FROM {_ident(table)}{cond}"
+                f"{' AND ' if cond else ' WHERE '}{_ident(x)} IS NOT NULL GROUP BY 1, 2"
+            )
+            rows = cur.execute(sql, [grid.lo, grid.width, grid.bins - 1, *params]).fetchall()
+            grid.cells = {
+                (r[0], int(r[1])): (int(r[2]), [None if v is None else float(v) for v in r[3:]]) for r in rows
+            }
+            return grid
+
+        return self._read(run)
 
     # -- documents -------------------------------------------------------------------------
     def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:

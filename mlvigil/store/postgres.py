@@ -37,7 +37,7 @@ from psycopg import sql
 
 from mlvigil.findings import Finding
 from mlvigil.records import TABLES, RecordBatch
-from mlvigil.store.base import Columns, Store, StoreError, StoreUnavailable
+from mlvigil.store.base import Columns, Grid, Store, StoreError, StoreUnavailable
 
 if TYPE_CHECKING:
     from mlvigil.coordination import Coordinator
@@ -547,6 +547,7 @@ class PostgresStore(Store):
         since: float | None = None,
         subject: dict[str, str] | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[Finding]:
         clauses: list[str] = []
         params: list[Any] = []
@@ -563,9 +564,68 @@ class PostgresStore(Store):
             clauses.append("subject ->> %s = %s")
             params.extend([label, value])
         cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        stmt = f"SELECT body FROM findings{cond} ORDER BY updated_at DESC LIMIT {int(limit)}"
+        stmt = (
+            f"SELECT body FROM findings{cond} ORDER BY updated_at DESC, id"
+            f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}"
+        )
         rows = self._read(lambda cur: cur.execute(stmt, params).fetchall())
         return [Finding.from_dict(json.loads(r[0])) for r in rows]
+
+    def finding(self, finding_id: str) -> Finding | None:
+        row = self._read(
+            lambda cur: cur.execute("SELECT body FROM findings WHERE id = %s", [finding_id]).fetchone()
+        )
+        return Finding.from_dict(json.loads(row[0])) if row else None
+
+    def grid(
+        self,
+        table: str,
+        *,
+        x: str,
+        group: str,
+        values: Sequence[str],
+        bins: int,
+        where: dict[str, Any] | None = None,
+        since: float | None = None,
+        integer_x: bool = False,
+    ) -> Grid:
+        if table not in TABLES:
+            raise StoreError(f"unknown record table {table!r}")
+        bins = max(int(bins), 1)
+        cond, params = self._where(since, None, where)
+        xs, grp = _ident(x), _ident(group)
+        bounds = sql.SQL("SELECT min({}), max({}) FROM {}{}").format(xs, xs, _ident(table), cond)
+        finite = "('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)"
+        means = [
+            sql.SQL("avg(CASE WHEN {v}::float8 NOT IN " + finite + " THEN {v}::float8 END)").format(
+                v=_ident(v)
+            )
+            for v in values
+        ]
+
+        def run(cur: psycopg.Cursor[Any]) -> Grid:
+            lo, hi = cur.execute(bounds, params).fetchone() or (None, None)
+            if lo is None:
+                return Grid(0.0, 0.0, bins)
+            grid = Grid.sized(float(lo), float(hi), bins, integer_x)
+            stmt = sql.SQL(
+                "SELECT {grp}, least(floor(({x}::float8 - %s) / %s)::bigint, %s) AS b, count(*){means}"
+                " FROM {table}{cond}{glue}{x} IS NOT NULL GROUP BY 1, 2"
+            ).format(
+                grp=grp,
+                x=xs,
+                means=sql.SQL("").join(sql.SQL(", ") + m for m in means),
+                table=_ident(table),
+                cond=cond,
+                glue=sql.SQL(" AND " if where or since is not None else " WHERE "),
+            )
+            rows = cur.execute(stmt, [grid.lo, grid.width, grid.bins - 1, *params]).fetchall()
+            grid.cells = {
+                (r[0], int(r[1])): (int(r[2]), [None if v is None else float(v) for v in r[3:]]) for r in rows
+            }
+            return grid
+
+        return self._read(run)
 
     # -- documents -------------------------------------------------------------------------
     def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:

@@ -1,0 +1,15 @@
+"""The ``console`` section of the config: the web console under ``/ui/`` (docs/console.md)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mlvigil.config import Strict
+
+
+class ConsoleConfig(Strict):
+    # Serve the console under /ui/ on the API port (same listener, same auth).
+    enabled: bool = True
+    # Points of each drift monitor's statistic kept in memory for the "over time" plots
+    # (one per evaluation; at the default 15 s detector interval, 720 points are 3 hours).
+    statistic_history: int = Field(default=720, ge=10, le=100_000)
