@@ -605,7 +605,7 @@ class PostgresStore(Store):
 
         def run(cur: psycopg.Cursor[Any]) -> Grid:
             lo, hi = cur.execute(bounds, params).fetchone() or (None, None)
-            if lo is None:
+            if lo is None or hi is None:
                 return Grid(0.0, 0.0, bins)
             grid = Grid.sized(float(lo), float(hi), bins, integer_x)
             stmt = sql.SQL(
