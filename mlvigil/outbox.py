@@ -555,9 +555,10 @@ class Dispatcher:
     async def _attempt(self, doc: dict[str, Any]) -> None:
         target = self._targets[doc["target"]]
         try:
-            # Claimed for the attempt's timeout and the time to record its outcome.
+            # Claimed for the attempt's timeout and the time to record its outcome (a replica
+            # that dies mid-attempt holds the message this long at most).
             try:
-                claimed = await asyncio.to_thread(self.outbox.claim, doc["id"], target.policy.timeout + 30.0)
+                claimed = await asyncio.to_thread(self.outbox.claim, doc["id"], target.policy.timeout + 10.0)
             except asyncio.CancelledError:
                 self.outbox.release(doc["id"])
                 raise

@@ -133,7 +133,7 @@ def _config(sink: WebhookSink | None, kfp: FakeKfp | None) -> dict[str, Any]:
                         "pipeline_version_id": "ver-1",
                         "experiment_id": "exp-1",
                     },
-                    "retry": {"initial_backoff": "50ms", "max_backoff": "200ms", "timeout": "2s"},
+                    "retry": {"initial_backoff": "50ms", "max_backoff": "200ms", "timeout": "5s"},
                 }
             ],
             "policies": [
@@ -290,7 +290,18 @@ def _scenario(
     live[0].wait_for(lambda: alerted() == set(RUNS), timeout=30)
     live[0].wait_for(lambda: kfp.creates >= len(RUNS), timeout=30)
     # Counted once nothing is left to send (so a late duplicate would be counted too).
-    live[0].wait_for(lambda: _unsent(dsn) == 0, timeout=30)
+    try:
+        live[0].wait_for(lambda: _unsent(dsn) == 0, timeout=60)
+    except AssertionError:
+        with psycopg.connect(dsn, autocommit=True) as con:
+            left = con.execute(
+                "SELECT collection, id, body FROM docs WHERE collection LIKE '%outbox' AND state = 'pending'"
+            ).fetchall()
+            claims = con.execute(
+                "SELECT name, holder, expires_at - extract(epoch from clock_timestamp()) FROM mlvigil_leases"
+                " WHERE name LIKE 'outbox:%'"
+            ).fetchall()
+        raise AssertionError(f"still pending: {left}; claims {claims}; dead replica {dead_owner}") from None
     ids = [d.headers.get("webhook-id") for d in sink.deliveries]
     assert len(ids) == len(set(ids)), Counter(ids).most_common(3)
     names = Counter(r["display_name"] for r in kfp.runs.values())
