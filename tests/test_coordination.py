@@ -107,3 +107,61 @@ def test_a_crashed_claim_expires_and_another_replica_retries(pg: PostgresStore) 
     one, two = MessageClaims(pg, "r1"), MessageClaims(pg, "r2")
     assert one.claim("alerts_outbox", "m2", 0.5)[0] is True
     _wait(lambda: two.claim("alerts_outbox", "m2", 30)[0], timeout=5)
+
+
+def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn: str) -> None:
+    """Two replicas' dispatchers drain the same outbox collection: messages one replica
+    recorded are found by the other (refresh), and each is sent once (claims), in order."""
+    import asyncio
+
+    import aiohttp
+
+    from mlvigil.outbox import Dispatcher, NewMessage, Outbox, Outcome, RetryPolicy
+    from tests.fakes.receiver import RecordingReceiver
+
+    async def scenario() -> None:
+        receiver = await RecordingReceiver(delay=0.05).start()
+        session = aiohttp.ClientSession()
+        stores = [PostgresStore(postgres_dsn) for _ in range(2)]
+        dispatchers = []
+        sent_by: list[str] = []
+        for i, store in enumerate(stores):
+            store.coordinator = Coordinator(store, TTL, replica_id=f"r{i}")
+            d = Dispatcher(Outbox(store, "alerts_outbox"), name=f"r{i}")
+
+            async def send(doc: dict, who: str = f"r{i}") -> Outcome:  # type: ignore[type-arg]
+                sent_by.append(who)
+                async with session.post(receiver.url, data=doc["id"]) as r:
+                    return Outcome.from_http(r.status)
+
+            d.add_target("hook", send, RetryPolicy(concurrency=4))
+            dispatchers.append(d)
+        for d in dispatchers:
+            await d.start()
+        try:
+            # Recorded on r0 only, in three order keys.
+            dispatchers[0].record(
+                [
+                    NewMessage(id=f"m{n:03d}", target="hook", payload={}, order_key=f"k{n % 3}")
+                    for n in range(60)
+                ]
+            )
+            deadline = asyncio.get_running_loop().time() + 30
+            while len(receiver.received) < 60 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.5)  # a refresh period more: a duplicate would have arrived by now
+        finally:
+            for d in dispatchers:
+                await d.stop()
+            await session.close()
+            await receiver.stop()
+            for s in stores:
+                s.close()
+        ids = [r.body.decode() for r in receiver.received]
+        assert sorted(ids) == [f"m{n:03d}" for n in range(60)]  # all, each once
+        for key in range(3):  # each order key in the order it was recorded
+            mine = [i for i in ids if int(i[1:]) % 3 == key]
+            assert mine == sorted(mine)
+        assert len(sent_by) == 60 and set(sent_by) == {"r0", "r1"}  # both worked, neither twice
+
+    asyncio.run(scenario())
