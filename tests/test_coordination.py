@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -129,7 +130,7 @@ def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn
             store.coordinator = Coordinator(store, TTL, replica_id=f"r{i}")
             d = Dispatcher(Outbox(store, "alerts_outbox"), name=f"r{i}")
 
-            async def send(doc: dict, who: str = f"r{i}") -> Outcome:  # type: ignore[type-arg]
+            async def send(doc: dict[str, Any], who: str = f"r{i}") -> Outcome:
                 sent_by.append(who)
                 async with session.post(receiver.url, data=doc["id"]) as r:
                     return Outcome.from_http(r.status)
