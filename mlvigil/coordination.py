@@ -248,6 +248,7 @@ class MessageClaims:
 
     def __init__(self, store: PostgresStore, holder: str) -> None:
         self.store = store
+        self.holder = holder
         self.leases = Leases(store, holder)
 
     def claim(self, collection: str, msg_id: str, ttl: float) -> tuple[bool, dict[str, Any] | None]:

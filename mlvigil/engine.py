@@ -94,7 +94,10 @@ class FindingBook:
 
     def reload(self, detector: str) -> None:
         """Re-read ``detector``'s firing Findings from the store: another replica ran it until
-        now (its lease moved here), so what this process remembers of it may be stale."""
+        now (its lease moved here), so what this process remembers of it may be stale. Each is
+        handed to the listeners as "restored", so alert groups and retrain policies here pick
+        up what the other replica may not have finished (their message ids are deterministic:
+        what it did send is not sent again)."""
         stored = {
             f.id: f
             for f in self._store.findings(state=State.FIRING, limit=1_000_000)
@@ -105,6 +108,12 @@ class FindingBook:
             firing.update(stored)
             self._firing = firing
         self._publish_gauge()
+        for f in stored.values():
+            for listener in self._listeners:
+                try:
+                    listener(f, "restored")
+                except Exception:
+                    log.exception("finding listener failed on restored %s", f.id)
 
     def _publish_gauge(self) -> None:
         if not self._telemetry:

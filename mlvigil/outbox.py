@@ -143,6 +143,9 @@ class Outbox:
         # others' messages are read back every ``refresh_every`` seconds (mlvigil.coordination).
         self.claims = message_claims(store)
         self.refresh_every = 1.0
+        # A message another replica recorded is left to it this long (it sends at once; the
+        # others step in when it could not: it died or its target is down).
+        self.takeover_after = 5.0
         self._refreshed_at = 0.0
         self.load()
 
@@ -191,6 +194,8 @@ class Outbox:
                     "delivered_at": None,
                     "result": None,
                 }
+                if self.claims is not None:
+                    new[m.id]["recorded_by"] = self.claims.holder
             if new:
                 self.store.put_docs(self.collection, new)
                 self._docs.update(new)
@@ -268,6 +273,17 @@ class Outbox:
         another replica holds it or finished it, it is given back, with the stored copy kept."""
         if self.claims is None:
             return True
+        with self._lock:
+            doc = self._docs.get(msg_id) or {}
+            by = doc.get("recorded_by")
+            if (
+                by not in (None, self.claims.holder)
+                and doc["created_at"] > self._clock() - self.takeover_after
+            ):
+                # Its recorder is sending it now; what it writes around the message (a retrain
+                # trigger's state) is not stored yet either.
+                self._in_flight.discard(msg_id)
+                return False
         try:
             claimed, stored = self.claims.claim(self.collection, msg_id, ttl)
         except Exception as exc:

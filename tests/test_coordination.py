@@ -129,6 +129,8 @@ def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn
         for i, store in enumerate(stores):
             store.coordinator = Coordinator(store, TTL, replica_id=f"r{i}")
             d = Dispatcher(Outbox(store, "alerts_outbox"), name=f"r{i}")
+            # At once, not after the recorder's head start: the claims alone keep them apart.
+            d.outbox.takeover_after = 0.0
 
             async def send(doc: dict[str, Any], who: str = f"r{i}") -> Outcome:
                 sent_by.append(who)

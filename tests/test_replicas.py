@@ -287,7 +287,27 @@ def _scenario(
                     out.add(a["labels"]["run_id"])
         return out
 
-    live[0].wait_for(lambda: alerted() == set(RUNS), timeout=30)
+    try:
+        live[0].wait_for(lambda: alerted() == set(RUNS), timeout=30)
+    except AssertionError:
+        with psycopg.connect(dsn, autocommit=True) as con:
+            docs = [
+                (
+                    c,
+                    i,
+                    st,
+                    json.loads(b).get("recorded_by"),
+                    json.loads(b)["created_at"],
+                    json.loads(b)["attempts"],
+                )
+                for c, i, st, b in con.execute(
+                    "SELECT collection, id, state, body FROM docs WHERE collection = 'alerts_outbox'"
+                ).fetchall()
+            ]
+        raise AssertionError(
+            f"alerted {alerted()}; outbox {docs}; now {time.time()}; replicas {_replica_ids(dsn)}"
+            f" findings {[(f['kind'], f['subject'].get('run_id'), f['state']) for f in live[0].findings()]}"
+        ) from None
     live[0].wait_for(lambda: kfp.creates >= len(RUNS), timeout=30)
     # Counted once nothing is left to send (so a late duplicate would be counted too).
     try:
@@ -303,7 +323,11 @@ def _scenario(
             ).fetchall()
         raise AssertionError(f"still pending: {left}; claims {claims}; dead replica {dead_owner}") from None
     ids = [d.headers.get("webhook-id") for d in sink.deliveries]
-    assert len(ids) == len(set(ids)), Counter(ids).most_common(3)
+    if len(ids) != len(set(ids)):
+        twice = [i for i, n in Counter(ids).items() if n > 1]
+        with psycopg.connect(dsn, autocommit=True) as con:
+            docs = con.execute("SELECT collection, id, body FROM docs WHERE id = ANY(%s)", [twice]).fetchall()
+        raise AssertionError(f"sent twice: {twice}; stored: {docs}")
     names = Counter(r["display_name"] for r in kfp.runs.values())
     assert kfp.creates == len(RUNS) and max(names.values()) == 1, names
     # Whichever replica delivered a trigger follows its run to the end (stored trigger states).
