@@ -137,7 +137,7 @@ def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn
                 async with session.post(receiver.url, data=doc["id"]) as r:
                     return Outcome.from_http(r.status)
 
-            d.add_target("hook", send, RetryPolicy(concurrency=4))
+            d.add_target("hook", send, RetryPolicy(concurrency=2))
             dispatchers.append(d)
         for d in dispatchers:
             await d.start()
