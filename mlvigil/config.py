@@ -95,6 +95,7 @@ class StorageConfig(Strict):
             "training_steps": 30 * 86400.0,
             "metric_points": 14 * 86400.0,
             "logs": 7 * 86400.0,
+            "monitor_stats": 30 * 86400.0,
         }
     )
     retention_interval: Duration = 600.0
