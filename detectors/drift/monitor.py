@@ -23,7 +23,7 @@ from detectors.drift.config import MonitorConfig
 from detectors.drift.files import InputError, read_reference_file
 from detectors.drift.metrics import DriftMetrics
 from detectors.drift.performance import Evaluation, MetricDrift, compare_performance
-from detectors.drift.profile import ReferenceProfile
+from detectors.drift.profile import NumericProfile, ReferenceProfile
 from detectors.drift.sources import (
     INFERENCE_COLUMNS,
     LLM_COLUMNS,
@@ -32,6 +32,7 @@ from detectors.drift.sources import (
     hashed_embedding,
     llm_columns,
     prediction_columns,
+    window_arrays,
 )
 from detectors.drift.stats import TestResult
 from detectors.drift.stats.mmd import MMD
@@ -49,6 +50,8 @@ REFERENCE_DOCS = "drift_references"
 MULTIVARIATE_ROWS = 2000
 #: Most rows one streaming evaluation reads (after a long pause, the older ones are skipped).
 MAX_STREAM_BACKLOG = 200_000
+#: Feature columns of a columnar monitor's rows carry this prefix (a feature may be named "ts").
+FEATURE_PREFIX = "feature:"
 
 
 def _subject_value(configured: str | None, observed: list[Any]) -> str:
@@ -108,9 +111,54 @@ class MonitorDetector(Detector):
             if v
         }
 
+    @property
+    def columnar(self) -> bool:
+        """Whether this monitor reads its features as columns extracted by the store
+        (``Store.feature_window``) rather than parsing each row's JSON here: data monitors
+        on the native backend, in window mode, without performance_impact."""
+        c = self.config
+        return c.kind == "data" and c.backend == "native" and c.streaming is None and c.performance_impact == "off"
+
+    def _feature_rows(
+        self, store: Store, *, since: float | None, until: float | None, last: int | None, discover: bool
+    ) -> Columns:
+        """Rows of a columnar monitor: the meta columns as lists, each feature as an array
+        under ``FEATURE_PREFIX + name`` (numbers as float64 with NaN, labels as objects).
+        ``discover`` reads every feature the rows name and keeps, per feature, the numbers
+        when every present value is one, else the labels (as ``infer_kind`` decides)."""
+        profile = self._reference if isinstance(self._reference, ReferenceProfile) else None
+        wanted = self.config.features
+        numeric: list[str] | None = None
+        text: list[str] | None = None
+        if not discover and profile is not None:
+            names = [n for n in profile.features if not wanted or n in wanted]
+            numeric = [n for n in names if isinstance(profile.features[n], NumericProfile)]
+            text = [n for n in names if not isinstance(profile.features[n], NumericProfile)]
+        elif wanted:
+            numeric, text = list(wanted), list(wanted)
+        meta, num, txt = store.feature_window(
+            numeric=numeric, text=text, since=since, until=until, where=self._where(), last=last
+        )
+        rows: Columns = {k: list(v.tolist() if isinstance(v, np.ndarray) else v) for k, v in meta.items()}
+        num_arrays, txt_arrays = window_arrays(num, txt)
+        if numeric is None or (discover and text is not None):
+            for name in sorted(set(num_arrays) | set(txt_arrays)):
+                n_values = int(np.count_nonzero(~np.isnan(num_arrays[name]))) if name in num_arrays else 0
+                labels = txt_arrays.get(name)
+                n_labels = int(np.count_nonzero(labels != None)) if labels is not None else 0  # noqa: E711
+                pick = num_arrays[name] if n_values and n_values == n_labels else labels
+                if pick is not None:
+                    rows[FEATURE_PREFIX + name] = pick
+        else:
+            for name, arr in (*num_arrays.items(), *txt_arrays.items()):
+                rows[FEATURE_PREFIX + name] = arr
+        return rows
+
     def _rows(
         self, store: Store, *, since: float | None = None, until: float | None = None, last: int | None = None
     ) -> Columns:
+        if self.columnar:
+            return self._feature_rows(store, since=since, until=until, last=last, discover=False)
         cols = LLM_COLUMNS if self.config.kind == "llm" else INFERENCE_COLUMNS
         rows = store.query(self.table, columns=cols, since=since, until=until, where=self._where(), last=last)
         if self.config.kind == "llm" and self.config.model:
@@ -124,6 +172,8 @@ class MonitorDetector(Detector):
 
     def _columns(self, rows: Columns, store: Store | None) -> Columns:
         c = self.config
+        if self.columnar:
+            return {k[len(FEATURE_PREFIX) :]: v for k, v in rows.items() if k.startswith(FEATURE_PREFIX)}
         if c.kind == "data":
             cols = feature_columns(rows)
         elif c.kind == "prediction":
@@ -252,7 +302,10 @@ class MonitorDetector(Detector):
             # Count-tumbling windows start where traffic references end: no overlap.
             self._tumble_after = until
         if stale:
-            rows = self._rows(store, since=since, until=until, last=ref.max_rows)
+            if self.columnar:
+                rows = self._feature_rows(store, since=since, until=until, last=ref.max_rows, discover=True)
+            else:
+                rows = self._rows(store, since=since, until=until, last=ref.max_rows)
             if rows.get("ts"):
                 cols = self._columns(rows, store)
                 self._build_reference(cols, rows.get("prompt", []), now)

@@ -147,9 +147,12 @@ def split_numeric(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, int]:
 
 def split_categorical(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, int]:
     """Present values as strings and the number missing."""
-    arr = np.asarray(values, dtype=object)
-    keep = [str(v) for v in arr.tolist() if not is_missing(v)]
-    return np.asarray(keep, dtype=object), int(arr.size - len(keep))
+    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    if all(type(v) is str or v is None for v in items):
+        keep = [v for v in items if v is not None]
+    else:
+        keep = [str(v) for v in items if not is_missing(v)]
+    return np.asarray(keep, dtype=object), len(items) - len(keep)
 
 
 def numeric_profile(
@@ -209,7 +212,7 @@ def feature_profile(
         if np.unique(prof.sorted).size > DISCRETE_MAX_VALUES:
             return prof
         kind = "categorical"
-    return categorical_profile(name, [_canon(v) for v in np.asarray(values, dtype=object).tolist()])
+    return categorical_profile(name, canon_all(values))
 
 
 def _canon(value: Any) -> Any:
@@ -225,7 +228,16 @@ def current_values(profile: FeatureProfile, values: Sequence[Any] | np.ndarray) 
     """A window's values of one feature in the profile's representation, and how many are missing."""
     if isinstance(profile, NumericProfile):
         return split_numeric(values)
-    return split_categorical([_canon(v) for v in np.asarray(values, dtype=object).tolist()])
+    return split_categorical(canon_all(values))
+
+
+def canon_all(values: Sequence[Any] | np.ndarray) -> list[Any]:
+    """``_canon`` of every value; labels that are already text (a store's feature window)
+    pass through without a call per value."""
+    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    if all(type(v) is str or v is None for v in items):
+        return items
+    return [_canon(v) for v in items]
 
 
 @dataclass

@@ -69,6 +69,24 @@ def numpy_columns(raw: Mapping[str, np.ndarray]) -> Columns:
     return out
 
 
+def window_arrays(numeric: Mapping[str, Any], text: Mapping[str, Any]) -> tuple[Columns, Columns]:
+    """``Store.feature_window``'s feature columns as arrays: numbers as float64 with NaN for
+    missing, labels as objects with None for missing (lists or DuckDB's numpy results)."""
+
+    def arrays(cols: Mapping[str, Any], dtype: Any) -> Columns:
+        out: Columns = {}
+        for name, col in cols.items():
+            if isinstance(col, np.ndarray):
+                out.update(numpy_columns({name: col}))
+            else:
+                out[name] = np.array(col, dtype=dtype)
+            if dtype is np.float64 and out[name].dtype != np.float64:
+                out[name] = np.array([np.nan if v is None else float(v) for v in out[name]], dtype=np.float64)
+        return out
+
+    return arrays(numeric, np.float64), arrays(text, object)
+
+
 def _loads(text: Any) -> Any:
     if text is None:
         return None
