@@ -58,6 +58,10 @@ MAX_CALIBRATION_SIZE = 1024
 WINDOWS_PER_SPLIT = 4
 #: Name of the missing-value-rate test in a family.
 MISSING = "missing"
+#: States of a calibration: computed, being computed (Bonferroni meanwhile), failed.
+READY = "ready"
+PENDING = "pending"
+FAILED = "failed"
 
 
 @dataclass(frozen=True)

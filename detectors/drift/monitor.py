@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from detectors.base import Detector
+from detectors.drift.calibration import Calibrations
 from detectors.drift.compare import CompareOptions, DriftReport, FeatureDrift, compare
 from detectors.drift.config import MonitorConfig
 from detectors.drift.files import InputError, read_reference_file
 from detectors.drift.metrics import DriftMetrics
+from detectors.drift.min_p import READY, Member
 from detectors.drift.performance import Evaluation, MetricDrift, compare_performance
 from detectors.drift.profile import NumericProfile, ReferenceProfile
 from detectors.drift.sources import (
@@ -72,9 +74,16 @@ class MonitorDetector(Detector):
         Prometheus metrics to publish each evaluation to (optional).
     """
 
-    def __init__(self, config: MonitorConfig, metrics: DriftMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: MonitorConfig,
+        metrics: DriftMetrics | None = None,
+        calibrations: Calibrations | None = None,
+    ) -> None:
         assert config.window is not None, "resolve the monitor's defaults first"
         self.config = config
+        #: Where min-P calibrations come from; None computes them inside the evaluation.
+        self.calibrations = calibrations
         self.name = f"drift:{config.name}"
         self.metrics = metrics
         self.last: dict[str, Any] = {"status": "not evaluated"}
@@ -117,7 +126,12 @@ class MonitorDetector(Detector):
         (``Store.feature_window``) rather than parsing each row's JSON here: data monitors
         on the native backend, in window mode, without performance_impact."""
         c = self.config
-        return c.kind == "data" and c.backend == "native" and c.streaming is None and c.performance_impact == "off"
+        return (
+            c.kind == "data"
+            and c.backend == "native"
+            and c.streaming is None
+            and c.performance_impact == "off"
+        )
 
     def _feature_rows(
         self, store: Store, *, since: float | None, until: float | None, last: int | None, discover: bool
@@ -578,7 +592,14 @@ class MonitorDetector(Detector):
             feature_tests=c.feature_tests,
             min_drifted_features=c.min_drifted_features,
             null_windows=c.null_windows,
+            null_source=self._null_source if self.calibrations is not None else None,
         )
+
+    def _null_source(
+        self, profile: ReferenceProfile, family: list[Member], n_current: int, windows: int, seed: int
+    ) -> tuple[np.ndarray | None, str]:
+        assert self.calibrations is not None
+        return self.calibrations.null(profile, family, n_current, windows, seed, monitor=self.config.name)
 
     def _evaluate_distribution(
         self,
@@ -604,6 +625,7 @@ class MonitorDetector(Detector):
             "at": now,
             "window_start": start,
             "window_end": end,
+            **({"calibration": report.calibration} if report.calibration else {}),
             "report": report.to_dict(top=10),
         }
         if not report.drifted:
@@ -671,6 +693,8 @@ class MonitorDetector(Detector):
                 report.n_current,
                 [f.to_dict() for f in report.features],
             )
+            if report.calibration:
+                self.metrics.calibration(self.config.name, report.calibration)
 
     def _finding(
         self,
@@ -717,6 +741,7 @@ class MonitorDetector(Detector):
             "drifted_features": [f.feature for f in drifted],
             "top_features": [_evidence(f) for f in top],
             "multivariate": report.multivariate,
+            **({"calibration": calibration_label(report.calibration)} if report.calibration else {}),
             **(extra or {}),
         }
         return Finding(
@@ -889,6 +914,11 @@ def _evidence(f: FeatureDrift) -> dict[str, Any]:
     d = f.to_dict()
     d["summary"] = _describe(f)
     return d
+
+
+def calibration_label(state: str) -> str:
+    """The evidence's word for how a min-P verdict was corrected."""
+    return "minp" if state == READY else f"{state}/bonferroni"
 
 
 def monitor_factory(metrics: DriftMetrics | None) -> Callable[[MonitorConfig], MonitorDetector]:

@@ -6,8 +6,8 @@ this interface on an existing engine; nothing outside ``mlvigil.store`` knows wh
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Any
 

@@ -501,7 +501,8 @@ class DuckDBStore(Store):
         for j, k in enumerate(k for k in (numeric or ()) if k in index):
             i = index[k]
             select.append(
-                f"CASE WHEN t[{i}] IN ('BIGINT', 'UBIGINT', 'DOUBLE') THEN TRY_CAST(v[{i}] AS DOUBLE) END AS n{j}"
+                f"CASE WHEN t[{i}] IN ('BIGINT', 'UBIGINT', 'DOUBLE')"
+                f" THEN TRY_CAST(v[{i}] AS DOUBLE) END AS n{j}"
             )
         for j, k in enumerate(k for k in (text or ()) if k in index):
             i = index[k]
@@ -517,7 +518,8 @@ class DuckDBStore(Store):
             )
         paths = [f'$."{k}"' for k in names]
         extract = (
-            "try(json_extract_string(features, ?::VARCHAR[])) AS v, try(json_type(features, ?::VARCHAR[])) AS t"
+            "try(json_extract_string(features, ?::VARCHAR[])) AS v,"
+            " try(json_type(features, ?::VARCHAR[])) AS t"
             if names
             else "NULL AS v, NULL AS t"
         )
@@ -528,7 +530,9 @@ class DuckDBStore(Store):
         num_cols: dict[str, Any] = {
             k: raw[f"n{j}"] for j, k in enumerate(k for k in (numeric or ()) if k in index)
         }
-        text_cols: dict[str, Any] = {k: raw[f"s{j}"] for j, k in enumerate(k for k in (text or ()) if k in index)}
+        text_cols: dict[str, Any] = {
+            k: raw[f"s{j}"] for j, k in enumerate(k for k in (text or ()) if k in index)
+        }
         return out_meta, num_cols, text_cols
 
     def distinct(
