@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import os
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing.pool import AsyncResult, ThreadPool
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ CALIBRATION_DOCS = "drift_calibrations"
 MAX_CACHED = 4096
 #: Stored calibrations kept per monitor; older ones (superseded references) are deleted.
 MAX_STORED_PER_MONITOR = 8
+#: A failed calibration is tried again after this many seconds (Bonferroni meanwhile).
+RETRY_FAILED_S = 600.0
 #: Calibrations waiting for the worker; beyond it a monitor waits (Bonferroni) for a slot.
 MAX_QUEUED = 1024
 
@@ -74,12 +77,24 @@ def _compute(
     return [float(x) for x in min_p_null_rows(rows, kinds, family, size, windows, seed)]
 
 
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: exit once the service that started it is gone (killed, not stopped), so no
+    orphan goes on computing a calibration nobody will read."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
 class Calibrations:
     """The calibrations of one service's monitors: in memory, in the store, or being computed.
 
     ``null`` never computes: it answers at once with the null distribution and ``ready``, or
     with None and ``pending`` (the work is queued) or ``failed``. ``workers`` processes
-    compute (0: a thread in this process, for tools and tests that cannot spawn).
+    compute (0: one thread in this process).
     """
 
     name = "drift-calibrations"
@@ -89,8 +104,8 @@ class Calibrations:
         self._workers = workers
         self._lock = threading.Lock()
         self._ready: dict[str, np.ndarray] = {}
-        self._pending: dict[str, Future[list[float]]] = {}
-        self._failed: dict[str, str] = {}
+        self._pending: dict[str, AsyncResult[list[float]]] = {}
+        self._failed: dict[str, float] = {}  # key -> when it failed
         self._pool: Any = None
         self._closed = False
         #: Calibrations computed by this process and read from the store (for status and tests).
@@ -100,15 +115,12 @@ class Calibrations:
     def _executor(self) -> Any:
         if self._pool is None:
             if self._workers <= 0:
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="calibration")
+                self._pool = ThreadPool(1)
             else:
                 # spawn, not fork: the service runs threads (DuckDB, the event loop) that a
                 # forked child would inherit in whatever state they were.
-                self._pool = ProcessPoolExecutor(
-                    max_workers=self._workers, mp_context=multiprocessing.get_context("spawn")
-                )
+                ctx = multiprocessing.get_context("spawn")
+                self._pool = ctx.Pool(self._workers, initializer=_exit_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     def null(
@@ -128,7 +140,9 @@ class Calibrations:
             if key in self._pending:
                 return None, PENDING
             if key in self._failed:
-                return None, FAILED
+                if time.time() - self._failed[key] < RETRY_FAILED_S:
+                    return None, FAILED
+                del self._failed[key]
         try:
             doc = self._store.get_doc(CALIBRATION_DOCS, key)
         except StoreUnavailable:
@@ -143,13 +157,20 @@ class Calibrations:
             if self._closed or len(self._pending) >= MAX_QUEUED:
                 return None, PENDING
             kinds = {name: f.kind for name, f in profile.features.items()}
-            future = self._executor().submit(
-                _compute, dict(profile.sample_rows or {}), kinds, list(family), size, windows, seed
+            started = time.time()
+            self._pending[key] = self._executor().apply_async(
+                _compute,
+                (dict(profile.sample_rows or {}), kinds, list(family), size, windows, seed),
+                callback=lambda values: self._done(key, values, monitor, size, windows, seed, started),
+                error_callback=lambda exc: self._failed_with(key, monitor, exc),
             )
-            self._pending[key] = future
-        started = time.time()
-        future.add_done_callback(lambda f: self._done(key, f, monitor, size, windows, seed, started))
         return None, PENDING
+
+    def _failed_with(self, key: str, monitor: str, exc: BaseException) -> None:
+        with self._lock:
+            self._pending.pop(key, None)
+            self._failed[key] = time.time()
+        log.warning("min-P calibration for monitor %s failed (Bonferroni is used): %s", monitor, exc)
 
     def _remember(self, key: str, null: np.ndarray) -> None:
         if len(self._ready) >= MAX_CACHED:
@@ -159,23 +180,14 @@ class Calibrations:
     def _done(
         self,
         key: str,
-        future: Future[list[float]],
+        values: list[float],
         monitor: str,
         size: int,
         windows: int,
         seed: int,
         started: float,
     ) -> None:
-        try:
-            values = future.result()
-        except BaseException as exc:  # a worker that died, or the pool shut down
-            with self._lock:
-                self._pending.pop(key, None)
-                if not self._closed:
-                    self._failed[key] = f"{type(exc).__name__}: {exc}"
-            if not self._closed:
-                log.warning("min-P calibration for monitor %s failed (Bonferroni is used): %s", monitor, exc)
-            return
+        """In the pool's result thread: keep the calibration, in memory and in the store."""
         null = np.asarray(values, dtype=np.float64)
         doc = {
             "monitor": monitor,
@@ -196,6 +208,7 @@ class Calibrations:
             self._remember(key, null)
             self._pending.pop(key, None)
             self.computed += 1
+        log.info("min-P calibration of monitor %s ready (%.1f s)", monitor, doc["seconds"])
 
     def _prune(self, monitor: str) -> None:
         docs = self._store.list_docs(CALIBRATION_DOCS)
@@ -217,8 +230,11 @@ class Calibrations:
         self.close()
 
     def close(self) -> None:
+        """Stop the workers, a calibration in progress included (it is computed again, by
+        whichever process next needs it)."""
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.terminate()
+            pool.join()

@@ -385,7 +385,9 @@ class MonitorDetector(Detector):
             # Labels arriving for the same window change its evidence (the realised value).
             cols = self._columns(rows, store)
             key += (sum(v is not None for v in cols["label"]),)
-        if self._cached and self._cached[0] == key:
+        if self._cached and self._cached[0] == key and self.last.get("calibration") in (None, READY):
+            # The same window decided again with a calibration that became ready since (its
+            # Bonferroni verdict is provisional); otherwise the same decision.
             return list(self._cached[1])
         if cols is None:
             cols = self._columns(rows, store)
