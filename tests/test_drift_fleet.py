@@ -47,9 +47,9 @@ def _status(svc: ServiceHandle, name: str) -> dict[str, Any]:
 
 
 def test_a_calibrating_monitor_never_delays_another_monitors_verdict(service_factory) -> None:
-    # One thread computes calibrations; the slow monitor's (100,000 resampled windows) takes
-    # minutes, far longer than this test waits. Detectors run on their own schedule (1 s).
-    svc: ServiceHandle = service_factory({"detectors": {"interval": 1, "drift": {"calibration_workers": 0}}})
+    # The slow monitor's calibration (100,000 resampled windows) takes minutes, far longer
+    # than this test waits. Detectors run on their own schedule (1 s).
+    svc: ServiceHandle = service_factory({"detectors": {"interval": 1}})
     rng = np.random.default_rng(1)
     svc.post("/api/v1/monitors", _monitor("slow", null_windows=100_000))
     svc.post("/api/v1/monitors", _monitor("quick", correction="bh"))
@@ -101,3 +101,51 @@ def test_calibrations_survive_a_restart(service_factory) -> None:
     after = _status(svc, "kept")
     assert after["calibration"] == "ready"
     assert after["report"]["p_value"] == minp_verdict["p_value"]
+
+
+def test_the_stores_feature_columns_match_parsing_each_rows_json(tmp_path) -> None:
+    """DuckDB's extraction (what monitors read) gives exactly the values and category labels
+    that parsing each row's JSON in Python gives (the Store default), edge cases included."""
+    import json
+
+    from mlvigil.records import RecordBatch
+    from mlvigil.store.base import Store
+    from mlvigil.store.duckdb import DuckDBStore
+
+    docs: list[Any] = [
+        {"num": 1.5, "text": "x", "flag": True, "int": 3, "whole": 2.0, "nested": [1], "null": None},
+        {"num": 2, "big": 12345678901234567891, "huge": 1e20, "small": 0.1, "zip": "02139", "str_num": "3.5"},
+        {"text": "true", "whole": -0.0, "flag": False, 'quo"te': 1, "uni": "ü"},
+        {},
+        None,
+    ]
+    n = len(docs)
+    batch = RecordBatch()
+    batch.columns["inferences"] = {
+        "ts": [float(i) for i in range(n)],
+        "service": ["s"] * n,
+        "model": ["m"] * n,
+        "model_version": [None] * n,
+        "request_id": [str(i) for i in range(n)],
+        "features": [None if d is None else json.dumps(d) for d in docs],
+        "prediction": [None] * n,
+        "score": [None] * n,
+        "latency_s": [None] * n,
+        "source": ["t"] * n,
+    }
+    store = DuckDBStore(tmp_path)
+    try:
+        store.append(batch)
+        for kw in ({}, {"last": 3}, {"numeric": ["num", "int", "text"], "text": ["zip", "flag", "absent"]}):
+            got = store.feature_window(where={"model": "m"}, **kw)  # type: ignore[arg-type]
+            want = Store.feature_window(store, where={"model": "m"}, **kw)  # type: ignore[arg-type]
+            assert [c.tolist() for c in got[0].values()] == [list(c) for c in want[0].values()]
+            num = {k: [None if v != v else v for v in c.tolist()] for k, c in got[1].items()}
+            assert num == want[1]
+            assert {k: c.tolist() for k, c in got[2].items()} == want[2]
+        full = store.feature_window(where={"model": "m"})[2]
+        assert full["flag"].tolist() == ["True", None, "False", None, None]
+        assert full["big"].tolist()[1] == "12345678901234567891" and full["zip"].tolist()[1] == "02139"
+        assert 'quo"te' not in full
+    finally:
+        store.close()

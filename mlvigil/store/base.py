@@ -22,6 +22,12 @@ MAX_WINDOW_FEATURES = 1_000
 WINDOW_META = ("ts", "service", "model", "model_version")
 
 
+def window_feature_name_ok(name: str) -> bool:
+    """Feature names a window reads: a name with a double quote or backslash (which a JSON
+    path would have to escape) is left out, by every store alike."""
+    return '"' not in name and "\\" not in name
+
+
 def feature_value_forms(value: Any) -> tuple[float | None, str | None]:
     """A feature value as a number (None unless it is an int or float, not a bool) and as a
     category label (numbers that are whole as integers, so 1 and 1.0 are one category;
@@ -30,8 +36,10 @@ def feature_value_forms(value: Any) -> tuple[float | None, str | None]:
         return None, None
     if isinstance(value, bool):
         return None, str(value)
-    if isinstance(value, int | float):
-        number = float(value)
+    if isinstance(value, int):
+        return float(value), str(value)
+    if isinstance(value, float):
+        number = value
         if number != number:
             return None, None
         return number, str(int(number)) if number.is_integer() else str(value)
@@ -126,6 +134,8 @@ class Store(ABC):
                     if len(names) < MAX_WINDOW_FEATURES:
                         names.setdefault(k)
             numeric = text = sorted(names)
+        numeric = [k for k in numeric or () if window_feature_name_ok(k)]
+        text = [k for k in text or () if window_feature_name_ok(k)]
         num_cols: dict[str, list[float | None]] = {}
         text_cols: dict[str, list[str | None]] = {}
         for k in numeric or ():

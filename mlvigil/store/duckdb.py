@@ -39,6 +39,7 @@ from mlvigil.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    window_feature_name_ok,
 )
 
 log = logging.getLogger(__name__)
@@ -493,38 +494,35 @@ class DuckDBStore(Store):
             found = [r[0] for r in self._read(lambda cur: cur.execute(keys_sql, params).fetchall())]
             numeric = text = found
         names = list(dict.fromkeys([*(numeric or ()), *(text or ())]))
-        # A JSON path names its key in double quotes; a key that needs escaping there is left
-        # out (missing) rather than read wrongly.
-        names = [k for k in names if '"' not in k and "\\" not in k]
+        names = [k for k in names if window_feature_name_ok(k)]
         index = {k: i + 1 for i, k in enumerate(names)}
+        # Each row's JSON is parsed once for all features (json_extract with a list of
+        # paths); each value comes back as its JSON text, which says its type: a number
+        # parses as one, a string is quoted.
         select = [meta]
         for j, k in enumerate(k for k in (numeric or ()) if k in index):
-            i = index[k]
-            select.append(
-                f"CASE WHEN t[{i}] IN ('BIGINT', 'UBIGINT', 'DOUBLE')"
-                f" THEN TRY_CAST(v[{i}] AS DOUBLE) END AS n{j}"
-            )
+            select.append(f"TRY_CAST(f{index[k]} AS DOUBLE) AS n{j}")
         for j, k in enumerate(k for k in (text or ()) if k in index):
-            i = index[k]
-            # The category label of feature_value_forms: whole numbers as integers,
-            # booleans as True/False.
+            f = f"f{index[k]}"
+            number = f"TRY_CAST({f} AS DOUBLE)"
+            # The category label of feature_value_forms: whole numbers as integers (integer
+            # text as it is, so large ids keep every digit), booleans as True/False.
             select.append(
-                f"CASE t[{i}] WHEN 'VARCHAR' THEN v[{i}] WHEN 'BIGINT' THEN v[{i}] WHEN 'UBIGINT' THEN v[{i}]"
-                f" WHEN 'BOOLEAN' THEN CASE WHEN v[{i}] = 'true' THEN 'True' ELSE 'False' END"
-                f" WHEN 'DOUBLE' THEN CASE WHEN abs(TRY_CAST(v[{i}] AS DOUBLE)) < 1e38"
-                f" AND TRY_CAST(v[{i}] AS DOUBLE) = trunc(TRY_CAST(v[{i}] AS DOUBLE))"
-                f" THEN CAST(CAST(TRY_CAST(v[{i}] AS DOUBLE) AS HUGEINT) AS VARCHAR) ELSE v[{i}] END"
-                f" END AS s{j}"
+                f"CASE WHEN {f} IS NULL OR {f} = 'null' OR {f}[1] IN ('[', '{{') THEN NULL"
+                f" WHEN {f}[1] = '\"' THEN json_extract_string({f}, '$')"
+                f" WHEN {f} = 'true' THEN 'True' WHEN {f} = 'false' THEN 'False'"
+                f" WHEN NOT regexp_matches({f}, '[.eE]') THEN {f}"
+                f" WHEN abs({number}) < 1e38 AND {number} = trunc({number})"
+                f" THEN CAST(CAST({number} AS HUGEINT) AS VARCHAR) ELSE {f} END AS s{j}"
             )
         paths = [f'$."{k}"' for k in names]
-        extract = (
-            "try(json_extract_string(features, ?::VARCHAR[])) AS v,"
-            " try(json_type(features, ?::VARCHAR[])) AS t"
-            if names
-            else "NULL AS v, NULL AS t"
+        texts = ", ".join(f"CAST(v[{i}] AS VARCHAR) AS f{i}" for i in index.values())
+        extract = "try(json_extract(features, ?::VARCHAR[])) AS v" if names else "NULL AS v"
+        sql = (
+            f"SELECT {', '.join(select)} FROM (SELECT {meta}{', ' + texts if texts else ''}"
+            f" FROM (SELECT {meta}, {extract} FROM {source})) ORDER BY ts"
         )
-        sql = f"SELECT {', '.join(select)} FROM (SELECT {meta}, {extract} FROM {source}) ORDER BY ts"
-        args = [*([paths, paths] if names else []), *params]
+        args = [*([paths] if names else []), *params]
         raw = self._read(lambda cur: cur.execute(sql, args).fetchnumpy())
         out_meta: dict[str, Any] = {c: raw[c] for c in WINDOW_META}
         num_cols: dict[str, Any] = {
