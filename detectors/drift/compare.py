@@ -14,7 +14,13 @@ import numpy as np
 
 from detectors.drift.min_p import MISSING, READY, Member, cached_min_p_null
 from detectors.drift.multiple import correct, min_p
-from detectors.drift.profile import CategoricalProfile, NumericProfile, ReferenceProfile, current_values
+from detectors.drift.profile import (
+    CategoricalProfile,
+    NumericProfile,
+    ReferenceProfile,
+    current_values,
+    label_counts,
+)
 from detectors.drift.stats import MULTIVARIATE, MissingRate, TestResult, test_for
 
 
@@ -149,8 +155,7 @@ def _movement_categorical(prof: CategoricalProfile, cur: np.ndarray, n_missing: 
     ref_share = prof.shares()
     cur_share: dict[str, float] = {}
     if cur.size:
-        values, counts = np.unique(cur.astype(str), return_counts=True)
-        cur_share = {str(v): int(c) / cur.size for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+        cur_share = {v: c / cur.size for v, c in label_counts(cur).items()}
     cats = set(ref_share) | set(cur_share)
     changes = sorted(
         ((c, ref_share.get(c, 0.0), cur_share.get(c, 0.0)) for c in cats), key=lambda t: -abs(t[2] - t[1])

@@ -9,6 +9,7 @@ apart from the values, so each feature also carries its reference missing rate.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,17 +94,13 @@ class CategoricalProfile:
     def bin_current(self, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Reference and current counts per category, with a last cell for unseen categories."""
         cur = np.zeros(len(self.categories) + 1, dtype=np.int64)
-        values, counts = np.unique(current.astype(str), return_counts=True)
-        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+        for v, c in label_counts(current).items():
             cur[self._index.get(v, len(self.categories))] += c
         return np.append(self.counts, 0), cur
 
     def unseen(self, current: np.ndarray) -> dict[str, int]:
         """Categories of the current window never seen in the reference, with their counts."""
-        values, counts = np.unique(current.astype(str), return_counts=True)
-        return {
-            v: int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True) if v not in self._index
-        }
+        return {v: c for v, c in label_counts(current).items() if v not in self._index}
 
     def shares(self) -> dict[str, float]:
         n = max(self.n, 1)
@@ -147,11 +144,12 @@ def split_numeric(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, int]:
 
 def split_categorical(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, int]:
     """Present values as strings and the number missing."""
+    if isinstance(values, Labels):
+        present_mask: np.ndarray = np.asarray(values).view(np.ndarray) != None  # noqa: E711 - per element
+        present = np.asarray(values)[present_mask].view(np.ndarray)
+        return present, int(values.size - present.size)
     items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    if all(type(v) is str or v is None for v in items):
-        keep = [v for v in items if v is not None]
-    else:
-        keep = [str(v) for v in items if not is_missing(v)]
+    keep = [str(v) for v in items if not is_missing(v)]
     return np.asarray(keep, dtype=object), len(items) - len(keep)
 
 
@@ -231,13 +229,26 @@ def current_values(profile: FeatureProfile, values: Sequence[Any] | np.ndarray) 
     return split_categorical(canon_all(values))
 
 
-def canon_all(values: Sequence[Any] | np.ndarray) -> list[Any]:
-    """``_canon`` of every value; labels that are already text (a store's feature window)
-    pass through without a call per value."""
+class Labels(np.ndarray):
+    """An object array of category labels already in canonical form (text, or None where
+    missing), as a store's feature window returns them: read without a call per value."""
+
+
+def canon_all(values: Sequence[Any] | np.ndarray) -> Sequence[Any] | np.ndarray:
+    """``_canon`` of every value (``Labels`` are canonical already)."""
+    if isinstance(values, Labels):
+        return values
     items = values.tolist() if isinstance(values, np.ndarray) else list(values)
-    if all(type(v) is str or v is None for v in items):
-        return items
     return [_canon(v) for v in items]
+
+
+def label_counts(values: np.ndarray) -> dict[str, int]:
+    """How often each label (text, as ``split_categorical`` returns them) occurs, in label
+    order: counted in one pass, without converting the labels to a fixed-width array."""
+    if values.dtype == object:
+        return dict(sorted(Counter(values.tolist()).items()))
+    labels, counts = np.unique(values.astype(str), return_counts=True)
+    return {str(v): int(c) for v, c in zip(labels.tolist(), counts.tolist(), strict=True)}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.drift.profile import rows_to_columns
+from detectors.drift.profile import Labels, rows_to_columns
 
 Columns = dict[str, Any]
 INFERENCE_COLUMNS = [
@@ -84,7 +84,8 @@ def window_arrays(numeric: Mapping[str, Any], text: Mapping[str, Any]) -> tuple[
                 out[name] = np.array([np.nan if v is None else float(v) for v in out[name]], dtype=np.float64)
         return out
 
-    return arrays(numeric, np.float64), arrays(text, object)
+    labels = {name: col.view(Labels) for name, col in arrays(text, object).items()}
+    return arrays(numeric, np.float64), labels
 
 
 def _loads(text: Any) -> Any:
