@@ -167,7 +167,7 @@ def _inference_body(n: int, models: int, seed: int) -> bytes:
     now = time.time_ns()
     spans = []
     for i in range(n):
-        feats = {f"n{j}": round(float(j + rng.normal()), 5) for j in range(NUMERIC)}
+        feats: dict[str, Any] = {f"n{j}": round(float(j + rng.normal()), 5) for j in range(NUMERIC)}
         feats.update({f"c{j}": f"v{int(rng.random() ** 2 * 8)}" for j in range(CATEGORICAL)})
         attrs = {
             "mlvigil.model.name": f"m{(seed * n + i) % models}",
@@ -324,6 +324,7 @@ def service_run(
                 break
             time.sleep(2.0)  # the worker computes meanwhile; polled with a deadline
         out["calibrated_before_restart"] = sum(s.get("calibration") == "ready" for s in _statuses(svc))
+        assert svc.proc is not None
         out["peak_rss_mb"] = _peak_rss_mb(svc.proc.pid)
         svc.restart()
         _, took = _post(svc.api + "/api/v1/evaluate", b"{}", "application/json")
@@ -369,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n== in process: one monitor, 25 features (20 numeric + 5 categorical) ==")
         r = in_process(data_dir, args.models, begin, end, args.samples)
         print(
-            f"  10k-row window: monitor evaluation {r['monitor_s']:.3f} s, bare statistics {r['stats_s']:.3f} s"
+            f"  10k-row window: monitor evaluation {r['monitor_s']:.3f} s,"
+            f" bare statistics {r['stats_s']:.3f} s"
             f" (ratio {r['monitor_s'] / r['stats_s']:.2f}x); before (rows + JSON per row + stats)"
             f" {r['old_s']:.3f} s ({r['old_s'] / r['monitor_s']:.1f}x the monitor now)"
         )
@@ -382,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             f" before {r['big_old_s']:.2f} s"
         )
         print(
-            "\n== over the service (POST /api/v1/evaluate passes; minp monitors, Bonferroni until calibrated) =="
+            "\n== over the service (POST /api/v1/evaluate passes;"
+            " minp monitors, Bonferroni until calibrated) =="
         )
         ingest_at = min(counts, key=lambda c: abs(c - 50))
         for count in counts:
@@ -398,13 +401,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             per = res["steady_per_monitor_s"]
             print(
-                f"  {count} monitors: first verdicts {res['first_pass_s']:.2f} s ({res['verdicts']}/{count} decided,"
-                f" {res['pending_first']} of them Bonferroni while calibrating); steady pass {res['steady_pass_s']:.2f} s"
-                f" ({per:.3f} s per monitor, {per / r['stats_s']:.2f}x its statistics); peak RSS {res['peak_rss_mb']:.0f} MB"
+                f"  {count} monitors: first verdicts {res['first_pass_s']:.2f} s"
+                f" ({res['verdicts']}/{count} decided, {res['pending_first']} of them Bonferroni while"
+                f" calibrating); steady pass {res['steady_pass_s']:.2f} s ({per:.3f} s per monitor,"
+                f" {per / r['stats_s']:.2f}x its statistics); peak RSS {res['peak_rss_mb']:.0f} MB"
             )
             print(
                 f"     restart: first pass {res['first_pass_after_restart_s']:.2f} s, calibrations ready"
-                f" {res['calibrated_after_restart']}/{count} (before restart {res['calibrated_before_restart']})"
+                f" {res['calibrated_after_restart']}/{count}"
+                f" (before restart {res['calibrated_before_restart']})"
             )
             for phase in ("idle", "busy"):
                 if phase in res:
@@ -417,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
             if "busy" in res:
                 print(
-                    f"     ingest while evaluating: {res['busy']['rows_per_s'] / res['idle']['rows_per_s']:.0%} of idle"
+                    "     ingest while evaluating:"
+                    f" {res['busy']['rows_per_s'] / res['idle']['rows_per_s']:.0%} of idle"
                 )
     finally:
         if args.data_dir is None:
