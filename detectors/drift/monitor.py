@@ -106,6 +106,8 @@ class MonitorDetector(Detector):
         # A large columnar window kept for the next one: (reference and features, rows, until,
         # when it was read whole, the earliest time its rows cover).
         self._incremental: tuple[Any, Columns, float, float, float] | None = None
+        # A sliding-size window's last (until, first row's ts): where the next one may start.
+        self._slide_floor: tuple[float, float] | None = None
         # Streaming mode: the detector, the time up to which rows were fed, the open alarm.
         self._stream: DistributionStream | ErrorStream | None = None
         self._stream_built_for: float | None = None
@@ -390,7 +392,16 @@ class MonitorDetector(Detector):
             return rows, until - w.duration, until
         assert w.size is not None
         if w.mode == "sliding":
-            rows = self._rows(store, until=until, last=w.size)
+            # The newest rows never start before the previous window did (a row arriving late
+            # with an earlier time has size newer rows after it): bounding the search by that
+            # start lets the store skip every older block of a large table.
+            floor = self._slide_floor
+            since = floor[1] if floor is not None and until >= floor[0] else None
+            rows = self._rows(store, since=since, until=until, last=w.size)
+            if since is not None and len(rows.get("ts", [])) < w.size:
+                rows = self._rows(store, until=until, last=w.size)  # rows were deleted meanwhile
+            ts = rows.get("ts") or []
+            self._slide_floor = (until, ts[0]) if len(ts) == w.size else None
         else:
             fresh = self._rows(store, since=self._tumble_after, until=until)
             if self._tumble_after is not None:
