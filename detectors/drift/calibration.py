@@ -13,6 +13,7 @@ which controls the same family-wise error without knowing how the features move 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing
@@ -35,6 +36,8 @@ CALIBRATION_DOCS = "drift_calibrations"
 MAX_CACHED = 4096
 #: Stored calibrations kept per monitor; older ones (superseded references) are deleted.
 MAX_STORED_PER_MONITOR = 8
+#: Niceness of calibration worker processes (lower CPU priority than the service).
+CALIBRATION_NICE = 10
 #: A failed calibration is tried again after this many seconds (Bonferroni meanwhile).
 RETRY_FAILED_S = 600.0
 #: Calibrations waiting for the worker; beyond it a monitor waits (Bonferroni) for a slot.
@@ -78,8 +81,11 @@ def _compute(
 
 
 def _exit_with_parent(parent: int) -> None:
-    """In a worker: exit once the service that started it is gone (killed, not stopped), so no
-    orphan goes on computing a calibration nobody will read."""
+    """In a worker: yield the CPU to the service (ingest first: a calibration can wait), and
+    exit once the service that started it is gone (killed, not stopped), so no orphan goes on
+    computing a calibration nobody will read."""
+    with contextlib.suppress(OSError):
+        os.nice(CALIBRATION_NICE)
 
     def watch() -> None:
         while os.getppid() == parent:
