@@ -145,6 +145,8 @@ class IngestConfig(Strict):
 class DetectorsConfig(Strict):
     # How often the detector loop evaluates all detectors.
     interval: Duration = 15.0
+    # Threads evaluating detectors at once; each detector keeps its own schedule.
+    workers: int = Field(default=2, ge=1, le=64)
     # Sections of each detector family; filled in by their packages.
     training: dict[str, Any] = Field(default_factory=dict)
     drift: dict[str, Any] = Field(default_factory=dict)

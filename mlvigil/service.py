@@ -74,7 +74,9 @@ class Service:
         store = open_store(str(cfg.storage.data_dir), min_free_bytes=cfg.storage.min_free_bytes)
         self.store = store
         book = FindingBook(store, self.telemetry)
-        loop = DetectorLoop(store, book, [], cfg.detectors.interval)
+        loop = DetectorLoop(
+            store, book, [], cfg.detectors.interval, workers=cfg.detectors.workers, telemetry=self.telemetry
+        )
         ctx = ServiceContext(config=cfg, store=store, telemetry=self.telemetry, book=book, detector_loop=loop)
         self.ctx = ctx
         token = cfg.server.auth_token.resolve() if cfg.server.auth_token else None
