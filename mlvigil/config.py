@@ -103,6 +103,7 @@ class StorageConfig(Strict):
             "training_steps": 30 * 86400.0,
             "metric_points": 14 * 86400.0,
             "logs": 7 * 86400.0,
+            "monitor_stats": 30 * 86400.0,
         }
     )
     retention_interval: Duration = 600.0
@@ -172,6 +173,8 @@ class IngestConfig(Strict):
 class DetectorsConfig(Strict):
     # How often the detector loop evaluates all detectors.
     interval: Duration = 15.0
+    # Threads evaluating detectors at once; each detector keeps its own schedule.
+    workers: int = Field(default=2, ge=1, le=64)
     # Sections of each detector family; filled in by their packages.
     training: dict[str, Any] = Field(default_factory=dict)
     drift: dict[str, Any] = Field(default_factory=dict)

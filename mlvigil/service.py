@@ -82,7 +82,9 @@ class Service:
             coordinator = Coordinator(store, cfg.storage.lease_ttl)  # type: ignore[arg-type]
             store.coordinator = coordinator  # type: ignore[attr-defined]
         book = FindingBook(store, self.telemetry)
-        loop = DetectorLoop(store, book, [], cfg.detectors.interval)
+        loop = DetectorLoop(
+            store, book, [], cfg.detectors.interval, workers=cfg.detectors.workers, telemetry=self.telemetry
+        )
         if coordinator is not None:
             loop.share(coordinator)
         ctx = ServiceContext(config=cfg, store=store, telemetry=self.telemetry, book=book, detector_loop=loop)

@@ -10,6 +10,7 @@ from mlvigil.config import Strict
 class ConsoleConfig(Strict):
     # Serve the console under /ui/ on the API port (same listener, same auth).
     enabled: bool = True
-    # Points of each drift monitor's statistic kept in memory for the "over time" plots
-    # (one per evaluation; at the default 15 s detector interval, 720 points are 3 hours).
+    # Newest points of each drift monitor's statistic drawn by the "over time" plots (one per
+    # evaluation, recorded in the store's monitor_stats table; at the default 15 s detector
+    # interval, 720 points are 3 hours).
     statistic_history: int = Field(default=720, ge=10, le=100_000)

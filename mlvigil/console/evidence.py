@@ -95,8 +95,8 @@ def statistic_chart(history: StatisticHistory, monitor: str, alarm_ts: float | N
     what, points = history.series(monitor)
     if not points:
         return (
-            '<p class="muted">No evaluations recorded yet (the console samples each monitor once'
-            " per detector interval).</p>"
+            '<p class="muted">No evaluations recorded yet (each monitor evaluation is recorded'
+            " once the detectors run).</p>"
         )
     log_p = what == "p-value"
 

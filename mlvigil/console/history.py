@@ -1,8 +1,10 @@
-"""Each drift monitor's statistic over time, kept in memory for the console's plots.
+"""Each drift monitor's statistic over time, recorded in the store for the console's plots.
 
 Monitors keep only their last evaluation (``MonitorDetector.status``); this component reads
-it once per detector interval and keeps a bounded series per monitor, so the console can draw
-the statistic (or p-value, or estimate) since the service started.
+it at least once per detector interval (and every second) and appends each new evaluation's
+headline number to the ``monitor_stats`` record table, so the console draws the statistic (or
+p-value, or estimate) across restarts, kept as long as ``storage.retention.monitor_stats``.
+Two evaluations of one monitor within one sampling period record only the later one.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlvigil.aio import stop_task
+from mlvigil.records import RecordBatch
 
 if TYPE_CHECKING:
     from mlvigil.context import ServiceContext
@@ -59,42 +61,68 @@ class StatisticHistory:
     def __init__(self, ctx: ServiceContext, max_points: int) -> None:
         self._ctx = ctx
         self._max = max_points
-        self._series: dict[str, deque[Point]] = {}
-        self._what: dict[str, str] = {}
+        # The evaluation time last recorded per monitor (an unchanged status is not new).
+        self._last_at: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     def series(self, monitor: str) -> tuple[str, list[Point]]:
-        return self._what.get(monitor, "statistic"), list(self._series.get(monitor, ()))
+        """The monitor's newest ``max_points`` recorded evaluations, oldest first (a store query)."""
+        rows = self._ctx.store.query(
+            "monitor_stats",
+            columns=["ts", "statistic", "value", "threshold", "status"],
+            where={"monitor": monitor},
+            last=self._max,
+        )
+        points = [
+            Point(at, value, threshold, status or "")
+            for at, value, threshold, status in zip(
+                rows["ts"], rows["value"], rows["threshold"], rows["status"], strict=True
+            )
+        ]
+        what = rows["statistic"][-1] if rows["statistic"] else "statistic"
+        return what, points
 
-    def sample(self) -> None:
+    def sample(self) -> RecordBatch:
+        """The monitors' evaluations since the last sample, as ``monitor_stats`` rows."""
+        batch = RecordBatch()
         registry = self._ctx.services.get("drift")
         if registry is None:
-            return
+            return batch
         for name, det in list(registry.detectors.items()):
             status = det.status()
             found = statistic_of(status)
             at = status.get("at")
-            if found is None or not isinstance(at, int | float):
+            if found is None or not isinstance(at, int | float) or not math.isfinite(at):
                 continue
-            what, value, threshold = found
-            points = self._series.setdefault(name, deque(maxlen=self._max))
-            if points and points[-1].at == at:
+            if self._last_at.get(name) == at:
                 continue  # no evaluation since the last sample
+            what, value, threshold = found
             if not math.isfinite(value):
                 continue
-            points.append(Point(float(at), value, threshold, str(status.get("status", ""))))
-            self._what[name] = what
-        for gone in set(self._series) - set(registry.detectors):
-            del self._series[gone]
+            self._last_at[name] = float(at)
+            batch.add(
+                "monitor_stats",
+                ts=float(at),
+                monitor=name,
+                statistic=what,
+                value=value,
+                threshold=threshold,
+                status=str(status.get("status", "")),
+            )
+        for gone in set(self._last_at) - set(registry.detectors):
+            del self._last_at[gone]
+        return batch
 
     async def _loop(self) -> None:
         # Often enough to see every evaluation, including those run on demand (POST /api/v1/evaluate).
         interval = min(max(self._ctx.config.detectors.interval, 0.5), SAMPLE_EVERY_S)
         while True:
             try:
-                self.sample()
+                batch = self.sample()
+                if batch.rows("monitor_stats"):
+                    await asyncio.to_thread(self._ctx.store.append, batch)
             except Exception:
-                log.exception("console: sampling monitor statistics failed")
+                log.exception("console: recording monitor statistics failed")
             await asyncio.sleep(interval)
 
     async def start(self) -> None:

@@ -6,6 +6,7 @@ this interface on an existing engine; nothing outside ``mlvigil.store`` knows wh
 
 from __future__ import annotations
 
+import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
@@ -16,6 +17,35 @@ from mlvigil.findings import Finding
 from mlvigil.records import RecordBatch
 
 Columns = dict[str, list[Any]]
+
+#: Most feature names one feature window discovers (a hostile producer could send millions).
+MAX_WINDOW_FEATURES = 1_000
+#: Columns of an inference row a feature window carries besides the features.
+WINDOW_META = ("ts", "service", "model", "model_version")
+
+
+def window_feature_name_ok(name: str) -> bool:
+    """Feature names a window reads: a name with a double quote or backslash (which a JSON
+    path would have to escape) is left out, by every store alike."""
+    return '"' not in name and "\\" not in name
+
+
+def feature_value_forms(value: Any) -> tuple[float | None, str | None]:
+    """A feature value as a number (None unless it is an int or float, not a bool) and as a
+    category label (numbers that are whole as integers, so 1 and 1.0 are one category;
+    booleans as ``True``/``False``); lists, objects and null are missing in both forms."""
+    if value is None or isinstance(value, list | dict):
+        return None, None
+    if isinstance(value, bool):
+        return None, str(value)
+    if isinstance(value, int):
+        return float(value), str(value)
+    if isinstance(value, float):
+        number = value
+        if number != number:
+            return None, None
+        return number, str(int(number)) if number.is_integer() else str(value)
+    return None, str(value)
 
 
 @dataclass
@@ -126,6 +156,52 @@ class Store(ABC):
         ``since``/``until`` bound ``ts`` (since inclusive, until exclusive); ``where`` is
         equality on columns (a list value means IN); ``last`` keeps only the newest N rows.
         """
+
+    def feature_window(
+        self,
+        *,
+        numeric: Sequence[str] | None = None,
+        text: Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        where: dict[str, Any] | None = None,
+        last: int | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """Inference rows' features as columns, oldest row first: ``(meta, numeric, text)``.
+
+        ``meta`` holds ``WINDOW_META``; ``numeric[k]`` the feature ``k`` as numbers (None where
+        it is missing or not a number) and ``text[k]`` as category labels (see
+        ``feature_value_forms``). With ``numeric`` and ``text`` both None, every feature the
+        rows name (at most ``MAX_WINDOW_FEATURES``) comes back in both forms. Row bounds as
+        in ``query``. This default parses each row's JSON; a store that can extract features
+        without Python per row overrides it.
+        """
+        rows = self.query(
+            "inferences", columns=[*WINDOW_META, "features"], since=since, until=until, where=where, last=last
+        )
+        docs: list[dict[str, Any]] = []
+        for raw in rows.pop("features"):
+            try:
+                doc = json.loads(raw) if isinstance(raw, str) else None
+            except json.JSONDecodeError:
+                doc = None
+            docs.append(doc if isinstance(doc, dict) else {})
+        if numeric is None and text is None:
+            names: dict[str, None] = {}
+            for doc in docs:
+                for k in doc:
+                    if len(names) < MAX_WINDOW_FEATURES:
+                        names.setdefault(k)
+            numeric = text = sorted(names)
+        numeric = [k for k in numeric or () if window_feature_name_ok(k)]
+        text = [k for k in text or () if window_feature_name_ok(k)]
+        num_cols: dict[str, list[float | None]] = {}
+        text_cols: dict[str, list[str | None]] = {}
+        for k in numeric or ():
+            num_cols[k] = [feature_value_forms(d.get(k))[0] for d in docs]
+        for k in text or ():
+            text_cols[k] = [feature_value_forms(d.get(k))[1] for d in docs]
+        return rows, num_cols, text_cols
 
     @abstractmethod
     def distinct(
