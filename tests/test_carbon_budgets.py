@@ -116,6 +116,11 @@ def test_overrun_fires_at_the_budget_and_names_the_numbers(store: DuckDBStore) -
     f = found[0]
     assert f.subject == {"run_id": "r1"} and str(f.severity) == "critical"
     assert f.evidence["actual"] == 1000.0 and f.evidence["limit"] == 1000.0 and f.evidence["ratio"] == 1.0
+    # The cumulative curve behind it (the console draws it): each measurement, ending at the total.
+    assert f.evidence["curve"] == {
+        "ts": [1.0, 2.0, 3.0, 4.0, 5.0],
+        "value": [200.0, 400.0, 600.0, 800.0, 1000.0],
+    }
     # one step earlier it was under budget
     assert det.evaluate(store, 4.5) == []
 

@@ -293,6 +293,9 @@ def test_each_kind_opens_from_the_list_with_its_evidence_drawn(stack: Any, brows
         _drawn(browser, "svg.plot-line polyline.line") >= 1
         and _drawn(browser, "svg.plot-line line.rule") >= 1
     )
+    # The measured cumulative curve, not a straight line from zero to the total.
+    used = browser.find_element(By.CSS_SELECTOR, "svg.plot-line polyline.line").get_attribute("points")
+    assert len(used.split()) > 2
     _shot(browser, "finding-carbon")
 
     # Every finding page links its raw records, and they answer with the session.

@@ -583,8 +583,18 @@ def carbon_evidence(f: Finding) -> str:
     ]
     if actual is None or limit is None:
         return _facts(facts)
+    curve = ev.get("curve")
+    used_ts: list[float] = [start, now]
+    used: list[float] = [0.0, actual]
+    if isinstance(curve, dict):
+        cts, cvals = curve.get("ts"), curve.get("value")
+        if isinstance(cts, list) and isinstance(cvals, list) and len(cts) == len(cvals) >= 2:
+            points = [(_finite(t), _finite(v)) for t, v in zip(cts, cvals, strict=True)]
+            kept = [(t, v) for t, v in points if t is not None and v is not None]
+            if len(kept) >= 2:
+                used_ts, used = [t for t, _ in kept], [v for _, v in kept]
     chart = svg.LineChart(
-        series=[svg.Series(f"used ({unit})", [start, now], [0.0, actual], color=svg.PALETTE[0])],
+        series=[svg.Series(f"used ({unit})", used_ts, used, color=svg.PALETTE[0])],
         rules=[svg.Rule(f"budget {limit:.4g} {unit}", y=limit)],
         x_time=True,
         y_label=f"cumulative {unit}",
