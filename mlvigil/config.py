@@ -10,10 +10,18 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
@@ -102,6 +110,26 @@ class StorageConfig(Strict):
     # Writes are refused (503/UNAVAILABLE, retryable) while the data dir's disk has less free
     # space than this, so a checkpoint always has room; 0 turns the check off.
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # duckdb: the embedded file in data_dir (one process). postgres: a shared database, for N
+    # equal replicas (docs/scale-out.md); MLVIGIL_STORE_DSN selects it with its DSN.
+    backend: Literal["duckdb", "postgres"] = "duckdb"
+    # postgresql://user@host:5432/db as text (no password: use PGPASSFILE or .pgpass), or a
+    # secret from the environment or a file when the DSN holds a password.
+    dsn: str | Secret | None = None
+    # Replicas hold their share of the detector work by leases that expire this long after the
+    # last heartbeat: a dead replica's work moves within this bound (postgres only).
+    lease_ttl: Duration = Field(default=15.0, ge=1.0)
+
+    def resolve_dsn(self) -> str | None:
+        return self.dsn.resolve() if isinstance(self.dsn, Secret) else self.dsn
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> StorageConfig:
+        if self.backend == "postgres" and self.dsn is None:
+            raise ValueError(
+                "storage.backend is postgres but storage.dsn is not set: set storage.dsn or MLVIGIL_STORE_DSN"
+            )
+        return self
 
     @field_validator("retention")
     @classmethod
@@ -277,6 +305,9 @@ def build_config(
         if env.get(name):
             _set_path(tree, path, env[name])
             origins[path] = name
+    if env.get("MLVIGIL_STORE_DSN"):
+        _set_path(tree, ("storage", "backend"), "postgres")
+        _set_path(tree, ("storage", "dsn"), {"env": "MLVIGIL_STORE_DSN"})
     if env.get("MLVIGIL_AUTH_TOKEN"):
         _set_path(tree, ("server", "auth_token"), {"env": "MLVIGIL_AUTH_TOKEN"})
     elif env.get("MLVIGIL_AUTH_TOKEN_FILE"):

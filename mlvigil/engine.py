@@ -16,12 +16,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from detectors.base import Detector
 from mlvigil.aio import stop_task
 from mlvigil.findings import Finding, State
 from mlvigil.metrics import Telemetry
 from mlvigil.store import Store, StoreUnavailable
+
+if TYPE_CHECKING:
+    from mlvigil.coordination import Coordinator
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,29 @@ class FindingBook:
                     log.exception("finding listener failed on %s %s", what, f.id)
         return transitions
 
+    def reload(self, detector: str) -> None:
+        """Re-read ``detector``'s firing Findings from the store: another replica ran it until
+        now (its lease moved here), so what this process remembers of it may be stale. Each is
+        handed to the listeners as "restored", so alert groups and retrain policies here pick
+        up what the other replica may not have finished (their message ids are deterministic:
+        what it did send is not sent again)."""
+        stored = {
+            f.id: f
+            for f in self._store.findings(state=State.FIRING, limit=1_000_000)
+            if f.detector == detector
+        }
+        with self._lock:
+            firing = {i: f for i, f in self._firing.items() if f.detector != detector or i in stored}
+            firing.update(stored)
+            self._firing = firing
+        self._publish_gauge()
+        for f in stored.values():
+            for listener in self._listeners:
+                try:
+                    listener(f, "restored")
+                except Exception:
+                    log.exception("finding listener failed on restored %s", f.id)
+
     def _publish_gauge(self) -> None:
         if not self._telemetry:
             return
@@ -141,6 +168,8 @@ class DetectorLoop:
         self._telemetry = telemetry
         self._slots: dict[str, _Slot] = {}
         self._slots_lock = threading.Lock()
+        #: With replicas on a shared store: which detectors this one runs (leases).
+        self.coordinator: Coordinator | None = None
         for det in detectors:
             self.add(det)
         self._task: asyncio.Task[None] | None = None
@@ -152,14 +181,29 @@ class DetectorLoop:
         with self._slots_lock:
             return [s.detector for s in self._slots.values()]
 
+    # -- replicas: each detector runs where its lease is (mlvigil.coordination) -------------
+    def share(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+        coordinator.on_acquired(lambda key: self._book.reload(key.removeprefix("detector:")))
+        self._share_keys()
+
+    def _share_keys(self) -> None:
+        if self.coordinator is not None:
+            self.coordinator.set_keys(f"detector:{d.name}" for d in self.detectors)
+
+    def _runs_here(self, name: str) -> bool:
+        return self.coordinator is None or self.coordinator.holds(f"detector:{name}")
+
     def add(self, detector: Detector) -> None:
         with self._slots_lock:
             self._slots[detector.name] = _Slot(detector, time.monotonic() + self._interval)
+        self._share_keys()
 
     def remove(self, name: str) -> None:
         """Drop a detector and resolve what it had firing."""
         with self._slots_lock:
             slot = self._slots.pop(name, None)
+        self._share_keys()
         if slot is None:
             self._book.record(name, [], time.time())
             return
@@ -173,6 +217,8 @@ class DetectorLoop:
             with self._slots_lock:
                 if self._slots.get(det.name) is not slot:
                     return []  # removed meanwhile
+            if not self._runs_here(det.name):
+                return []  # another replica holds its lease
             now = time.time() if now is None else now
             started = time.perf_counter()
             try:
@@ -183,6 +229,8 @@ class DetectorLoop:
             finally:
                 if self._telemetry:
                     self._telemetry.detector_seconds.labels(det.name).observe(time.perf_counter() - started)
+            if not self._runs_here(det.name):
+                return []  # the lease lapsed while evaluating: its new holder writes
             try:
                 return self._book.record(det.name, reported, now)
             except StoreUnavailable as exc:

@@ -22,7 +22,7 @@ import csv
 import heapq
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,7 +369,9 @@ class MemoryStore(Store):
     def get_doc(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         return None
 
-    def list_docs(self, collection: str) -> dict[str, dict[str, Any]]:
+    def list_docs(
+        self, collection: str, *, states: Collection[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         return {}
 
     def delete_doc(self, collection: str, doc_id: str) -> bool:

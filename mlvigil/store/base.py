@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,7 +275,11 @@ class Store(ABC):
     def get_doc(self, collection: str, doc_id: str) -> dict[str, Any] | None: ...
 
     @abstractmethod
-    def list_docs(self, collection: str) -> dict[str, dict[str, Any]]: ...
+    def list_docs(
+        self, collection: str, *, states: Collection[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """The collection's documents by id; with ``states``, only those whose ``state`` field
+        is one of them (how a replica finds the outbox messages still to send)."""
 
     @abstractmethod
     def delete_doc(self, collection: str, doc_id: str) -> bool: ...

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -682,13 +682,18 @@ class DuckDBStore(Store):
         )
         return json.loads(row[0]) if row else None
 
-    def list_docs(self, collection: str) -> dict[str, dict[str, Any]]:
+    def list_docs(
+        self, collection: str, *, states: Collection[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         rows = self._read(
             lambda cur: cur.execute(
                 "SELECT id, body FROM docs WHERE collection = ? ORDER BY id", [collection]
             ).fetchall()
         )
-        return {r[0]: json.loads(r[1]) for r in rows}
+        docs = {r[0]: json.loads(r[1]) for r in rows}
+        if states is None:
+            return docs
+        return {i: d for i, d in docs.items() if d.get("state") in states}
 
     def delete_doc(self, collection: str, doc_id: str) -> bool:
         found: list[bool] = []
