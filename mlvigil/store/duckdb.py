@@ -432,6 +432,29 @@ class DuckDBStore(Store):
                 params.append(value)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    def _select(
+        self,
+        table: str,
+        names: Sequence[str],
+        since: float | None,
+        until: float | None,
+        where: dict[str, Any] | None,
+        last: int | None,
+        order_by: str,
+    ) -> tuple[str, list[Any]]:
+        if table not in TABLES:
+            raise StoreError(f"unknown record table {table!r}")
+        select = ", ".join(_ident(c) for c in names)
+        cond, params = self._where(since, until, where)
+        if last is not None:
+            sql = (
+                f"SELECT * FROM (SELECT {select} FROM {_ident(table)}{cond}"
+                f" ORDER BY {_ident(order_by)} DESC LIMIT {int(last)}) ORDER BY {_ident(order_by)}"
+            )
+        else:
+            sql = f"SELECT {select} FROM {_ident(table)}{cond} ORDER BY {_ident(order_by)}"
+        return sql, params
+
     def query(
         self,
         table: str,
@@ -443,20 +466,22 @@ class DuckDBStore(Store):
         last: int | None = None,
         order_by: str = "ts",
     ) -> Columns:
-        if table not in TABLES:
-            raise StoreError(f"unknown record table {table!r}")
-        names = list(columns) if columns else [c.name for c in TABLES[table]]
-        select = ", ".join(_ident(c) for c in names)
-        cond, params = self._where(since, until, where)
-        if last is not None:
-            sql = (
-                f"SELECT * FROM (SELECT {select} FROM {_ident(table)}{cond}"
-                f" ORDER BY {_ident(order_by)} DESC LIMIT {int(last)}) ORDER BY {_ident(order_by)}"
-            )
-        else:
-            sql = f"SELECT {select} FROM {_ident(table)}{cond} ORDER BY {_ident(order_by)}"
+        names = list(columns) if columns else [c.name for c in TABLES.get(table, ())]
+        sql, params = self._select(table, names, since, until, where, last, order_by)
         rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
         return {name: [r[i] for r in rows] for i, name in enumerate(names)}
+
+    def query_arrow(
+        self,
+        table: str,
+        *,
+        columns: Sequence[str],
+        since: float | None = None,
+        where: dict[str, Any] | None = None,
+        last: int | None = None,
+    ) -> pa.Table:
+        sql, params = self._select(table, columns, since, None, where, last, "ts")
+        return self._read(lambda cur: cur.sql(sql, params=params).to_arrow_table())
 
     def distinct(
         self,
