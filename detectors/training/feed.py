@@ -164,13 +164,11 @@ class StepFeed:
 
     def _take(self, table: pa.Table, now: float) -> pa.Table:
         """``table``'s rows not seen before (deduplicated, ``chunk_rows`` at a time). When the
-        read was cut at ``max_rows``, its oldest ``lookback`` seconds are dropped too: the steps
-        there miss the ranks whose rows fell under the cut, and would hold every later step
-        of their run waiting (in memory) for the lateness bound."""
+        read was cut at ``max_rows``, each run's steps before its first complete one are
+        dropped too: they miss the ranks whose rows fell under the cut, and would hold every
+        later step of the run waiting (in memory) for the lateness bound."""
         if table.num_rows >= self.max_rows:
-            cut = pc.min(table.column("ts")).as_py()
-            if cut is not None:
-                table = table.filter(pc.greater_equal(table.column("ts"), cut + self.lookback))
+            table = _trim_cut_steps(table)
         keep: list[bool] = []
         seen, floor, ranks = self._seen, self._floor, self._ranks
         for lo in range(0, table.num_rows, self.chunk_rows):
@@ -195,6 +193,21 @@ class StepFeed:
                 if prev is None or ts > prev[0]:
                     ranks[rk] = (ts, now)
         return table.filter(pa.array(keep, pa.bool_())) if table.num_rows else table
+
+
+def _trim_cut_steps(table: pa.Table) -> pa.Table:
+    """``table`` without each run's steps before its first step that every rank (by its
+    ``world_size``) reported; runs without such a step are kept whole. Row order is kept."""
+    counts = table.group_by(["run_id", "step"]).aggregate([("rank", "count_distinct"), ("world_size", "max")])
+    complete = counts.filter(pc.greater_equal(counts["rank_count_distinct"], counts["world_size_max"]))
+    first = complete.group_by("run_id").aggregate([("step", "min")])
+    if not first.num_rows:
+        return table
+    indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    joined = indexed.join(first, keys="run_id", join_type="left outer")
+    keep = pc.or_kleene(pc.is_null(joined["step_min"]), pc.greater_equal(joined["step"], joined["step_min"]))
+    kept = joined.filter(pc.fill_null(keep, True)).sort_by("_row")
+    return kept.select(table.column_names)
 
 
 class FeedReader:
