@@ -50,3 +50,26 @@ def test_evaluation_memory_does_not_grow_with_the_rows_read(tmp_path: Path) -> N
     # documented bound for a chunk of 4,096 rows plus the run's state.
     assert long_peak < 3 * short_peak, (short_peak, long_peak)
     assert long_peak < 32 * 2**20, long_peak
+
+
+def test_a_read_cut_at_max_rows_leaves_no_step_waiting_for_ranks_under_the_cut(tmp_path: Path) -> None:
+    # Two nodes of two ranks; node 1's clock is 2 s behind, so a cut by time leaves its
+    # rows of the oldest steps out: those steps would hold every later step pending.
+    rows = simulate(RunSpec(world_size=4, steps=400, seed=3))
+    for r in rows:
+        if r["rank"] >= 2:
+            r["ts"] -= 2.0
+    store = DuckDBStore(tmp_path, min_free_bytes=0)
+    try:
+        store.append(to_batch("training_steps", rows))
+        now = max(r["ts"] for r in rows) + 1.0
+        detectors = build_detectors(TrainingConfig())
+        for det in detectors:
+            det.feed.max_rows = 1_001  # type: ignore[attr-defined]  # cuts step 149 in the middle
+        for det in detectors:
+            det.evaluate(store, now)
+        aligners = [state.aligner for det in detectors for state in det.runs.values()]  # type: ignore[attr-defined]
+        assert aligners and all(not al.pending for al in aligners)  # every step read was released
+        assert all(al.released == 399 and al.incomplete_steps == 0 for al in aligners)
+    finally:
+        store.close()
