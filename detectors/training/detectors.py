@@ -25,7 +25,7 @@ from detectors.training.attribution import attribute
 from detectors.training.config import TrainingConfig
 from detectors.training.dataloader import StallMonitor
 from detectors.training.episodes import Episode, EpisodeLog
-from detectors.training.feed import AlignedStep, Row, StepAligner, StepFeed
+from detectors.training.feed import AlignedStep, Row, StepAligner, StepFeed, rows_of
 from detectors.training.goodput import GoodputMeter
 from detectors.training.loss import POINT_KINDS, TREND_KINDS, LossMonitor
 from detectors.training.metrics import TrainingMetrics
@@ -131,7 +131,7 @@ class _RunDetector(Detector, Generic[S]):
             if state is None:
                 state = self.runs[run_id] = self.new_run(run_id)
             for lo in range(0, rows_t.num_rows, chunk):
-                for row in rows_t.slice(lo, chunk).to_pylist():
+                for row in rows_of(rows_t.slice(lo, chunk)):
                     state.ranks.setdefault(_rank(row), RankInfo()).update(row)
                     self.arrived(run_id, state, row)
                     state.aligner.add(row, now)

@@ -51,6 +51,24 @@ STEP_COLUMNS = (
 Row = dict[str, Any]
 
 
+def column_values(col: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values; numbers without nulls go through numpy (several times
+    faster than Arrow's per-value conversion)."""
+    if col.null_count == 0 and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+        values: list[Any] = col.to_numpy().tolist()
+        return values
+    return col.to_pylist()
+
+
+def rows_of(table: pa.Table) -> list[Row]:
+    """``table``'s rows as dicts (column name -> value)."""
+    names = table.column_names
+    return [
+        dict(zip(names, values, strict=True))
+        for values in zip(*map(column_values, table.columns), strict=True)
+    ]
+
+
 class StepFeed:
     """New ``training_steps`` rows on each poll, each (run, rank, step) once.
 
@@ -122,8 +140,7 @@ class StepFeed:
 
     def poll(self, store: Store, now: float) -> list[Row]:
         """The new rows as dicts (``poll_table`` as Python objects)."""
-        rows: list[Row] = self.poll_table(store, now).to_pylist()
-        return rows
+        return rows_of(self.poll_table(store, now))
 
     def poll_table(self, store: Store, now: float) -> pa.Table:
         """The rows not delivered before, in the store's ts order, as one Arrow table."""
@@ -173,10 +190,10 @@ class StepFeed:
         seen, floor, ranks = self._seen, self._floor, self._ranks
         for lo in range(0, table.num_rows, self.chunk_rows):
             part = table.slice(lo, self.chunk_rows)
-            ts_col = part.column("ts").to_pylist()
-            run_col = part.column("run_id").to_pylist()
-            rank_col = part.column("rank").to_pylist()
-            step_col = part.column("step").to_pylist()
+            ts_col = column_values(part.column("ts"))
+            run_col = column_values(part.column("run_id"))
+            rank_col = column_values(part.column("rank"))
+            step_col = column_values(part.column("step"))
             for run_id, rank, step, ts in zip(run_col, rank_col, step_col, ts_col, strict=True):
                 if run_id is None:
                     keep.append(False)
