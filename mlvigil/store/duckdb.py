@@ -480,8 +480,24 @@ class DuckDBStore(Store):
         where: dict[str, Any] | None = None,
         last: int | None = None,
     ) -> pa.Table:
-        sql, params = self._select(table, columns, since, None, where, last, "ts")
-        return self._read(lambda cur: cur.sql(sql, params=params).to_arrow_table())
+        if last is None:
+            sql, params = self._select(table, columns, since, None, where, None, "ts")
+            return self._read(lambda cur: cur.sql(sql, params=params).to_arrow_table())
+        # The newest ``last`` rows in two steps: the ts of the cut from the ts column alone,
+        # then the rows from it. DuckDB's top-N over every column of the window held ~10x
+        # the result's size (285 MB for a 29 MB result of 800,000 candidate rows).
+        cond, params = self._where(since, None, where)
+        cut_sql = (
+            f"SELECT ts FROM {_ident(table)}{cond} ORDER BY ts DESC LIMIT 1 OFFSET {max(int(last) - 1, 0)}"
+        )
+
+        def read(cur: duckdb.DuckDBPyConnection) -> pa.Table:
+            cut = cur.execute(cut_sql, params).fetchall()
+            sql, more = self._select(table, columns, cut[0][0] if cut else since, None, where, None, "ts")
+            rows = cur.sql(sql, params=more).to_arrow_table()
+            return rows.slice(max(rows.num_rows - int(last), 0))
+
+        return self._read(read)
 
     def distinct(
         self,
