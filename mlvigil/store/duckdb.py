@@ -40,10 +40,17 @@ from mlvigil.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    findings_query,
     window_feature_name_ok,
 )
 
 log = logging.getLogger(__name__)
+
+
+def _subject_label(label: str, value: str) -> tuple[str, list[Any]]:
+    """One subject label's test in DuckDB's SQL (the JSON path quotes the name)."""
+    return "json_extract_string(subject, ?) = ?", [f'$."{label}"', value]
+
 
 # DuckDB's own checkpoint runs inside COMMIT (see the module docstring); this turns it off.
 _NO_AUTO_CHECKPOINT = "1000GB"
@@ -713,25 +720,19 @@ class DuckDBStore(Store):
         limit: int = 1000,
         offset: int = 0,
     ) -> list[Finding]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for col, value in (("kind", kind), ("severity", severity), ("state", state)):
-            if value is not None:
-                clauses.append(f"{col} = ?")
-                params.append(value)
-        if since is not None:
-            clauses.append("updated_at >= ?")
-            params.append(since)
-        for label, value in (subject or {}).items():
-            # Quoted, so a dotted name such as k8s.namespace is one key, not a nested path.
-            if '"' in label or "\\" in label:
-                raise StoreError(f"label name {label!r} may not contain a quote or backslash")
-            clauses.append("json_extract_string(subject, ?) = ?")
-            params.extend([f'$."{label}"', value])
-        cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        sql = (
-            f"SELECT body FROM findings{cond} ORDER BY updated_at DESC, id"
-            f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}"
+        sql, params = findings_query(
+            kind=kind,
+            severity=severity,
+            state=state,
+            since=since,
+            subject=subject,
+            limit=limit,
+            offset=offset,
+            placeholder="?",
+            label_clause=lambda label, value: (
+                "json_extract_string(subject, ?) = ?",
+                [f'$."{label}"', value],
+            ),
         )
         rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
         return [Finding.from_dict(json.loads(r[0])) for r in rows]

@@ -37,7 +37,7 @@ from psycopg import sql
 
 from mlvigil.findings import Finding
 from mlvigil.records import TABLES, RecordBatch
-from mlvigil.store.base import Columns, Grid, Store, StoreError, StoreUnavailable
+from mlvigil.store.base import Columns, Grid, Store, StoreError, StoreUnavailable, findings_query
 
 if TYPE_CHECKING:
     from mlvigil.coordination import Coordinator
@@ -549,24 +549,16 @@ class PostgresStore(Store):
         limit: int = 1000,
         offset: int = 0,
     ) -> list[Finding]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for col, value in (("kind", kind), ("severity", severity), ("state", state)):
-            if value is not None:
-                clauses.append(f"{col} = %s")
-                params.append(value)
-        if since is not None:
-            clauses.append("updated_at >= %s")
-            params.append(since)
-        for label, value in (subject or {}).items():
-            if '"' in label or "\\" in label:
-                raise StoreError(f"label name {label!r} may not contain a quote or backslash")
-            clauses.append("subject ->> %s = %s")
-            params.extend([label, value])
-        cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        stmt = (
-            f"SELECT body FROM findings{cond} ORDER BY updated_at DESC, id"
-            f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}"
+        stmt, params = findings_query(
+            kind=kind,
+            severity=severity,
+            state=state,
+            since=since,
+            subject=subject,
+            limit=limit,
+            offset=offset,
+            placeholder="%s",
+            label_clause=lambda label, value: ("subject ->> %s = %s", [label, value]),
         )
         rows = self._read(lambda cur: cur.execute(stmt, params).fetchall())
         return [Finding.from_dict(json.loads(r[0])) for r in rows]
