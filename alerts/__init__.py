@@ -27,6 +27,7 @@ def build(cfg: AlertsConfig | dict[str, Any], ctx: ServiceContext) -> list[Alert
         ctx.store,
         ctx.book,
         external_url=ctx.config.server.external_url,
+        grafana_url=ctx.config.server.grafana_url,
         registry=ctx.telemetry.registry,
     )
     ctx.routes.extend(routes(service))

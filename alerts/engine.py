@@ -123,6 +123,7 @@ class AlertService:
         book: FindingBook,
         *,
         external_url: str = "http://localhost:9710",
+        grafana_url: str | None = None,
         registry: Any = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -130,6 +131,7 @@ class AlertService:
         self.store = store
         self.book = book
         self.external_url = external_url.rstrip("/")
+        self.grafana_url = grafana_url
         self._clock = clock
         self.outbox = Outbox(store, OUTBOX, clock=clock)
         self.dispatcher = Dispatcher(self.outbox, name="alerts")
@@ -194,7 +196,7 @@ class AlertService:
     # -- the Finding listener (detector thread) ------------------------------------------
     def on_finding(self, finding: Finding, transition: str) -> None:
         """Record what Alertmanagers must hear now, durably; hand the rest to the loop."""
-        alert = alert_from_finding(finding, self.external_url, self.cfg.dashboard_url)
+        alert = alert_from_finding(finding, self.external_url, self.cfg.dashboard_url, self.grafana_url)
         routes = self._matching_routes(alert.labels)
         am_receivers = [r.receiver.name for r in routes if r.receiver.alertmanager]
         # One lock over recording and the firing set, shared with the re-send: a re-send can
@@ -272,7 +274,7 @@ class AlertService:
             except (KeyError, ValueError):
                 log.warning("ignoring unreadable mute %s", doc.get("id"))
         for f in self.book.firing():
-            alert = alert_from_finding(f, self.external_url, self.cfg.dashboard_url)
+            alert = alert_from_finding(f, self.external_url, self.cfg.dashboard_url, self.grafana_url)
             self._apply(alert, "restored", now)
             routes = self._matching_routes(alert.labels)
             with self._lock:
@@ -292,7 +294,9 @@ class AlertService:
             for gone in pending.values():
                 for fp in gone:
                     if fp in resolved:
-                        alert = alert_from_finding(resolved[fp], self.external_url, self.cfg.dashboard_url)
+                        alert = alert_from_finding(
+                            resolved[fp], self.external_url, self.cfg.dashboard_url, self.grafana_url
+                        )
                         self._apply(alert, "resolved", now)
 
     def _apply(self, alert: Alert, transition: str, now: float) -> None:
@@ -494,7 +498,7 @@ class AlertService:
         now = self._clock()
         out = []
         for f in self.book.firing():
-            alert = alert_from_finding(f, self.external_url, self.cfg.dashboard_url)
+            alert = alert_from_finding(f, self.external_url, self.cfg.dashboard_url, self.grafana_url)
             receivers = [r.receiver.name for r in self._matching_routes(alert.labels)]
             out.append({**alert.to_dict(), "receivers": receivers, "muted": self.muted(alert.labels, now)})
         return out

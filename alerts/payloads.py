@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from dashboards.links import panel_url
 from mlvigil.findings import Finding
 
 # Alertmanager's "zero time": what a firing alert's endsAt reads in webhook payloads.
@@ -42,6 +43,7 @@ class Alert:
     subject: dict[str, str] = field(default_factory=dict)
     dashboard_url: str | None = None
     api_url: str = ""
+    console_url: str = ""
 
     @property
     def resolved(self) -> bool:
@@ -95,7 +97,17 @@ def _evidence_line(evidence: dict[str, Any], limit: int = 8) -> str:
     return ", ".join(parts)
 
 
-def alert_from_finding(finding: Finding, external_url: str, dashboard_url: str | None) -> Alert:
+def finding_page_url(external_url: str, finding_id: str) -> str:
+    """The finding's page in the console (``mlvigil.console``)."""
+    return f"{external_url.rstrip('/')}/ui/findings/{finding_id}"
+
+
+def alert_from_finding(
+    finding: Finding, external_url: str, dashboard_url: str | None, grafana_url: str | None = None
+) -> Alert:
+    """``dashboard_url`` (alerts.dashboard_url) links one dashboard with the subject labels as
+    variables; ``grafana_url`` (server.grafana_url), when set, links the panel that shows this
+    kind of finding instead (``dashboards.links``)."""
     labels = {label_name(k): str(v) for k, v in finding.subject.items()}
     labels.update(
         {
@@ -107,8 +119,13 @@ def alert_from_finding(finding: Finding, external_url: str, dashboard_url: str |
     )
     base = external_url.rstrip("/")
     api_url = f"{base}/api/v1/findings?" + urlencode({"kind": finding.kind, **finding.subject})
+    console_url = finding_page_url(external_url, finding.id)
     dash = None
-    if dashboard_url:
+    if grafana_url:
+        dash = panel_url(
+            finding.kind, finding.subject, grafana_url, start=finding.started_at, end=finding.resolved_at
+        )
+    elif dashboard_url:
         sep = "&" if "?" in dashboard_url else "?"
         dash = (
             dashboard_url + sep + urlencode({f"var-{label_name(k)}": v for k, v in finding.subject.items()})
@@ -118,6 +135,7 @@ def alert_from_finding(finding: Finding, external_url: str, dashboard_url: str |
         "description": f"{finding.summary} Evidence: {_evidence_line(finding.evidence)}".strip(),
         "evidence": json.dumps(finding.evidence, sort_keys=True, default=str),
         "api_url": api_url,
+        "console_url": console_url,
     }
     if dash:
         annotations["dashboard_url"] = dash
@@ -127,12 +145,13 @@ def alert_from_finding(finding: Finding, external_url: str, dashboard_url: str |
         annotations=annotations,
         starts_at=finding.started_at,
         ends_at=finding.resolved_at if str(finding.state) == "resolved" else None,
-        generator_url=api_url,
+        generator_url=console_url,
         summary=finding.summary,
         evidence=dict(finding.evidence),
         subject=dict(finding.subject),
         dashboard_url=dash,
         api_url=api_url,
+        console_url=console_url,
     )
 
 
@@ -192,11 +211,12 @@ def slack_message(payload: dict[str, Any], alerts: list[Alert]) -> dict[str, Any
         )
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}})
         buttons = [
-            {"type": "button", "text": {"type": "plain_text", "text": "Finding (API)"}, "url": a.api_url}
+            {"type": "button", "text": {"type": "plain_text", "text": "Open finding"}, "url": a.console_url},
+            {"type": "button", "text": {"type": "plain_text", "text": "Finding (API)"}, "url": a.api_url},
         ]
         if a.dashboard_url:
             buttons.insert(
-                0,
+                1,
                 {
                     "type": "button",
                     "text": {"type": "plain_text", "text": "Dashboard"},

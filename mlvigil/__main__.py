@@ -2,4 +2,6 @@ import sys
 
 from mlvigil.cli import main
 
-sys.exit(main())
+# Guarded: worker processes started with "spawn" (drift calibrations) import this module again.
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,6 +31,7 @@ from collector.pipeline import IngestPipeline
 from mlvigil import __version__
 from mlvigil.auth import bearer_ok
 from mlvigil.config import split_addr
+from mlvigil.console import auth as console_auth
 from mlvigil.context import ServiceContext
 from mlvigil.endpoint import (
     MAX_BODY_KEY,
@@ -265,8 +266,13 @@ class Api:
         route = (
             request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
         )
-        if request.path not in OPEN_PATHS and not self._authorized(request):
-            resp: web.StreamResponse = error(401, "missing or wrong bearer token")
+        if not (
+            request.path in OPEN_PATHS or console_auth.is_open(request.path) or self._authorized(request)
+        ):
+            # A browser asking for a console page is sent to the login form instead.
+            resp: web.StreamResponse = console_auth.refuse(request) or error(
+                401, "missing or wrong bearer token"
+            )
             resp.headers["WWW-Authenticate"] = "Bearer"
         else:
             try:
@@ -277,7 +283,11 @@ class Api:
         return resp
 
     def _authorized(self, request: web.Request) -> bool:
-        return bearer_ok(request.headers.getall("Authorization", []), self._token)
+        headers = request.headers.getall("Authorization", [])
+        if headers or self._token is None:
+            return bearer_ok(headers, self._token)
+        # No Authorization header: a browser's console session (mlvigil.console.auth).
+        return console_auth.session_ok(request, self._token)
 
     # -- core routes -----------------------------------------------------------------------
     @endpoint("Liveness: the process serves requests.", ok={200: Response("Alive.", _STATUS_SCHEMA)})

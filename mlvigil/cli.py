@@ -50,6 +50,13 @@ COMMANDS: dict[str, Command] = {
         "estimate a model's performance on unlabelled data from a labelled reference (exit 1 on a drop)",
         "",
     ),
+    "migrate": Command(
+        "mlvigil.store.migrate",
+        "copy an embedded data dir into PostgreSQL (stop serve first)",
+        "Copy the records, findings and documents of an embedded DuckDB data dir into an empty"
+        " PostgreSQL database, for running N replicas on it (docs/scale-out.md). Stop mlvigil"
+        " serve first. Exit code 1: the copy failed (the message says why); 2: no target given.",
+    ),
     "demo": Command(
         "mlvigil.demo",
         "the whole story on this machine with simulated workloads and GPUs",

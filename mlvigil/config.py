@@ -10,10 +10,18 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
@@ -75,8 +83,12 @@ class ServerConfig(Strict):
     api_addr: Address = "0.0.0.0:9710"
     # Bearer token required on every receiver and the API when set (from env or file).
     auth_token: Secret | None = None
-    # Public URL of the API, used in alert links (generatorURL, Slack buttons).
+    # Public URL of the API, used in alert links (generatorURL, Slack buttons) to each
+    # finding's console page (<external_url>/ui/findings/<id>).
     external_url: str = "http://localhost:9710"
+    # Public URL of the Grafana that has mlvigil's dashboards (dashboards/); when set, alerts
+    # and the console link each finding to the panel that shows it.
+    grafana_url: str | None = None
 
 
 class StorageConfig(Strict):
@@ -91,12 +103,33 @@ class StorageConfig(Strict):
             "training_steps": 30 * 86400.0,
             "metric_points": 14 * 86400.0,
             "logs": 7 * 86400.0,
+            "monitor_stats": 30 * 86400.0,
         }
     )
     retention_interval: Duration = 600.0
     # Writes are refused (503/UNAVAILABLE, retryable) while the data dir's disk has less free
     # space than this, so a checkpoint always has room; 0 turns the check off.
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # duckdb: the embedded file in data_dir (one process). postgres: a shared database, for N
+    # equal replicas (docs/scale-out.md); MLVIGIL_STORE_DSN selects it with its DSN.
+    backend: Literal["duckdb", "postgres"] = "duckdb"
+    # postgresql://user@host:5432/db as text (no password: use PGPASSFILE or .pgpass), or a
+    # secret from the environment or a file when the DSN holds a password.
+    dsn: str | Secret | None = None
+    # Replicas hold their share of the detector work by leases that expire this long after the
+    # last heartbeat: a dead replica's work moves within this bound (postgres only).
+    lease_ttl: Duration = Field(default=15.0, ge=1.0)
+
+    def resolve_dsn(self) -> str | None:
+        return self.dsn.resolve() if isinstance(self.dsn, Secret) else self.dsn
+
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> StorageConfig:
+        if self.backend == "postgres" and self.dsn is None:
+            raise ValueError(
+                "storage.backend is postgres but storage.dsn is not set: set storage.dsn or MLVIGIL_STORE_DSN"
+            )
+        return self
 
     @field_validator("retention")
     @classmethod
@@ -140,6 +173,8 @@ class IngestConfig(Strict):
 class DetectorsConfig(Strict):
     # How often the detector loop evaluates all detectors.
     interval: Duration = 15.0
+    # Threads evaluating detectors at once; each detector keeps its own schedule.
+    workers: int = Field(default=2, ge=1, le=64)
     # Sections of each detector family; filled in by their packages.
     training: dict[str, Any] = Field(default_factory=dict)
     drift: dict[str, Any] = Field(default_factory=dict)
@@ -154,6 +189,7 @@ class Config(Strict):
     gpu: dict[str, Any] = Field(default_factory=dict)
     alerts: dict[str, Any] = Field(default_factory=dict)
     retrain: dict[str, Any] = Field(default_factory=dict)
+    console: dict[str, Any] = Field(default_factory=dict)
     log_level: str = "info"
 
     @field_validator("log_level")
@@ -269,6 +305,9 @@ def build_config(
         if env.get(name):
             _set_path(tree, path, env[name])
             origins[path] = name
+    if env.get("MLVIGIL_STORE_DSN"):
+        _set_path(tree, ("storage", "backend"), "postgres")
+        _set_path(tree, ("storage", "dsn"), {"env": "MLVIGIL_STORE_DSN"})
     if env.get("MLVIGIL_AUTH_TOKEN"):
         _set_path(tree, ("server", "auth_token"), {"env": "MLVIGIL_AUTH_TOKEN"})
     elif env.get("MLVIGIL_AUTH_TOKEN_FILE"):

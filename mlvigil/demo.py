@@ -599,6 +599,7 @@ def _where_next(svc: ServiceProcess, data_root: Path, keep: bool, kept_data: boo
         )
         return
     print("\nThe service keeps running (--keep-running); Ctrl-C stops it. Where to look:")
+    print(f"  console         {svc.api}/ui/   (every finding with its evidence drawn; docs/console.md)")
     print(f"  findings        {svc.api}/api/v1/findings")
     print(f"  alerts sent     {svc.api}/api/v1/alerts")
     print(f"  retrain         {svc.api}/api/v1/retrain/triggers")

@@ -30,6 +30,7 @@ EXTENSIONS: tuple[Extension, ...] = (
     Extension(("detectors", "carbon"), "detectors.carbon.config:CarbonConfig", "detectors.carbon:build"),
     Extension(("alerts",), "alerts.config:AlertsConfig", "alerts:build"),
     Extension(("retrain",), "retrain_hooks.config:RetrainConfig", "retrain_hooks:build"),
+    Extension(("console",), "mlvigil.console.config:ConsoleConfig", "mlvigil.console:build"),
 )
 
 

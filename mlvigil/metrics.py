@@ -64,6 +64,25 @@ class Telemetry:
         self.api_requests = Counter(
             "mlvigil_api_requests", "API requests by route and status.", ["route", "code"], registry=r
         )
+        self.detector_seconds = Histogram(
+            "mlvigil_detector_evaluation_seconds",
+            "Duration of one detector evaluation.",
+            ["detector"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+        )
+        self.detector_lag = Gauge(
+            "mlvigil_detector_lag_seconds",
+            "How late the detector's last scheduled evaluation started after its due time.",
+            ["detector"],
+            registry=r,
+        )
+        self.detector_missed = Counter(
+            "mlvigil_detector_missed_intervals",
+            "Intervals a detector skipped because its previous evaluation was still running.",
+            ["detector"],
+            registry=r,
+        )
         self._firing_keys: set[tuple[str, str]] = set()
 
     def set_firing(self, counts: dict[tuple[str, str], int]) -> None:

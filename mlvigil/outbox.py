@@ -35,6 +35,7 @@ from pydantic import Field
 
 from mlvigil.aio import stop_task, wait_event
 from mlvigil.config import Duration, Strict
+from mlvigil.coordination import message_claims
 from mlvigil.store import Store
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,14 @@ class Outbox:
         self._open: set[str] = set()
         # State changes the store could not take yet (it was unavailable); written on a later pass.
         self._unsaved: dict[str, dict[str, Any]] = {}
+        # Replicas on a shared store: messages are claimed before each attempt, and the
+        # others' messages are read back every ``refresh_every`` seconds (mlvigil.coordination).
+        self.claims = message_claims(store)
+        self.refresh_every = 1.0
+        # A message another replica recorded is left to it this long (it sends at once; the
+        # others step in when it could not: it died or its target is down).
+        self.takeover_after = 5.0
+        self._refreshed_at = 0.0
         self.load()
 
     # -- recording -----------------------------------------------------------------------
@@ -163,6 +172,12 @@ class Outbox:
             for m in messages:
                 if m.id in self._docs or m.id in new:
                     continue
+                if self.claims is not None and (stored := self.store.get_doc(self.collection, m.id)):
+                    # Recorded by another replica already: never reset it to pending.
+                    self._docs[m.id] = stored
+                    if stored["state"] not in TERMINAL:
+                        self._open.add(m.id)
+                    continue
                 policy = policy_for(m.target)
                 new[m.id] = {
                     "id": m.id,
@@ -179,6 +194,8 @@ class Outbox:
                     "delivered_at": None,
                     "result": None,
                 }
+                if self.claims is not None:
+                    new[m.id]["recorded_by"] = self.claims.holder
             if new:
                 self.store.put_docs(self.collection, new)
                 self._docs.update(new)
@@ -219,6 +236,73 @@ class Outbox:
             if self._unsaved:
                 self._save(dict(self._unsaved))
             return len(self._unsaved)
+
+    # -- replicas --------------------------------------------------------------------------
+    def refresh(self, now: float) -> None:
+        """Read back the messages other replicas recorded or finished (shared store only)."""
+        if self.claims is None or now - self._refreshed_at < self.refresh_every:
+            return
+        self._refreshed_at = now
+        pending = self.store.list_docs(self.collection, states=[PENDING])
+        with self._lock:
+            gone = [i for i in self._open if i not in pending and i not in self._in_flight]
+        finished = {i: self.store.get_doc(self.collection, i) for i in gone}
+        with self._lock:
+            top = -1
+            for msg_id, doc in pending.items():
+                top = max(top, int(doc.get("seq", 0)))
+                if msg_id in self._in_flight or msg_id in self._unsaved:
+                    continue
+                self._docs[msg_id] = doc
+                self._open.add(msg_id)
+            for msg_id, fdoc in finished.items():
+                if msg_id in self._in_flight or msg_id in self._unsaved or msg_id not in self._open:
+                    continue
+                if fdoc is None:
+                    self._docs.pop(msg_id, None)
+                    self._open.discard(msg_id)
+                elif fdoc.get("state") in TERMINAL:
+                    self._docs[msg_id] = fdoc
+                    self._open.discard(msg_id)
+            # Keep this replica's next message after every one it has seen (order keys span replicas).
+            nxt = next(self._seq)
+            self._seq = itertools.count(max(nxt, top + 1))
+
+    def claim(self, msg_id: str, ttl: float) -> bool:
+        """Claim one taken message for an attempt (always granted on an embedded store). When
+        another replica holds it or finished it, it is given back, with the stored copy kept."""
+        if self.claims is None:
+            return True
+        with self._lock:
+            doc = self._docs.get(msg_id) or {}
+            by = doc.get("recorded_by")
+            if (
+                by not in (None, self.claims.holder)
+                and doc["created_at"] > self._clock() - self.takeover_after
+            ):
+                # Its recorder is sending it now; what it writes around the message (a retrain
+                # trigger's state) is not stored yet either.
+                self._in_flight.discard(msg_id)
+                return False
+        try:
+            claimed, stored = self.claims.claim(self.collection, msg_id, ttl)
+        except Exception as exc:
+            log.warning("%s: cannot claim %s now (%s); will retry", self.collection, msg_id, exc)
+            claimed, stored = False, None
+        with self._lock:
+            if stored is not None and not claimed:
+                self._docs[msg_id] = stored
+                if stored.get("state") in TERMINAL:
+                    self._open.discard(msg_id)
+            elif claimed and stored is not None:
+                # The stored copy carries the attempts other replicas made.
+                self._docs[msg_id] = stored
+                if stored["next_attempt_at"] > self._clock():
+                    claimed = False  # another replica attempted it meanwhile and set its backoff
+                    self.claims.release(self.collection, msg_id)
+            if not claimed:
+                self._in_flight.discard(msg_id)
+        return claimed
 
     # -- reading -------------------------------------------------------------------------
     def get(self, msg_id: str) -> dict[str, Any] | None:
@@ -327,6 +411,10 @@ class Outbox:
             if doc["state"] in TERMINAL:
                 self._open.discard(msg_id)
             self._save({msg_id: doc})
+        if self.claims is not None:
+            with contextlib.suppress(Exception):  # an unreleased claim expires by itself
+                self.claims.release(self.collection, msg_id)
+        with self._lock:
             return _copy(doc)
 
     def release(self, msg_id: str) -> None:
@@ -469,6 +557,8 @@ class Dispatcher:
         if self.outbox.unsaved:
             await asyncio.to_thread(self.outbox.save_unsaved)
         now = self.outbox._clock()
+        if self.outbox.claims is not None:
+            await asyncio.to_thread(self.outbox.refresh, now)
         for doc in self.outbox.take_due(now, self._capacity, self.policy_for):
             self._running[doc["target"]] = self._running.get(doc["target"], 0) + 1
             task = asyncio.create_task(self._attempt(doc))
@@ -480,8 +570,17 @@ class Dispatcher:
 
     async def _attempt(self, doc: dict[str, Any]) -> None:
         target = self._targets[doc["target"]]
-        started = self.outbox._clock()
         try:
+            # Claimed for the attempt's timeout and the time to record its outcome (a replica
+            # that dies mid-attempt holds the message this long at most).
+            try:
+                claimed = await asyncio.to_thread(self.outbox.claim, doc["id"], target.policy.timeout + 10.0)
+            except asyncio.CancelledError:
+                self.outbox.release(doc["id"])
+                raise
+            if not claimed:
+                return
+            started = self.outbox._clock()
             try:
                 outcome = await asyncio.wait_for(target.sender(doc), timeout=target.policy.timeout)
             except TimeoutError:

@@ -61,6 +61,11 @@ TABLES: dict[str, tuple[Column, ...]] = {
         "ts DOUBLE, service VARCHAR, severity_number INTEGER, severity_text VARCHAR, body VARCHAR,"
         " trace_id VARCHAR, span_id VARCHAR, attributes VARCHAR"
     ),
+    # Each drift monitor evaluation's headline number (p-value, streaming statistic or
+    # estimate), written by the service itself: the console's "statistic over time".
+    "monitor_stats": _cols(
+        "ts DOUBLE, monitor VARCHAR, statistic VARCHAR, value DOUBLE, threshold DOUBLE, status VARCHAR"
+    ),
 }
 
 RECORD_KINDS = tuple(TABLES)

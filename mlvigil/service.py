@@ -24,7 +24,7 @@ from mlvigil.context import ServiceContext
 from mlvigil.engine import DetectorLoop, FindingBook
 from mlvigil.extensions import EXTENSIONS, load_symbol, section_of, validate_section
 from mlvigil.metrics import Telemetry
-from mlvigil.store import Store, open_store
+from mlvigil.store import Store, open_configured
 
 log = logging.getLogger("mlvigil")
 
@@ -71,10 +71,22 @@ class Service:
 
     async def start(self) -> None:
         cfg = self.config
-        store = open_store(str(cfg.storage.data_dir), min_free_bytes=cfg.storage.min_free_bytes)
+        store = open_configured(cfg.storage)
         self.store = store
+        coordinator = None
+        if cfg.storage.backend == "postgres":
+            from mlvigil.coordination import Coordinator
+
+            # Replicas share the store: each runs its leased share of the detectors and claims
+            # outbox messages before sending them (docs/scale-out.md).
+            coordinator = Coordinator(store, cfg.storage.lease_ttl)  # type: ignore[arg-type]
+            store.coordinator = coordinator  # type: ignore[attr-defined]
         book = FindingBook(store, self.telemetry)
-        loop = DetectorLoop(store, book, [], cfg.detectors.interval)
+        loop = DetectorLoop(
+            store, book, [], cfg.detectors.interval, workers=cfg.detectors.workers, telemetry=self.telemetry
+        )
+        if coordinator is not None:
+            loop.share(coordinator)
         ctx = ServiceContext(config=cfg, store=store, telemetry=self.telemetry, book=book, detector_loop=loop)
         self.ctx = ctx
         token = cfg.server.auth_token.resolve() if cfg.server.auth_token else None
@@ -114,6 +126,8 @@ class Service:
         retention = RetentionTask(store, cfg.storage.retention, cfg.storage.retention_interval)
         # Start order: the writer before anything that submits; receivers last.
         ordered: list[Component] = [pipeline, loop, retention, *extras, self.api, self.grpc, self.http]
+        if coordinator is not None:
+            ordered.insert(1, coordinator)
         for comp in ordered:
             await comp.start()
             self.components.append(comp)

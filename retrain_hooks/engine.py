@@ -114,6 +114,11 @@ class RetrainService:
         model = finding.subject.get(policy.model_label, "")
         with self._lock:
             existing = self._triggers.get(tid)
+            if existing is None and self.outbox.claims is not None:
+                # Replicas on a shared store: another replica may have made this trigger.
+                existing = self.store.get_doc(TRIGGERS, tid)
+                if existing is not None:
+                    self._triggers[tid] = existing
             if existing is not None and existing["status"] != "skipped":
                 return  # this firing episode already has its trigger
             reason = self._blocked(model, tid, now, policy)
@@ -241,6 +246,14 @@ class RetrainService:
             self._queue(doc, now, "queued after approval")
             return dict(doc)
 
+    def preview(self, tid: str) -> dict[str, Any]:
+        """What approving the trigger would send to its target, sending nothing (a dry run)."""
+        with self._lock:
+            doc = self._triggers.get(tid)
+            if doc is None:
+                raise KeyError(tid)
+            return {"id": tid, "status": doc["status"], "would_send": self._request_preview(doc)}
+
     def reject(self, tid: str, who: str = "", note: str = "") -> dict[str, Any]:
         with self._lock:
             doc = self._triggers.get(tid)
@@ -273,7 +286,12 @@ class RetrainService:
         with self._lock:
             doc = self._triggers.get(msg["id"])
             if doc is None:
-                return
+                # Replicas on a shared store: another replica recorded the trigger and this one
+                # delivered it (docs/scale-out.md); the outcome is kept on the stored trigger.
+                doc = self.store.get_doc(TRIGGERS, msg["id"])
+                if doc is None:
+                    return
+                self._triggers[msg["id"]] = doc
             now = self._clock()
             if msg["state"] == "delivered":
                 doc["run"] = msg.get("result") or {}

@@ -2,7 +2,7 @@
 # One command per benchmark, set-up included: `bash scripts/bench.sh NAME [ARGS...]` installs
 # what NAME needs (the `bench` extra in .venv; for drift the alibi-detect side venv, for
 # performance_estimation a NannyML side venv) and runs `python -m bench.NAME ARGS...`.
-# NAME: alerts carbon cli drift gpu ingest performance_estimation training.
+# NAME: alerts carbon cli console detection drift gpu ingest performance_estimation store training.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/steps.sh

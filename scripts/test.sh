@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, set-up included: the venv, Prometheus and Alertmanager (Debian's
-# real servers, started by the tests), then pytest; then the alibi-detect backend's tests in
+# The whole test suite, set-up included: the venv, Prometheus, Alertmanager and PostgreSQL
+# (Debian's real servers, started by the tests), Chromium and chromedriver (the console's
+# browser tests), then pytest; then the alibi-detect backend's tests in
 # their own venv (below). Extra arguments go to the main pytest run only.
 # MLVIGIL_ALIBI_TESTS=0 leaves the alibi-detect part out.
 set -euo pipefail
@@ -10,6 +11,11 @@ bash scripts/setup.sh test
 need=()
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+# The PostgreSQL store's tests start Debian's server themselves (tests/pg.py).
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+# The console's browser tests (tests/test_console.py) drive Debian's Chromium with its chromedriver.
+command -v chromium >/dev/null || need+=(chromium)
+command -v chromedriver >/dev/null || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" = 0 ] || sudo=(sudo)

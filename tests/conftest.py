@@ -29,3 +29,19 @@ def service_factory(tmp_path: Path) -> Iterator[Callable[..., ServiceHandle]]:
 @pytest.fixture
 def service(service_factory: Callable[..., ServiceHandle]) -> ServiceHandle:
     return service_factory()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    """One real PostgreSQL server for the session (tests/pg.py); each test takes its own database."""
+    from tests.pg import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(pg_server: Any) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return str(pg_server.create_database())

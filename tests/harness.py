@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from mlvigil.supervise import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[1]
+# This tree's sources for subprocesses: the server's packages and the producer distribution's.
+SOURCE_PATH = os.pathsep.join([str(REPO), str(REPO / "producer" / "src")])
 
 
 class ServiceHandle(ServiceProcess):
@@ -15,5 +18,5 @@ class ServiceHandle(ServiceProcess):
 
     def __init__(self, data_dir: Path, config: dict[str, Any] | None, env: dict[str, str] | None) -> None:
         env = dict(env or {})
-        env.setdefault("PYTHONPATH", str(REPO))
+        env.setdefault("PYTHONPATH", SOURCE_PATH)
         super().__init__(data_dir, config, env)

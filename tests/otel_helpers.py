@@ -12,7 +12,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 
 def http_span_exporter(endpoint: str, token: str | None = None) -> SpanExporter:
@@ -30,10 +30,18 @@ def grpc_span_exporter(addr: str, token: str | None = None) -> SpanExporter:
 
 
 @contextmanager
-def tracer_provider(exporter: SpanExporter, service: str, **resource: str) -> Iterator[TracerProvider]:
-    """A provider that exports each span synchronously (so the test knows when it was acknowledged)."""
+def tracer_provider(
+    exporter: SpanExporter, service: str, *, batched: bool = False, **resource: str
+) -> Iterator[TracerProvider]:
+    """A provider that exports each span synchronously (so the test knows when it was acknowledged),
+    or with ``batched`` in batches of up to 512 as production SDKs do (all sent when the block ends)."""
     provider = TracerProvider(resource=Resource.create({"service.name": service, **resource}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    if batched:
+        provider.add_span_processor(
+            BatchSpanProcessor(exporter, max_export_batch_size=512, schedule_delay_millis=100)
+        )
+    else:
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
     try:
         yield provider
     finally:

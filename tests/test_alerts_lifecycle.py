@@ -164,8 +164,10 @@ def test_slack_message_is_actionable(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "[FIRING:1]" in text and "data_drift" in text and "model=churn" in text  # what, where
     assert "score=0.31" in text and "threshold=0.2" in text  # the evidence
     urls = [e["url"] for b in body["blocks"] if b["type"] == "actions" for e in b["elements"]]
-    assert urls[0].startswith("http://grafana/d/mlvigil?var-model=churn")
-    assert urls[1].startswith("http://mlvigil:9710/api/v1/findings?kind=data_drift")
+    # One click from the message to the finding's page in the console, then the dashboard, the JSON.
+    assert urls[0].startswith("http://mlvigil:9710/ui/findings/")
+    assert urls[1].startswith("http://grafana/d/mlvigil?var-model=churn")
+    assert urls[2].startswith("http://mlvigil:9710/api/v1/findings?kind=data_drift")
     assert body["text"].startswith("[FIRING]")
 
 

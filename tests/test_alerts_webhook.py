@@ -101,7 +101,10 @@ def test_grouped_signed_webhook_firing_then_resolved(tmp_path: Path, monkeypatch
     assert alert["endsAt"] == "0001-01-01T00:00:00Z" and alert["status"] == "firing"
     assert json.loads(alert["annotations"]["evidence"])["score"] == 0.31
     assert alert["annotations"]["dashboard_url"].startswith("http://grafana.local/d/mlvigil?var-model=")
-    assert alert["generatorURL"].startswith("http://mlvigil:9710/api/v1/findings?kind=data_drift")
+    # The alert opens the finding's page in the console; the JSON stays one annotation away.
+    assert alert["generatorURL"] == f"http://mlvigil:9710/ui/findings/{alert['labels']['finding_id']}"
+    assert alert["annotations"]["console_url"] == alert["generatorURL"]
+    assert alert["annotations"]["api_url"].startswith("http://mlvigil:9710/api/v1/findings?kind=data_drift")
     assert second["status"] == "firing"
     assert {(x["labels"]["model"], x["status"]) for x in second["alerts"]} == {
         ("a", "firing"),

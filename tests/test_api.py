@@ -43,6 +43,7 @@ def test_health_ready_openapi_and_stats(service: ServiceHandle) -> None:
         "training_steps",
         "metric_points",
         "logs",
+        "monitor_stats",
     }
     assert stats["queue"]["items"] == 0 and stats["queue"]["capacity"] > 0
     status, _, body = service.request("GET", "/api/v1/records/nosuch")

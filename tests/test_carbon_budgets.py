@@ -30,6 +30,7 @@ from mlvigil.engine import FindingBook
 from mlvigil.metrics import Telemetry
 from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore
+from tests.harness import SOURCE_PATH
 
 J_PER_KWH = 3.6e6
 CI = CarbonIntensity(100.0, "FRA", None, "configured")  # 100 g/kWh: easy arithmetic
@@ -115,6 +116,11 @@ def test_overrun_fires_at_the_budget_and_names_the_numbers(store: DuckDBStore) -
     f = found[0]
     assert f.subject == {"run_id": "r1"} and str(f.severity) == "critical"
     assert f.evidence["actual"] == 1000.0 and f.evidence["limit"] == 1000.0 and f.evidence["ratio"] == 1.0
+    # The cumulative curve behind it (the console draws it): each measurement, ending at the total.
+    assert f.evidence["curve"] == {
+        "ts": [1.0, 2.0, 3.0, 4.0, 5.0],
+        "value": [200.0, 400.0, 600.0, 800.0, 1000.0],
+    }
     # one step earlier it was under budget
     assert det.evaluate(store, 4.5) == []
 
@@ -412,7 +418,7 @@ def test_serve_reports_an_unknown_country_in_one_line(tmp_path: Path) -> None:
     )
     env = dict(
         os.environ,
-        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        PYTHONPATH=SOURCE_PATH,
         MLVIGIL_DATA_DIR=str(tmp_path / "data"),
         MLVIGIL_API_ADDR="127.0.0.1:0",
         MLVIGIL_OTLP_HTTP_ADDR="127.0.0.1:0",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from codecarbon import OfflineEmissionsTracker
 
-from mlvigil.carbon_output import MlvigilOutput
+from mlvigil_producer.codecarbon_output import MlvigilOutput
 from tests.harness import ServiceHandle
 
 

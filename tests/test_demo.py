@@ -13,7 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.harness import REPO, SOURCE_PATH
+
 BEATS = ("data drift", "llm drift", "straggler", "gpu slowdown", "xid", "carbon", "alerts", "retraining")
 
 
@@ -44,7 +45,7 @@ def _lines_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> li
 
 
 def test_demo_short_tells_the_whole_story_and_keeps_running(tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=SOURCE_PATH)
     cmd = [sys.executable, "-m", "mlvigil", "demo", "--short", "--random-ports", "--keep-running"]
     proc = subprocess.Popen(
         [*cmd, "--data-dir", str(tmp_path / "demo")],
@@ -87,7 +88,7 @@ def test_demo_says_why_the_service_did_not_start(tmp_path: Path) -> None:
     shim = tmp_path / "shim" / "codecarbon"
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ImportError('codecarbon hidden by the test')\n")
-    env = dict(os.environ, PYTHONPATH=f"{shim.parent}{os.pathsep}{REPO}")
+    env = dict(os.environ, PYTHONPATH=f"{shim.parent}{os.pathsep}{SOURCE_PATH}")
     proc = subprocess.run(
         [
             sys.executable,

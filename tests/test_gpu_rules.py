@@ -3,23 +3,10 @@ fake NVML -> sampler -> OTLP request -> collector normaliser -> DuckDB -> detect
 
 from __future__ import annotations
 
-import doctest
 from pathlib import Path
 
 import pytest
 
-import gpu_health.health
-import gpu_health.rules.clocks
-import gpu_health.rules.ecc
-import gpu_health.rules.lost
-import gpu_health.rules.memory_repair
-import gpu_health.rules.nvlink
-import gpu_health.rules.pcie_link
-import gpu_health.rules.pcie_replay
-import gpu_health.rules.power
-import gpu_health.rules.slowdown
-import gpu_health.rules.temperature
-import gpu_health.rules.xid
 from gpu_health.config import GpuRules
 from gpu_health.fake import Scenario, builtin_scenario
 from gpu_health.health import GpuHealthDetector
@@ -165,25 +152,3 @@ def test_rules_can_be_switched_off(tmp_path: Path) -> None:
     rules = GpuRules.model_validate({"power": {"enabled": False}})
     findings, _, _ = _run(tmp_path, "power_over_limit", 30, rules=rules)
     assert findings == []
-
-
-@pytest.mark.parametrize(
-    "module",
-    [
-        gpu_health.health,
-        gpu_health.rules.clocks,
-        gpu_health.rules.ecc,
-        gpu_health.rules.lost,
-        gpu_health.rules.memory_repair,
-        gpu_health.rules.nvlink,
-        gpu_health.rules.pcie_link,
-        gpu_health.rules.pcie_replay,
-        gpu_health.rules.power,
-        gpu_health.rules.slowdown,
-        gpu_health.rules.temperature,
-        gpu_health.rules.xid,
-    ],
-)
-def test_rule_examples_run(module: object) -> None:
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
-    assert result.attempted > 0 and result.failed == 0

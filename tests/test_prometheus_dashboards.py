@@ -273,7 +273,7 @@ def _training(h: ServiceHandle, run_id: str) -> None:
 def _codecarbon(h: ServiceHandle, run_id: str) -> None:
     from codecarbon import OfflineEmissionsTracker
 
-    from mlvigil.carbon_output import MlvigilOutput
+    from mlvigil_producer.codecarbon_output import MlvigilOutput
 
     out = MlvigilOutput(h.otlp_http, run_id=run_id)
     tracker = OfflineEmissionsTracker(

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from collector.normalize import NormaliseOptions, normalise_traces
-from mlvigil.instrument.training import TrainingTelemetry
+from mlvigil_producer.training import TrainingTelemetry
 
 
 def test_step_spans_follow_the_conventions_and_normalise_to_rows() -> None:

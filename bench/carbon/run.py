@@ -107,7 +107,7 @@ def bench_handler(n: int) -> dict[str, float]:
     from codecarbon import OfflineEmissionsTracker
     from codecarbon.output_methods.file import FileOutput
 
-    from mlvigil.carbon_output import MlvigilOutput
+    from mlvigil_producer.codecarbon_output import MlvigilOutput
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     threading.Thread(target=server.serve_forever, daemon=True).start()

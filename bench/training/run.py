@@ -233,7 +233,7 @@ def ingest_cost(n_spans: int = 4000) -> tuple[float, float, float]:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from mlvigil.instrument.training import TrainingTelemetry
+    from mlvigil_producer.training import TrainingTelemetry
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "bench", "host.name": "n0"}))

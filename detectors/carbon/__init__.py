@@ -1,6 +1,6 @@
 """Carbon accounting: energy and CO2e per run, model, namespace and team, against budgets.
 
-Energy comes from jobs running codecarbon (``mlvigil.carbon_output.MlvigilOutput``) and from
+Energy comes from jobs running codecarbon (``mlvigil_producer.codecarbon_output.MlvigilOutput``) and from
 the GPUs mlvigil samples (``hw.energy``, attributed to the runs using each GPU); grid carbon
 intensity comes from codecarbon's bundled data, offline. See docs/carbon.md.
 """

@@ -241,6 +241,8 @@ class CarbonBudgetDetector(Detector):
         window_start = traj.ts[0] if traj.ts else None
         for measure, limit, actual, fc, unit in limits:
             human = _human(limit, unit)
+            # The cumulative use over the window, for the console's plot (bounded in size).
+            curve = _curve(traj.ts, traj.grams if unit == "g" else traj.joules)
             if actual >= limit:
                 out.append(
                     Finding(
@@ -258,6 +260,7 @@ class CarbonBudgetDetector(Detector):
                             "actual": actual,
                             "limit": limit,
                             "ratio": actual / limit,
+                            "curve": curve,
                         },
                         window_start=window_start,
                         window_end=now,
@@ -294,6 +297,7 @@ class CarbonBudgetDetector(Detector):
                             "intervals": fc.intervals,
                             "band_z": self.config.band_z,
                             "method": "actual / progress (Carbontracker); band: recent rate spread",
+                            "curve": curve,
                         },
                         window_start=window_start,
                         window_end=now,
@@ -301,6 +305,27 @@ class CarbonBudgetDetector(Detector):
                     )
                 )
         return out
+
+
+#: Most points of the cumulative curve a finding carries as evidence.
+CURVE_POINTS = 120
+
+
+def _curve(ts: Sequence[float], cumulative: Sequence[float]) -> dict[str, list[float]]:
+    """At most ``CURVE_POINTS`` evenly spaced points of a cumulative series, its last included.
+
+    >>> _curve([0.0, 1.0, 2.0], [0.0, 5.0, 7.5])
+    {'ts': [0.0, 1.0, 2.0], 'value': [0.0, 5.0, 7.5]}
+    >>> len(_curve([float(i) for i in range(1000)], [float(i) for i in range(1000)])["ts"])
+    120
+    """
+    n = len(ts)
+    if n <= CURVE_POINTS:
+        picks = list(range(n))
+    else:
+        step = (n - 1) / (CURVE_POINTS - 1)
+        picks = [round(i * step) for i in range(CURVE_POINTS)]
+    return {"ts": [float(ts[i]) for i in picks], "value": [float(cumulative[i]) for i in picks]}
 
 
 def _human(value: float, unit: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlvigil.carbon_names import JOULES_PER_KWH
+from mlvigil_producer.carbon_names import JOULES_PER_KWH
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Both become ``Trajectory`` objects: cumulative joules and grams over time for one subject (a
 run, model, namespace, team or pod), with progress alongside when it is known.
 
-codecarbon handler series (``mlvigil.carbon_output``): each tracker instance is one series,
+codecarbon handler series (``mlvigil_producer.codecarbon_output``): each tracker instance is one series,
 identified by ``mlvigil.carbon.tracker_run`` (+ ``mlvigil.carbon.task`` for per-task
 breakdowns, which are left out of totals because the tracker totals include them). A subject's
 total at time t is the sum over its series of each series' last running total at or before t,
@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from mlvigil.carbon_names import (
+from mlvigil.store import Store
+from mlvigil_producer.carbon_names import (
     DURATION,
     EMISSIONS,
     ENERGY,
@@ -38,7 +39,6 @@ from mlvigil.carbon_names import (
     STEPS_DONE,
     STEPS_PLANNED,
 )
-from mlvigil.store import Store
 
 GPU_ENERGY = "hw.energy"
 

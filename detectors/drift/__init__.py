@@ -14,22 +14,26 @@ from typing import TYPE_CHECKING
 # in pydantic and the service's config).
 if TYPE_CHECKING:
     from detectors.base import Detector
+    from detectors.drift.calibration import Calibrations
     from detectors.drift.config import DriftConfig
     from mlvigil.context import ServiceContext
 
 
-def build(config: DriftConfig, ctx: ServiceContext) -> list[Detector]:
-    """Monitors from the config and from the store; routes for ``/api/v1/monitors``."""
+def build(config: DriftConfig, ctx: ServiceContext) -> list[Detector | Calibrations]:
+    """Monitors from the config and from the store; routes for ``/api/v1/monitors``; the
+    calibration worker (a component: stopped with the service)."""
     from detectors.drift.api import MonitorRegistry
+    from detectors.drift.calibration import Calibrations
     from detectors.drift.metrics import DriftMetrics
 
     if not config.enabled:
         return []
-    registry = MonitorRegistry(config, ctx, DriftMetrics(ctx.telemetry.registry))
+    calibrations = Calibrations(ctx.store, workers=config.calibration_workers)
+    registry = MonitorRegistry(config, ctx, DriftMetrics(ctx.telemetry.registry), calibrations)
     detectors = registry.load()
     ctx.routes.extend(registry.routes())
     ctx.services["drift"] = registry
-    return list(detectors)
+    return [*detectors, calibrations]
 
 
 __all__ = ["build"]

@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, JsonValue, ValidationError, model_validator
 
 from collector.http_receiver import read_body
+from detectors.drift.calibration import Calibrations
 from detectors.drift.config import DriftConfig, MonitorConfig
 from detectors.drift.metrics import DriftMetrics
 from detectors.drift.monitor import REFERENCE_DOCS, MonitorDetector
@@ -116,15 +117,22 @@ def _csv_rows(raw: bytes) -> list[dict[str, Any]]:
 class MonitorRegistry:
     """The live monitors of one service: config-declared and API-added."""
 
-    def __init__(self, config: DriftConfig, ctx: ServiceContext, metrics: DriftMetrics | None) -> None:
+    def __init__(
+        self,
+        config: DriftConfig,
+        ctx: ServiceContext,
+        metrics: DriftMetrics | None,
+        calibrations: Calibrations | None = None,
+    ) -> None:
         self.config = config
         self.ctx = ctx
         self.metrics = metrics
+        self.calibrations = calibrations
         self.detectors: dict[str, MonitorDetector] = {}
         self.from_config: set[str] = set()
 
     def make(self, cfg: MonitorConfig) -> MonitorDetector:
-        return MonitorDetector(cfg.resolved(self.config.defaults), self.metrics)
+        return MonitorDetector(cfg.resolved(self.config.defaults), self.metrics, self.calibrations)
 
     def load(self) -> list[MonitorDetector]:
         """Config monitors, then those added through the API before (config wins on a name clash)."""

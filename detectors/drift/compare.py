@@ -12,9 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from detectors.drift.min_p import MISSING, Member, cached_min_p_null
+from detectors.drift.min_p import MISSING, READY, Member, cached_min_p_null
 from detectors.drift.multiple import correct, min_p
-from detectors.drift.profile import CategoricalProfile, NumericProfile, ReferenceProfile, current_values
+from detectors.drift.profile import (
+    CategoricalProfile,
+    NumericProfile,
+    ReferenceProfile,
+    current_values,
+    label_counts,
+)
 from detectors.drift.stats import MULTIVARIATE, MissingRate, TestResult, test_for
 
 
@@ -42,6 +48,13 @@ class CompareOptions:
     seed: int = 0
     #: No-drift windows resampled from the reference to calibrate ``minp``.
     null_windows: int = 500
+    #: Where ``minp`` gets its calibration: ``(profile, family, n_current, null_windows, seed)``
+    #: -> ``(null or None, state)``. None computes it here, now (tools, the CLI); a monitor
+    #: passes one that never blocks (``detectors.drift.calibration``): while it answers None
+    #: the verdict uses Bonferroni and the report says ``calibration: pending``.
+    null_source: (
+        Callable[[ReferenceProfile, list[Member], int, int, int], tuple[np.ndarray | None, str]] | None
+    ) = None
 
 
 @dataclass
@@ -75,6 +88,8 @@ class DriftReport:
     features: list[FeatureDrift]
     #: Result of the multivariate test when the monitor uses one.
     multivariate: dict[str, Any] | None = None
+    #: ``minp`` only: ``ready``, or ``pending``/``failed`` when Bonferroni decided instead.
+    calibration: str | None = None
 
     @property
     def drifted_features(self) -> list[FeatureDrift]:
@@ -112,6 +127,7 @@ class DriftReport:
             "n_features": len(self.features),
             "n_drifted": len(self.drifted_features),
             "multivariate": self.multivariate,
+            **({"calibration": self.calibration} if self.calibration else {}),
             "features": [f.to_dict() for f in feats],
         }
 
@@ -139,8 +155,7 @@ def _movement_categorical(prof: CategoricalProfile, cur: np.ndarray, n_missing: 
     ref_share = prof.shares()
     cur_share: dict[str, float] = {}
     if cur.size:
-        values, counts = np.unique(cur.astype(str), return_counts=True)
-        cur_share = {str(v): int(c) / cur.size for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+        cur_share = {v: c / cur.size for v, c in label_counts(cur).items()}
     cats = set(ref_share) | set(cur_share)
     changes = sorted(
         ((c, ref_share.get(c, 0.0), cur_share.get(c, 0.0)) for c in cats), key=lambda t: -abs(t[2] - t[1])
@@ -194,6 +209,7 @@ def compare(
     results.extend(extra)
 
     features: list[FeatureDrift] = []
+    calibration: str | None = None
     if opt.threshold is not None or not results:
         for name, kind, res, mv in results:
             thr = opt.threshold if not name.endswith(":missing") else MissingRate.default_threshold
@@ -216,7 +232,7 @@ def compare(
     else:
         ps = [1.0 if r.p_value is None else r.p_value for _, _, r, _ in results]
         if opt.correction == "minp":
-            adjusted, rejected = _min_p_adjusted(profile, family, ps, n_current, opt)
+            adjusted, rejected, calibration = _min_p_adjusted(profile, family, ps, n_current, opt)
         else:
             adjusted, rejected = correct(ps, opt.alpha, opt.correction)
         for (name, kind, res, mv), adj, rej in zip(
@@ -246,25 +262,42 @@ def compare(
     else:
         drifted = sum(f.drifted for f in features) >= opt.min_drifted_features
     return DriftReport(
-        drifted, opt.test, opt.correction, opt.alpha, profile.n_rows, n_current, features, multivariate
+        drifted,
+        opt.test,
+        opt.correction,
+        opt.alpha,
+        profile.n_rows,
+        n_current,
+        features,
+        multivariate,
+        calibration,
     )
 
 
 def _min_p_adjusted(
     profile: ReferenceProfile, family: list[Member], ps: list[float], n_current: int, opt: CompareOptions
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, str]:
     """min-P over the features' tests; results added from elsewhere (``extra``) cannot be
     resampled, so they share ``alpha`` with the family by weighted Bonferroni: the family
-    gets ``k / (k + e)`` of it and each of the ``e`` extras ``1 / (k + e)``."""
+    gets ``k / (k + e)`` of it and each of the ``e`` extras ``1 / (k + e)``. Returns the
+    calibration's state too: without a calibration (not ready) Bonferroni decides."""
     k, e = len(family), len(ps) - len(family)
-    null = cached_min_p_null(profile, family, n_current, opt.null_windows, opt.seed) if k else None
+    null: np.ndarray | None = None
+    state = READY
+    if k and opt.null_source is not None:
+        null, state = opt.null_source(profile, family, n_current, opt.null_windows, opt.seed)
+        if null is None:
+            adjusted, rejected = correct(ps, opt.alpha, "bonferroni")
+            return adjusted, rejected, state
+    elif k:
+        null = cached_min_p_null(profile, family, n_current, opt.null_windows, opt.seed)
     adjusted, _ = min_p(ps[:k], opt.alpha, null)
     if e:
         adjusted = np.concatenate(
             [adjusted * (k + e) / k if k else adjusted, np.asarray(ps[k:], dtype=np.float64) * (k + e)]
         )
         adjusted = np.minimum(adjusted, 1.0)
-    return adjusted, adjusted <= opt.alpha
+    return adjusted, adjusted <= opt.alpha, state
 
 
 def multivariate_test(

@@ -335,6 +335,9 @@ class MonitorConfig(Strict):
 
 class DriftConfig(Strict):
     enabled: bool = True
+    #: Worker processes computing min-P calibrations off the detector loop (0: one thread in
+    #: the service process instead).
+    calibration_workers: int = Field(default=1, ge=0, le=8)
     defaults: MonitorDefaults = Field(default_factory=MonitorDefaults)
     monitors: list[MonitorConfig] = Field(default_factory=list)
 

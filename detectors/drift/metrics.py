@@ -47,6 +47,13 @@ class DriftMetrics:
             ["monitor", "metric", "value"],
             registry=registry,
         )
+        self.calibration_state = Gauge(
+            "mlvigil_drift_calibration_pending",
+            "1 while a minp monitor's calibration is being computed (or failed) and its verdicts "
+            "use Bonferroni; 0 once calibrated.",
+            ["monitor"],
+            registry=registry,
+        )
         self._labels: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
 
     def publish(
@@ -84,6 +91,11 @@ class DriftMetrics:
                     continue
                 self.estimate.labels(monitor, metric, name).set(float(value))
                 keep.append((self.estimate, (monitor, metric, name)))
+
+    def calibration(self, monitor: str, state: str) -> None:
+        """After ``publish``: the monitor's min-P calibration state (``ready`` or not)."""
+        self.calibration_state.labels(monitor).set(0.0 if state == "ready" else 1.0)
+        self._labels.setdefault(monitor, []).append((self.calibration_state, (monitor,)))
 
     def skipped(self, monitor: str, reason: str) -> None:
         self.evaluations.labels(monitor, reason).inc()

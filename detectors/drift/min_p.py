@@ -58,6 +58,10 @@ MAX_CALIBRATION_SIZE = 1024
 WINDOWS_PER_SPLIT = 4
 #: Name of the missing-value-rate test in a family.
 MISSING = "missing"
+#: States of a calibration: computed, being computed (Bonferroni meanwhile), failed.
+READY = "ready"
+PENDING = "pending"
+FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,22 @@ def min_p_null(
     """Smallest p-value of ``family`` in each of ``windows`` no-drift windows of up to
     ``size`` rows (see the module docstring)."""
     rows = profile.sample_rows
+    if not rows:
+        return np.empty(0)
+    kinds = {name: f.kind for name, f in profile.features.items()}
+    return min_p_null_rows(rows, kinds, family, size, windows, seed)
+
+
+def min_p_null_rows(
+    rows: dict[str, np.ndarray],
+    kinds: dict[str, str],
+    family: list[Member],
+    size: int,
+    windows: int,
+    seed: int = 0,
+) -> np.ndarray:
+    """``min_p_null`` from a profile's kept rows and feature kinds alone: what a calibration
+    worker process needs (picklable, no profile)."""
     if not rows or not family:
         return np.empty(0)
     n_rows = len(next(iter(rows.values())))
@@ -92,7 +112,6 @@ def min_p_null(
     if size < 2:
         return np.empty(0)
     rng = np.random.default_rng(seed)
-    kinds = {name: f.kind for name, f in profile.features.items()}
     missing = MissingRate()
     p = np.ones((windows, len(family)))
     split: ReferenceProfile | None = None

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 
 from detectors.base import Detector
+from detectors.drift.calibration import Calibrations
 from detectors.drift.compare import CompareOptions, DriftReport, FeatureDrift, compare
 from detectors.drift.config import MonitorConfig
 from detectors.drift.files import InputError, read_reference_file
 from detectors.drift.metrics import DriftMetrics
+from detectors.drift.min_p import READY, Member
 from detectors.drift.performance import Evaluation, MetricDrift, compare_performance
-from detectors.drift.profile import ReferenceProfile
+from detectors.drift.profile import NumericProfile, ReferenceProfile
 from detectors.drift.sources import (
     INFERENCE_COLUMNS,
     LLM_COLUMNS,
@@ -32,6 +34,7 @@ from detectors.drift.sources import (
     hashed_embedding,
     llm_columns,
     prediction_columns,
+    window_arrays,
 )
 from detectors.drift.stats import TestResult
 from detectors.drift.stats.mmd import MMD
@@ -49,6 +52,15 @@ REFERENCE_DOCS = "drift_references"
 MULTIVARIATE_ROWS = 2000
 #: Most rows one streaming evaluation reads (after a long pause, the older ones are skipped).
 MAX_STREAM_BACKLOG = 200_000
+#: Windows of at least this many rows are kept and read incrementally as they slide (smaller
+#: ones cost less to read again than to keep: ~5 MB per 10k rows of 25 features).
+INCREMENTAL_MIN_ROWS = 50_000
+#: An incremental window reads again the rows from this long before its previous end.
+INCREMENTAL_OVERLAP_S = 60.0
+#: ... and is read whole this often (rows later than the overlap join then).
+INCREMENTAL_REFRESH_S = 600.0
+#: Feature columns of a columnar monitor's rows carry this prefix (a feature may be named "ts").
+FEATURE_PREFIX = "feature:"
 
 
 def _subject_value(configured: str | None, observed: list[Any]) -> str:
@@ -69,9 +81,16 @@ class MonitorDetector(Detector):
         Prometheus metrics to publish each evaluation to (optional).
     """
 
-    def __init__(self, config: MonitorConfig, metrics: DriftMetrics | None = None) -> None:
+    def __init__(
+        self,
+        config: MonitorConfig,
+        metrics: DriftMetrics | None = None,
+        calibrations: Calibrations | None = None,
+    ) -> None:
         assert config.window is not None, "resolve the monitor's defaults first"
         self.config = config
+        #: Where min-P calibrations come from; None computes them inside the evaluation.
+        self.calibrations = calibrations
         self.name = f"drift:{config.name}"
         self.metrics = metrics
         self.last: dict[str, Any] = {"status": "not evaluated"}
@@ -84,6 +103,11 @@ class MonitorDetector(Detector):
         self._reference_error: str | None = None  # why the configured reference file cannot serve
         self._tumble_after: float | None = None
         self._cached: tuple[tuple[Any, ...], list[Finding]] | None = None
+        # A large columnar window kept for the next one: (reference and features, rows, until,
+        # when it was read whole, the earliest time its rows cover).
+        self._incremental: tuple[Any, Columns, float, float, float] | None = None
+        # A sliding-size window's last (until, first row's ts): where the next one may start.
+        self._slide_floor: tuple[float, float] | None = None
         # Streaming mode: the detector, the time up to which rows were fed, the open alarm.
         self._stream: DistributionStream | ErrorStream | None = None
         self._stream_built_for: float | None = None
@@ -108,9 +132,102 @@ class MonitorDetector(Detector):
             if v
         }
 
+    @property
+    def columnar(self) -> bool:
+        """Whether this monitor reads its features as columns extracted by the store
+        (``Store.feature_window``) rather than parsing each row's JSON here: data monitors
+        on the native backend, in window mode, without performance_impact."""
+        c = self.config
+        return (
+            c.kind == "data"
+            and c.backend == "native"
+            and c.streaming is None
+            and c.performance_impact == "off"
+        )
+
+    def _feature_rows(
+        self, store: Store, *, since: float | None, until: float | None, last: int | None, discover: bool
+    ) -> Columns:
+        """Rows of a columnar monitor: the meta columns as lists, each feature as an array
+        under ``FEATURE_PREFIX + name`` (numbers as float64 with NaN, labels as objects).
+        ``discover`` reads every feature the rows name and keeps, per feature, the numbers
+        when every present value is one, else the labels (as ``infer_kind`` decides)."""
+        profile = self._reference if isinstance(self._reference, ReferenceProfile) else None
+        wanted = self.config.features
+        numeric: list[str] | None = None
+        text: list[str] | None = None
+        if not discover and profile is not None:
+            names = [n for n in profile.features if not wanted or n in wanted]
+            numeric = [n for n in names if isinstance(profile.features[n], NumericProfile)]
+            text = [n for n in names if not isinstance(profile.features[n], NumericProfile)]
+        elif wanted:
+            numeric, text = list(wanted), list(wanted)
+        meta, num, txt = store.feature_window(
+            numeric=numeric, text=text, since=since, until=until, where=self._where(), last=last
+        )
+        rows: Columns = {k: list(v.tolist() if isinstance(v, np.ndarray) else v) for k, v in meta.items()}
+        num_arrays, txt_arrays = window_arrays(num, txt)
+        if numeric is None or (discover and text is not None):
+            for name in sorted(set(num_arrays) | set(txt_arrays)):
+                n_values = int(np.count_nonzero(~np.isnan(num_arrays[name]))) if name in num_arrays else 0
+                labels = txt_arrays.get(name)
+                n_labels = int(np.count_nonzero(labels != None)) if labels is not None else 0  # noqa: E711
+                pick = num_arrays[name] if n_values and n_values == n_labels else labels
+                if pick is not None:
+                    rows[FEATURE_PREFIX + name] = pick
+        else:
+            for name, arr in (*num_arrays.items(), *txt_arrays.items()):
+                rows[FEATURE_PREFIX + name] = arr
+        return rows
+
+    def _window_rows(
+        self, store: Store, since: float | None, until: float | None, last: int | None
+    ) -> Columns:
+        """A columnar monitor's window, incrementally when it is large and slides: the rows
+        of the previous window are kept, and only those from ``INCREMENTAL_OVERLAP_S`` before
+        its end are read again (rows that arrive late, up to that much after their
+        timestamp, still join). Every ``INCREMENTAL_REFRESH_S`` the window is read whole."""
+        key = (self._ref_built_at, self.config.features)
+        kept = self._incremental
+        self._incremental = None
+        if (
+            kept is not None
+            and until is not None
+            and kept[0] == key
+            and until >= kept[2]
+            and time.monotonic() - kept[3] < INCREMENTAL_REFRESH_S
+            and (since is None or since >= kept[4])
+        ):
+            _, old, old_until, read_at, old_since = kept
+            resume = old_until - INCREMENTAL_OVERLAP_S
+            fresh = self._feature_rows(
+                store,
+                since=resume if since is None else max(resume, since),
+                until=until,
+                last=last,
+                discover=False,
+            )
+            keep_to = int(np.searchsorted(np.asarray(old["ts"], dtype=np.float64), resume, side="left"))
+            rows = _concat_rows(old, fresh, keep_to)
+        else:
+            rows = self._feature_rows(store, since=since, until=until, last=last, discover=False)
+            read_at, old_since = time.monotonic(), since if since is not None else -math.inf
+        ts = np.asarray(rows["ts"], dtype=np.float64)
+        start = int(np.searchsorted(ts, since, side="left")) if since is not None else 0
+        if last is not None:
+            start = max(start, ts.size - last)
+        if start:
+            rows = _slice_rows(rows, start)
+        if until is not None and len(rows["ts"]) >= INCREMENTAL_MIN_ROWS:
+            window_since = since if since is not None else (rows["ts"][0] if rows["ts"] else -math.inf)
+            self._incremental = (key, rows, until, read_at, min(old_since, window_since))
+        return rows
+
     def _rows(
         self, store: Store, *, since: float | None = None, until: float | None = None, last: int | None = None
     ) -> Columns:
+        if self.columnar:
+            return self._window_rows(store, since, until, last)
         cols = LLM_COLUMNS if self.config.kind == "llm" else INFERENCE_COLUMNS
         rows = store.query(self.table, columns=cols, since=since, until=until, where=self._where(), last=last)
         if self.config.kind == "llm" and self.config.model:
@@ -124,6 +241,8 @@ class MonitorDetector(Detector):
 
     def _columns(self, rows: Columns, store: Store | None) -> Columns:
         c = self.config
+        if self.columnar:
+            return {k[len(FEATURE_PREFIX) :]: v for k, v in rows.items() if k.startswith(FEATURE_PREFIX)}
         if c.kind == "data":
             cols = feature_columns(rows)
         elif c.kind == "prediction":
@@ -252,7 +371,10 @@ class MonitorDetector(Detector):
             # Count-tumbling windows start where traffic references end: no overlap.
             self._tumble_after = until
         if stale:
-            rows = self._rows(store, since=since, until=until, last=ref.max_rows)
+            if self.columnar:
+                rows = self._feature_rows(store, since=since, until=until, last=ref.max_rows, discover=True)
+            else:
+                rows = self._rows(store, since=since, until=until, last=ref.max_rows)
             if rows.get("ts"):
                 cols = self._columns(rows, store)
                 self._build_reference(cols, rows.get("prompt", []), now)
@@ -270,7 +392,16 @@ class MonitorDetector(Detector):
             return rows, until - w.duration, until
         assert w.size is not None
         if w.mode == "sliding":
-            rows = self._rows(store, until=until, last=w.size)
+            # The newest rows never start before the previous window did (a row arriving late
+            # with an earlier time has size newer rows after it): bounding the search by that
+            # start lets the store skip every older block of a large table.
+            floor = self._slide_floor
+            since = floor[1] if floor is not None and until >= floor[0] else None
+            rows = self._rows(store, since=since, until=until, last=w.size)
+            if since is not None and len(rows.get("ts", [])) < w.size:
+                rows = self._rows(store, until=until, last=w.size)  # rows were deleted meanwhile
+            ts = rows.get("ts") or []
+            self._slide_floor = (until, ts[0]) if len(ts) == w.size else None
         else:
             fresh = self._rows(store, since=self._tumble_after, until=until)
             if self._tumble_after is not None:
@@ -318,7 +449,9 @@ class MonitorDetector(Detector):
             # Labels arriving for the same window change its evidence (the realised value).
             cols = self._columns(rows, store)
             key += (sum(v is not None for v in cols["label"]),)
-        if self._cached and self._cached[0] == key:
+        if self._cached and self._cached[0] == key and self.last.get("calibration") in (None, READY):
+            # The same window decided again with a calibration that became ready since (its
+            # Bonferroni verdict is provisional); otherwise the same decision.
             return list(self._cached[1])
         if cols is None:
             cols = self._columns(rows, store)
@@ -525,7 +658,14 @@ class MonitorDetector(Detector):
             feature_tests=c.feature_tests,
             min_drifted_features=c.min_drifted_features,
             null_windows=c.null_windows,
+            null_source=self._null_source if self.calibrations is not None else None,
         )
+
+    def _null_source(
+        self, profile: ReferenceProfile, family: list[Member], n_current: int, windows: int, seed: int
+    ) -> tuple[np.ndarray | None, str]:
+        assert self.calibrations is not None
+        return self.calibrations.null(profile, family, n_current, windows, seed, monitor=self.config.name)
 
     def _evaluate_distribution(
         self,
@@ -551,6 +691,7 @@ class MonitorDetector(Detector):
             "at": now,
             "window_start": start,
             "window_end": end,
+            **({"calibration": report.calibration} if report.calibration else {}),
             "report": report.to_dict(top=10),
         }
         if not report.drifted:
@@ -618,6 +759,8 @@ class MonitorDetector(Detector):
                 report.n_current,
                 [f.to_dict() for f in report.features],
             )
+            if report.calibration:
+                self.metrics.calibration(self.config.name, report.calibration)
 
     def _finding(
         self,
@@ -664,6 +807,7 @@ class MonitorDetector(Detector):
             "drifted_features": [f.feature for f in drifted],
             "top_features": [_evidence(f) for f in top],
             "multivariate": report.multivariate,
+            **({"calibration": calibration_label(report.calibration)} if report.calibration else {}),
             **(extra or {}),
         }
         return Finding(
@@ -836,6 +980,31 @@ def _evidence(f: FeatureDrift) -> dict[str, Any]:
     d = f.to_dict()
     d["summary"] = _describe(f)
     return d
+
+
+def _slice_rows(rows: Columns, start: int) -> Columns:
+    return {k: v[start:] for k, v in rows.items()}
+
+
+def _concat_rows(old: Columns, fresh: Columns, keep_to: int) -> Columns:
+    """``old``'s first ``keep_to`` rows followed by ``fresh`` (same columns; arrays stay
+    arrays of their kind, lists stay lists)."""
+    out: Columns = {}
+    for k, head in old.items():
+        col = fresh.get(k)
+        if col is None:  # no fresh rows at all: the store answered without feature columns
+            col = head[:0]
+        if isinstance(head, np.ndarray):
+            joined = np.concatenate([np.asarray(head[:keep_to]), np.asarray(col)])
+            out[k] = joined.view(type(head)) if type(head) is not np.ndarray else joined
+        else:
+            out[k] = list(head[:keep_to]) + list(col)
+    return out
+
+
+def calibration_label(state: str) -> str:
+    """The evidence's word for how a min-P verdict was corrected."""
+    return "minp" if state == READY else f"{state}/bonferroni"
 
 
 def monitor_factory(metrics: DriftMetrics | None) -> Callable[[MonitorConfig], MonitorDetector]:

@@ -9,6 +9,7 @@ apart from the values, so each feature also carries its reference missing rate.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,17 +94,13 @@ class CategoricalProfile:
     def bin_current(self, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Reference and current counts per category, with a last cell for unseen categories."""
         cur = np.zeros(len(self.categories) + 1, dtype=np.int64)
-        values, counts = np.unique(current.astype(str), return_counts=True)
-        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+        for v, c in label_counts(current).items():
             cur[self._index.get(v, len(self.categories))] += c
         return np.append(self.counts, 0), cur
 
     def unseen(self, current: np.ndarray) -> dict[str, int]:
         """Categories of the current window never seen in the reference, with their counts."""
-        values, counts = np.unique(current.astype(str), return_counts=True)
-        return {
-            v: int(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True) if v not in self._index
-        }
+        return {v: c for v, c in label_counts(current).items() if v not in self._index}
 
     def shares(self) -> dict[str, float]:
         n = max(self.n, 1)
@@ -147,9 +144,13 @@ def split_numeric(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, int]:
 
 def split_categorical(values: Sequence[Any] | np.ndarray) -> tuple[np.ndarray, int]:
     """Present values as strings and the number missing."""
-    arr = np.asarray(values, dtype=object)
-    keep = [str(v) for v in arr.tolist() if not is_missing(v)]
-    return np.asarray(keep, dtype=object), int(arr.size - len(keep))
+    if isinstance(values, Labels):
+        present_mask: np.ndarray = np.asarray(values).view(np.ndarray) != None  # noqa: E711 - per element
+        present = np.asarray(values)[present_mask].view(np.ndarray)
+        return present, int(values.size - present.size)
+    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    keep = [str(v) for v in items if not is_missing(v)]
+    return np.asarray(keep, dtype=object), len(items) - len(keep)
 
 
 def numeric_profile(
@@ -209,7 +210,7 @@ def feature_profile(
         if np.unique(prof.sorted).size > DISCRETE_MAX_VALUES:
             return prof
         kind = "categorical"
-    return categorical_profile(name, [_canon(v) for v in np.asarray(values, dtype=object).tolist()])
+    return categorical_profile(name, canon_all(values))
 
 
 def _canon(value: Any) -> Any:
@@ -225,7 +226,29 @@ def current_values(profile: FeatureProfile, values: Sequence[Any] | np.ndarray) 
     """A window's values of one feature in the profile's representation, and how many are missing."""
     if isinstance(profile, NumericProfile):
         return split_numeric(values)
-    return split_categorical([_canon(v) for v in np.asarray(values, dtype=object).tolist()])
+    return split_categorical(canon_all(values))
+
+
+class Labels(np.ndarray):
+    """An object array of category labels already in canonical form (text, or None where
+    missing), as a store's feature window returns them: read without a call per value."""
+
+
+def canon_all(values: Sequence[Any] | np.ndarray) -> Sequence[Any] | np.ndarray:
+    """``_canon`` of every value (``Labels`` are canonical already)."""
+    if isinstance(values, Labels):
+        return values
+    items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    return [_canon(v) for v in items]
+
+
+def label_counts(values: np.ndarray) -> dict[str, int]:
+    """How often each label (text, as ``split_categorical`` returns them) occurs, in label
+    order: counted in one pass, without converting the labels to a fixed-width array."""
+    if values.dtype == object:
+        return dict(sorted(Counter(values.tolist()).items()))
+    labels, counts = np.unique(values.astype(str), return_counts=True)
+    return {str(v): int(c) for v, c in zip(labels.tolist(), counts.tolist(), strict=True)}
 
 
 @dataclass

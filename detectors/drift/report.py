@@ -13,6 +13,8 @@ import numpy as np
 
 from detectors.drift.compare import DriftReport, FeatureDrift
 from detectors.drift.profile import CategoricalProfile, NumericProfile, ReferenceProfile, current_values
+from mlvigil.svg import CURRENT_COLOR, REFERENCE_COLOR, bars
+from mlvigil.svg import tick as _tick
 
 
 def _fmt(v: float | None) -> str:
@@ -98,92 +100,6 @@ def to_json(report: DriftReport, **extra: Any) -> str:
     return json.dumps({**extra, **report.to_dict()}, indent=2, default=float)
 
 
-def _pct(v: float) -> str:
-    return f"{v:.0%}" if v >= 0.1 or v == 0 else f"{v:.1%}"
-
-
-def _svg_bars(
-    labels: Sequence[str],
-    ref: Sequence[float],
-    cur: Sequence[float],
-    edges: Sequence[float] | None = None,
-    width: int = 440,
-    height: int = 150,
-) -> str:
-    """Side-by-side bars of reference (grey) and current (orange) shares per bin or category,
-    with a share axis on the left and, below, the bin edges (numbers) or category names."""
-    left, right, top_pad, bottom = 44, 8, 8, 34
-    plot_w, plot_h = width - left - right, height - top_pad - bottom
-    k = max(len(labels), 1)
-    top = max([*ref, *cur, 1e-9])
-    slot = plot_w / k
-    base = top_pad + plot_h
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" role="img"'
-        ' font-family="system-ui, sans-serif" font-size="10">'
-    ]
-    # Share axis: 0, half and the top, with faint grid lines.
-    for frac in (0.0, 0.5, 1.0):
-        y = base - plot_h * frac
-        parts.append(
-            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>'
-            f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end" fill="#555">{_pct(top * frac)}</text>'
-        )
-    for i, (lab, r, c) in enumerate(zip(labels, ref, cur, strict=True)):
-        x = left + i * slot
-        bar_w = max(slot / 2 - 1, 1)
-        for j, (v, color) in enumerate(((r, "#9aa5b1"), (c, "#f08c00"))):
-            h = plot_h * v / top
-            parts.append(
-                f'<rect x="{x + j * slot / 2 + 0.5:.1f}" y="{base - h:.1f}" width="{bar_w:.1f}"'
-                f' height="{h:.1f}" fill="{color}"><title>{html.escape(lab)}: '
-                f"{'reference' if j == 0 else 'current'} {v:.1%}</title></rect>"
-            )
-    parts.append(f'<line x1="{left}" x2="{width - right}" y1="{base}" y2="{base}" stroke="#555"/>')
-    if edges is not None:
-        # Numbers: round values along the binned range.
-        lo, hi = edges[0], edges[-1]
-        for t in _nice_ticks(lo, hi):
-            x = left + (t - lo) / (hi - lo) * plot_w
-            parts.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}" stroke="#555"/>'
-                f'<text x="{x:.1f}" y="{base + 15}" text-anchor="middle" fill="#333">{_tick(t)}</text>'
-            )
-    else:
-        step = 1 if k <= 12 else -(-k // 12)
-        for i in range(0, k, step):
-            x = left + (i + 0.5) * slot
-            parts.append(
-                f'<text x="{x:.1f}" y="{base + 14}" text-anchor="middle" fill="#333">'
-                f"{html.escape(labels[i][:12])}</text>"
-            )
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _nice_ticks(lo: float, hi: float, target: int = 6) -> list[float]:
-    """Round values (steps of 1, 2 or 5 times a power of ten) inside [lo, hi]."""
-    if not hi > lo:
-        return [lo]
-    raw = (hi - lo) / target
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
-
-
-def _tick(v: float) -> str:
-    """An axis value in about 6 characters: 0.012, 40.65, 68.8k, 2.7M."""
-    a = abs(v)
-    if a >= 1e9 or 0 < a < 1e-3:
-        return f"{v:.2g}"
-    if a >= 1e6:
-        return f"{v / 1e6:.3g}M"
-    if a >= 1e4:
-        return f"{v / 1e3:.3g}k"
-    return f"{v:.4g}"
-
-
 def _category_order(cats: set[str], weight: Mapping[str, float]) -> list[str]:
     """Numbers (0, 1, 2, ... or 0.5, 1.5) in numeric order; other categories by share."""
     try:
@@ -206,7 +122,7 @@ def _plot(profile: ReferenceProfile, feature: str, values: Sequence[Any] | np.nd
         r = np.histogram(np.clip(prof.sorted, lo, hi), edges)[0] / prof.n
         c = np.histogram(np.clip(cur, lo, hi), edges)[0] / cur.size
         labels = [f"{a:.3g} to {b:.3g}" for a, b in itertools.pairwise(edges.tolist())]
-        return _svg_bars(labels, r.tolist(), c.tolist(), edges=edges.tolist())
+        return bars(labels, r.tolist(), c.tolist(), edges=edges.tolist())
     assert isinstance(prof, CategoricalProfile)
     shares = prof.shares()
     vals, counts = (
@@ -219,7 +135,7 @@ def _plot(profile: ReferenceProfile, feature: str, values: Sequence[Any] | np.nd
     # At most 20 bars: the categories with the largest shares, then in their display order.
     kept = set(sorted(weight, key=lambda c: -weight[c])[:20])
     cats = _category_order(kept, weight)
-    return _svg_bars(cats, [shares.get(c, 0.0) for c in cats], [cur_shares.get(c, 0.0) for c in cats])
+    return bars(cats, [shares.get(c, 0.0) for c in cats], [cur_shares.get(c, 0.0) for c in cats])
 
 
 def to_html(
@@ -271,7 +187,8 @@ tr.drift td {{ background: #fff4e6; }}
 {"".join(rows)}
 </table>
 <p class="legend">Share of rows per bin or category:
- <span style="background:#9aa5b1"></span> reference <span style="background:#f08c00"></span> current</p>
+ <span style="background:{REFERENCE_COLOR}"></span> reference
+ <span style="background:{CURRENT_COLOR}"></span> current</p>
 <div class="grid">{"".join(cards)}</div>
 </body></html>
 """

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.drift.profile import rows_to_columns
+from detectors.drift.profile import Labels, rows_to_columns
 
 Columns = dict[str, Any]
 INFERENCE_COLUMNS = [
@@ -67,6 +67,25 @@ def numpy_columns(raw: Mapping[str, np.ndarray]) -> Columns:
         else:
             out[name] = arr.astype(object)
     return out
+
+
+def window_arrays(numeric: Mapping[str, Any], text: Mapping[str, Any]) -> tuple[Columns, Columns]:
+    """``Store.feature_window``'s feature columns as arrays: numbers as float64 with NaN for
+    missing, labels as objects with None for missing (lists or DuckDB's numpy results)."""
+
+    def arrays(cols: Mapping[str, Any], dtype: Any) -> Columns:
+        out: Columns = {}
+        for name, col in cols.items():
+            if isinstance(col, np.ndarray):
+                out.update(numpy_columns({name: col}))
+            else:
+                out[name] = np.array(col, dtype=dtype)
+            if dtype is np.float64 and out[name].dtype != np.float64:
+                out[name] = np.array([np.nan if v is None else float(v) for v in out[name]], dtype=np.float64)
+        return out
+
+    labels = {name: col.view(Labels) for name, col in arrays(text, object).items()}
+    return arrays(numeric, np.float64), labels
 
 
 def _loads(text: Any) -> Any:

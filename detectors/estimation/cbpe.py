@@ -130,12 +130,13 @@ class CBPE(PerformanceEstimator):
     def _weights(self, reference: Sample) -> np.ndarray | None:
         return None
 
-    def _calibrated(self, analysis: Sample) -> np.ndarray:
-        return self.calibrator.predict(self._check(analysis))
+    def _calibrated(self, analysis: Sample, scores: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of the window's ``scores`` (already checked by ``_check``)."""
+        return self.calibrator.predict(scores)
 
     def _estimate_window(self, analysis: Sample) -> dict[str, tuple[float, float, float, float]]:
         scores = self._check(analysis)
-        prob = self._calibrated(analysis)
+        prob = self._calibrated(analysis, scores)
         predicted = _predicted(analysis)
         # The band is the realised metric's sampling spread when each label is drawn from its
         # calibrated probability: closed forms (see metrics.classification_se), normal band.

@@ -60,5 +60,12 @@ def resolved_method(method: EstimationMethod, metrics: Sequence[str]) -> str:
 
 
 def check_installed() -> None:
-    if importlib.util.find_spec("sklearn") is None:
-        raise ValueError("kind estimated_performance needs scikit-learn: pip install 'mlvigil[estimation]'")
+    missing = [
+        name
+        for name, module in (("scikit-learn", "sklearn"), ("LightGBM", "lightgbm"))
+        if importlib.util.find_spec(module) is None
+    ]
+    if missing:
+        raise ValueError(
+            f"kind estimated_performance needs {' and '.join(missing)}: pip install 'mlvigil[estimation]'"
+        )

@@ -256,9 +256,8 @@ class EstimatedPerformance:
         try:
             self.estimator.fit(ref)
         except ImportError as exc:
-            raise EstimationError(
-                "estimated_performance needs scikit-learn: pip install 'mlvigil[estimation]'"
-            ) from exc
+            hint = "" if "pip install" in str(exc) else ": pip install 'mlvigil[estimation]'"
+            raise EstimationError(f"estimated_performance cannot load its models ({exc}){hint}") from exc
         self.n_reference = int(keep.sum())
         return self.n_reference
 

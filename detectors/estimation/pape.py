@@ -53,12 +53,15 @@ class PAPE(CBPE):
         if reference.features is None:
             raise EstimationError("PAPE needs the reference's features (estimator: cbpe does not)")
         super()._fit(reference)
+        # A 1-D calibration curve needs few rows: refitted per window on at most
+        # MAX_REFERENCE_ROWS (on car_loan the whole 20,000-row reference, weighted, was 2x
+        # further off after the change: 0.0056 vs 0.0027 accuracy error).
         n = len(reference)
         self._subset = (
             np.sort(self.rng.choice(n, MAX_REFERENCE_ROWS, replace=False)) if n > MAX_REFERENCE_ROWS else None
         )
 
-    def _calibrated(self, analysis: Sample) -> np.ndarray:
+    def _calibrated(self, analysis: Sample, scores: np.ndarray) -> np.ndarray:
         ref = self.reference
         assert ref is not None and ref.features is not None and ref.labels is not None
         if analysis.features is None or analysis.features.shape[1:] != ref.features.shape[1:]:
@@ -71,7 +74,7 @@ class PAPE(CBPE):
             "max_weight": float(w.max()),
         }
         calibrator = Calibrator().fit(np.asarray(sub.scores, dtype=float), sub.labels.astype(int), w)
-        return calibrator.predict(self._check(analysis))
+        return calibrator.predict(scores)
 
     def describe(self) -> dict:
         return {**super().describe(), "weights": self.last_weights}

@@ -15,6 +15,7 @@ from detectors.training.detectors import (
     SlowdownDetector,
     StragglerDetector,
     ThroughputDropDetector,
+    step_feed,
 )
 from detectors.training.metrics import TrainingMetrics
 
@@ -39,17 +40,19 @@ def build_detectors(cfg: TrainingConfig, metrics: TrainingMetrics | None = None)
     """The enabled detectors of ``cfg``, sharing ``metrics`` (None: no Prometheus gauges)."""
     if not cfg.enabled:
         return []
+    # One feed for all: a pass reads and deduplicates the new rows once, not once per detector.
+    feed = step_feed(cfg)
     out: list[Detector] = []
     if cfg.slowdown.enabled:
-        out.append(SlowdownDetector(cfg, metrics))
+        out.append(SlowdownDetector(cfg, metrics, feed=feed))
     if cfg.straggler.enabled:
-        out.append(StragglerDetector(cfg, metrics))
+        out.append(StragglerDetector(cfg, metrics, feed=feed))
     if cfg.throughput.enabled:
-        out.append(ThroughputDropDetector(cfg, metrics))
+        out.append(ThroughputDropDetector(cfg, metrics, feed=feed))
     if cfg.dataloader.enabled:
-        out.append(DataloaderStallDetector(cfg, metrics))
+        out.append(DataloaderStallDetector(cfg, metrics, feed=feed))
     if cfg.loss.enabled:
-        out.append(LossAnomalyDetector(cfg, metrics))
+        out.append(LossAnomalyDetector(cfg, metrics, feed=feed))
     return out
 
 

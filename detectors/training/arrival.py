@@ -22,7 +22,7 @@ import csv
 import heapq
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -352,6 +352,7 @@ class MemoryStore(Store):
         since: float | None = None,
         subject: dict[str, str] | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[Finding]:
         out = [
             f
@@ -360,7 +361,7 @@ class MemoryStore(Store):
             and (state is None or str(f.state) == state)
             and all(f.subject.get(k) == v for k, v in (subject or {}).items())
         ]
-        return out[:limit]
+        return out[offset : offset + limit]
 
     def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
         raise NotImplementedError
@@ -368,7 +369,9 @@ class MemoryStore(Store):
     def get_doc(self, collection: str, doc_id: str) -> dict[str, Any] | None:
         return None
 
-    def list_docs(self, collection: str) -> dict[str, dict[str, Any]]:
+    def list_docs(
+        self, collection: str, *, states: Collection[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         return {}
 
     def delete_doc(self, collection: str, doc_id: str) -> bool:

@@ -17,12 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from detectors.base import Detector
 from detectors.training.attribution import attribute
 from detectors.training.config import TrainingConfig
 from detectors.training.dataloader import StallMonitor
 from detectors.training.episodes import Episode, EpisodeLog
-from detectors.training.feed import AlignedStep, Row, StepAligner, StepFeed, by_run
+from detectors.training.feed import AlignedStep, Row, StepAligner, StepFeed, rows_of
 from detectors.training.goodput import GoodputMeter
 from detectors.training.loss import POINT_KINDS, TREND_KINDS, LossMonitor
 from detectors.training.metrics import TrainingMetrics
@@ -43,6 +46,12 @@ class RankInfo:
         self.host = row["host"] or self.host
         self.k8s_pod = row["k8s_pod"] or self.k8s_pod
         self.gpu_uuid = row["gpu_uuid"] or self.gpu_uuid
+
+
+def step_feed(cfg: TrainingConfig) -> StepFeed:
+    """The feed of ``training_steps`` rows for ``cfg``'s detectors (shared by those built
+    together, see ``build_detectors``)."""
+    return StepFeed(history=cfg.history, lookback=cfg.lookback, max_skew=cfg.max_clock_skew)
 
 
 def _rank(row: Row) -> int:
@@ -86,26 +95,58 @@ class _RunDetector(Detector, Generic[S]):
     kind = ""
 
     def __init__(
-        self, cfg: TrainingConfig, metrics: TrainingMetrics | None = None, name: str | None = None
+        self,
+        cfg: TrainingConfig,
+        metrics: TrainingMetrics | None = None,
+        name: str | None = None,
+        *,
+        feed: StepFeed | None = None,
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.name = name or f"training.{self.kind}"
-        self.feed = StepFeed(history=cfg.history, lookback=cfg.lookback, max_skew=cfg.max_clock_skew)
+        self.feed = feed or step_feed(cfg)
+        self._reader = self.feed.subscribe()
         self.runs: dict[str, S] = {}
         self._last_rows: dict[str, float] = {}
 
-    def evaluate(self, store: Store, now: float) -> Sequence[Finding]:
-        for run_id, rows in by_run(self.feed.poll(store, now)).items():
+    def close(self) -> None:
+        self._reader.close()
+
+    def _take_rows(self, table: pa.Table, now: float) -> None:
+        """Feed one polled table to the runs' state, ``chunk_rows`` rows at a time: each run's
+        rows in step order (then ts, steps without a number first), and after each chunk the
+        steps already complete go on to the scorers, so what one evaluation holds as Python
+        objects is bounded by the chunk and the steps still waiting for ranks, not by how
+        much it read."""
+        run_col = table.column("run_id")
+        chunk = self.feed.chunk_rows
+        for run_id in pc.unique(run_col).to_pylist():
+            rows_t = table.filter(pc.equal(run_col, run_id))
+            order = pc.sort_indices(
+                rows_t, sort_keys=[("step", "ascending"), ("ts", "ascending")], null_placement="at_start"
+            )
+            rows_t = rows_t.take(order)
             state = self.runs.get(run_id)
             if state is None:
                 state = self.runs[run_id] = self.new_run(run_id)
-            rows.sort(key=lambda r: (r["step"] if r["step"] is not None else -1, r["ts"]))
-            for row in rows:
-                state.ranks.setdefault(_rank(row), RankInfo()).update(row)
-                self.arrived(run_id, state, row)
-                state.aligner.add(row, now)
+            for lo in range(0, rows_t.num_rows, chunk):
+                for row in rows_of(rows_t.slice(lo, chunk)):
+                    state.ranks.setdefault(_rank(row), RankInfo()).update(row)
+                    self.arrived(run_id, state, row)
+                    state.aligner.add(row, now)
+                if lo + chunk < rows_t.num_rows:
+                    self._release(run_id, state, state.aligner.ready(now, settled_only=True))
             self._last_rows[run_id] = now
+
+    def _release(self, run_id: str, state: S, steps: list[AlignedStep]) -> None:
+        if steps:
+            state.last_step = steps[-1].step
+            self.consume(run_id, state, steps)
+
+    def evaluate(self, store: Store, now: float) -> Sequence[Finding]:
+        for table in self._reader.read(store, now):
+            self._take_rows(table, now)
         for run_id, seen in list(self._last_rows.items()):
             if now - seen > self.cfg.run_ttl:
                 del self._last_rows[run_id]
@@ -115,10 +156,7 @@ class _RunDetector(Detector, Generic[S]):
         out: list[Finding] = []
         for run_id, state in self.runs.items():
             # Also runs without new rows: their waiting steps pass the lateness bound.
-            steps = state.aligner.ready(now)
-            if steps:
-                state.last_step = steps[-1].step
-                self.consume(run_id, state, steps)
+            self._release(run_id, state, state.aligner.ready(now))
             out.extend(self._deliver(store, now, run_id, state))
         return out
 

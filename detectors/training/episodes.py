@@ -59,7 +59,7 @@ class EpisodeLog:
     Examples
     --------
     >>> log = EpisodeLog()
-    >>> log.observe("loss_spike", step=120, ts=10.0, value=8.0)
+    >>> _ = log.observe("loss_spike", step=120, ts=10.0, value=8.0)
     >>> log.close("loss_spike", step=140, ts=12.0)
     >>> [(e.key, e.began_step, e.peak, e.open) for e in log.pending()]
     [('loss_spike', 120, 8.0, False)]

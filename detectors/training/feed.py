@@ -24,6 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from mlvigil.store import Store
 
 STEP_COLUMNS = (
@@ -48,8 +51,31 @@ STEP_COLUMNS = (
 Row = dict[str, Any]
 
 
+def column_values(col: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values; numbers without nulls go through numpy (several times
+    faster than Arrow's per-value conversion)."""
+    if col.null_count == 0 and (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+        values: list[Any] = col.to_numpy().tolist()
+        return values
+    return col.to_pylist()
+
+
+def rows_of(table: pa.Table) -> list[Row]:
+    """``table``'s rows as dicts (column name -> value)."""
+    names = table.column_names
+    return [
+        dict(zip(names, values, strict=True))
+        for values in zip(*map(column_values, table.columns), strict=True)
+    ]
+
+
 class StepFeed:
     """New ``training_steps`` rows on each poll, each (run, rank, step) once.
+
+    The rows travel as Arrow tables (numbers 8 bytes each, not Python objects) and only the
+    columns the detectors read; the detectors built together share one feed (``subscribe``),
+    so one evaluation pass reads and deduplicates the store's rows once, not once per
+    detector.
 
     Parameters
     ----------
@@ -63,7 +89,11 @@ class StepFeed:
         Most seconds the re-read reaches back for a rank whose clock is behind the others'
         (bounds the re-read cost; a node more than this behind loses its late rows).
     max_rows
-        Most rows one poll reads (the newest win), bounding the first read of a long run.
+        Most rows one poll reads (the newest win), bounding the first read of a long run;
+        also the most rows waiting for a subscriber that has not read them yet.
+    chunk_rows
+        Rows turned into Python objects at a time (deduplication here, scoring in the
+        detectors), which bounds what one evaluation holds beyond the Arrow rows.
     """
 
     def __init__(
@@ -73,12 +103,14 @@ class StepFeed:
         lookback: float = 30.0,
         max_skew: float = 300.0,
         max_rows: int = 200_000,
+        chunk_rows: int = 4096,
         columns: Sequence[str] = STEP_COLUMNS,
     ) -> None:
         self.history = history
         self.lookback = lookback
         self.max_skew = max_skew
         self.max_rows = max_rows
+        self.chunk_rows = max(1, chunk_rows)
         self.columns = list(columns)
         self.cursor: float | None = None
         self._seen: dict[tuple[Any, ...], float] = {}
@@ -88,6 +120,14 @@ class StepFeed:
         # before (the window may reach further back later, for a rank whose clock is behind).
         self._floor: dict[tuple[Any, Any], float] = {}
         self.duplicates = 0
+        self._polled_at: float | None = None
+        self._readers: list[FeedReader] = []
+
+    def subscribe(self) -> FeedReader:
+        """A reader that gets every row this feed polls from now on, once."""
+        reader = FeedReader(self)
+        self._readers.append(reader)
+        return reader
 
     def since(self, now: float) -> float:
         """Producer time the next poll reads from."""
@@ -99,9 +139,14 @@ class StepFeed:
         return max(low, self.cursor - self.max_skew) - self.lookback
 
     def poll(self, store: Store, now: float) -> list[Row]:
+        """The new rows as dicts (``poll_table`` as Python objects)."""
+        return rows_of(self.poll_table(store, now))
+
+    def poll_table(self, store: Store, now: float) -> pa.Table:
+        """The rows not delivered before, in the store's ts order, as one Arrow table."""
         since = self.since(now)
-        cols = store.query("training_steps", columns=self.columns, since=since, last=self.max_rows)
-        out = self._take(cols, now)
+        cols = store.query_arrow("training_steps", columns=self.columns, since=since, last=self.max_rows)
+        out = [self._take(cols, now)]
         if self.cursor is not None:
             # A rank not seen yet whose node's clock is behind the others' writes rows older
             # than the window above; look for such ranks up to ``max_skew`` back.
@@ -113,14 +158,14 @@ class StepFeed:
                     if run_id is not None and rank is not None and (run_id, rank) not in self._ranks:
                         unseen[run_id].append(rank)
                 for run_id, ranks in unseen.items():
-                    extra = store.query(
+                    extra = store.query_arrow(
                         "training_steps",
                         columns=self.columns,
                         since=wide,
                         where={"run_id": run_id, "rank": ranks},
                         last=self.max_rows,
                     )
-                    out.extend(self._take(extra, now))
+                    out.append(self._take(extra, now))
         newest = [t for t, _ in self._ranks.values()]
         if newest:
             self.cursor = max(newest) if self.cursor is None else max(self.cursor, max(newest))
@@ -131,27 +176,91 @@ class StepFeed:
             self._seen = {k: t for k, t in self._seen.items() if t >= horizon}
             self._ranks = {k: v for k, v in self._ranks.items() if now - v[1] <= self.history}
             self._floor = {k: max(self._floor.get(k, horizon), horizon) for k in self._ranks}
+        table = out[0] if len(out) == 1 else pa.concat_tables(out, promote_options="default")
+        return table.combine_chunks() if table.num_rows else table
+
+    def _take(self, table: pa.Table, now: float) -> pa.Table:
+        """``table``'s rows not seen before (deduplicated, ``chunk_rows`` at a time). When the
+        read was cut at ``max_rows``, each run's steps before its first complete one are
+        dropped too: they miss the ranks whose rows fell under the cut, and would hold every
+        later step of the run waiting (in memory) for the lateness bound."""
+        if table.num_rows >= self.max_rows:
+            table = _trim_cut_steps(table)
+        keep: list[bool] = []
+        seen, floor, ranks = self._seen, self._floor, self._ranks
+        for lo in range(0, table.num_rows, self.chunk_rows):
+            part = table.slice(lo, self.chunk_rows)
+            ts_col = column_values(part.column("ts"))
+            run_col = column_values(part.column("run_id"))
+            rank_col = column_values(part.column("rank"))
+            step_col = column_values(part.column("step"))
+            for run_id, rank, step, ts in zip(run_col, rank_col, step_col, ts_col, strict=True):
+                if run_id is None:
+                    keep.append(False)
+                    continue
+                key = (run_id, rank, step if step is not None else ts)
+                if key in seen or ts < floor.get((run_id, rank), -math.inf):
+                    self.duplicates += 1
+                    keep.append(False)
+                    continue
+                seen[key] = ts
+                keep.append(True)
+                rk = (run_id, rank)
+                prev = ranks.get(rk)
+                if prev is None or ts > prev[0]:
+                    ranks[rk] = (ts, now)
+        return table.filter(pa.array(keep, pa.bool_())) if table.num_rows else table
+
+
+def _trim_cut_steps(table: pa.Table) -> pa.Table:
+    """``table`` without each run's steps before its first step that every rank (by its
+    ``world_size``) reported; runs without such a step are kept whole. Row order is kept."""
+    counts = table.group_by(["run_id", "step"]).aggregate([("rank", "count_distinct"), ("world_size", "max")])
+    complete = counts.filter(pc.greater_equal(counts["rank_count_distinct"], counts["world_size_max"]))
+    first = complete.group_by("run_id").aggregate([("step", "min")])
+    if not first.num_rows:
+        return table
+    indexed = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    joined = indexed.join(first, keys="run_id", join_type="left outer")
+    keep = pc.or_kleene(pc.is_null(joined["step_min"]), pc.greater_equal(joined["step"], joined["step_min"]))
+    kept = joined.filter(pc.fill_null(keep, True)).sort_by("_row")
+    return kept.select(table.column_names)
+
+
+class FeedReader:
+    """One detector's view of a shared ``StepFeed``: the first reader to ask at a new ``now``
+    polls the store; every reader then gets each polled table once."""
+
+    def __init__(self, feed: StepFeed) -> None:
+        self.feed = feed
+        self._waiting: list[pa.Table] = []
+        self._rows = 0
+        self.dropped_rows = 0
+
+    def read(self, store: Store, now: float) -> list[pa.Table]:
+        feed = self.feed
+        if feed._polled_at is None or now > feed._polled_at:
+            feed._polled_at = now
+            table = feed.poll_table(store, now)
+            if table.num_rows:
+                for reader in feed._readers:
+                    reader._put(table)
+        out, self._waiting, self._rows = self._waiting, [], 0
         return out
 
-    def _take(self, cols: dict[str, list[Any]], now: float) -> list[Row]:
-        ts_col, run_col, rank_col, step_col = cols["ts"], cols["run_id"], cols["rank"], cols["step"]
-        out: list[Row] = []
-        names = self.columns
-        for i in range(len(ts_col)):
-            run_id, rank, step, ts = run_col[i], rank_col[i], step_col[i], ts_col[i]
-            if run_id is None:
-                continue
-            key = (run_id, rank, step if step is not None else ts)
-            if key in self._seen or ts < self._floor.get((run_id, rank), -math.inf):
-                self.duplicates += 1
-                continue
-            self._seen[key] = ts
-            out.append({name: cols[name][i] for name in names})
-            rk = (run_id, rank)
-            prev = self._ranks.get(rk)
-            if prev is None or ts > prev[0]:
-                self._ranks[rk] = (ts, now)
-        return out
+    def _put(self, table: pa.Table) -> None:
+        self._waiting.append(table)
+        self._rows += table.num_rows
+        # A reader nobody evaluates (its detector was removed) must not hold rows forever.
+        while self._rows > self.feed.max_rows and len(self._waiting) > 1:
+            old = self._waiting.pop(0)
+            self._rows -= old.num_rows
+            self.dropped_rows += old.num_rows
+
+    def close(self) -> None:
+        if self in self.feed._readers:
+            self.feed._readers.remove(self)
+        self._waiting, self._rows = [], 0
 
 
 def by_run(rows: list[Row]) -> dict[str, list[Row]]:
@@ -175,6 +284,10 @@ class AlignedStep:
 class _Pending:
     first_seen: float
     rows: dict[int, Row] = field(default_factory=dict)
+
+
+# A run's aligner keeps at least this many steps of every rank waiting (see max_pending_rows).
+PENDING_STEPS_MIN = 128
 
 
 class StepAligner:
@@ -203,9 +316,16 @@ class StepAligner:
     1
     """
 
-    def __init__(self, bound: float = 30.0, max_pending: int = 20_000) -> None:
+    def __init__(
+        self, bound: float = 30.0, max_pending: int = 20_000, max_pending_rows: int = 16_384
+    ) -> None:
         self.bound = bound
         self.max_pending = max_pending
+        # Rows waiting, at most max(max_pending_rows, PENDING_STEPS_MIN steps of every rank):
+        # a rank that stopped reporting holds every later step until the lateness bound, so a
+        # first read after a start would otherwise keep all it read of the run.
+        self.max_pending_rows = max_pending_rows
+        self.pending_rows = 0
         self.pending: dict[int, _Pending] = {}
         self.max_rank = -1
         self.released: int | None = None
@@ -232,24 +352,40 @@ class StepAligner:
         p = self.pending.get(step)
         if p is None:
             p = self.pending[step] = _Pending(now)
-        p.rows.setdefault(rank, row)
+        if rank not in p.rows:
+            p.rows[rank] = row
+            self.pending_rows += 1
+
+    @staticmethod
+    def declared(rows: dict[int, Row]) -> int:
+        return max((int(r["world_size"]) for r in rows.values() if r.get("world_size")), default=0)
 
     def expected(self, rows: dict[int, Row]) -> int:
-        declared = max((int(r["world_size"]) for r in rows.values() if r.get("world_size")), default=0)
+        declared = self.declared(rows)
         return declared if declared > 0 else self.max_rank + 1
 
-    def ready(self, now: float) -> list[AlignedStep]:
+    def ready(self, now: float, *, settled_only: bool = False) -> list[AlignedStep]:
+        """Steps to release now, in step order. ``settled_only``: only those complete by their
+        declared ``world_size`` with no step possibly missing before them (what a later call
+        at the same ``now`` would release the same way), none for the lateness bound."""
         out = []
         overflow = len(self.pending) - self.max_pending
+        row_cap = max(self.max_pending_rows, PENDING_STEPS_MIN * (self.max_rank + 1))
         for step in sorted(self.pending):
             p = self.pending[step]
+            if settled_only and self.pending_rows <= row_cap:
+                declared = self.declared(p.rows)
+                if declared <= 0 or len(p.rows) < declared:
+                    break
             expected = self.expected(p.rows)
             complete = len(p.rows) >= expected
-            final = now - p.first_seen >= self.bound or overflow > 0
+            final = overflow > 0 or self.pending_rows > row_cap
+            final = final or (not settled_only and now - p.first_seen >= self.bound)
             gap = self.released is not None and self.stride is not None and step - self.released > self.stride
             if not final and (not complete or gap):
                 break
             del self.pending[step]
+            self.pending_rows -= len(p.rows)
             overflow -= 1
             self.released = step
             if not complete:

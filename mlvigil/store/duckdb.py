@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,14 +32,34 @@ import pyarrow as pa
 
 from mlvigil.findings import Finding
 from mlvigil.records import TABLES, RecordBatch
-from mlvigil.store.base import Columns, Store, StoreError, StoreUnavailable
+from mlvigil.store.base import (
+    MAX_WINDOW_FEATURES,
+    WINDOW_META,
+    Columns,
+    Grid,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    findings_query,
+    window_feature_name_ok,
+)
 
 log = logging.getLogger(__name__)
+
+
+def _subject_label(label: str, value: str) -> tuple[str, list[Any]]:
+    """One subject label's test in DuckDB's SQL (the JSON path quotes the name)."""
+    return "json_extract_string(subject, ?) = ?", [f'$."{label}"', value]
+
 
 # DuckDB's own checkpoint runs inside COMMIT (see the module docstring); this turns it off.
 _NO_AUTO_CHECKPOINT = "1000GB"
 
 T = TypeVar("T")
+
+# Passes of the batched retention over one table (see ``apply_retention``).
+_RETENTION_ROUNDS = 3
+_RETENTION_MAX_PAUSE_S = 0.1
 
 # The readiness probe's write after a failed one: room for a typical export, not just a byte
 # that fits in the WAL's last page.
@@ -82,6 +102,7 @@ class DuckDBStore(Store):
         checkpoint_bytes: int = 16 * 1024 * 1024,
         reopen_interval: float = 1.0,
         retry_after: int = 5,
+        retention_batch_rows: int = 20_000,
     ) -> None:
         self.path = Path(data_dir) / "mlvigil.duckdb"
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +117,10 @@ class DuckDBStore(Store):
         self.checkpoint_bytes = checkpoint_bytes
         self.reopen_interval = reopen_interval
         self.retry_after = retry_after
+        #: Most rows one retention transaction deletes (how long it may hold ingest).
+        self.retention_batch_rows = max(1, int(retention_batch_rows))
+        #: Transactions the last ``apply_retention`` took.
+        self.retention_batches = 0
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         # Why the database must be reopened before use (None: it is usable).
@@ -206,17 +231,18 @@ class DuckDBStore(Store):
         self._write_failed = unavailable.reason
         return unavailable
 
-    def _after_commit_locked(self) -> None:
-        """Checkpoint a large WAL now that the commit is durable. A failure here never turns
-        an acknowledged write into an error: the data is in the WAL; the database is
-        reopened before its next use if DuckDB gave up on it."""
+    def _after_commit_locked(self, checkpoint_bytes: int | None = None) -> None:
+        """Checkpoint a WAL larger than ``checkpoint_bytes`` (default: the store's) now that
+        the commit is durable. A failure here never turns an acknowledged write into an
+        error: the data is in the WAL; the database is reopened before its next use if
+        DuckDB gave up on it."""
         self._write_failed = None
         try:
             wal = os.stat(f"{self.path}.wal").st_size
             room = self._free_bytes()
         except OSError:
             return
-        if wal < self.checkpoint_bytes:
+        if wal < (self.checkpoint_bytes if checkpoint_bytes is None else checkpoint_bytes):
             return
         if self._free_space_reason() is not None or room < wal:
             # A checkpoint writes up to the WAL's contents into the database file, and one
@@ -454,6 +480,29 @@ class DuckDBStore(Store):
                 params.append(value)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
+    def _select(
+        self,
+        table: str,
+        names: Sequence[str],
+        since: float | None,
+        until: float | None,
+        where: dict[str, Any] | None,
+        last: int | None,
+        order_by: str,
+    ) -> tuple[str, list[Any]]:
+        if table not in TABLES:
+            raise StoreError(f"unknown record table {table!r}")
+        select = ", ".join(_ident(c) for c in names)
+        cond, params = self._where(since, until, where)
+        if last is not None:
+            sql = (
+                f"SELECT * FROM (SELECT {select} FROM {_ident(table)}{cond}"
+                f" ORDER BY {_ident(order_by)} DESC LIMIT {int(last)}) ORDER BY {_ident(order_by)}"
+            )
+        else:
+            sql = f"SELECT {select} FROM {_ident(table)}{cond} ORDER BY {_ident(order_by)}"
+        return sql, params
+
     def query(
         self,
         table: str,
@@ -465,20 +514,115 @@ class DuckDBStore(Store):
         last: int | None = None,
         order_by: str = "ts",
     ) -> Columns:
-        if table not in TABLES:
-            raise StoreError(f"unknown record table {table!r}")
-        names = list(columns) if columns else [c.name for c in TABLES[table]]
-        select = ", ".join(_ident(c) for c in names)
-        cond, params = self._where(since, until, where)
-        if last is not None:
-            sql = (
-                f"SELECT * FROM (SELECT {select} FROM {_ident(table)}{cond}"
-                f" ORDER BY {_ident(order_by)} DESC LIMIT {int(last)}) ORDER BY {_ident(order_by)}"
-            )
-        else:
-            sql = f"SELECT {select} FROM {_ident(table)}{cond} ORDER BY {_ident(order_by)}"
+        names = list(columns) if columns else [c.name for c in TABLES.get(table, ())]
+        sql, params = self._select(table, names, since, until, where, last, order_by)
         rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
         return {name: [r[i] for r in rows] for i, name in enumerate(names)}
+
+    def feature_window(
+        self,
+        *,
+        numeric: Sequence[str] | None = None,
+        text: Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        where: dict[str, Any] | None = None,
+        last: int | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """The features are extracted by DuckDB's JSON reader (C++, all cores, the GIL
+        released), each row parsed once for all features, and only the features asked for:
+        no Python object per row and value. Measured, extracting at read time costs less than
+        keeping a second, typed copy of the features at write time unless a row is read more
+        than about nine times (docs/drift.md, "Evaluation cost")."""
+        cond, params = self._where(since, until, where)
+        meta = ", ".join(_ident(c) for c in WINDOW_META)
+        if last is not None:
+            # The newest N rows by a narrow top-N on ts first: sorting whole rows (features
+            # included) to find them costs seconds on a large store.
+            cutoff_sql = (
+                f"SELECT min(ts) FROM (SELECT ts FROM inferences{cond} ORDER BY ts DESC LIMIT {int(last)})"
+            )
+            row = self._read(lambda cur: cur.execute(cutoff_sql, params).fetchone())
+            if row is None or row[0] is None:
+                return {c: [] for c in WINDOW_META}, {}, {}
+            cond, params = self._where(max(row[0], since) if since is not None else row[0], until, where)
+            source = f"(SELECT * FROM inferences{cond} ORDER BY ts DESC LIMIT {int(last)})"
+        else:
+            source = f"(SELECT * FROM inferences{cond})"
+        if numeric is None and text is None:
+            keys_sql = (
+                f"SELECT DISTINCT k FROM (SELECT unnest(try(json_keys(features))) AS k FROM {source})"
+                f" WHERE k IS NOT NULL ORDER BY k LIMIT {MAX_WINDOW_FEATURES}"
+            )
+            found = [r[0] for r in self._read(lambda cur: cur.execute(keys_sql, params).fetchall())]
+            numeric = text = found
+        names = list(dict.fromkeys([*(numeric or ()), *(text or ())]))
+        names = [k for k in names if window_feature_name_ok(k)]
+        index = {k: i + 1 for i, k in enumerate(names)}
+        # Each row's JSON is parsed once for all features (json_extract with a list of
+        # paths); each value comes back as its JSON text, which says its type: a number
+        # parses as one, a string is quoted.
+        select = [meta]
+        for j, k in enumerate(k for k in (numeric or ()) if k in index):
+            select.append(f"TRY_CAST(f{index[k]} AS DOUBLE) AS n{j}")
+        for j, k in enumerate(k for k in (text or ()) if k in index):
+            f = f"f{index[k]}"
+            number = f"TRY_CAST({f} AS DOUBLE)"
+            # The category label of feature_value_forms: whole numbers as integers (integer
+            # text as it is, so large ids keep every digit), booleans as True/False.
+            select.append(
+                f"CASE WHEN {f} IS NULL OR {f} = 'null' OR {f}[1] IN ('[', '{{') THEN NULL"
+                f" WHEN {f}[1] = '\"' THEN json_extract_string({f}, '$')"
+                f" WHEN {f} = 'true' THEN 'True' WHEN {f} = 'false' THEN 'False'"
+                f" WHEN NOT regexp_matches({f}, '[.eE]') THEN {f}"
+                f" WHEN abs({number}) < 1e38 AND {number} = trunc({number})"
+                f" THEN CAST(CAST({number} AS HUGEINT) AS VARCHAR) ELSE {f} END AS s{j}"
+            )
+        paths = [f'$."{k}"' for k in names]
+        texts = ", ".join(f"CAST(v[{i}] AS VARCHAR) AS f{i}" for i in index.values())
+        extract = "try(json_extract(features, ?::VARCHAR[])) AS v" if names else "NULL AS v"
+        sql = (
+            f"SELECT {', '.join(select)} FROM (SELECT {meta}{', ' + texts if texts else ''}"
+            f" FROM (SELECT {meta}, {extract} FROM {source})) ORDER BY ts"
+        )
+        args = [*([paths] if names else []), *params]
+        raw = self._read(lambda cur: cur.execute(sql, args).fetchnumpy())
+        out_meta: dict[str, Any] = {c: raw[c] for c in WINDOW_META}
+        num_cols: dict[str, Any] = {
+            k: raw[f"n{j}"] for j, k in enumerate(k for k in (numeric or ()) if k in index)
+        }
+        text_cols: dict[str, Any] = {
+            k: raw[f"s{j}"] for j, k in enumerate(k for k in (text or ()) if k in index)
+        }
+        return out_meta, num_cols, text_cols
+
+    def query_arrow(
+        self,
+        table: str,
+        *,
+        columns: Sequence[str],
+        since: float | None = None,
+        where: dict[str, Any] | None = None,
+        last: int | None = None,
+    ) -> pa.Table:
+        if last is None:
+            sql, params = self._select(table, columns, since, None, where, None, "ts")
+            return self._read(lambda cur: cur.sql(sql, params=params).to_arrow_table())
+        # The newest ``last`` rows in two steps: the ts of the cut from the ts column alone,
+        # then the rows from it. DuckDB's top-N over every column of the window held ~10x
+        # the result's size (285 MB for a 29 MB result of 800,000 candidate rows).
+        cond, params = self._where(since, None, where)
+        cut_sql = (
+            f"SELECT ts FROM {_ident(table)}{cond} ORDER BY ts DESC LIMIT 1 OFFSET {max(int(last) - 1, 0)}"
+        )
+
+        def read(cur: duckdb.DuckDBPyConnection) -> pa.Table:
+            cut = cur.execute(cut_sql, params).fetchall()
+            sql, more = self._select(table, columns, cut[0][0] if cut else since, None, where, None, "ts")
+            rows = cur.sql(sql, params=more).to_arrow_table()
+            return rows.slice(max(rows.num_rows - int(last), 0))
+
+        return self._read(read)
 
     def distinct(
         self,
@@ -502,15 +646,76 @@ class DuckDBStore(Store):
         )
 
     def apply_retention(self, cutoffs: dict[str, float]) -> dict[str, int]:
+        """Deletes in transactions of at most ``retention_batch_rows`` rows, releasing the
+        write lock between them, so an ingest append waits for one small batch at most (one
+        DELETE of millions of rows held it for most of a second).
+
+        Batches are ranges of ``rowid`` (DuckDB skips the row groups outside the range), found
+        on the read cursor without holding writes. Each DELETE also checks ``ts < cutoff``, so
+        it removes only expired rows even if a checkpoint renumbered rows meanwhile; rows such a
+        renumbering hid are looked for again, up to ``_RETENTION_ROUNDS`` times, else the next
+        pass takes them.
+
+        DuckDB's vacuum (merging row groups that have deletes) is off meanwhile: a checkpoint
+        that vacuumed half-deleted row groups rewrote the table, 0.3-1 s under the write lock,
+        while fully deleted row groups are dropped without it. One checkpoint at the end
+        stores the deletes before vacuum is back on."""
         deleted: dict[str, int] = {}
-
-        def delete(con: duckdb.DuckDBPyConnection) -> None:
+        self.retention_batches = 0
+        size = self.retention_batch_rows
+        for table in cutoffs:
+            if table not in TABLES:
+                raise StoreError(f"unknown record table {table!r}")
+        self._retention_mode(True)
+        try:
             for table, cutoff in cutoffs.items():
-                row = con.execute(f"DELETE FROM {_ident(table)} WHERE ts < ?", [cutoff]).fetchone()
-                deleted[table] = int(row[0]) if row else 0
-
-        self._write(delete)
+                deleted[table] = self._delete_expired(table, cutoff, size)
+        finally:
+            self._retention_mode(False)
         return deleted
+
+    def _delete_expired(self, table: str, cutoff: float, size: int) -> int:
+        name = _ident(table)
+        ranges = f"SELECT DISTINCT rowid // {size} FROM {name} WHERE ts < ? ORDER BY 1"
+        delete = f"DELETE FROM {name} WHERE rowid >= ? AND rowid < ? AND ts < ?"
+        total = 0
+        for _round in range(_RETENTION_ROUNDS):
+            chunks = self._read(lambda cur: cur.execute(ranges, [cutoff]).fetchall())
+            if not chunks:
+                break
+            for (chunk,) in chunks:
+                lo = int(chunk) * size
+                began = time.monotonic()
+                total += self._count_written(delete, [lo, lo + size, cutoff])
+                self.retention_batches += 1
+                # Python's lock is not fair: without a pause this thread takes it again before
+                # a waiting append wakes up. Pausing as long as the batch held it leaves ingest
+                # at least half of the write path while retention runs.
+                time.sleep(min(time.monotonic() - began, _RETENTION_MAX_PAUSE_S))
+        return total
+
+    def _count_written(self, sql: str, params: list[Any]) -> int:
+        """Run one counting DML statement (DELETE, UPDATE) in its own transaction."""
+        counted: list[int] = []
+        self._write(lambda con: counted.append(int(con.execute(sql, params).fetchone()[0])))  # type: ignore[index]
+        return counted[0]
+
+    def _retention_mode(self, on: bool) -> None:
+        """Vacuum off while retention deletes; back on after a checkpoint of the deletes. A
+        database that is unusable now is reopened later with DuckDB's defaults."""
+        with self._write_lock:
+            if self._broken is not None:
+                return
+            try:
+                if on:
+                    self._con.execute("SET max_vacuum_tasks = 0")
+                    return
+                if self.retention_batches:
+                    self._after_commit_locked(checkpoint_bytes=0)
+                self._con.execute("RESET max_vacuum_tasks")
+            except Exception as exc:
+                self._unavailable(exc)
+                log.warning("store: retention could not %s vacuum: %s", "pause" if on else "resume", exc)
 
     # -- findings --------------------------------------------------------------------------
     def upsert_findings(self, findings: Iterable[Finding]) -> None:
@@ -545,26 +750,67 @@ class DuckDBStore(Store):
         since: float | None = None,
         subject: dict[str, str] | None = None,
         limit: int = 1000,
+        offset: int = 0,
     ) -> list[Finding]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        for col, value in (("kind", kind), ("severity", severity), ("state", state)):
-            if value is not None:
-                clauses.append(f"{col} = ?")
-                params.append(value)
-        if since is not None:
-            clauses.append("updated_at >= ?")
-            params.append(since)
-        for label, value in (subject or {}).items():
-            # Quoted, so a dotted name such as k8s.namespace is one key, not a nested path.
-            if '"' in label or "\\" in label:
-                raise StoreError(f"label name {label!r} may not contain a quote or backslash")
-            clauses.append("json_extract_string(subject, ?) = ?")
-            params.extend([f'$."{label}"', value])
-        cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        sql = f"SELECT body FROM findings{cond} ORDER BY updated_at DESC LIMIT {int(limit)}"
+        sql, params = findings_query(
+            kind=kind,
+            severity=severity,
+            state=state,
+            since=since,
+            subject=subject,
+            limit=limit,
+            offset=offset,
+            placeholder="?",
+            label_clause=lambda label, value: (
+                "json_extract_string(subject, ?) = ?",
+                [f'$."{label}"', value],
+            ),
+        )
         rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
         return [Finding.from_dict(json.loads(r[0])) for r in rows]
+
+    def finding(self, finding_id: str) -> Finding | None:
+        rows = self._read(
+            lambda cur: cur.execute("SELECT body FROM findings WHERE id = ?", [finding_id]).fetchall()
+        )
+        return Finding.from_dict(json.loads(rows[0][0])) if rows else None
+
+    def grid(
+        self,
+        table: str,
+        *,
+        x: str,
+        group: str,
+        values: Sequence[str],
+        bins: int,
+        where: dict[str, Any] | None = None,
+        since: float | None = None,
+        integer_x: bool = False,
+    ) -> Grid:
+        if table not in TABLES:
+            raise StoreError(f"unknown record table {table!r}")
+        bins = max(int(bins), 1)
+        cond, params = self._where(since, None, where)
+        bounds_sql = f"SELECT min({_ident(x)}), max({_ident(x)}) FROM {_ident(table)}{cond}"
+
+        def run(cur: duckdb.DuckDBPyConnection) -> Grid:
+            lo, hi = cur.execute(bounds_sql, params).fetchone() or (None, None)
+            if lo is None:
+                return Grid(0.0, 0.0, bins)
+            grid = Grid.sized(float(lo), float(hi), bins, integer_x)
+            means = ", ".join(f"avg(CASE WHEN isfinite({_ident(v)}) THEN {_ident(v)} END)" for v in values)
+            sql = (
+                f"SELECT {_ident(group)}, least(CAST(floor(({_ident(x)} - ?) / ?) AS BIGINT), ?) AS b,"
+                f" count(*){', ' + means if means else ''} FROM {_ident(table)}{cond}"
+                f"{' AND ' if cond else ' WHERE '}{_ident(x)} IS NOT NULL GROUP BY 1, 2"
+            )
+            rows = cur.execute(sql, [grid.lo, grid.width, grid.bins - 1, *params]).fetchall()
+            grid.cells = {
+                (r[0], int(r[1])): (int(r[2]), [None if v is None else float(v) for v in r[3:]]) for r in rows
+            }
+            return grid
+
+        return self._read(run)
 
     # -- documents -------------------------------------------------------------------------
     def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
@@ -581,13 +827,18 @@ class DuckDBStore(Store):
         )
         return json.loads(row[0]) if row else None
 
-    def list_docs(self, collection: str) -> dict[str, dict[str, Any]]:
+    def list_docs(
+        self, collection: str, *, states: Collection[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         rows = self._read(
             lambda cur: cur.execute(
                 "SELECT id, body FROM docs WHERE collection = ? ORDER BY id", [collection]
             ).fetchall()
         )
-        return {r[0]: json.loads(r[1]) for r in rows}
+        docs = {r[0]: json.loads(r[1]) for r in rows}
+        if states is None:
+            return docs
+        return {i: d for i, d in docs.items() if d.get("state") in states}
 
     def delete_doc(self, collection: str, doc_id: str) -> bool:
         found: list[bool] = []

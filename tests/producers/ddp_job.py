@@ -1,7 +1,7 @@
 """A data-parallel training job as a user runs it: one process per rank, each with its own
 OpenTelemetry SDK and the default ``BatchSpanProcessor`` exporting to mlvigil over OTLP/HTTP,
 stepping in lockstep (synchronous all-reduce) and reporting steps with
-``mlvigil.instrument.training``.
+``mlvigil_producer.training``.
 
 The job and its transients are ``detectors.training.arrival.JobSpec`` (the in-process arrival
 model is this harness's twin): every rank process draws the same job from the seed, so all
@@ -102,7 +102,7 @@ def run_rank(endpoint: str, spec: JobSpec, rank: int) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from mlvigil.instrument.training import TrainingTelemetry
+    from mlvigil_producer.training import TrainingTelemetry
 
     rows = job_rows(spec)[rank]
     node = spec.node(rank)

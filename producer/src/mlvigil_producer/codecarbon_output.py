@@ -4,7 +4,7 @@ Producers install it in their job; it needs only codecarbon and the OpenTelemetr
 (no mlvigil server code)::
 
     from codecarbon import OfflineEmissionsTracker
-    from mlvigil.carbon_output import MlvigilOutput
+    from mlvigil_producer.codecarbon_output import MlvigilOutput
 
     out = MlvigilOutput("http://mlvigil:4318", run_id="run-42", model="bert-base")
     with OfflineEmissionsTracker(country_iso_code="FRA", output_handlers=[out],
@@ -55,7 +55,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
-from mlvigil.carbon_names import (
+from mlvigil_producer.carbon_names import (
     DURATION,
     EMISSIONS,
     ENERGY,
@@ -216,7 +216,7 @@ class MlvigilOutput(BaseOutput):
                 _kv("host.name", self._host),
             ]
         )
-        scope = InstrumentationScope(name="mlvigil.carbon_output")
+        scope = InstrumentationScope(name="mlvigil_producer.codecarbon_output")
         return ExportMetricsServiceRequest(
             resource_metrics=[
                 ResourceMetrics(

@@ -2,7 +2,7 @@
 
 A few lines in a PyTorch (or any) loop::
 
-    from mlvigil.instrument.training import TrainingTelemetry, configure_otlp
+    from mlvigil_producer.training import TrainingTelemetry, configure_otlp
 
     configure_otlp("http://mlvigil:4318", service_name="trainer")   # once per process
     telemetry = TrainingTelemetry(run_id="llama-ft-42")              # rank/world size from env
@@ -130,7 +130,7 @@ class TrainingTelemetry:
         self.world_size = world_size if world_size is not None else (_env_int("WORLD_SIZE") or 1)
         self.gpu_uuid = gpu_uuid
         self.span_name = span_name
-        self.tracer = trace.get_tracer("mlvigil.instrument.training", tracer_provider=tracer_provider)
+        self.tracer = trace.get_tracer("mlvigil_producer.training", tracer_provider=tracer_provider)
 
     @contextmanager
     def step(self, step: int, **values: Any) -> Iterator[StepSpan]:

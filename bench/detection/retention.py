@@ -1,0 +1,199 @@
+"""Ingest append latency while retention deletes half of a large table, vs. idle.
+
+    python -m bench.detection.retention [--rows 5000000] [--append-rows 100]
+
+A store of ``--rows`` ``metric_points`` rows spread evenly over 30 days; a writer thread
+appends ``--append-rows`` points every 5 ms (each append is one acknowledged ingest
+transaction) and records how long each took: with nothing else running (idle), while one
+DELETE removes the older half (retention before batching, on a copy of the store), and
+while ``apply_retention`` removes it in batches. Printed: rows deleted, wall time and
+transactions, and append latency p50/p99/max in each phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mlvigil.records import RecordBatch
+from mlvigil.store.duckdb import DuckDBStore
+
+DAY = 86400.0
+PAUSE_S = 0.005
+
+
+def fill(store: DuckDBStore, rows: int, now: float, chunk: int = 500_000) -> None:
+    """``rows`` metric points spread evenly over the 30 days before ``now``, in ts order."""
+    ts = np.linspace(now - 30 * DAY, now - 1.0, rows)
+    rng = np.random.default_rng(0)
+    for lo in range(0, rows, chunk):
+        part = ts[lo : lo + chunk]
+        n = len(part)
+        batch = RecordBatch(
+            columns={
+                "metric_points": {
+                    "ts": part.tolist(),
+                    "service": ["gpu-agent"] * n,
+                    "host": [f"node-{i % 16}" for i in range(lo, lo + n)],
+                    "hw_id": [f"GPU-{i % 128:03d}" for i in range(lo, lo + n)],
+                    "name": ["hw.gpu.utilization"] * n,
+                    "unit": ["1"] * n,
+                    "kind": ["gauge"] * n,
+                    "value": rng.random(n).tolist(),
+                    "count": [None] * n,
+                    "monotonic": [None] * n,
+                    "attributes": ["{}"] * n,
+                }
+            }
+        )
+        store.append(batch)
+
+
+def _point_batch(rows: int, now: float) -> RecordBatch:
+    batch = RecordBatch()
+    for i in range(rows):
+        batch.add("metric_points", ts=now, host="node-0", hw_id=f"GPU-{i:03d}", name="bench", value=1.0)
+    return batch
+
+
+class Writer(threading.Thread):
+    """Appends a small batch every ``PAUSE_S`` until stopped; keeps each append's latency."""
+
+    def __init__(self, store: DuckDBStore, rows: int) -> None:
+        super().__init__(daemon=True)
+        self.store = store
+        self.rows = rows
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            batch = _point_batch(self.rows, time.time())
+            t0 = time.perf_counter()
+            self.store.append(batch)
+            self.latencies.append(time.perf_counter() - t0)
+            self.stop.wait(PAUSE_S)
+
+
+def _summary(lat: list[float]) -> str:
+    if not lat:
+        return "no appends"
+    q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) >= 2 else [lat[0]] * 99
+    p50, p99, top = 1000 * q[49], 1000 * q[98], 1000 * max(lat)
+    return f"{len(lat)} appends, p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {top:.1f} ms"
+
+
+def single_delete(store: DuckDBStore, cutoffs: dict[str, float]) -> dict[str, int]:
+    """Retention as it was: one DELETE per table, in one transaction (the comparison)."""
+    out: dict[str, int] = {}
+    for table, cutoff in cutoffs.items():
+        out[table] = store._count_written(f'DELETE FROM "{table}" WHERE ts < ?', [cutoff])
+    return out
+
+
+@dataclass
+class Phase:
+    name: str
+    deleted: int
+    seconds: float
+    batches: int
+    latencies: list[float]
+
+
+def _with_writer(
+    store: DuckDBStore, append_rows: int, work: Callable[[DuckDBStore], dict[str, int]]
+) -> Phase:
+    writer = Writer(store, append_rows)
+    writer.start()
+    deadline = time.monotonic() + 10.0
+    while len(writer.latencies) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the writer is in its stride before retention starts
+    t0 = time.perf_counter()
+    deleted = work(store)
+    seconds = time.perf_counter() - t0
+    writer.stop.set()
+    writer.join()
+    return Phase("", sum(deleted.values()), seconds, store.retention_batches, writer.latencies)
+
+
+def measure(rows: int, append_rows: int, idle_s: float, tmp: Path) -> tuple[float, list[Phase]]:
+    """Fills one store, copies it, and runs the idle phase, the single DELETE on one copy and
+    the batched retention on the other."""
+    now = time.time()
+    cutoffs = {"metric_points": now - 15 * DAY}
+    base = DuckDBStore(tmp / "base", min_free_bytes=0)
+    t0 = time.perf_counter()
+    fill(base, rows, now)
+    fill_s = time.perf_counter() - t0
+    base.close()  # checkpointed: a settled database, as after hours of ingest
+    phases: list[Phase] = []
+    for name in ("single DELETE (before)", "batched (after)"):
+        (tmp / name).mkdir()
+        shutil.copy(base.path, tmp / name / base.path.name)
+        store = DuckDBStore(tmp / name, min_free_bytes=0)
+        try:
+            if not phases:
+                idle = Writer(store, append_rows)
+                idle.start()
+                time.sleep(idle_s)
+                idle.stop.set()
+                idle.join()
+                phases.append(Phase("idle", 0, idle_s, 0, idle.latencies))
+            single = "single" in name
+            phase = _with_writer(
+                store,
+                append_rows,
+                (lambda st: single_delete(st, cutoffs))
+                if single
+                else (lambda st: st.apply_retention(cutoffs)),
+            )
+            phase.name = name
+            if "single" in name:
+                phase.batches = 1
+            phases.append(phase)
+        finally:
+            store.close()
+    return fill_s, phases
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.detection.retention", description=(__doc__ or "").split("\n")[0]
+    )
+    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--append-rows", type=int, default=100)
+    ap.add_argument("--idle-s", type=float, default=3.0)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="mlvigil-retention-") as tmp:
+        fill_s, phases = measure(args.rows, args.append_rows, args.idle_s, Path(tmp))
+    print(
+        f"store: {args.rows:,} metric_points rows (filled in {fill_s:.1f} s); {args.append_rows}-row appends"
+    )
+    for ph in phases:
+        what = (
+            "idle"
+            if ph.name == "idle"
+            else (
+                f"{ph.name}: deleted {ph.deleted:,} rows in {ph.seconds:.2f} s, {ph.batches} transaction(s)"
+            )
+        )
+        print(f"{what}\n    append latency: {_summary(ph.latencies)}")
+    after = phases[-1].latencies
+    worst = max(after) if after else 0.0
+    verdict = "met" if worst < 0.050 else "NOT met"
+    print(f"goal: appends during retention under 50 ms: {verdict} (max {1000 * worst:.1f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

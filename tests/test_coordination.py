@@ -1,0 +1,170 @@
+"""Leases and outbox claims on a real PostgreSQL server: work divides among live replicas,
+never runs on two at once, and moves within the lease bound when a replica stops beating."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mlvigil.coordination import Coordinator, MessageClaims
+from mlvigil.store.postgres import PostgresStore
+
+KEYS = [f"detector:d{i}" for i in range(7)]
+TTL = 3.0
+
+
+@pytest.fixture
+def pg(postgres_dsn: str) -> Iterator[PostgresStore]:
+    s = PostgresStore(postgres_dsn)
+    yield s
+    s.close()
+
+
+def _replicas(store: PostgresStore, n: int) -> list[Coordinator]:
+    out = []
+    for i in range(n):
+        c = Coordinator(store, TTL, replica_id=f"r{i}")
+        c.set_keys(KEYS)
+        out.append(c)
+    return out
+
+
+def _settle(replicas: list[Coordinator], rounds: int = 4) -> None:
+    for _ in range(rounds):
+        for c in replicas:
+            c.tick()
+
+
+def _wait(cond: object, timeout: float) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if callable(cond) and cond():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout}s")
+
+
+def test_work_divides_evenly_and_never_twice(pg: PostgresStore) -> None:
+    replicas = _replicas(pg, 3)
+    _settle(replicas)
+    held = [set(c.held()) for c in replicas]
+    assert set().union(*held) == set(KEYS)
+    assert sum(len(h) for h in held) == len(KEYS)  # disjoint
+    assert max(len(h) for h in held) == math.ceil(len(KEYS) / 3)
+    # Ticking on never hands a key to two replicas at once.
+    for _ in range(5):
+        _settle(replicas, 1)
+        now_held = [set(c.held()) for c in replicas]
+        assert sum(len(h) for h in now_held) == len(set().union(*now_held))
+
+
+def test_a_dead_replicas_work_moves_within_the_lease_bound(pg: PostgresStore) -> None:
+    a, b, c = _replicas(pg, 3)
+    _settle([a, b, c])
+    lost = set(a.held())
+    assert lost
+    # a dies: no more heartbeats, no release. b and c beat every ttl/3, as the service does.
+    died = time.monotonic()
+
+    def taken_over() -> bool:
+        for r in (b, c):
+            r.tick()
+        return lost <= set(b.held()) | set(c.held())
+
+    took = _wait(taken_over, timeout=TTL * 3)
+    assert time.monotonic() - died <= TTL * 4 / 3 + 1.0, took
+    assert set(b.held()) | set(c.held()) == set(KEYS)
+    assert not set(b.held()) & set(c.held())
+    # a's own view lapsed before the database let anyone else take its keys.
+    assert a.held() == []
+
+
+def test_a_new_replica_gets_its_share(pg: PostgresStore) -> None:
+    a, b = _replicas(pg, 2)
+    _settle([a])
+    assert set(a.held()) == set(KEYS)
+    _settle([b, a, b, a, b])
+    assert len(a.held()) == 4 and len(b.held()) == 3
+
+
+def test_each_outbox_message_is_claimed_by_one_replica(pg: PostgresStore) -> None:
+    pg.put_doc("alerts_outbox", "m1", {"id": "m1", "state": "pending", "next_attempt_at": 0})
+    one, two = MessageClaims(pg, "r1"), MessageClaims(pg, "r2")
+    assert one.claim("alerts_outbox", "m1", 30)[0] is True
+    assert two.claim("alerts_outbox", "m1", 30)[0] is False
+    # Delivered by r1: r2 learns that from the stored message and never sends it.
+    pg.put_doc("alerts_outbox", "m1", {"id": "m1", "state": "delivered", "next_attempt_at": 0})
+    one.release("alerts_outbox", "m1")
+    claimed, stored = two.claim("alerts_outbox", "m1", 30)
+    assert claimed is False and stored is not None and stored["state"] == "delivered"
+
+
+def test_a_crashed_claim_expires_and_another_replica_retries(pg: PostgresStore) -> None:
+    pg.put_doc("alerts_outbox", "m2", {"id": "m2", "state": "pending", "next_attempt_at": 0})
+    one, two = MessageClaims(pg, "r1"), MessageClaims(pg, "r2")
+    assert one.claim("alerts_outbox", "m2", 0.5)[0] is True
+    _wait(lambda: two.claim("alerts_outbox", "m2", 30)[0], timeout=5)
+
+
+def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn: str) -> None:
+    """Two replicas' dispatchers drain the same outbox collection: messages one replica
+    recorded are found by the other (refresh), and each is sent once (claims), in order."""
+    import asyncio
+
+    import aiohttp
+
+    from mlvigil.outbox import Dispatcher, NewMessage, Outbox, Outcome, RetryPolicy
+    from tests.fakes.receiver import RecordingReceiver
+
+    async def scenario() -> None:
+        receiver = await RecordingReceiver(delay=0.05).start()
+        session = aiohttp.ClientSession()
+        stores = [PostgresStore(postgres_dsn) for _ in range(2)]
+        dispatchers = []
+        sent_by: list[str] = []
+        for i, store in enumerate(stores):
+            store.coordinator = Coordinator(store, TTL, replica_id=f"r{i}")
+            d = Dispatcher(Outbox(store, "alerts_outbox"), name=f"r{i}")
+            # At once, not after the recorder's head start: the claims alone keep them apart.
+            d.outbox.takeover_after = 0.0
+
+            async def send(doc: dict[str, Any], who: str = f"r{i}") -> Outcome:
+                sent_by.append(who)
+                async with session.post(receiver.url, data=doc["id"]) as r:
+                    return Outcome.from_http(r.status)
+
+            d.add_target("hook", send, RetryPolicy(concurrency=2))
+            dispatchers.append(d)
+        for d in dispatchers:
+            await d.start()
+        try:
+            # Recorded on r0 only, in three order keys.
+            dispatchers[0].record(
+                [
+                    NewMessage(id=f"m{n:03d}", target="hook", payload={}, order_key=f"k{n % 3}")
+                    for n in range(60)
+                ]
+            )
+            deadline = asyncio.get_running_loop().time() + 30
+            while len(receiver.received) < 60 and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1.5)  # a refresh period more: a duplicate would have arrived by now
+        finally:
+            for d in dispatchers:
+                await d.stop()
+            await session.close()
+            await receiver.stop()
+            for s in stores:
+                s.close()
+        ids = [r.body.decode() for r in receiver.received]
+        assert sorted(ids) == [f"m{n:03d}" for n in range(60)]  # all, each once
+        for key in range(3):  # each order key in the order it was recorded
+            mine = [i for i in ids if int(i[1:]) % 3 == key]
+            assert mine == sorted(mine)
+        assert len(sent_by) == 60 and set(sent_by) == {"r0", "r1"}  # both worked, neither twice
+
+    asyncio.run(scenario())

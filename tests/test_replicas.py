@@ -1,0 +1,384 @@
+"""Three real ``mlvigil serve`` replicas on one real PostgreSQL: producers spread over them,
+one SIGKILLed mid-stream. Every acknowledged item is stored once, the dead replica's detectors
+move within the lease bound, and no finding, alert or retrain run is lost or sent twice
+(a webhook sink and a fake KFP server count them); the straggler findings are those a single
+embedded replica finds on the same data. Then a rolling restart under load loses no export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from mlvigil.webhook_sink import WebhookSink
+from tests.fakes.kfp import FakeKfp
+from tests.harness import ServiceHandle
+from tests.otel_helpers import trace_export
+
+TTL = 3.0
+RUNS = ("run-a", "run-b", "run-c")
+RANKS = 4
+STEPS = 140
+SLOW_FROM = 90
+
+
+def _kv(key: str, value: str | int) -> KeyValue:
+    v = AnyValue(int_value=value) if isinstance(value, int) else AnyValue(string_value=value)
+    return KeyValue(key=key, value=v)
+
+
+def _steps_export(run: str, rank: int, first: int, last: int, t0: float) -> bytes:
+    """Training step spans of one rank: 1 s steps; rank 2 takes 2x as long from SLOW_FROM."""
+    spans = []
+    for step in range(first, last):
+        dur = 0.5 * (2.0 if rank == 2 and step >= SLOW_FROM else 1.0)
+        start = int((t0 + step) * 1e9)
+        spans.append(
+            Span(
+                trace_id=(hash((run, rank, step)) & (2**127 - 1) | 1).to_bytes(16, "big"),
+                span_id=(step + 1).to_bytes(8, "big"),
+                name="train.step",
+                start_time_unix_nano=start,
+                end_time_unix_nano=start + int(dur * 1e9),
+                attributes=[
+                    _kv("mlvigil.train.run_id", run),
+                    _kv("mlvigil.train.step", step),
+                    _kv("mlvigil.train.rank", rank),
+                    _kv("mlvigil.train.world_size", RANKS),
+                ],
+            )
+        )
+    resource = Resource(attributes=[_kv("service.name", "trainer"), _kv("host.name", f"{run}-node-{rank}")])
+    req = trace_service_pb2.ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=spans)])]
+    )
+    return req.SerializeToString()
+
+
+def _post(url: str, body: bytes, attempts: int = 200) -> bool:
+    """POST an OTLP export, retrying 429/503 and refused connections as OTLP exporters do;
+    True once acknowledged."""
+    for _ in range(attempts):
+        req = urllib.request.Request(
+            url + "/v1/traces", data=body, method="POST", headers={"Content-Type": "application/x-protobuf"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                if resp.status == 200:
+                    return True
+        except urllib.error.HTTPError as err:
+            if err.code not in (429, 503):
+                raise
+            time.sleep(float(err.headers.get("Retry-After") or 1) * 0.2)
+            continue
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)  # OTLP's retry backoff (here short)
+    return False
+
+
+class _Kfp:
+    """FakeKfp on a loop of its own thread (the replicas are other processes)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.fake = asyncio.run_coroutine_threadsafe(FakeKfp().start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def kfp() -> Iterator[FakeKfp]:
+    k = _Kfp()
+    yield k.fake
+    k.stop()
+
+
+def _config(sink: WebhookSink | None, kfp: FakeKfp | None) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "storage": {"lease_ttl": f"{TTL}s"},
+        "detectors": {"interval": "1s", "training": {}},
+    }
+    if sink is not None:
+        cfg["alerts"] = {
+            "receivers": [{"name": "hook", "webhook": {"url": sink.url + "/alerts"}}],
+            "routes": [{"receiver": "hook", "group_by": ["..."], "group_wait": "0s"}],
+        }
+    if kfp is not None:
+        cfg["retrain"] = {
+            "targets": [
+                {
+                    "name": "kfp",
+                    "kfp": {
+                        "url": kfp.url,
+                        "pipeline_id": "pipe-1",
+                        "pipeline_version_id": "ver-1",
+                        "experiment_id": "exp-1",
+                    },
+                    "retry": {"initial_backoff": "50ms", "max_backoff": "200ms", "timeout": "5s"},
+                }
+            ],
+            "policies": [
+                {
+                    "name": "stragglers",
+                    "target": "kfp",
+                    "kinds": ["straggler"],
+                    "severities": ["warning", "critical"],
+                    "model_label": "run_id",
+                }
+            ],
+            "poll_interval": "200ms",
+        }
+    return cfg
+
+
+def _lease_holders(dsn: str) -> dict[str, str]:
+    with psycopg.connect(dsn, autocommit=True) as con:
+        rows = con.execute(
+            "SELECT name, holder FROM mlvigil_leases WHERE name LIKE 'detector:%'"
+            " AND expires_at >= extract(epoch from clock_timestamp())"
+        ).fetchall()
+    return {r[0]: r[1] for r in rows}
+
+
+def _replica_ids(dsn: str) -> set[str]:
+    with psycopg.connect(dsn, autocommit=True) as con:
+        rows = con.execute(
+            "SELECT holder FROM mlvigil_leases WHERE name LIKE 'replica:%'"
+            " AND expires_at >= extract(epoch from clock_timestamp())"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def _unsent(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as con:
+        row = con.execute(
+            "SELECT count(*) FROM docs WHERE collection LIKE '%outbox' AND state = 'pending'"
+        ).fetchone()
+    return int(row[0]) if row else -1
+
+
+def _trigger_states(dsn: str) -> list[str]:
+    with psycopg.connect(dsn, autocommit=True) as con:
+        rows = con.execute("SELECT body FROM docs WHERE collection = 'retrain_triggers'").fetchall()
+    return sorted(json.loads(r[0])["status"] for r in rows)
+
+
+def _stragglers(h: ServiceHandle) -> set[tuple[str, str]]:
+    return {(f["subject"]["run_id"], f["subject"]["rank"]) for f in h.findings(kind="straggler")}
+
+
+def test_three_replicas_one_killed_mid_stream(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str, kfp: FakeKfp
+) -> None:
+    sink = WebhookSink()
+    sink.start()
+    try:
+        _scenario(service_factory, postgres_dsn, sink, kfp)
+    finally:
+        sink.stop()
+
+
+def _scenario(
+    service_factory: Callable[..., ServiceHandle], dsn: str, sink: WebhookSink, kfp: FakeKfp
+) -> None:
+    env = {"MLVIGIL_STORE_DSN": dsn}
+    replicas = [service_factory(_config(sink, kfp), env) for _ in range(3)]
+    single = service_factory(_config(None, None))  # embedded DuckDB, the reference
+    # Each replica runs its share of the six detectors (five training, one GPU health).
+    replicas[0].wait_for(
+        lambda: (
+            len(_replica_ids(dsn)) == 3
+            and sorted(Counter(_lease_holders(dsn).values()).values()) == [2, 2, 2]
+        )
+    )
+
+    acked: list[int] = []
+    alive = [True, True, True]
+    stop = threading.Event()
+
+    def produce(i: int) -> None:
+        n = i * 100_000
+        while not stop.is_set() and alive[i]:
+            n += 1
+            if _post(replicas[i].otlp_http, trace_export(n, 50), attempts=1):
+                acked.append(n)
+
+    producers = [threading.Thread(target=produce, args=(i,)) for i in range(3)]
+    for t in producers:
+        t.start()
+
+    # Training steps spread over the replicas (and all to the single reference replica).
+    t0 = time.time() - STEPS - 60
+    k = 0
+    victim = -1
+    for first in range(0, STEPS, 20):
+        for run in RUNS:
+            for rank in range(RANKS):
+                body = _steps_export(run, rank, first, min(STEPS, first + 20), t0)
+                up = [i for i in range(3) if alive[i]]
+                assert _post(replicas[up[k % len(up)]].otlp_http, body)
+                assert _post(single.otlp_http, body)
+                k += 1
+        if first == 80:
+            # Kill the replica running the straggler detector, mid-stream.
+            owner = _lease_holders(dsn)["detector:training.straggler"]
+            pid = int(owner.rsplit("-", 2)[1])  # replica ids are host-pid-random
+            victim = next(i for i, r in enumerate(replicas) if r.proc is not None and r.proc.pid == pid)
+            alive[victim] = False
+            replicas[victim].kill()
+            killed_at = time.monotonic()
+            dead_owner = owner
+    live = [r for i, r in enumerate(replicas) if alive[i]]
+
+    # Its work moved within the lease bound (plus a heartbeat and a detector pass).
+    ServiceHandle.wait_for(
+        live[0],
+        lambda: (h := _lease_holders(dsn).get("detector:training.straggler")) and h != dead_owner,
+        timeout=TTL * 4 / 3 + 5,
+    )
+    moved_after = time.monotonic() - killed_at
+    assert moved_after <= TTL * 4 / 3 + 3.0, moved_after
+    assert not set(_lease_holders(dsn).values()) & {dead_owner}
+
+    # The findings are the single replica's.
+    expected = {(run, "2") for run in RUNS}
+    live[0].wait_for(lambda: _stragglers(single) == expected, timeout=60, interval=0.5)
+    live[0].wait_for(lambda: _stragglers(live[0]) == expected, timeout=60, interval=0.5)
+    stop.set()
+    for t in producers:
+        t.join(30)
+
+    # Every acknowledged export is stored exactly once (50 spans each).
+    with psycopg.connect(dsn, autocommit=True) as con:
+        counts: dict[str, int] = dict(
+            con.execute(
+                "SELECT trace_id, count(*) FROM spans WHERE name LIKE 'export-%' GROUP BY trace_id"
+            ).fetchall()
+        )
+    for n in acked:
+        assert counts.get(f"{n:032x}") == 50, n
+    assert acked
+
+    # One alert per straggler, one retrain run per straggler: none lost, none twice.
+    def alerted() -> set[str]:
+        out = set()
+        for d in sink.deliveries:
+            for a in d.body.get("alerts", []):
+                if a["labels"].get("alertname") == "straggler" and a["status"] == "firing":
+                    out.add(a["labels"]["run_id"])
+        return out
+
+    try:
+        live[0].wait_for(lambda: alerted() == set(RUNS), timeout=30)
+    except AssertionError:
+        with psycopg.connect(dsn, autocommit=True) as con:
+            docs = [
+                (
+                    c,
+                    i,
+                    st,
+                    json.loads(b).get("recorded_by"),
+                    json.loads(b)["created_at"],
+                    json.loads(b)["attempts"],
+                )
+                for c, i, st, b in con.execute(
+                    "SELECT collection, id, state, body FROM docs WHERE collection = 'alerts_outbox'"
+                ).fetchall()
+            ]
+        raise AssertionError(
+            f"alerted {alerted()}; outbox {docs}; now {time.time()}; replicas {_replica_ids(dsn)}"
+            f" findings {[(f['kind'], f['subject'].get('run_id'), f['state']) for f in live[0].findings()]}"
+        ) from None
+    live[0].wait_for(lambda: kfp.creates >= len(RUNS), timeout=30)
+    # Counted once nothing is left to send (so a late duplicate would be counted too).
+    try:
+        live[0].wait_for(lambda: _unsent(dsn) == 0, timeout=60)
+    except AssertionError:
+        with psycopg.connect(dsn, autocommit=True) as con:
+            left = con.execute(
+                "SELECT collection, id, body FROM docs WHERE collection LIKE '%outbox' AND state = 'pending'"
+            ).fetchall()
+            claims = con.execute(
+                "SELECT name, holder, expires_at - extract(epoch from clock_timestamp()) FROM mlvigil_leases"
+                " WHERE name LIKE 'outbox:%'"
+            ).fetchall()
+        raise AssertionError(f"still pending: {left}; claims {claims}; dead replica {dead_owner}") from None
+    ids = [d.headers.get("webhook-id") for d in sink.deliveries]
+    if len(ids) != len(set(ids)):
+        twice = [i for i, n in Counter(ids).items() if n > 1]
+        with psycopg.connect(dsn, autocommit=True) as con:
+            docs = con.execute("SELECT collection, id, body FROM docs WHERE id = ANY(%s)", [twice]).fetchall()
+        raise AssertionError(f"sent twice: {twice}; stored: {docs}")
+    names = Counter(r["display_name"] for r in kfp.runs.values())
+    assert kfp.creates == len(RUNS) and max(names.values()) == 1, names
+    # Whichever replica delivered a trigger follows its run to the end (stored trigger states).
+    done = ["succeeded"] * len(RUNS)
+    try:
+        live[0].wait_for(lambda: _trigger_states(dsn) == done, timeout=60)
+    except AssertionError:
+        raise AssertionError(f"trigger states {_trigger_states(dsn)}, want {done}") from None
+
+
+def test_rolling_restart_under_load_loses_no_export(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str
+) -> None:
+    env = {"MLVIGIL_STORE_DSN": postgres_dsn}
+    replicas = [service_factory({"storage": {"lease_ttl": f"{TTL}s"}}, env) for _ in range(3)]
+    urls = [r.otlp_http for r in replicas]
+    acked: list[int] = []
+    failed: list[int] = []
+    stop = threading.Event()
+
+    def produce(i: int) -> None:
+        n = i * 100_000
+        while not stop.is_set():
+            n += 1
+            body = trace_export(n, 20)
+            # Behind a load balancer: a replica that is away is skipped, 429/503 retried.
+            for attempt in range(60):
+                if _post(urls[(i + attempt) % 3], body, attempts=1):
+                    acked.append(n)
+                    break
+            else:
+                failed.append(n)
+
+    producers = [threading.Thread(target=produce, args=(i,)) for i in range(3)]
+    for t in producers:
+        t.start()
+    try:
+        for r in replicas:
+            want = len(acked) + 10
+            replicas[0].wait_for(lambda: len(acked) > want, timeout=30)  # noqa: B023 (used at once)
+            assert r.stop() == 0  # SIGTERM: drain what was acknowledged, then exit
+            r.start()  # same ports: the "pod" comes back
+    finally:
+        stop.set()
+        for t in producers:
+            t.join(60)
+    assert failed == []
+    with psycopg.connect(postgres_dsn, autocommit=True) as con:
+        counts: dict[str, int] = dict(
+            con.execute("SELECT trace_id, count(*) FROM spans GROUP BY trace_id").fetchall()
+        )
+    assert len(acked) > 30
+    missing = [n for n in acked if counts.get(f"{n:032x}") != 20]
+    assert missing == []
