@@ -8,13 +8,28 @@ response model, else the request model).
 from __future__ import annotations
 
 from collections import Counter as Tally
+from collections.abc import Mapping
+from typing import Any
 
+import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from mlvigil.records import RecordBatch
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 _TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.5, 3.0, 6.0, 12.0)
+# The llm_calls columns these series read.
+_OBSERVED = [
+    "service",
+    "response_model",
+    "request_model",
+    "error",
+    "input_tokens",
+    "output_tokens",
+    "finish_reasons",
+    "latency_s",
+    "ttft_s",
+]
 
 
 class LlmTrafficMetrics:
@@ -52,7 +67,17 @@ class LlmTrafficMetrics:
 
     def observe(self, batch: RecordBatch) -> None:
         cols = batch.columns.get("llm_calls")
-        if not cols or not cols["ts"]:
+        if cols:
+            self._observe(cols)
+
+    def observe_arrow(self, tables: Mapping[str, pa.Table | pa.RecordBatch]) -> None:
+        """The same from one request's Arrow tables (the write-ahead log path)."""
+        table = tables.get("llm_calls")
+        if table is not None and table.num_rows:
+            self._observe(table.select(_OBSERVED).to_pydict())
+
+    def _observe(self, cols: Mapping[str, list[Any]]) -> None:
+        if not cols["service"]:
             return
         calls: Tally[tuple[str, str, str]] = Tally()
         tokens: Tally[tuple[str, str, str]] = Tally()

@@ -16,11 +16,13 @@ match, ends its segment: reopening the log truncates the cut record away (it was
 acknowledged). The log is bounded: while more than ``max_bytes`` are not yet loaded,
 appends are refused (``LogFull``; the receivers answer 503 with Retry-After).
 
-Not on the product path yet: the receivers still commit to DuckDB directly.
+The OTLP receivers append here (collector/otlp_ingest.py) and acknowledge at the group's
+fdatasync; the service's ``IngestLog`` runs one ``LoaderThread`` into the DuckDB store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import struct
@@ -28,7 +30,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from typing import Protocol
 import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.pipeline import ShuttingDown
 from mlvigil.store import StoreUnavailable
 from mlvigil.store.duckdb import DuckDBStore
 
@@ -194,6 +197,15 @@ class WriteAheadLog:
             self._file.truncate(good)
             os.fsync(self._file.fileno())
         self._offset = good
+        # Running count of the bytes not loaded (what the bound and admission check read per
+        # request): writes add to it; each ``loaded`` recounts from the files. Both hold the
+        # lock, so a recount never misses or doubles a write.
+        self._count_lock = threading.Lock()
+        self._pending_bytes = self.unloaded_bytes()
+        # End of the newest durable record (what ``wait_loaded`` waits for): from the log as
+        # found, so reads after a restart wait for the replay too.
+        self._durable: Position | None = Position(self._segment, good) if good else None
+        self._loaded_cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
         self._thread.start()
 
@@ -209,16 +221,24 @@ class WriteAheadLog:
                 total -= self._loaded.offset
         return total
 
-    def append(self, tables: Mapping[str, pa.Table | pa.RecordBatch]) -> Future[Position]:
-        """Queue one request's tables; LogFull while the log is over its bound."""
-        unloaded = self.unloaded_bytes()
-        if unloaded > self.max_bytes:
+    def pending_bytes(self) -> int:
+        """``unloaded_bytes()`` from a running count: cheap enough to read per request."""
+        return self._pending_bytes
+
+    def check_room(self) -> None:
+        """LogFull while more than ``max_bytes`` are not loaded yet."""
+        if (unloaded := self._pending_bytes) > self.max_bytes:
             raise LogFull(self.retry_after, unloaded, self.max_bytes)
+
+    def append(self, tables: Mapping[str, pa.Table | pa.RecordBatch]) -> Future[Position]:
+        """Queue one request's tables; LogFull while the log is over its bound,
+        ShuttingDown once it is closed."""
+        self.check_room()
         payload = encode(tables)
         fut: Future[Position] = Future()
         with self._cond:
             if self._closed:
-                raise RuntimeError("the write-ahead log is closed")
+                raise ShuttingDown("service is shutting down (the write-ahead log is closed)")
             self._pending.append((payload, fut))
             self._cond.notify()
         return fut
@@ -235,14 +255,36 @@ class WriteAheadLog:
             return 0.0
         return max(0.0, (time.time_ns() - oldest) / 1e9)
 
+    @property
+    def loaded_position(self) -> Position:
+        return self._loaded
+
+    def all_loaded(self) -> bool:
+        """Whether every record durable now is loaded."""
+        target = self._durable
+        return target is None or self._loaded >= target
+
+    def wait_loaded(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until every record durable now is loaded: a reader
+        then sees every request acknowledged before it asked. False on timeout."""
+        target = self._durable
+        if target is None:
+            return True
+        with self._loaded_cond:
+            return self._loaded_cond.wait_for(lambda: self._loaded >= target, timeout)
+
     def loaded(self, upto: Position) -> None:
         """A loader has everything up to ``upto`` in the store: older segments can go."""
-        self._loaded = max(self._loaded, upto)
+        with self._loaded_cond:
+            self._loaded = max(self._loaded, upto)
+            self._loaded_cond.notify_all()
         while self._unloaded and self._unloaded[0][0] <= upto:
             self._unloaded.popleft()
         for n in segments(self.directory):
             if n < upto.segment:
                 _segment_path(self.directory, n).unlink(missing_ok=True)
+        with self._count_lock:
+            self._pending_bytes = self.unloaded_bytes()
 
     def _roll_locked(self) -> None:
         self._file.close()
@@ -263,23 +305,29 @@ class WriteAheadLog:
                 for payload, fut in group:
                     if self._offset >= self.segment_bytes:
                         os.fdatasync(self._file.fileno())
-                        self._roll_locked()
+                        with self._count_lock:
+                            self._roll_locked()
                     now = time.time_ns()
-                    self._file.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), now))
-                    self._file.write(payload)
-                    self._offset += HEADER.size + len(payload)
+                    with self._count_lock:
+                        self._file.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), now))
+                        self._file.write(payload)
+                        self._file.flush()
+                        self._offset += HEADER.size + len(payload)
+                        self._pending_bytes += HEADER.size + len(payload)
                     done.append((fut, Position(self._segment, self._offset), now))
-                self._file.flush()
                 os.fdatasync(self._file.fileno())
                 self.syncs += 1
             except OSError as exc:
                 for _, fut in group:
-                    if not fut.done():
+                    if fut.set_running_or_notify_cancel():
                         fut.set_exception(exc)
                 continue
+            if done:
+                self._durable = done[-1][1]
             for fut, pos, appended_ns in done:
                 self._unloaded.append((pos, appended_ns))
-                fut.set_result(pos)
+                if fut.set_running_or_notify_cancel():  # False: cancelled, nobody waits
+                    fut.set_result(pos)
             self.appended.set()
 
     def close(self) -> None:
@@ -305,6 +353,7 @@ def load_once(
     log: str = "ingest",
     max_records: int = 256,
     max_bytes: int = 64 * 1024 * 1024,
+    on_loaded: Callable[[Mapping[str, pa.Table]], None] | None = None,
 ) -> tuple[int, float]:
     """Load what the log holds past ``target``'s position, as one group: up to
     ``max_records`` records or ``max_bytes`` of payload, one insert per table, in one
@@ -320,9 +369,14 @@ def load_once(
         if n >= max_records or size >= max_bytes:
             break
     if not n or upto is None:
+        if after is not None and after > wal.loaded_position:  # loaded before a restart
+            wal.loaded(after)
         return 0, 0.0
-    target.load(log, {name: pa.concat_tables(ts) for name, ts in batch.items()}, upto)
+    tables = {name: pa.concat_tables(ts) for name, ts in batch.items()}
+    target.load(log, tables, upto)
     wal.loaded(upto)
+    if on_loaded is not None:
+        on_loaded(tables)
     return n, (time.time_ns() - newest) / 1e9
 
 
@@ -362,8 +416,11 @@ class LoaderThread:
         max_bytes: int = 16 * 1024 * 1024,
         retry_seconds: float = 1.0,
         registry: CollectorRegistry | None = None,
+        on_loaded: Callable[[Mapping[str, pa.Table]], None] | None = None,
     ) -> None:
         self.wal, self.target, self.log_name = wal, target, log_name
+        #: called on the loader thread with each group's tables once they are in the store
+        self.on_loaded = on_loaded
         self.max_records, self.max_bytes, self.retry_seconds = max_records, max_bytes, retry_seconds
         #: per group loaded: (records, seconds from the append of its newest record to its load)
         self.groups: deque[tuple[int, float]] = deque(maxlen=100_000)
@@ -382,7 +439,7 @@ class LoaderThread:
             "Bytes of the write-ahead log not loaded into the store yet.",
             registry=registry,
         )
-        self.unloaded.set_function(lambda: float(wal.unloaded_bytes()))
+        self.unloaded.set_function(lambda: float(wal.pending_bytes()))
         self.loaded_records = Counter(
             "mlvigil_wal_loaded_records", "Log records loaded into the store.", registry=registry
         )
@@ -397,7 +454,9 @@ class LoaderThread:
             self.wal.appended.clear()
             self._caught_up.clear()
             try:
-                n, lag = load_once(self.wal, self.target, self.log_name, self.max_records, self.max_bytes)
+                n, lag = load_once(
+                    self.wal, self.target, self.log_name, self.max_records, self.max_bytes, self.on_loaded
+                )
             except Exception:
                 logger.exception("loading the write-ahead log failed; retrying in %ss", self.retry_seconds)
                 self.errors.inc()
@@ -424,3 +483,42 @@ class LoaderThread:
         self._stop.set()
         self.wal.appended.set()
         self._thread.join(timeout)
+
+
+class IngestLog:
+    """The service component around the log: the loader thread starts before the receivers
+    (it replays what a crash left unloaded in its first passes); on stop, after the
+    receivers, ``before_close`` (the ingest workers finishing their appends), then the log
+    closes, the loader drains what is left (bounded by ``drain_seconds``) and stops."""
+
+    name = "ingest-log"
+
+    def __init__(
+        self,
+        wal: WriteAheadLog,
+        make_loader: Callable[[], LoaderThread],
+        before_close: Callable[[], None],
+        drain_seconds: float = 60.0,
+    ) -> None:
+        self.wal = wal
+        self._make_loader = make_loader
+        self._before_close = before_close
+        self._drain_seconds = drain_seconds
+        self.loader: LoaderThread | None = None
+
+    async def start(self) -> None:
+        self.loader = self._make_loader()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._stop)
+
+    def _stop(self) -> None:
+        self._before_close()
+        self.wal.close()
+        if self.loader is not None:
+            if not self.loader.drain(self._drain_seconds):
+                logger.warning(
+                    "stopping with %d bytes of the write-ahead log not loaded: they load at the next start",
+                    self.wal.pending_bytes(),
+                )
+            self.loader.stop()
