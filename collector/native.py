@@ -52,14 +52,18 @@ LOG_SCHEMAS = {
 }
 
 
+class NotBuilt(RuntimeError):
+    """The extension is missing (``mlvigil serve`` exits saying to run scripts/setup.sh)."""
+
+
 def available() -> bool:
     return mlvigil_native is not None
 
 
 def require() -> None:
-    """RuntimeError saying how to build the extension when it is missing."""
+    """NotBuilt, saying how to build the extension, when it is missing."""
     if mlvigil_native is None:
-        raise RuntimeError(MISSING)
+        raise NotBuilt(MISSING)
 
 
 def scan(

@@ -15,6 +15,7 @@ from typing import Any
 from collector.grpc_receiver import OtlpGrpcReceiver
 from collector.http_receiver import OtlpHttpReceiver
 from collector.llm_metrics import LlmTrafficMetrics
+from collector.native import NotBuilt
 from collector.otlp_ingest import OtlpIngest
 from collector.pipeline import IngestPipeline
 from collector.wal import DuckDBLoader, IngestLog, LoaderThread, WriteAheadLog
@@ -227,7 +228,7 @@ async def serve(config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await service.start()
-    except OSError as exc:
+    except (OSError, NotBuilt) as exc:
         print(f"mlvigil: cannot start: {exc}", file=sys.stderr)
         await service.stop()
         return 2

@@ -1,0 +1,180 @@
+"""The OTLP path through the native normaliser and the write-ahead log, on the real service:
+replay after a crash exactly once, prompt text never on disk unless kept, the Python
+fallback for shapes left to it, and a clear exit when the extension is missing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from mlvigil.store.duckdb import DuckDBStore
+from tests.harness import REPO, ServiceHandle
+from tests.otel_helpers import trace_export
+
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
+SECRETS = ["zebra-quartz-prompt-7731", "mango-ultra-completion-4410"]
+
+
+def _kv(key: str, value: str) -> KeyValue:
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def _llm_export(trace_no: int, tokens: str = "12") -> bytes:
+    now = time.time_ns()
+    span = Span(
+        trace_id=trace_no.to_bytes(16, "big"),
+        span_id=(1).to_bytes(8, "big"),
+        name="openai.chat",
+        start_time_unix_nano=now,
+        end_time_unix_nano=now + 1_000_000,
+        attributes=[
+            _kv("gen_ai.system", "openai"),
+            _kv("gen_ai.request.model", "gpt-4o"),
+            _kv("gen_ai.usage.input_tokens", tokens),
+            _kv("gen_ai.prompt.0.role", "user"),
+            _kv("gen_ai.prompt.0.content", SECRETS[0]),
+            _kv("gen_ai.completion.0.role", "assistant"),
+            _kv("gen_ai.completion.0.content", SECRETS[1]),
+        ],
+    )
+    resource = ResourceSpans(scope_spans=[ScopeSpans(spans=[span])])
+    resource.resource.attributes.append(_kv("service.name", "chat-svc"))
+    return ExportTraceServiceRequest(resource_spans=[resource]).SerializeToString()
+
+
+def _post(service: ServiceHandle, body: bytes, headers: dict[str, str] = PROTOBUF) -> None:
+    status, _, reply = service.request("POST", service.otlp_http + "/v1/traces", body, headers)
+    assert status == 200, reply
+
+
+def _spans(service: ServiceHandle) -> Counter[tuple[str, str]]:
+    rows = service.get("/api/v1/records/spans", limit=100_000)["rows"]
+    return Counter((r["trace_id"], r["span_id"]) for r in rows)
+
+
+def test_acknowledged_spans_are_replayed_from_the_log_exactly_once(
+    service_factory: Callable[..., ServiceHandle],
+) -> None:
+    """Kill -9 after acknowledging; then take the loaded rows and the loader's position out of
+    the store (as if the loader had not run before the crash): the restart replays the log,
+    so every acknowledged span is back, once."""
+    service = service_factory()
+    for trace_no in range(1, 9):
+        _post(service, trace_export(trace_no, 100))
+    expected = {(f"{t:032x}", f"{s:016x}") for t in range(1, 9) for s in range(1, 101)}
+    service.wait_for(lambda: set(_spans(service)) == expected, timeout=30)
+    service.kill()
+
+    store = DuckDBStore(service.data_dir)
+    try:
+        assert store.log_position("ingest") is not None, "the spans came through the write-ahead log"
+        store._write(lambda con: (con.execute("DELETE FROM spans"), con.execute("DELETE FROM log_positions")))
+        assert store.counts().get("spans", 0) == 0
+    finally:
+        store.close()
+
+    service.start()
+    seen = service.wait_for(lambda: (c := _spans(service)).keys() == expected and c, timeout=30)
+    assert set(seen.values()) == {1}, "a replayed span was stored twice"
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_prompt_and_completion_text_reach_disk_only_when_kept(
+    service_factory: Callable[..., ServiceHandle], keep: bool
+) -> None:
+    service = service_factory({"ingest": {"keep_llm_content": keep}})
+    _post(service, _llm_export(1))
+    # The same span as OTLP/JSON (decoded, re-serialised, normalised natively).
+    as_json = json.dumps(
+        {
+            "resourceSpans": [
+                {
+                    "resource": {
+                        "attributes": [{"key": "service.name", "value": {"stringValue": "chat-svc"}}]
+                    },
+                    "scopeSpans": [
+                        {
+                            "spans": [
+                                {
+                                    "traceId": f"{2:032x}",
+                                    "spanId": f"{1:016x}",
+                                    "name": "openai.chat",
+                                    "startTimeUnixNano": str(time.time_ns()),
+                                    "endTimeUnixNano": str(time.time_ns() + 1_000_000),
+                                    "attributes": [
+                                        {"key": "gen_ai.system", "value": {"stringValue": "openai"}},
+                                        {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+                                        {
+                                            "key": "gen_ai.prompt.0.content",
+                                            "value": {"stringValue": SECRETS[0]},
+                                        },
+                                        {
+                                            "key": "gen_ai.completion.0.content",
+                                            "value": {"stringValue": SECRETS[1]},
+                                        },
+                                    ],
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ]
+        }
+    ).encode()
+    _post(service, as_json, {"Content-Type": "application/json"})
+    rows = service.wait_for(
+        lambda: (
+            (r := service.get("/api/v1/records/llm_calls", service="chat-svc")["rows"]) and len(r) == 2 and r
+        ),
+        timeout=30,
+    )
+    assert {r["request_model"] for r in rows} == {"gpt-4o"}
+    assert service.stop() == 0
+    found = {
+        secret
+        for path in service.data_dir.rglob("*")
+        if path.is_file()
+        for secret in SECRETS
+        if secret.encode() in path.read_bytes()
+    }
+    assert found == (set(SECRETS) if keep else set())
+
+
+def test_a_shape_left_to_the_python_normaliser_is_stored_and_counted(service: ServiceHandle) -> None:
+    """Non-ASCII digits read as a number: the native side hands the request to the Python
+    reference (same result), counted in mlvigil_native_fallbacks_total."""
+    _post(service, _llm_export(3, tokens="١٢"))
+    rows = service.wait_for(lambda: service.get("/api/v1/records/llm_calls", service="chat-svc")["rows"])
+    assert [r["input_tokens"] for r in rows] == [12]
+    _, _, text = service.request("GET", "/metrics")
+    assert 'mlvigil_native_fallbacks_total{signal="traces"} 1.0' in text.decode()
+
+
+def test_serve_exits_2_saying_to_run_setup_when_the_extension_is_missing(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow" / "mlvigil_native"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('not built')\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlvigil", "serve"],
+        cwd=REPO,
+        env={
+            "PYTHONPATH": f"{shadow.parent}:{REPO}",
+            "MLVIGIL_DATA_DIR": str(tmp_path / "data"),
+            "PATH": "/usr/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "scripts/setup.sh" in proc.stderr and "Traceback" not in proc.stderr
