@@ -15,17 +15,26 @@ a shared machine does not count; each row the median of interleaved rounds):
 With ``--baseline FILE.so`` (another build of the extension), rows 3-4 are measured for
 both builds, interleaved, so that a change is compared within one run.
 
+Then, unless ``--no-server``, the real service (``mlvigil serve`` in a subprocess) over
+OTLP/HTTP and OTLP/gRPC: ``--clients`` concurrent senders of the same requests, measured in
+the server process's CPU time (all its threads, from /proc): once at the last
+acknowledgement (receive, normalise, log append + fdatasync) and once when the loader has
+them all in DuckDB; each as a ratio to the decode bound measured in the same run.
+
 Then the loader thread at a paced rate (``--rate`` spans/s, default 100,000, for
 ``--seconds``): requests are normalised and appended at that pace while the loader thread
 drains the log into DuckDB; prints the rate reached and the loader lag (age of the oldest
 record not loaded, sampled every 20 ms: median, p99, max) and the most bytes not loaded.
-Needs the extension built: ``maturin develop --release`` in native/mlvigil-native.
+Needs the extension built (scripts/setup.sh does it). One command for everything:
+
+    bash scripts/bench.sh ingest [--rounds 5] [--clients 4] [--no-server]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
 import tempfile
 import threading
@@ -129,7 +138,8 @@ def _paced_lag(bodies: list[bytes], rate: float, seconds: float, tmp: Path, pren
 
 def _rounds(
     rows: dict[str, Callable[[bytes], object]], bodies: list[bytes], rounds: int, requests: int
-) -> None:
+) -> float:
+    """Prints the in-process rows; the decode bound (median spans per CPU second)."""
     wal_row, load_row = "end to end: native + durable log append", "DuckDB loader (log -> llm_calls, spans)"
     rates: dict[str, list[float]] = {name: [] for name in [*rows, wal_row, load_row]}
     with tempfile.TemporaryDirectory() as tmp:
@@ -153,6 +163,79 @@ def _rounds(
         print(f"  {name:42s} {med:>10,.0f} spans/s  {med / bound:5.2f} of the bound")
     ratio = statistics.median(rates[load_row]) / statistics.median(rates[wal_row])
     print(f"  DuckDB load rate / log append rate: {ratio:.2f}")
+    return bound
+
+
+def _server_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _served(bodies: list[bytes], transport: str, clients: int, repeat: int) -> tuple[float, float, float]:
+    """(spans per server CPU second at the last ack, the same once loaded into DuckDB,
+    spans per wall second at the last ack) over ``transport`` against the real service."""
+    import grpc
+
+    from tests.harness import ServiceHandle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        svc = ServiceHandle(Path(tmp) / "data", {"ingest": {"max_requests_in_flight": 64}}, None).start()
+        assert svc.proc is not None
+        try:
+            todo = [b for _ in range(repeat) for b in bodies]
+            lock = threading.Lock()
+            channel = grpc.insecure_channel(
+                svc.otlp_grpc.removeprefix("http://"),
+                options=[("grpc.max_send_message_length", 64 << 20)],
+            )
+            export = channel.unary_unary(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                request_serializer=None,
+                response_deserializer=None,
+            )
+
+            def send(body: bytes) -> None:
+                if transport == "grpc":
+                    export(body, timeout=60)
+                    return
+                status, _, reply = svc.request(
+                    "POST", svc.otlp_http + "/v1/traces", body, {"Content-Type": "application/x-protobuf"}
+                )
+                assert status == 200, reply
+
+            def client() -> None:
+                while True:
+                    with lock:
+                        if not todo:
+                            return
+                        body = todo.pop()
+                    send(body)
+
+            spans = len(bodies) * repeat * SPANS_PER_REQUEST
+            cpu0, wall0 = _server_cpu_s(svc.proc.pid), time.perf_counter()
+            threads = [threading.Thread(target=client) for _ in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            cpu_acked, wall = _server_cpu_s(svc.proc.pid) - cpu0, time.perf_counter() - wall0
+            svc.wait_for(lambda: svc.stats().get("llm_calls", 0) >= spans, timeout=300)
+            cpu_loaded = _server_cpu_s(svc.proc.pid) - cpu0
+            channel.close()
+        finally:
+            svc.stop()
+    return spans / cpu_acked, spans / cpu_loaded, spans / wall
+
+
+def _served_rows(bodies: list[bytes], bound: float, clients: int, repeat: int) -> None:
+    for transport in ("http", "grpc"):
+        acked, loaded, wall = _served(bodies, transport, clients, repeat)
+        label = "OTLP/HTTP" if transport == "http" else "OTLP/gRPC"
+        for what, rate in (("acknowledged", acked), ("loaded in DuckDB", loaded)):
+            name = f"{label} via mlvigil serve, {what}"
+            print(f"  {name:42s} {rate:>10,.0f} spans/s  {rate / bound:5.2f} of the bound")
+        print(f"    ({wall:,.0f} spans/s of wall time to the last acknowledgement, {clients} clients)")
 
 
 def main() -> None:
@@ -165,6 +248,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100_000.0, help="spans/s for the loader lag run")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the loader lag run")
     parser.add_argument("--lag-only", action="store_true", help="only the loader lag runs")
+    parser.add_argument("--no-server", action="store_true", help="leave out the rows of the real service")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent senders to the real service")
+    parser.add_argument("--repeat", type=int, default=5, help="times each request is sent to the service")
     args = parser.parse_args()
     bodies = [llm_request(SPANS_PER_REQUEST, seed=i) for i in range(args.requests)]
     opts = NormaliseOptions()
@@ -181,7 +267,10 @@ def main() -> None:
         rows["  baseline build: native scan"] = base.scan_traces_count
         rows["  baseline build: to pyarrow"] = base.normalise_traces
     if not args.lag_only:
-        _rounds(rows, bodies, args.rounds, args.requests)
+        bound = _rounds(rows, bodies, args.rounds, args.requests)
+        if not args.no_server:
+            print("the real service (server process CPU, all threads):")
+            _served_rows(bodies, bound, args.clients, args.repeat)
     with tempfile.TemporaryDirectory() as tmp:
         for prenormalised in (False, True):
             run_dir = Path(tmp) / f"paced-{prenormalised}"
