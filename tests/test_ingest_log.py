@@ -11,7 +11,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -62,6 +64,10 @@ def _spans(service: ServiceHandle) -> Counter[tuple[str, str]]:
     return Counter((r["trace_id"], r["span_id"]) for r in rows)
 
 
+def _llm_calls(service: ServiceHandle) -> list[dict[str, Any]]:
+    return list(service.get("/api/v1/records/llm_calls", service="chat-svc")["rows"])
+
+
 def test_acknowledged_spans_are_replayed_from_the_log_exactly_once(
     service_factory: Callable[..., ServiceHandle],
 ) -> None:
@@ -84,7 +90,9 @@ def test_acknowledged_spans_are_replayed_from_the_log_exactly_once(
         store.close()
 
     service.start()
-    seen = service.wait_for(lambda: (c := _spans(service)).keys() == expected and c, timeout=30)
+    service.wait_for(lambda: set(_spans(service)) == expected, timeout=30)
+    seen = _spans(service)
+    assert set(seen) == expected
     assert set(seen.values()) == {1}, "a replayed span was stored twice"
 
 
@@ -132,13 +140,8 @@ def test_prompt_and_completion_text_reach_disk_only_when_kept(
         }
     ).encode()
     _post(service, as_json, {"Content-Type": "application/json"})
-    rows = service.wait_for(
-        lambda: (
-            (r := service.get("/api/v1/records/llm_calls", service="chat-svc")["rows"]) and len(r) == 2 and r
-        ),
-        timeout=30,
-    )
-    assert {r["request_model"] for r in rows} == {"gpt-4o"}
+    service.wait_for(lambda: len(_llm_calls(service)) == 2, timeout=30)
+    assert {r["request_model"] for r in _llm_calls(service)} == {"gpt-4o"}
     assert service.stop() == 0
     found = {
         secret
@@ -154,8 +157,8 @@ def test_a_shape_left_to_the_python_normaliser_is_stored_and_counted(service: Se
     """Non-ASCII digits read as a number: the native side hands the request to the Python
     reference (same result), counted in mlvigil_native_fallbacks_total."""
     _post(service, _llm_export(3, tokens="١٢"))
-    rows = service.wait_for(lambda: service.get("/api/v1/records/llm_calls", service="chat-svc")["rows"])
-    assert [r["input_tokens"] for r in rows] == [12]
+    service.wait_for(lambda: _llm_calls(service))
+    assert [r["input_tokens"] for r in _llm_calls(service)] == [12]
     _, _, text = service.request("GET", "/metrics")
     assert 'mlvigil_native_fallbacks_total{signal="traces"} 1.0' in text.decode()
 
@@ -178,3 +181,41 @@ def test_serve_exits_2_saying_to_run_setup_when_the_extension_is_missing(tmp_pat
     )
     assert proc.returncode == 2, proc.stderr
     assert "scripts/setup.sh" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_llm_traffic_metrics_from_arrow_equal_the_per_row_ones() -> None:
+    """The log path aggregates the LLM series in Arrow; every series and value must equal what
+    the per-row path makes of the same rows (NaN, infinities, empty strings, nulls)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from collector.llm_metrics import LlmTrafficMetrics
+    from collector.native import LOG_SCHEMAS
+    from mlvigil.records import RecordBatch
+
+    batch = RecordBatch()
+    rows = [
+        {"service": "a", "response_model": "m1", "input_tokens": 3, "output_tokens": 0, "latency_s": 0.07},
+        {"service": "a", "response_model": "", "request_model": "m2", "error": "Timeout", "latency_s": 99.0},
+        {"service": None, "request_model": None, "finish_reasons": "stop,,length", "ttft_s": 0.3},
+        {"service": "a", "response_model": "m1", "latency_s": float("nan"), "ttft_s": float("inf")},
+        {"service": "b", "request_model": "m1", "error": "", "latency_s": 0.05, "input_tokens": 7},
+        {"service": "b", "request_model": "m1", "finish_reasons": "stop", "latency_s": -1.0},
+    ]
+    for i, row in enumerate(rows):
+        batch.add("llm_calls", ts=1.0 + i, **row)
+    per_row, arrow = CollectorRegistry(), CollectorRegistry()
+    LlmTrafficMetrics(per_row).observe(batch)
+    cols = batch.columns["llm_calls"]
+    schema = LOG_SCHEMAS["llm_calls"]
+    table = pa.Table.from_pydict({f.name: cols[f.name] for f in schema}, schema=schema)
+    LlmTrafficMetrics(arrow).observe_arrow({"llm_calls": table})
+
+    def series(registry: CollectorRegistry) -> list[str]:
+        return sorted(
+            line
+            for line in generate_latest(registry).decode().splitlines()
+            if not line.startswith("#") and "_created{" not in line
+        )
+
+    assert series(arrow) == series(per_row)
+    assert any("Timeout" in line for line in series(arrow))
