@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -98,7 +98,6 @@ class OtlpIngest:
         config: IngestConfig,
         *,
         wal: WriteAheadLog | None = None,
-        on_logged: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.telemetry = telemetry
@@ -106,8 +105,6 @@ class OtlpIngest:
         self.wal = wal
         if wal is not None:
             native.require()
-        # Called on the log's writer thread with each request's tables once durable.
-        self._on_logged = on_logged
         self.fallbacks = Counter(
             "mlvigil_native_fallbacks",
             "OTLP requests the native normaliser left to the Python reference (rare shapes).",
@@ -193,9 +190,6 @@ class OtlpIngest:
         if not tables:
             return _Logged(result, None)
         durable = self.wal.append(tables)
-        if self._on_logged is not None:
-            on_logged = self._on_logged
-            durable.add_done_callback(lambda f: f.exception() is None and on_logged(tables))
         return _Logged(result, durable)
 
     async def export_bytes(

@@ -193,7 +193,7 @@ def test_llm_traffic_metrics_from_arrow_equal_the_per_row_ones() -> None:
     from mlvigil.records import RecordBatch
 
     batch = RecordBatch()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"service": "a", "response_model": "m1", "input_tokens": 3, "output_tokens": 0, "latency_s": 0.07},
         {"service": "a", "response_model": "", "request_model": "m2", "error": "Timeout", "latency_s": 99.0},
         {"service": None, "request_model": None, "finish_reasons": "stop,,length", "ttft_s": 0.3},
