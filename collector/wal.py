@@ -113,6 +113,12 @@ def decode(payload: bytes) -> dict[str, pa.Table]:
     return out
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def _segment_path(directory: Path, n: int) -> Path:
     return directory / f"seg-{n:012d}.wal"
 
@@ -192,7 +198,8 @@ class WriteAheadLog:
         good = 0
         for _, end, _, _ in _scan(data, 0, last=True):
             good = end
-        self._file = open(path, "ab")  # noqa: SIM115 (held open for the log's life)
+        # Unbuffered: a failed write leaves nothing behind in a buffer to reach the file later.
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 (held open for the log's life)
         if good < len(data):  # a record cut short by a crash: never acknowledged
             self._file.truncate(good)
             os.fsync(self._file.fileno())
@@ -289,7 +296,7 @@ class WriteAheadLog:
     def _roll_locked(self) -> None:
         self._file.close()
         self._segment += 1
-        self._file = open(_segment_path(self.directory, self._segment), "ab")  # noqa: SIM115
+        self._file = open(_segment_path(self.directory, self._segment), "ab", buffering=0)  # noqa: SIM115
         self._offset = 0
 
     def _run(self) -> None:
@@ -301,6 +308,7 @@ class WriteAheadLog:
                 if not group and self._closed:
                     return
             done: list[tuple[Future[Position], Position, int]] = []
+            start = Position(self._segment, self._offset)
             try:
                 for payload, fut in group:
                     if self._offset >= self.segment_bytes:
@@ -309,15 +317,17 @@ class WriteAheadLog:
                             self._roll_locked()
                     now = time.time_ns()
                     with self._count_lock:
-                        self._file.write(HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), now))
-                        self._file.write(payload)
-                        self._file.flush()
+                        _write_all(
+                            self._file.fileno(), HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), now)
+                        )
+                        _write_all(self._file.fileno(), payload)
                         self._offset += HEADER.size + len(payload)
                         self._pending_bytes += HEADER.size + len(payload)
                     done.append((fut, Position(self._segment, self._offset), now))
                 os.fdatasync(self._file.fileno())
                 self.syncs += 1
-            except OSError as exc:
+            except OSError as exc:  # disk full, I/O error: none of the group is acknowledged
+                self._rewind(start)
                 for _, fut in group:
                     if fut.set_running_or_notify_cancel():
                         fut.set_exception(exc)
@@ -329,6 +339,24 @@ class WriteAheadLog:
                 if fut.set_running_or_notify_cancel():  # False: cancelled, nobody waits
                     fut.set_result(pos)
             self.appended.set()
+
+    def _rewind(self, to: Position) -> None:
+        """Cut the log back to ``to`` after a failed group: what a full disk let through
+        (a partial record) must not sit before the records appended once space returns."""
+        try:
+            with self._count_lock:
+                if self._segment != to.segment:
+                    self._file.close()
+                    for n in segments(self.directory):
+                        if n > to.segment:
+                            _segment_path(self.directory, n).unlink(missing_ok=True)
+                    self._segment = to.segment
+                    self._file = open(_segment_path(self.directory, to.segment), "ab", buffering=0)  # noqa: SIM115
+                os.ftruncate(self._file.fileno(), to.offset)
+                self._offset = to.offset
+                self._pending_bytes = self.unloaded_bytes()
+        except OSError:
+            logger.exception("cannot cut the write-ahead log back after a failed write")
 
     def close(self) -> None:
         with self._cond:
@@ -498,7 +526,7 @@ class IngestLog:
         wal: WriteAheadLog,
         make_loader: Callable[[], LoaderThread],
         before_close: Callable[[], None],
-        drain_seconds: float = 60.0,
+        drain_seconds: float = 20.0,
     ) -> None:
         self.wal = wal
         self._make_loader = make_loader
