@@ -115,9 +115,3 @@ def reference(
             tables[name] = pa.Table.from_pydict({f.name: cols[f.name] for f in schema}, schema=schema)
     return result, tables
 
-
-def to_normalised(result: Normalised, tables: dict[str, Any]) -> Normalised:
-    """``result`` with ``tables``' rows as the Python path's columns (tests and the bench)."""
-    for name, batch in tables.items():
-        result.batch.columns[name] = batch.to_pydict()
-    return result
