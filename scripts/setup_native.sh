@@ -3,7 +3,8 @@
 # into the venv given as $1 (default .venv). Idempotent: rebuilds only when a source under
 # native/ changed (the stamp holds a hash of them). Needs cargo (https://rustup.rs); maturin
 # is installed into the venv at the version pinned in constraints.txt. Build output stays in
-# native/target (git-ignored), so a rebuild after a change is incremental.
+# native/target (git-ignored; $CARGO_TARGET_DIR, when set, instead: CI can share one build
+# cache between clones), so a rebuild after a change is incremental.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/steps.sh
@@ -22,7 +23,7 @@ if ! "$venv/bin/python" -m maturin --version >/dev/null 2>&1; then
 fi
 rm -rf native/target/wheels
 step "$log" "building the native normaliser (cargo, release; minutes on a cold cache)" \
-  env CARGO_TARGET_DIR=native/target "$venv/bin/python" -m maturin build --release --strip \
+  env CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/native/target}" "$venv/bin/python" -m maturin build --release --strip \
   -m native/mlvigil-native/Cargo.toml -i "$venv/bin/python" -o native/target/wheels
 step "$log" "installing mlvigil-native" \
   "$venv/bin/python" -m pip install --force-reinstall --no-deps native/target/wheels/mlvigil_native-*.whl

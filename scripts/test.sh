@@ -40,9 +40,9 @@ fi
 # scanner (no panic on any mutated request) and clippy; about 3 minutes on a cold cache.
 native_tests() (
   cd native \
-    && CARGO_TARGET_DIR=target MLVIGIL_FUZZ_ITERATIONS=${MLVIGIL_FUZZ_ITERATIONS:-200000} \
+    && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} MLVIGIL_FUZZ_ITERATIONS=${MLVIGIL_FUZZ_ITERATIONS:-200000} \
       cargo test --release -p otlp-scan \
-    && CARGO_TARGET_DIR=target cargo clippy --workspace --all-targets -- -D warnings
+    && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo clippy --workspace --all-targets -- -D warnings
 )
 step .venv/setup.log "native: cargo test (mutation fuzz) and clippy" native_tests
 pytest_opts=(-q -p no:cacheprovider)
