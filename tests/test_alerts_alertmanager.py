@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from alerts.config import AlertsConfig
-from alerts.engine import AlertService
+from alerts.pipeline import AlertService
 from tests.fakes.alerting import Book, finding
 from tests.fakes.receiver import RecordingReceiver
 
@@ -142,7 +142,7 @@ def test_real_alertmanager_delivers_firing_and_resolved_once_each(tmp_path: Path
 
             def am0_settled() -> bool:
                 msgs = service.outbox.messages(target="am#0")
-                return bool(msgs) and all(m["state"] in ("delivered", "expired") for m in msgs)
+                return bool(msgs) and all(m.state in ("delivered", "expired") for m in msgs)
 
             while not am0_settled():
                 assert loop.time() < deadline, "messages to the working Alertmanager still open"
@@ -163,10 +163,10 @@ def test_real_alertmanager_delivers_firing_and_resolved_once_each(tmp_path: Path
             # expires instead: the next re-send carries the same alerts. Every firing and
             # resolution must have been delivered.
             am0 = service.outbox.messages(target="am#0")
-            transitions = [m for m in am0 if m["meta"]["kind"] == "alert"]
-            assert len(transitions) == 4 and all(m["state"] == "delivered" for m in transitions)
-            assert all(m["meta"]["kind"] == "resend" for m in am0 if m["state"] != "delivered")
-            assert any(m["state"] == "pending" for m in service.outbox.messages(target="am#1"))
+            transitions = [m for m in am0 if m.meta["kind"] == "alert"]
+            assert len(transitions) == 4 and all(m.state == "delivered" for m in transitions)
+            assert all(m.meta["kind"] == "resend" for m in am0 if m.state != "delivered")
+            assert any(m.state == "pending" for m in service.outbox.messages(target="am#1"))
         await receiver.stop()
 
     asyncio.run(scenario())

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from alerts.config import AlertsConfig
-from alerts.engine import AlertService
+from alerts.pipeline import AlertService
 from tests.fakes.alerting import Book, finding, until
 from tests.fakes.receiver import RecordingReceiver
 from tests.harness import ServiceHandle

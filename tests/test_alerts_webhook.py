@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from alerts.config import AlertsConfig
-from alerts.engine import AlertService
+from alerts.pipeline import AlertService
 from tests.fakes.alerting import Book, finding, until
 from tests.fakes.receiver import Received, RecordingReceiver
 
