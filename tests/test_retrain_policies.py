@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from retrain_hooks.api import routes
 from retrain_hooks.config import RetrainConfig
-from retrain_hooks.engine import RetrainService
+from retrain_hooks.service import RetrainService
 from tests.fakes.alerting import Book, finding, until
 from tests.fakes.argo import FakeArgo
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from retrain_hooks.config import RetrainConfig
-from retrain_hooks.engine import RetrainService
+from retrain_hooks.service import RetrainService
 from tests.fakes.alerting import Book, finding, until
 from tests.fakes.argo import FakeArgo
 from tests.fakes.kfp import FakeKfp
