@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -94,3 +96,39 @@ class Telemetry:
 
     def exposition(self, openmetrics: bool = False) -> bytes:
         return generate_openmetrics(self.registry) if openmetrics else generate_latest(self.registry)
+
+
+class OwnedSeries:
+    """Gauge series grouped by the thing that owns them (a monitor, a training run), so a
+    thing that goes away takes all its series with it: the one way to forget stale series.
+
+    Examples
+    --------
+    >>> r = CollectorRegistry()
+    >>> g = Gauge("demo_value", "A value.", ["owner", "part"], registry=r)
+    >>> series = OwnedSeries()
+    >>> series.set("m1", g, ("m1", "a"), 1.0)
+    >>> series.set("m1", g, ("m1", "b"), 2.0)
+    >>> r.get_sample_value("demo_value", {"owner": "m1", "part": "a"})
+    1.0
+    >>> series.forget("m1")
+    >>> r.get_sample_value("demo_value", {"owner": "m1", "part": "a"}) is None
+    True
+    """
+
+    def __init__(self) -> None:
+        self._series: dict[str, dict[tuple[Gauge, tuple[str, ...]], None]] = {}
+
+    def set(self, owner: str, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+        """Set one series and remember that ``owner`` has it."""
+        gauge.labels(*labels).set(value)
+        self.track(owner, gauge, labels)
+
+    def track(self, owner: str, gauge: Gauge, labels: tuple[str, ...]) -> None:
+        self._series.setdefault(owner, {})[(gauge, labels)] = None
+
+    def forget(self, owner: str) -> None:
+        """Remove every series ``owner`` has set."""
+        for gauge, labels in self._series.pop(owner, {}):
+            with contextlib.suppress(KeyError):
+                gauge.remove(*labels)
