@@ -18,6 +18,7 @@ import pytest
 from mlvigil.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
 from mlvigil.store import StoreUnavailable
 from mlvigil.store.duckdb import DuckDBStore
+from tests.fakes.alerting import Scenario
 from tests.fakes.receiver import RecordingReceiver
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,35 +118,32 @@ def test_same_order_key_is_delivered_in_order(tmp_path: Path) -> None:
 
 def test_dispatcher_retries_a_receiver_that_is_down_and_delivers_each_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        receiver = await RecordingReceiver(status=503).start()
-        store = DuckDBStore(tmp_path)
-        dispatcher = Dispatcher(Outbox(store, "box"))
+        async with Scenario(tmp_path) as stack:
+            receiver = await stack.use(RecordingReceiver(status=503))
+            dispatcher = Dispatcher(Outbox(stack.store, "box"))
 
-        async def send(msg: Message) -> Outcome:
-            import aiohttp
+            async def send(msg: Message) -> Outcome:
+                import aiohttp
 
-            async with (
-                aiohttp.ClientSession() as s,
-                s.post(receiver.url + "/hook", json=msg.payload, headers={"webhook-id": msg.id}) as r,
-            ):
-                return Outcome.from_http(r.status)
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.post(receiver.url + "/hook", json=msg.payload, headers={"webhook-id": msg.id}) as r,
+                ):
+                    return Outcome.from_http(r.status)
 
-        dispatcher.add_target("hook", send, FAST)
-        await dispatcher.start()
-        dispatcher.record([NewMessage(f"m{i}", "hook", {"i": i}, order_key="g") for i in range(20)])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while receiver.refused < 5:  # it is really being retried while down
-            assert loop.time() < deadline
-            await asyncio.sleep(0.02)
-        receiver.status = 200
-        got = await receiver.wait_for(20)
-        await asyncio.sleep(0.3)  # a duplicate would arrive within the backoff window
-        assert [r.json()["i"] for r in got] == list(range(20))  # all, once each, in order
-        assert len({r.headers["webhook-id"] for r in receiver.received}) == 20 == len(receiver.received)
-        await dispatcher.stop()
-        await receiver.stop()
-        store.close()
+            dispatcher.add_target("hook", send, FAST)
+            await stack.use(dispatcher)
+            dispatcher.record([NewMessage(f"m{i}", "hook", {"i": i}, order_key="g") for i in range(20)])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while receiver.refused < 5:  # it is really being retried while down
+                assert loop.time() < deadline
+                await asyncio.sleep(0.02)
+            receiver.status = 200
+            got = await receiver.wait_for(20)
+            await asyncio.sleep(0.3)  # a duplicate would arrive within the backoff window
+            assert [r.json()["i"] for r in got] == list(range(20))  # all, once each, in order
+            assert len({r.headers["webhook-id"] for r in receiver.received}) == 20 == len(receiver.received)
 
     asyncio.run(scenario())
 
@@ -167,30 +165,28 @@ def test_killed_between_recording_and_sending_sends_once_after_restart(tmp_path:
     assert proc.returncode == -signal.SIGKILL
 
     async def run_once() -> list[str]:
-        receiver = await RecordingReceiver().start()
-        store = DuckDBStore(tmp_path)
-        dispatcher = Dispatcher(Outbox(store, "box"))
-        import aiohttp
+        async with Scenario(tmp_path) as stack:
+            receiver = await stack.use(RecordingReceiver())
+            dispatcher = Dispatcher(Outbox(stack.store, "box"))
+            import aiohttp
 
-        async def send(msg: Message) -> Outcome:
-            async with (
-                aiohttp.ClientSession() as s,
-                s.post(receiver.url, json=msg.payload, headers={"webhook-id": msg.id}) as r,
-            ):
-                return Outcome.from_http(r.status)
+            async def send(msg: Message) -> Outcome:
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.post(receiver.url, json=msg.payload, headers={"webhook-id": msg.id}) as r,
+                ):
+                    return Outcome.from_http(r.status)
 
-        dispatcher.add_target("hook", send, FAST)
-        await dispatcher.start()
-        delivered = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 3
-        while loop.time() < deadline and not delivered:
-            delivered = dispatcher.outbox.counts().get("delivered", 0) == 1
-            await asyncio.sleep(0.02)
-        await dispatcher.stop()
-        store.close()
-        await receiver.stop()
-        return [r.headers["webhook-id"] for r in receiver.received]
+            dispatcher.add_target("hook", send, FAST)
+            await stack.use(dispatcher)
+            delivered = False
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 3
+            while loop.time() < deadline and not delivered:
+                delivered = dispatcher.outbox.counts().get("delivered", 0) == 1
+                await asyncio.sleep(0.02)
+            await dispatcher.stop()
+            return [r.headers["webhook-id"] for r in receiver.received]
 
     assert asyncio.run(run_once()) == ["alert-1"]
     # A second restart finds it delivered: nothing is sent again.
@@ -203,36 +199,36 @@ if __name__ == "__main__":
 
 def test_stop_lets_an_attempt_in_flight_finish_so_a_restart_does_not_repeat_it(tmp_path: Path) -> None:
     async def scenario() -> None:
-        receiver = await RecordingReceiver(delay=0.5).start()
-        started = asyncio.Event()
+        async with Scenario(tmp_path) as stack:
+            receiver = await stack.use(RecordingReceiver(delay=0.5))
+            started = asyncio.Event()
 
-        async def send(msg: Message) -> Outcome:
-            import aiohttp
+            async def send(msg: Message) -> Outcome:
+                import aiohttp
 
-            started.set()
-            async with aiohttp.ClientSession() as s, s.post(receiver.url + "/hook", json=msg.payload) as r:
-                return Outcome.from_http(r.status)
+                started.set()
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.post(receiver.url + "/hook", json=msg.payload) as r,
+                ):
+                    return Outcome.from_http(r.status)
 
-        store = DuckDBStore(tmp_path)
-        dispatcher = Dispatcher(Outbox(store, "box"))
-        dispatcher.add_target("hook", send, FAST)
-        await dispatcher.start()
-        dispatcher.record([NewMessage("m1", "hook", {"i": 1})])
-        await asyncio.wait_for(started.wait(), 10)
-        await dispatcher.stop()  # the receiver is still sleeping on the request
-        assert len(receiver.received) == 1
-        assert dispatcher.outbox.messages()[0].state == "delivered"
-        store.close()
+            dispatcher = Dispatcher(Outbox(stack.store, "box"))
+            dispatcher.add_target("hook", send, FAST)
+            await stack.use(dispatcher)
+            dispatcher.record([NewMessage("m1", "hook", {"i": 1})])
+            await asyncio.wait_for(started.wait(), 10)
+            await dispatcher.stop()  # the receiver is still sleeping on the request
+            assert len(receiver.received) == 1
+            assert dispatcher.outbox.messages()[0].state == "delivered"
+            stack.reopen()
 
-        store = DuckDBStore(tmp_path)
-        again = Dispatcher(Outbox(store, "box"))
-        again.add_target("hook", send, FAST)
-        await again.start()
-        assert again.outbox.messages()[0].state == "delivered"
-        await again.stop()
-        assert len(receiver.received) == 1
-        await receiver.stop()
-        store.close()
+            again = Dispatcher(Outbox(stack.store, "box"))
+            again.add_target("hook", send, FAST)
+            await stack.use(again)
+            assert again.outbox.messages()[0].state == "delivered"
+            await again.stop()
+            assert len(receiver.received) == 1
 
     asyncio.run(scenario())
 
