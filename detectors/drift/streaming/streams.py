@@ -14,12 +14,39 @@ not skipped) and feeds them, in time order, to one detector:
 An alarm opens the monitor's Finding; it stays open until ``hold`` rows have passed without
 another alarm. The evidence names the drifting features by comparing the rows of the
 alarming window with the reference profile (the batch engine, for its explanation only).
+
+Every stream reads its detector through ``DriftDetector`` (``streaming.base``); the error
+stream of a performance monitor is picked from ``ERROR_STREAMS`` by detector name.
+
+Examples
+--------
+>>> import numpy as np
+>>> from detectors.drift.config import StreamingConfig
+>>> from detectors.drift.performance import Evaluation
+>>> reference = Evaluation([0, 1] * 500, [0, 1] * 490 + [1, 0] * 10)  # 2% errors
+>>> stream = error_stream(StreamingConfig(), reference, ["accuracy"])
+>>> stream.detector_name, round(stream.reference_error, 3)
+('adwin', 0.02)
+>>> rng = np.random.default_rng(0)
+>>> labels = [int(rng.random() < 0.5) for _ in range(3000)]
+>>> worse = [1 - y if i > 1000 and rng.random() < 0.3 else y for i, y in enumerate(labels)]
+>>> alarms = stream.feed({"prediction": worse, "label": labels}, list(range(3000)))
+>>> 1000 < alarms[0].ts < 1400, stream.still_open(0, 0, max_drop=0.05)
+(True, True)
+
+References
+----------
+A. Bifet and R. Gavaldà, "Learning from time-changing data with adaptive windowing", SDM
+2007 (ADWIN); E. S. Page, "Continuous inspection schemes", Biometrika 1954 (Page-Hinkley);
+O. Cobb, A. Van Looveren and J. Klaise, "Sequential multivariate change detection with
+calibrated and memoryless false detection rates", AISTATS 2022 (OnlineCVM / OnlineMMD).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +57,10 @@ from detectors.drift.config import StreamingConfig
 from detectors.drift.performance import Evaluation
 from detectors.drift.profile import CategoricalProfile, NumericProfile, ReferenceProfile, _canon
 from detectors.drift.sources import Columns
-from detectors.drift.streaming import ADWIN, OnlineCVM, OnlineMMD, PageHinkley
+from detectors.drift.streaming.adwin import ADWIN
+from detectors.drift.streaming.base import DriftDetector
+from detectors.drift.streaming.online import OnlineCVM, OnlineMMD
+from detectors.drift.streaming.page_hinkley import PageHinkley
 
 #: Most categories of one feature given their own one-hot column in the MMD encoding.
 MAX_ONE_HOT = 20
@@ -94,7 +124,34 @@ def _number(v: Any) -> float:
         return math.nan
 
 
-class DistributionStream:
+class MonitorStream(ABC):
+    """One monitor's rows fed to one ``DriftDetector``; what a streaming evaluation reads."""
+
+    detector: DriftDetector
+    detector_name: str
+
+    @abstractmethod
+    def feed(self, columns: Columns, ts: Sequence[float]) -> list[Alarm]:
+        """Feed a batch of rows in time order; the alarms it raised."""
+
+    @abstractmethod
+    def still_open(self, rows_since_alarm: int, hold_rows: int, max_drop: float) -> bool:
+        """Whether an open alarm's Finding stays open after this batch."""
+
+    @property
+    def statistic(self) -> float:
+        return float(self.detector.statistic)
+
+    @property
+    def threshold(self) -> float:
+        return float(self.detector.threshold)
+
+    def feature_statistics(self) -> dict[str, float]:
+        """The latest step's statistic per feature (detectors that score features)."""
+        return {}
+
+
+class DistributionStream(MonitorStream):
     """Sequential drift detection on a data, prediction or LLM monitor's columns."""
 
     def __init__(
@@ -104,12 +161,11 @@ class DistributionStream:
         kind = config.detector
         if kind == "auto":
             kind = "cvm"
-        self.detector_name: str = kind
+        self.detector_name = kind
         self.encoder = Encoder(profile, one_hot=kind == "mmd")
         # alibi-detect's online detectors take no missing values.
         self._fill_missing = backend == "alibi"
         x_ref = self._encode(reference, profile.n_rows)
-        self.detector: Any
         if backend == "alibi":
             from detectors.drift.alibi_backend import online_detector
 
@@ -165,87 +221,154 @@ class DistributionStream:
         self._tail = {k: v[-w:] for k, v in joined.items()}
         return alarms
 
-    @property
-    def statistic(self) -> float:
-        return float(self.detector.statistic)
-
-    @property
-    def threshold(self) -> float:
-        return float(self.detector.threshold)
+    def still_open(self, rows_since_alarm: int, hold_rows: int, max_drop: float) -> bool:
+        """Open until ``hold_rows`` rows have passed without another alarm."""
+        return rows_since_alarm < hold_rows
 
     def feature_statistics(self) -> dict[str, float]:
-        """The latest step's statistic per feature (OnlineCVM only)."""
-        if not isinstance(self.detector, OnlineCVM):
+        """The latest step's statistic per feature (native OnlineCVM only)."""
+        scores = self.detector.feature_scores()
+        if scores is None:
             return {}
-        return dict(zip(self.encoder.features, self.detector.feature_statistics.tolist(), strict=True))
+        return dict(zip(self.encoder.features, scores.tolist(), strict=True))
 
     def explain(self, alarm: Alarm, options: CompareOptions) -> DriftReport:
         """The alarming window against the reference, feature by feature."""
         return compare(self.profile, alarm.window, options)
 
 
-class ErrorStream:
-    """Sequential detection of worsening errors on a performance monitor's labelled rows."""
+class ErrorStream(MonitorStream):
+    """Sequential detection of worsening errors on a performance monitor's labelled rows
+    (``columns``: ``prediction`` and ``label``)."""
 
-    def __init__(self, config: StreamingConfig, reference: Evaluation, metrics: Sequence[str]) -> None:
+    detector_name: str
+    #: What one row's error is, in the Finding's words.
+    what: str
+    #: The reference's error level (error rate, or mean absolute error).
+    reference_error: float
+
+    def __init__(self, config: StreamingConfig, reference: Evaluation) -> None:
         self.config, self.reference = config, reference
-        kind = config.detector
-        regression = set(metrics) <= {"mae", "rmse"}
-        if kind == "auto":
-            kind = "page_hinkley" if regression else "adwin"
-        self.detector_name = kind
-        self.regression = kind == "page_hinkley"
-        if self.regression:
-            err = np.abs(reference.pred_num - reference.label_num)
-            err = err[~np.isnan(err)]
-            self.reference_error = float(err.mean()) if err.size else 0.0
-            unit = max(self.reference_error, 1e-9)
-            self.detector: ADWIN | PageHinkley = PageHinkley(
-                delta=config.ph_allowance * unit, threshold=config.ph_threshold * unit
-            )
-        else:
-            self.reference_error = float(np.mean(reference.pred != reference.label)) if reference.n else 0.0
-            self.detector = ADWIN(delta=config.delta)
 
+    @property
+    def level(self) -> float:
+        """The error level since the detector's last change."""
+        return float(self.detector.mean)  # type: ignore[attr-defined]
+
+    @abstractmethod
     def errors(self, current: Evaluation) -> np.ndarray:
-        if self.regression:
-            return np.abs(current.pred_num - current.label_num)
-        return (current.pred != current.label).astype(np.float64)
+        """Each labelled row's error."""
 
-    def feed(self, current: Evaluation, ts: Sequence[float]) -> list[Alarm]:
+    @abstractmethod
+    def worse(self, level: float) -> bool:
+        """Whether a change to ``level`` counts as drift."""
+
+    @abstractmethod
+    def degraded(self, max_drop: float) -> bool:
+        """Whether errors since the last change are still worse than the reference by more
+        than ``max_drop``. Neither detector alarms again while a new, worse level simply
+        persists, so this, not a count of rows, decides when a performance Finding closes."""
+
+    def feed(self, columns: Columns, ts: Sequence[float]) -> list[Alarm]:
+        current = Evaluation(
+            columns.get("prediction", []), columns.get("label", []), None, positive=self.reference.positive
+        )
         alarms = []
         for i, e in enumerate(self.errors(current).tolist()):
             if math.isnan(e) or not self.detector.update(e):
                 continue
-            # ADWIN reports any change in the mean; only a worse error rate is drift here.
-            level = self.detector.mean
-            if self.regression or level > self.reference_error:
+            if self.worse(self.level):
                 alarms.append(Alarm(float(ts[i]), self.statistic, self.threshold, {}))
         return alarms
 
+    def still_open(self, rows_since_alarm: int, hold_rows: int, max_drop: float) -> bool:
+        return self.degraded(max_drop)
+
+
+class ErrorRateStream(ErrorStream):
+    """ADWIN on a classifier's 0/1 errors; only a rise of the error rate counts."""
+
+    detector_name = "adwin"
+    what = "error rate"
+
+    def __init__(self, config: StreamingConfig, reference: Evaluation) -> None:
+        super().__init__(config, reference)
+        self.reference_error = float(np.mean(reference.pred != reference.label)) if reference.n else 0.0
+        self.detector: ADWIN = ADWIN(delta=config.delta)
+
+    def errors(self, current: Evaluation) -> np.ndarray:
+        return (current.pred != current.label).astype(np.float64)
+
+    def worse(self, level: float) -> bool:
+        # ADWIN reports any change in the mean; only a worse error rate is drift here.
+        return level > self.reference_error
+
     def degraded(self, max_drop: float) -> bool:
-        """Whether errors since the last change are still worse than the reference by more
-        than ``max_drop`` (absolute for error rates, relative for absolute errors). Neither
-        detector alarms again while a new, worse level simply persists, so this, not a
-        count of rows, decides when a performance Finding closes."""
-        level = float(self.detector.mean)
-        if self.regression:
-            return level > self.reference_error * (1.0 + max_drop)
-        return level > self.reference_error + max_drop
+        """Absolute: the error rate exceeds the reference's by more than ``max_drop``."""
+        return self.level > self.reference_error + max_drop
 
     @property
     def statistic(self) -> float:
-        """Page-Hinkley's cumulative statistic, or ADWIN's current error rate."""
-        if isinstance(self.detector, PageHinkley):
-            return float(self.detector.statistic)
-        return float(self.detector.mean)
+        """ADWIN's current error rate."""
+        return self.level
 
     @property
     def threshold(self) -> float:
-        """Page-Hinkley's alarm threshold, or the reference error rate ADWIN's must exceed."""
-        if isinstance(self.detector, PageHinkley):
-            return float(self.detector.threshold)
+        """The reference error rate ADWIN's must exceed."""
         return self.reference_error
 
 
-__all__ = ["Alarm", "DistributionStream", "Encoder", "ErrorStream"]
+class AbsoluteErrorStream(ErrorStream):
+    """Page-Hinkley on a regressor's absolute errors (it detects increases only)."""
+
+    detector_name = "page_hinkley"
+    what = "absolute error"
+
+    def __init__(self, config: StreamingConfig, reference: Evaluation) -> None:
+        super().__init__(config, reference)
+        err = np.abs(reference.pred_num - reference.label_num)
+        err = err[~np.isnan(err)]
+        self.reference_error = float(err.mean()) if err.size else 0.0
+        unit = max(self.reference_error, 1e-9)
+        self.detector: PageHinkley = PageHinkley(
+            delta=config.ph_allowance * unit, threshold=config.ph_threshold * unit
+        )
+
+    def errors(self, current: Evaluation) -> np.ndarray:
+        return np.abs(current.pred_num - current.label_num)
+
+    def worse(self, level: float) -> bool:
+        return True
+
+    def degraded(self, max_drop: float) -> bool:
+        """Relative: the mean absolute error exceeds the reference's by more than ``max_drop``."""
+        return self.level > self.reference_error * (1.0 + max_drop)
+
+
+#: The error stream of each ``streaming.detector`` a performance monitor may name.
+ERROR_STREAMS: Mapping[str, type[ErrorStream]] = {
+    "adwin": ErrorRateStream,
+    "page_hinkley": AbsoluteErrorStream,
+}
+
+
+def error_stream(config: StreamingConfig, reference: Evaluation, metrics: Sequence[str]) -> ErrorStream:
+    """The error stream a performance monitor's ``streaming`` block names (``auto``:
+    Page-Hinkley when every metric is a regression one, else ADWIN)."""
+    kind = config.detector
+    if kind == "auto":
+        kind = "page_hinkley" if set(metrics) <= {"mae", "rmse"} else "adwin"
+    return ERROR_STREAMS[kind](config, reference)
+
+
+__all__ = [
+    "ERROR_STREAMS",
+    "AbsoluteErrorStream",
+    "Alarm",
+    "DistributionStream",
+    "Encoder",
+    "ErrorRateStream",
+    "ErrorStream",
+    "MonitorStream",
+    "error_stream",
+]
