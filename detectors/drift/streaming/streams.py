@@ -48,7 +48,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -124,6 +124,22 @@ def _number(v: Any) -> float:
         return math.nan
 
 
+class DistributionDetector(NamedTuple):
+    """A distribution monitor's detector: native, alibi-detect's, and how rows are encoded."""
+
+    native: type[OnlineCVM] | type[OnlineMMD]
+    alibi: str
+    #: One-hot categories and standardised numbers (a kernel's input) instead of ordinal codes.
+    one_hot: bool
+
+
+#: The detector of each ``streaming.detector`` a data, prediction or LLM monitor may name.
+DISTRIBUTION_DETECTORS: Mapping[str, DistributionDetector] = {
+    "cvm": DistributionDetector(OnlineCVM, "CVMDriftOnline", one_hot=False),
+    "mmd": DistributionDetector(OnlineMMD, "MMDDriftOnline", one_hot=True),
+}
+
+
 class MonitorStream(ABC):
     """One monitor's rows fed to one ``DriftDetector``; what a streaming evaluation reads."""
 
@@ -158,11 +174,10 @@ class DistributionStream(MonitorStream):
         self, config: StreamingConfig, profile: ReferenceProfile, reference: Columns, backend: str
     ) -> None:
         self.config, self.profile = config, profile
-        kind = config.detector
-        if kind == "auto":
-            kind = "cvm"
+        kind = "cvm" if config.detector == "auto" else config.detector
+        choice = DISTRIBUTION_DETECTORS[kind]
         self.detector_name = kind
-        self.encoder = Encoder(profile, one_hot=kind == "mmd")
+        self.encoder = Encoder(profile, one_hot=choice.one_hot)
         # alibi-detect's online detectors take no missing values.
         self._fill_missing = backend == "alibi"
         x_ref = self._encode(reference, profile.n_rows)
@@ -170,18 +185,16 @@ class DistributionStream(MonitorStream):
             from detectors.drift.alibi_backend import online_detector
 
             # alibi-detect's online detectors step at every row.
-            alibi_kind = "MMDDriftOnline" if kind == "mmd" else "CVMDriftOnline"
-            self.detector_name = f"alibi:{alibi_kind}"
+            self.detector_name = f"alibi:{choice.alibi}"
             self.detector = online_detector(
-                alibi_kind,
+                choice.alibi,
                 x_ref,
                 ert=config.ert,
                 window_size=config.window_size,
                 n_bootstraps=config.n_bootstraps,
             )
         else:
-            native = OnlineMMD if kind == "mmd" else OnlineCVM
-            self.detector = native(
+            self.detector = choice.native(
                 x_ref,
                 window_size=config.window_size,
                 ert=config.ert / config.stride,
@@ -362,6 +375,7 @@ def error_stream(config: StreamingConfig, reference: Evaluation, metrics: Sequen
 
 
 __all__ = [
+    "DISTRIBUTION_DETECTORS",
     "ERROR_STREAMS",
     "AbsoluteErrorStream",
     "Alarm",
