@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from alerts.config import AlertsConfig
 
 if TYPE_CHECKING:
-    from alerts.engine import AlertService
+    from alerts.pipeline import AlertService
     from mlvigil.context import ServiceContext
 
 __all__ = ["AlertsConfig", "build"]
@@ -19,7 +19,7 @@ __all__ = ["AlertsConfig", "build"]
 def build(cfg: AlertsConfig | dict[str, Any], ctx: ServiceContext) -> list[AlertService]:
     """The alerts component, subscribed to the FindingBook, with its routes on ``ctx.routes``."""
     from alerts.api import routes
-    from alerts.engine import AlertService
+    from alerts.pipeline import AlertService
 
     config = cfg if isinstance(cfg, AlertsConfig) else AlertsConfig.model_validate(cfg)
     service = AlertService(

@@ -11,10 +11,10 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from alerts.engine import AlertService
+from alerts.pipeline import AlertService
 from mlvigil.config import parse_duration
 from mlvigil.endpoint import ApiError, BodyModel, QueryModel, Response, endpoint, json_response
-from mlvigil.outbox import DELIVERED, DELIVERING, EXPIRED, FAILED, PENDING
+from mlvigil.outbox import DELIVERED, DELIVERING, EXPIRED, FAILED, PENDING, Message
 
 #: Most matchers in one mute, and the longest matcher (a regex is matched on every alert).
 MAX_MATCHERS = 64
@@ -23,12 +23,20 @@ MAX_MATCHER_CHARS = 1024
 OutboxState = Annotated[str, Field(pattern=f"^({PENDING}|{DELIVERING}|{DELIVERED}|{FAILED}|{EXPIRED})$")]
 
 
-def _summary(doc: dict[str, Any], with_payload: bool) -> dict[str, Any]:
-    out = {k: doc[k] for k in ("id", "target", "state", "created_at", "expires_at", "delivered_at", "meta")}
-    out["next_attempt_at"] = doc["next_attempt_at"] if doc["state"] == "pending" else None
-    out["attempts"] = doc["attempts"]
+def _summary(msg: Message, with_payload: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": msg.id,
+        "target": msg.target,
+        "state": msg.state,
+        "created_at": msg.created_at,
+        "expires_at": msg.expires_at,
+        "delivered_at": msg.delivered_at,
+        "meta": msg.meta,
+        "next_attempt_at": msg.next_attempt_at if msg.state == PENDING else None,
+        "attempts": [a.to_doc() for a in msg.attempts],
+    }
     if with_payload:
-        out["payload"] = doc["payload"]
+        out["payload"] = msg.payload
     return out
 
 

@@ -33,6 +33,10 @@ class SlackReceiver(Strict):
     send_resolved: bool = True
 
 
+# The optional ReceiverConfig fields naming an integration; exactly one is set.
+INTEGRATION_FIELDS = ("alertmanager", "webhook", "slack")
+
+
 class ReceiverConfig(Strict):
     name: str = Field(min_length=1)
     alertmanager: AlertmanagerReceiver | None = None
@@ -42,14 +46,21 @@ class ReceiverConfig(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ReceiverConfig:
-        kinds = [k for k in ("alertmanager", "webhook", "slack") if getattr(self, k) is not None]
+        kinds = [k for k in INTEGRATION_FIELDS if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("a receiver needs exactly one of alertmanager, webhook, slack")
         return self
 
     @property
     def kind(self) -> str:
-        return "alertmanager" if self.alertmanager else "webhook" if self.webhook else "slack"
+        """The integration's config key (``alertmanager``, ``webhook`` or ``slack``)."""
+        return next(k for k in INTEGRATION_FIELDS if getattr(self, k) is not None)
+
+    @property
+    def integration(self) -> AlertmanagerReceiver | WebhookReceiver | SlackReceiver:
+        """The one integration section that is set."""
+        section: AlertmanagerReceiver | WebhookReceiver | SlackReceiver = getattr(self, self.kind)
+        return section
 
 
 class RouteConfig(Strict):

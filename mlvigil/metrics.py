@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -83,14 +85,65 @@ class Telemetry:
             ["detector"],
             registry=r,
         )
-        self._firing_keys: set[tuple[str, str]] = set()
+        # A (kind, severity) seen once stays exported, at 0 when nothing fires.
+        self._firing = OwnedSeries(zero_stale=True)
 
     def set_firing(self, counts: dict[tuple[str, str], int]) -> None:
-        for key in self._firing_keys - set(counts):
-            self.findings_firing.labels(*key).set(0)
-        for key, n in counts.items():
-            self.findings_firing.labels(*key).set(n)
-        self._firing_keys |= set(counts)
+        self._firing.sync("findings", {(self.findings_firing, key): n for key, n in counts.items()})
 
     def exposition(self, openmetrics: bool = False) -> bytes:
         return generate_openmetrics(self.registry) if openmetrics else generate_latest(self.registry)
+
+
+class OwnedSeries:
+    """Gauge series grouped by the thing that owns them (a monitor, a training run), so a
+    thing that goes away takes all its series with it: the one way to forget stale series.
+
+    With ``zero_stale`` a forgotten series stays exported at 0 instead of being removed (for
+    counts such as "findings firing", where 0 is the answer, not "unknown").
+
+    Examples
+    --------
+    >>> r = CollectorRegistry()
+    >>> g = Gauge("demo_value", "A value.", ["owner", "part"], registry=r)
+    >>> series = OwnedSeries()
+    >>> series.set("m1", g, ("m1", "a"), 1.0)
+    >>> series.sync("m1", {(g, ("m1", "b")): 2.0})  # a is gone, b is new
+    >>> r.get_sample_value("demo_value", {"owner": "m1", "part": "a"}) is None
+    True
+    >>> series.forget("m1")
+    >>> r.get_sample_value("demo_value", {"owner": "m1", "part": "b"}) is None
+    True
+    """
+
+    def __init__(self, *, zero_stale: bool = False) -> None:
+        self.zero_stale = zero_stale
+        self._series: dict[str, dict[tuple[Gauge, tuple[str, ...]], None]] = {}
+
+    def set(self, owner: str, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+        """Set one series and remember that ``owner`` has it."""
+        gauge.labels(*labels).set(value)
+        self.track(owner, gauge, labels)
+
+    def track(self, owner: str, gauge: Gauge, labels: tuple[str, ...]) -> None:
+        self._series.setdefault(owner, {})[(gauge, labels)] = None
+
+    def sync(self, owner: str, values: dict[tuple[Gauge, tuple[str, ...]], float]) -> None:
+        """Make ``values`` the owner's series: the others it had are forgotten."""
+        old = self._series.get(owner, {})
+        self._drop([s for s in old if s not in values])
+        for (gauge, labels), value in values.items():
+            gauge.labels(*labels).set(value)
+        self._series[owner] = {**old, **dict.fromkeys(values)} if self.zero_stale else dict.fromkeys(values)
+
+    def forget(self, owner: str) -> None:
+        """Remove (or zero) every series ``owner`` has set."""
+        self._drop(list(self._series.pop(owner, {})))
+
+    def _drop(self, series: list[tuple[Gauge, tuple[str, ...]]]) -> None:
+        for gauge, labels in series:
+            if self.zero_stale:
+                gauge.labels(*labels).set(0)
+            else:
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)

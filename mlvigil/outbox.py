@@ -28,9 +28,10 @@ import random
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import aiohttp
 from pydantic import Field
 
 from mlvigil.aio import stop_task, wait_event
@@ -97,6 +98,121 @@ class Outcome:
 
 
 @dataclass
+class Attempt:
+    """One delivery attempt, as kept in a message's ``attempts`` history."""
+
+    at: float
+    duration_s: float
+    #: ``delivered``, ``retry`` or ``failed``.
+    outcome: str
+    status: int | None = None
+    error: str | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "duration_s": self.duration_s,
+            "outcome": self.outcome,
+            "status": self.status,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Attempt:
+        return cls(
+            at=float(doc["at"]),
+            duration_s=float(doc.get("duration_s", 0.0)),
+            outcome=str(doc["outcome"]),
+            status=doc.get("status"),
+            error=doc.get("error"),
+        )
+
+
+@dataclass
+class Message:
+    """One recorded message: what is sent, to which target, and its delivery state.
+
+    The stored JSON document is written by :meth:`to_doc` and read by :meth:`from_doc` only,
+    so the stored format lives in one place.
+
+    Examples
+    --------
+    >>> m = Message.from_doc({"id": "m1", "target": "hook", "order_key": "m1", "seq": 0,
+    ...     "payload": {"n": 1}, "meta": {}, "state": "pending", "created_at": 1.0,
+    ...     "expires_at": 2.0, "next_attempt_at": 1.0, "attempts": [],
+    ...     "delivered_at": None, "result": None})
+    >>> m.payload, m.state, m.last_attempt is None
+    ({'n': 1}, 'pending', True)
+    >>> Message.from_doc(m.to_doc()) == m
+    True
+    """
+
+    id: str
+    target: str
+    payload: dict[str, Any]
+    state: str
+    created_at: float
+    expires_at: float
+    next_attempt_at: float
+    order_key: str = ""
+    seq: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    attempts: list[Attempt] = field(default_factory=list)
+    delivered_at: float | None = None
+    #: What the receiver answered that is worth keeping (e.g. the run id it created).
+    result: dict[str, Any] | None = None
+    #: The replica that recorded it (shared stores only).
+    recorded_by: str | None = None
+
+    @property
+    def last_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def copy(self) -> Message:
+        """A copy whose attempt list can be extended without touching this one."""
+        return replace(self, attempts=list(self.attempts))
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "target": self.target,
+            "order_key": self.order_key or self.id,
+            "seq": self.seq,
+            "payload": self.payload,
+            "meta": self.meta,
+            "state": self.state,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "next_attempt_at": self.next_attempt_at,
+            "attempts": [a.to_doc() for a in self.attempts],
+            "delivered_at": self.delivered_at,
+            "result": self.result,
+        }
+        if self.recorded_by is not None:
+            doc["recorded_by"] = self.recorded_by
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Message:
+        return cls(
+            id=str(doc["id"]),
+            target=str(doc["target"]),
+            payload=doc.get("payload") or {},
+            state=str(doc["state"]),
+            created_at=float(doc["created_at"]),
+            expires_at=float(doc["expires_at"]),
+            next_attempt_at=float(doc["next_attempt_at"]),
+            order_key=str(doc.get("order_key") or doc["id"]),
+            seq=int(doc.get("seq", 0)),
+            meta=dict(doc.get("meta") or {}),
+            attempts=[Attempt.from_doc(a) for a in doc.get("attempts") or []],
+            delivered_at=doc.get("delivered_at"),
+            result=doc.get("result"),
+            recorded_by=doc.get("recorded_by"),
+        )
+
+
+@dataclass
 class NewMessage:
     id: str
     target: str
@@ -107,8 +223,8 @@ class NewMessage:
     ttl: float | None = None
 
 
-Sender = Callable[[dict[str, Any]], Awaitable[Outcome]]
-ResultHook = Callable[[dict[str, Any]], None]
+Sender = Callable[[Message], Awaitable[Outcome]]
+ResultHook = Callable[[Message], None]
 
 
 class Outbox:
@@ -132,13 +248,13 @@ class Outbox:
         self._max_done = max_done
         self._rng = rng or random.Random()
         self._lock = threading.RLock()
-        self._docs: dict[str, dict[str, Any]] = {}
+        self._docs: dict[str, Message] = {}
         self._seq = itertools.count()
         self._in_flight: set[str] = set()
         # Ids not yet terminal: what the dispatcher scans (finished history can be large).
         self._open: set[str] = set()
         # State changes the store could not take yet (it was unavailable); written on a later pass.
-        self._unsaved: dict[str, dict[str, Any]] = {}
+        self._unsaved: dict[str, Message] = {}
         # Replicas on a shared store: messages are claimed before each attempt, and the
         # others' messages are read back every ``refresh_every`` seconds (mlvigil.coordination).
         self.claims = message_claims(store)
@@ -153,13 +269,13 @@ class Outbox:
     def load(self) -> None:
         """(Re)read the collection; anything not terminal is pending again."""
         with self._lock:
-            docs = self.store.list_docs(self.collection)
-            for doc in docs.values():
-                if doc.get("state") == DELIVERING:
-                    doc["state"] = PENDING
+            docs = {i: Message.from_doc(d) for i, d in self.store.list_docs(self.collection).items()}
+            for msg in docs.values():
+                if msg.state == DELIVERING:
+                    msg.state = PENDING
             self._docs = docs
-            self._open = {i for i, d in docs.items() if d["state"] not in TERMINAL}
-            top = max((int(d.get("seq", 0)) for d in docs.values()), default=-1)
+            self._open = {i for i, m in docs.items() if m.state not in TERMINAL}
+            top = max((m.seq for m in docs.values()), default=-1)
             self._seq = itertools.count(top + 1)
             self._in_flight.clear()
 
@@ -168,59 +284,55 @@ class Outbox:
         second record of the same notification is a no-op), in one transaction."""
         now = self._clock()
         with self._lock:
-            new: dict[str, dict[str, Any]] = {}
+            new: dict[str, Message] = {}
             for m in messages:
                 if m.id in self._docs or m.id in new:
                     continue
                 if self.claims is not None and (stored := self.store.get_doc(self.collection, m.id)):
                     # Recorded by another replica already: never reset it to pending.
-                    self._docs[m.id] = stored
-                    if stored["state"] not in TERMINAL:
+                    self._docs[m.id] = Message.from_doc(stored)
+                    if self._docs[m.id].state not in TERMINAL:
                         self._open.add(m.id)
                     continue
                 policy = policy_for(m.target)
-                new[m.id] = {
-                    "id": m.id,
-                    "target": m.target,
-                    "order_key": m.order_key or m.id,
-                    "seq": next(self._seq),
-                    "payload": m.payload,
-                    "meta": m.meta,
-                    "state": PENDING,
-                    "created_at": now,
-                    "expires_at": now + (m.ttl if m.ttl is not None else policy.expire_after),
-                    "next_attempt_at": now,
-                    "attempts": [],
-                    "delivered_at": None,
-                    "result": None,
-                }
-                if self.claims is not None:
-                    new[m.id]["recorded_by"] = self.claims.holder
+                new[m.id] = Message(
+                    id=m.id,
+                    target=m.target,
+                    order_key=m.order_key or m.id,
+                    seq=next(self._seq),
+                    payload=m.payload,
+                    meta=m.meta,
+                    state=PENDING,
+                    created_at=now,
+                    expires_at=now + (m.ttl if m.ttl is not None else policy.expire_after),
+                    next_attempt_at=now,
+                    recorded_by=self.claims.holder if self.claims is not None else None,
+                )
             if new:
-                self.store.put_docs(self.collection, new)
+                self.store.put_docs(self.collection, {i: m.to_doc() for i, m in new.items()})
                 self._docs.update(new)
                 self._open.update(new)
             return list(new)
 
     def update_meta(self, msg_id: str, **meta: Any) -> None:
         with self._lock:
-            doc = self._docs.get(msg_id)
-            if doc is None:
+            msg = self._docs.get(msg_id)
+            if msg is None:
                 return
-            doc["meta"] = {**doc.get("meta", {}), **meta}
-            self._save({msg_id: doc})
+            msg.meta = {**msg.meta, **meta}
+            self._save({msg_id: msg})
 
-    def _save(self, docs: dict[str, dict[str, Any]]) -> None:
+    def _save(self, msgs: dict[str, Message]) -> None:
         """Write state changes; if the store cannot take them now (disk full), keep them
         to write on a later pass instead of failing the attempt whose outcome they record."""
         try:
-            self.store.put_docs(self.collection, docs)
+            self.store.put_docs(self.collection, {i: m.to_doc() for i, m in msgs.items()})
         except Exception as exc:
             if not self._unsaved:  # once per outage, not once per pass
                 log.warning("%s: cannot save message state now (%s); will retry", self.collection, exc)
-            self._unsaved.update(docs)
+            self._unsaved.update(msgs)
         else:
-            for msg_id in docs:
+            for msg_id in msgs:
                 self._unsaved.pop(msg_id, None)
 
     @property
@@ -243,17 +355,19 @@ class Outbox:
         if self.claims is None or now - self._refreshed_at < self.refresh_every:
             return
         self._refreshed_at = now
-        pending = self.store.list_docs(self.collection, states=[PENDING])
+        pending = {
+            i: Message.from_doc(d) for i, d in self.store.list_docs(self.collection, states=[PENDING]).items()
+        }
         with self._lock:
             gone = [i for i in self._open if i not in pending and i not in self._in_flight]
         finished = {i: self.store.get_doc(self.collection, i) for i in gone}
         with self._lock:
             top = -1
-            for msg_id, doc in pending.items():
-                top = max(top, int(doc.get("seq", 0)))
+            for msg_id, msg in pending.items():
+                top = max(top, msg.seq)
                 if msg_id in self._in_flight or msg_id in self._unsaved:
                     continue
-                self._docs[msg_id] = doc
+                self._docs[msg_id] = msg
                 self._open.add(msg_id)
             for msg_id, fdoc in finished.items():
                 if msg_id in self._in_flight or msg_id in self._unsaved or msg_id not in self._open:
@@ -262,7 +376,7 @@ class Outbox:
                     self._docs.pop(msg_id, None)
                     self._open.discard(msg_id)
                 elif fdoc.get("state") in TERMINAL:
-                    self._docs[msg_id] = fdoc
+                    self._docs[msg_id] = Message.from_doc(fdoc)
                     self._open.discard(msg_id)
             # Keep this replica's next message after every one it has seen (order keys span replicas).
             nxt = next(self._seq)
@@ -274,30 +388,32 @@ class Outbox:
         if self.claims is None:
             return True
         with self._lock:
-            doc = self._docs.get(msg_id) or {}
-            by = doc.get("recorded_by")
+            msg = self._docs.get(msg_id)
+            by = msg.recorded_by if msg else None
             if (
-                by not in (None, self.claims.holder)
-                and doc["created_at"] > self._clock() - self.takeover_after
+                msg is not None
+                and by not in (None, self.claims.holder)
+                and msg.created_at > self._clock() - self.takeover_after
             ):
                 # Its recorder is sending it now; what it writes around the message (a retrain
                 # trigger's state) is not stored yet either.
                 self._in_flight.discard(msg_id)
                 return False
         try:
-            claimed, stored = self.claims.claim(self.collection, msg_id, ttl)
+            claimed, stored_doc = self.claims.claim(self.collection, msg_id, ttl)
         except Exception as exc:
             log.warning("%s: cannot claim %s now (%s); will retry", self.collection, msg_id, exc)
-            claimed, stored = False, None
+            claimed, stored_doc = False, None
+        stored = Message.from_doc(stored_doc) if stored_doc is not None else None
         with self._lock:
             if stored is not None and not claimed:
                 self._docs[msg_id] = stored
-                if stored.get("state") in TERMINAL:
+                if stored.state in TERMINAL:
                     self._open.discard(msg_id)
             elif claimed and stored is not None:
                 # The stored copy carries the attempts other replicas made.
                 self._docs[msg_id] = stored
-                if stored["next_attempt_at"] > self._clock():
+                if stored.next_attempt_at > self._clock():
                     claimed = False  # another replica attempted it meanwhile and set its backoff
                     self.claims.release(self.collection, msg_id)
             if not claimed:
@@ -305,117 +421,117 @@ class Outbox:
         return claimed
 
     # -- reading -------------------------------------------------------------------------
-    def get(self, msg_id: str) -> dict[str, Any] | None:
+    def get(self, msg_id: str) -> Message | None:
+        """A copy of one message (its state as stored: ``delivering`` is not shown here)."""
         with self._lock:
-            doc = self._docs.get(msg_id)
-            return _copy(doc) if doc else None
+            msg = self._docs.get(msg_id)
+            return msg.copy() if msg else None
 
     def messages(
         self, *, state: str | None = None, target: str | None = None, limit: int = 1000
-    ) -> list[dict[str, Any]]:
-        """Newest first, with delivery history."""
+    ) -> list[Message]:
+        """Newest first, with delivery history; ``state`` shows ``delivering`` too."""
         with self._lock:
-            docs = [
-                d
-                for d in self._docs.values()
-                if (state is None or self._state(d) == state) and (target is None or d["target"] == target)
+            msgs = [
+                m
+                for m in self._docs.values()
+                if (state is None or self._state(m) == state) and (target is None or m.target == target)
             ]
-            docs.sort(key=lambda d: -int(d["seq"]))
-            return [{**_copy(d), "state": self._state(d)} for d in docs[:limit]]
+            msgs.sort(key=lambda m: -m.seq)
+            return [replace(m.copy(), state=self._state(m)) for m in msgs[:limit]]
 
     def counts(self) -> dict[str, int]:
         with self._lock:
             out: dict[str, int] = {}
-            for d in self._docs.values():
-                s = self._state(d)
+            for m in self._docs.values():
+                s = self._state(m)
                 out[s] = out.get(s, 0) + 1
             return out
 
-    def _state(self, doc: dict[str, Any]) -> str:
-        return DELIVERING if doc["id"] in self._in_flight else str(doc["state"])
+    def _state(self, msg: Message) -> str:
+        return DELIVERING if msg.id in self._in_flight else msg.state
 
     # -- dispatching ---------------------------------------------------------------------
     def take_due(
         self, now: float, capacity: Callable[[str], int], policy_for: Callable[[str], RetryPolicy]
-    ) -> list[dict[str, Any]]:
+    ) -> list[Message]:
         """Claim the messages to attempt now: the oldest unfinished message of each order key,
         if it is due and its target has capacity. Expired ones are marked on the way."""
         with self._lock:
-            heads: dict[str, dict[str, Any]] = {}
-            expired: dict[str, dict[str, Any]] = {}
+            heads: dict[str, Message] = {}
+            expired: dict[str, Message] = {}
             for msg_id in list(self._open):
-                d = self._docs[msg_id]
-                if d["state"] != PENDING:
+                m = self._docs[msg_id]
+                if m.state != PENDING:
                     continue
-                if d["expires_at"] <= now and d["id"] not in self._in_flight:
-                    d["state"] = EXPIRED
-                    expired[d["id"]] = d
+                if m.expires_at <= now and m.id not in self._in_flight:
+                    m.state = EXPIRED
+                    expired[m.id] = m
                     self._open.discard(msg_id)
                     continue
-                cur = heads.get(d["order_key"])
-                if cur is None or d["seq"] < cur["seq"]:
-                    heads[d["order_key"]] = d
+                cur = heads.get(m.order_key)
+                if cur is None or m.seq < cur.seq:
+                    heads[m.order_key] = m
             if expired:
                 self._save(expired)
             used: dict[str, int] = {}
-            taken: list[dict[str, Any]] = []
-            for d in sorted(heads.values(), key=lambda d: d["seq"]):
-                if d["id"] in self._in_flight or d["next_attempt_at"] > now:
+            taken: list[Message] = []
+            for m in sorted(heads.values(), key=lambda m: m.seq):
+                if m.id in self._in_flight or m.next_attempt_at > now:
                     continue
-                target = d["target"]
-                room = capacity(target) - used.get(target, 0)
+                room = capacity(m.target) - used.get(m.target, 0)
                 if room <= 0:
                     continue
-                used[target] = used.get(target, 0) + 1
-                self._in_flight.add(d["id"])
-                taken.append(_copy(d))
+                used[m.target] = used.get(m.target, 0) + 1
+                self._in_flight.add(m.id)
+                taken.append(m.copy())
             return taken
 
     def next_due_at(self) -> float | None:
         with self._lock:
             times = [
-                min(d["next_attempt_at"], d["expires_at"])
-                for d in (self._docs[i] for i in self._open)
-                if d["state"] == PENDING and d["id"] not in self._in_flight
+                min(m.next_attempt_at, m.expires_at)
+                for m in (self._docs[i] for i in self._open)
+                if m.state == PENDING and m.id not in self._in_flight
             ]
             return min(times) if times else None
 
-    def complete(self, msg_id: str, started: float, outcome: Outcome, policy: RetryPolicy) -> dict[str, Any]:
+    def complete(self, msg_id: str, started: float, outcome: Outcome, policy: RetryPolicy) -> Message:
         """Record one attempt's outcome and the message's next state; returns the message."""
         now = self._clock()
         with self._lock:
-            doc = self._docs[msg_id]
+            msg = self._docs[msg_id]
             self._in_flight.discard(msg_id)
-            attempt = {
-                "at": started,
-                "duration_s": round(now - started, 6),
-                "outcome": "delivered" if outcome.ok else ("retry" if outcome.retry else "failed"),
-                "status": outcome.status,
-                "error": outcome.error,
-            }
-            doc["attempts"] = [*doc["attempts"], attempt]
+            attempt = Attempt(
+                at=started,
+                duration_s=round(now - started, 6),
+                outcome="delivered" if outcome.ok else ("retry" if outcome.retry else "failed"),
+                status=outcome.status,
+                error=outcome.error,
+            )
+            msg.attempts = [*msg.attempts, attempt]
             if outcome.result is not None:
-                doc["result"] = outcome.result
-            n = len(doc["attempts"])
+                msg.result = outcome.result
+            n = len(msg.attempts)
             if outcome.ok:
-                doc["state"] = DELIVERED
-                doc["delivered_at"] = now
+                msg.state = DELIVERED
+                msg.delivered_at = now
             elif not outcome.retry or (policy.max_attempts and n >= policy.max_attempts):
-                doc["state"] = FAILED
+                msg.state = FAILED
             else:
                 delay = policy.backoff(n, self._rng)
                 if outcome.retry_after is not None:
                     delay = max(delay, outcome.retry_after)
-                doc["next_attempt_at"] = now + delay
-                doc["state"] = EXPIRED if doc["next_attempt_at"] >= doc["expires_at"] else PENDING
-            if doc["state"] in TERMINAL:
+                msg.next_attempt_at = now + delay
+                msg.state = EXPIRED if msg.next_attempt_at >= msg.expires_at else PENDING
+            if msg.state in TERMINAL:
                 self._open.discard(msg_id)
-            self._save({msg_id: doc})
+            self._save({msg_id: msg})
         if self.claims is not None:
             with contextlib.suppress(Exception):  # an unreleased claim expires by itself
                 self.claims.release(self.collection, msg_id)
         with self._lock:
-            return _copy(doc)
+            return msg.copy()
 
     def release(self, msg_id: str) -> None:
         """Give back a claimed message without an attempt (the dispatcher is stopping)."""
@@ -426,23 +542,17 @@ class Outbox:
         """Forget finished messages older than ``keep_done`` (and beyond ``max_done``)."""
         with self._lock:
             done = sorted(
-                (d for d in self._docs.values() if d["state"] in TERMINAL),
-                key=lambda d: d["seq"],
-                reverse=True,
+                (m for m in self._docs.values() if m.state in TERMINAL), key=lambda m: m.seq, reverse=True
             )
             drop = [
-                d["id"]
-                for i, d in enumerate(done)
-                if i >= self._max_done or d["created_at"] < now - self._keep_done
+                m.id
+                for i, m in enumerate(done)
+                if i >= self._max_done or m.created_at < now - self._keep_done
             ]
             for msg_id in drop:
                 self.store.delete_doc(self.collection, msg_id)
                 del self._docs[msg_id]
             return len(drop)
-
-
-def _copy(doc: dict[str, Any]) -> dict[str, Any]:
-    return {**doc, "attempts": list(doc.get("attempts", []))}
 
 
 @dataclass
@@ -559,52 +669,132 @@ class Dispatcher:
         now = self.outbox._clock()
         if self.outbox.claims is not None:
             await asyncio.to_thread(self.outbox.refresh, now)
-        for doc in self.outbox.take_due(now, self._capacity, self.policy_for):
-            self._running[doc["target"]] = self._running.get(doc["target"], 0) + 1
-            task = asyncio.create_task(self._attempt(doc))
+        for msg in self.outbox.take_due(now, self._capacity, self.policy_for):
+            self._running[msg.target] = self._running.get(msg.target, 0) + 1
+            task = asyncio.create_task(self._attempt(msg))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if now - self._last_prune > self._prune_every:
             self._last_prune = now  # first: a prune the store refuses waits a period, not a pass
             await asyncio.to_thread(self.outbox.prune, now)
 
-    async def _attempt(self, doc: dict[str, Any]) -> None:
-        target = self._targets[doc["target"]]
+    async def _attempt(self, msg: Message) -> None:
+        target = self._targets[msg.target]
         try:
             # Claimed for the attempt's timeout and the time to record its outcome (a replica
             # that dies mid-attempt holds the message this long at most).
             try:
-                claimed = await asyncio.to_thread(self.outbox.claim, doc["id"], target.policy.timeout + 10.0)
+                claimed = await asyncio.to_thread(self.outbox.claim, msg.id, target.policy.timeout + 10.0)
             except asyncio.CancelledError:
-                self.outbox.release(doc["id"])
+                self.outbox.release(msg.id)
                 raise
             if not claimed:
                 return
             started = self.outbox._clock()
             try:
-                outcome = await asyncio.wait_for(target.sender(doc), timeout=target.policy.timeout)
+                outcome = await asyncio.wait_for(target.sender(msg), timeout=target.policy.timeout)
             except TimeoutError:
                 outcome = Outcome(ok=False, error=f"timed out after {target.policy.timeout}s")
             except asyncio.CancelledError:
-                self.outbox.release(doc["id"])
+                self.outbox.release(msg.id)
                 raise
             except Exception as exc:
                 outcome = Outcome(ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
-            done = await asyncio.to_thread(self.outbox.complete, doc["id"], started, outcome, target.policy)
+            done = await asyncio.to_thread(self.outbox.complete, msg.id, started, outcome, target.policy)
             if not outcome.ok:
                 log.warning(
                     "%s: delivery of %s to %s failed (%s); state %s",
                     self.name,
-                    doc["id"],
-                    doc["target"],
+                    msg.id,
+                    msg.target,
                     outcome.error or outcome.status,
-                    done["state"],
+                    done.state,
                 )
             for hook in self._hooks:
                 try:
                     hook(done)
                 except Exception:
-                    log.exception("%s: result hook failed for %s", self.name, doc["id"])
+                    log.exception("%s: result hook failed for %s", self.name, msg.id)
         finally:
-            self._running[doc["target"]] -= 1
+            self._running[msg.target] -= 1
             self.wake()
+
+
+class OutboxService:
+    """The lifecycle shared by the components that deliver through an outbox (alerts,
+    retraining): an HTTP client session, the outbox and its dispatcher, and one background
+    loop that runs :meth:`step` when woken or after :meth:`next_wait` seconds.
+
+    Subclasses set ``name`` and override :meth:`restore` (run once, on a thread, when
+    started), :meth:`step` and :meth:`next_wait`; ``step_first`` says whether the loop steps
+    before its first wait.
+    """
+
+    name = "outbox"
+    step_first = True
+
+    def __init__(self, store: Store, collection: str, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._clock = clock
+        self.outbox = Outbox(store, collection, clock=clock)
+        self.dispatcher = Dispatcher(self.outbox, name=self.name)
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session senders use; only while started."""
+        if self._session is None:
+            raise RuntimeError(f"{self.name} service is not started")
+        return self._session
+
+    def restore(self) -> None:
+        """Rebuild in-memory state from the store after a (re)start (on a thread)."""
+
+    async def step(self) -> None:
+        """One pass of the background loop."""
+
+    def next_wait(self) -> float:
+        """Seconds until the next pass unless woken earlier."""
+        return 1.0
+
+    def wake(self) -> None:
+        """Run the next pass now; safe from any thread."""
+        loop, event = self._loop, self._event
+        if loop is not None and event is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(event.set)
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._event = asyncio.Event()
+        self._stopping = False
+        self._session = aiohttp.ClientSession()
+        await self.dispatcher.start()
+        await asyncio.to_thread(self.restore)
+        self._task = asyncio.create_task(self._run(), name=f"{self.name}-loop")
+
+    async def stop(self) -> None:
+        # The flag ends the loop at its next wake even if a cancellation were lost.
+        self._stopping = True
+        self.wake()
+        await stop_task(self._task)
+        self._task = None
+        await self.dispatcher.stop()
+        if self._session:
+            await self._session.close()
+            self._session = None
+
+    async def _run(self) -> None:
+        assert self._event is not None
+        if not self.step_first:
+            await wait_event(self._event, self.next_wait())
+        while not self._stopping:
+            self._event.clear()
+            try:
+                await self.step()
+            except Exception:
+                log.exception("%s: background pass failed", self.name)
+            await wait_event(self._event, self.next_wait())

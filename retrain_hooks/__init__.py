@@ -12,14 +12,14 @@ from retrain_hooks.config import RetrainConfig
 
 if TYPE_CHECKING:
     from mlvigil.context import ServiceContext
-    from retrain_hooks.engine import RetrainService
+    from retrain_hooks.service import RetrainService
 
 __all__ = ["RetrainConfig", "build"]
 
 
 def build(cfg: RetrainConfig | dict[str, Any], ctx: ServiceContext) -> list[RetrainService]:
     from retrain_hooks.api import routes
-    from retrain_hooks.engine import RetrainService
+    from retrain_hooks.service import RetrainService
 
     config = cfg if isinstance(cfg, RetrainConfig) else RetrainConfig.model_validate(cfg)
     service = RetrainService(config, ctx.store, ctx.book)

@@ -6,7 +6,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from mlvigil.endpoint import ApiError, BodyModel, QueryModel, endpoint, json_response
-from retrain_hooks.engine import RetrainService
+from retrain_hooks.service import RetrainService
 
 
 class TriggersQuery(QueryModel):

@@ -49,6 +49,10 @@ class WebhookTarget(Strict):
     secret: Secret | None = None
 
 
+# The optional TargetConfig fields naming a target type; exactly one is set.
+TARGET_FIELDS = ("kfp", "argo", "webhook")
+
+
 class TargetConfig(Strict):
     name: str = Field(min_length=1)
     kfp: KfpTarget | None = None
@@ -58,13 +62,20 @@ class TargetConfig(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> TargetConfig:
-        if sum(x is not None for x in (self.kfp, self.argo, self.webhook)) != 1:
+        if sum(getattr(self, k) is not None for k in TARGET_FIELDS) != 1:
             raise ValueError("a target needs exactly one of kfp, argo, webhook")
         return self
 
     @property
     def kind(self) -> str:
-        return "kfp" if self.kfp else "argo" if self.argo else "webhook"
+        """The target type's config key (``kfp``, ``argo`` or ``webhook``)."""
+        return next(k for k in TARGET_FIELDS if getattr(self, k) is not None)
+
+    @property
+    def section(self) -> KfpTarget | ArgoTarget | WebhookTarget:
+        """The one target section that is set."""
+        section: KfpTarget | ArgoTarget | WebhookTarget = getattr(self, self.kind)
+        return section
 
 
 SeverityName = Literal["info", "warning", "critical"]

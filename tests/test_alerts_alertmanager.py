@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from alerts.config import AlertsConfig
-from alerts.engine import AlertService
-from tests.fakes.alerting import Book, finding
+from alerts.pipeline import AlertService
+from tests.fakes.alerting import Scenario, finding
 from tests.fakes.receiver import RecordingReceiver
 
 BINARY = "/usr/bin/prometheus-alertmanager"
@@ -99,75 +99,72 @@ async def _ready(url: str) -> None:
 
 def test_real_alertmanager_delivers_firing_and_resolved_once_each(tmp_path: Path) -> None:
     async def scenario() -> None:
-        receiver = await RecordingReceiver().start()
-        with alertmanager(tmp_path, receiver.url + "/am") as am_url:
-            await _ready(am_url)
-            book = Book(tmp_path / "data")
-            cfg = AlertsConfig.model_validate(
-                {
-                    "receivers": [
-                        {
-                            "name": "am",
-                            # An unreachable second member: an HA pair where one is down
-                            # must not hold up the other.
-                            "alertmanager": {
-                                "urls": [am_url, f"http://127.0.0.1:{_free_port()}"],
-                                "resend_interval": "300ms",
-                            },
-                            "retry": {"initial_backoff": "50ms", "max_backoff": "200ms", "timeout": "2s"},
-                        }
-                    ],
-                    "tick": "50ms",
-                }
-            )
-            service = AlertService(cfg, book.store, book.book)
-            await service.start()
-            a, b = finding(model="a", severity="critical"), finding(model="b", severity="critical")
-            book.report(a, b)
-            got = await receiver.wait_for(1, timeout=15)
-            # Keep it firing through several re-sends (300ms) and Alertmanager group intervals (1s).
-            for _ in range(4):
+        async with Scenario(tmp_path / "data") as book:
+            receiver = await book.use(RecordingReceiver())
+            with alertmanager(tmp_path, receiver.url + "/am") as am_url:
+                await _ready(am_url)
+                cfg = AlertsConfig.model_validate(
+                    {
+                        "receivers": [
+                            {
+                                "name": "am",
+                                # An unreachable second member: an HA pair where one is down
+                                # must not hold up the other.
+                                "alertmanager": {
+                                    "urls": [am_url, f"http://127.0.0.1:{_free_port()}"],
+                                    "resend_interval": "300ms",
+                                },
+                                "retry": {"initial_backoff": "50ms", "max_backoff": "200ms", "timeout": "2s"},
+                            }
+                        ],
+                        "tick": "50ms",
+                    }
+                )
+                service = await book.use(AlertService(cfg, book.store, book.findings))
+                a, b = finding(model="a", severity="critical"), finding(model="b", severity="critical")
                 book.report(a, b)
-                await asyncio.sleep(0.5)
-            assert len(receiver.received) == 1, [r.json()["status"] for r in receiver.received]
-            book.report()  # both resolve
-            got = await receiver.wait_for(2, timeout=15)
-            await asyncio.sleep(2.5)  # two more group intervals: nothing else may arrive
-            assert len(receiver.received) == 2
+                got = await receiver.wait_for(1, timeout=15)
+                # Keep it firing through several re-sends (300ms) and Alertmanager group intervals (1s).
+                for _ in range(4):
+                    book.report(a, b)
+                    await asyncio.sleep(0.5)
+                assert len(receiver.received) == 1, [r.json()["status"] for r in receiver.received]
+                book.report()  # both resolve
+                got = await receiver.wait_for(2, timeout=15)
+                await asyncio.sleep(2.5)  # two more group intervals: nothing else may arrive
+                assert len(receiver.received) == 2
 
-            alerts_seen = await _am_alerts(am_url)
-            # A re-send to the working member may still be in flight: let it land before stopping.
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
+                alerts_seen = await _am_alerts(am_url)
+                # A re-send to the working member may still be in flight: let it land before stopping.
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20
 
-            def am0_settled() -> bool:
-                msgs = service.outbox.messages(target="am#0")
-                return bool(msgs) and all(m["state"] in ("delivered", "expired") for m in msgs)
+                def am0_settled() -> bool:
+                    msgs = service.outbox.messages(target="am#0")
+                    return bool(msgs) and all(m.state in ("delivered", "expired") for m in msgs)
 
-            while not am0_settled():
-                assert loop.time() < deadline, "messages to the working Alertmanager still open"
-                await asyncio.sleep(0.1)
-            await service.stop()
-            book.close()
-            first, second = (r.json() for r in got)
-            assert first["status"] == "firing" and first["groupLabels"] == {"alertname": "data_drift"}
-            assert sorted(x["labels"]["model"] for x in first["alerts"]) == ["a", "b"]
-            assert {x["labels"]["severity"] for x in first["alerts"]} == {"critical"}
-            assert first["alerts"][0]["annotations"]["summary"].startswith("data_drift on ")
-            assert second["status"] == "resolved"
-            assert sorted(x["labels"]["model"] for x in second["alerts"]) == ["a", "b"]
-            assert all(x["status"] == "resolved" for x in second["alerts"])
-            assert alerts_seen == []  # resolved alerts are no longer active in Alertmanager
-            # The working member got them all; the dead one's messages are still pending retry.
-            # A re-send that could not leave within its own interval (a loaded machine)
-            # expires instead: the next re-send carries the same alerts. Every firing and
-            # resolution must have been delivered.
-            am0 = service.outbox.messages(target="am#0")
-            transitions = [m for m in am0 if m["meta"]["kind"] == "alert"]
-            assert len(transitions) == 4 and all(m["state"] == "delivered" for m in transitions)
-            assert all(m["meta"]["kind"] == "resend" for m in am0 if m["state"] != "delivered")
-            assert any(m["state"] == "pending" for m in service.outbox.messages(target="am#1"))
-        await receiver.stop()
+                while not am0_settled():
+                    assert loop.time() < deadline, "messages to the working Alertmanager still open"
+                    await asyncio.sleep(0.1)
+                await service.stop()
+                first, second = (r.json() for r in got)
+                assert first["status"] == "firing" and first["groupLabels"] == {"alertname": "data_drift"}
+                assert sorted(x["labels"]["model"] for x in first["alerts"]) == ["a", "b"]
+                assert {x["labels"]["severity"] for x in first["alerts"]} == {"critical"}
+                assert first["alerts"][0]["annotations"]["summary"].startswith("data_drift on ")
+                assert second["status"] == "resolved"
+                assert sorted(x["labels"]["model"] for x in second["alerts"]) == ["a", "b"]
+                assert all(x["status"] == "resolved" for x in second["alerts"])
+                assert alerts_seen == []  # resolved alerts are no longer active in Alertmanager
+                # The working member got them all; the dead one's messages are still pending retry.
+                # A re-send that could not leave within its own interval (a loaded machine)
+                # expires instead: the next re-send carries the same alerts. Every firing and
+                # resolution must have been delivered.
+                am0 = service.outbox.messages(target="am#0")
+                transitions = [m for m in am0 if m.meta["kind"] == "alert"]
+                assert len(transitions) == 4 and all(m.state == "delivered" for m in transitions)
+                assert all(m.meta["kind"] == "resend" for m in am0 if m.state != "delivered")
+                assert any(m.state == "pending" for m in service.outbox.messages(target="am#1"))
 
     asyncio.run(scenario())
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from alerts.config import AlertsConfig
-from alerts.engine import AlertService
-from tests.fakes.alerting import Book, finding, until
+from alerts.pipeline import AlertService
+from tests.fakes.alerting import Scenario, finding, until
 from tests.fakes.receiver import RecordingReceiver
 from tests.harness import ServiceHandle
 
@@ -39,125 +39,106 @@ def _route(receiver: str, **kw: Any) -> dict[str, Any]:
 
 def test_mute_routes_and_repeat(tmp_path: Path) -> None:
     async def scenario() -> None:
-        crit, rest = await RecordingReceiver().start(), await RecordingReceiver().start()
-        book = Book(tmp_path)
-        cfg = _cfg(
-            [_hook("crit", crit.url), _hook("rest", rest.url)],
-            [_route("crit", matchers=['severity="critical"'], repeat_interval="600ms"), _route("rest")],
-        )
-        service = AlertService(cfg, book.store, book.book)
-        await service.start()
-        mute = service.add_mute(['model="b"'], duration=60)
-        book.report(finding(model="a", severity="critical"), finding(model="b"), finding(model="c"))
-        (c1,) = await crit.wait_for(1)
-        (r1,) = await rest.wait_for(1)
-        assert [x["labels"]["model"] for x in c1.json()["alerts"]] == ["a"]
-        assert [x["labels"]["model"] for x in r1.json()["alerts"]] == ["c"]  # b is muted
-        # Still firing and unchanged: the critical route repeats after its repeat_interval.
-        got = await crit.wait_for(2, timeout=5)
-        assert (
-            got[1].json()["alerts"] == c1.json()["alerts"]
-            and got[1].headers["webhook-id"] != c1.headers["webhook-id"]
-        )
-        # Unmuting makes b new to its group: notified once, with c.
-        assert service.delete_mute(mute.id)
-        got = await rest.wait_for(2)
-        assert sorted(x["labels"]["model"] for x in got[1].json()["alerts"]) == ["b", "c"]
-        await asyncio.sleep(0.5)
-        assert len(rest.received) == 2
-        await service.stop()
-        book.close()
-        await crit.stop()
-        await rest.stop()
+        async with Scenario(tmp_path) as book:
+            crit, rest = await book.use(RecordingReceiver()), await book.use(RecordingReceiver())
+            cfg = _cfg(
+                [_hook("crit", crit.url), _hook("rest", rest.url)],
+                [_route("crit", matchers=['severity="critical"'], repeat_interval="600ms"), _route("rest")],
+            )
+            service = await book.use(AlertService(cfg, book.store, book.findings))
+            mute = service.add_mute(['model="b"'], duration=60)
+            book.report(finding(model="a", severity="critical"), finding(model="b"), finding(model="c"))
+            (c1,) = await crit.wait_for(1)
+            (r1,) = await rest.wait_for(1)
+            assert [x["labels"]["model"] for x in c1.json()["alerts"]] == ["a"]
+            assert [x["labels"]["model"] for x in r1.json()["alerts"]] == ["c"]  # b is muted
+            # Still firing and unchanged: the critical route repeats after its repeat_interval.
+            got = await crit.wait_for(2, timeout=5)
+            assert (
+                got[1].json()["alerts"] == c1.json()["alerts"]
+                and got[1].headers["webhook-id"] != c1.headers["webhook-id"]
+            )
+            # Unmuting makes b new to its group: notified once, with c.
+            assert service.delete_mute(mute.id)
+            got = await rest.wait_for(2)
+            assert sorted(x["labels"]["model"] for x in got[1].json()["alerts"]) == ["b", "c"]
+            await asyncio.sleep(0.5)
+            assert len(rest.received) == 2
 
     asyncio.run(scenario())
 
 
 def test_restart_neither_repeats_nor_forgets(tmp_path: Path) -> None:
     async def scenario() -> None:
-        hook = await RecordingReceiver().start()
-        cfg = _cfg([_hook("hook", hook.url)], [_route("hook")])
-        book = Book(tmp_path)
-        service = AlertService(cfg, book.store, book.book)
-        await service.start()
-        book.report(finding(model="a"), finding(model="b"))
-        await hook.wait_for(1)
-        await service.stop()
-        book.report(finding(model="a"))  # b resolves while alerts are down
-        book.close()
+        async with Scenario(tmp_path) as book:
+            hook = await book.use(RecordingReceiver())
+            cfg = _cfg([_hook("hook", hook.url)], [_route("hook")])
+            service = await book.use(AlertService(cfg, book.store, book.findings))
+            book.report(finding(model="a"), finding(model="b"))
+            await hook.wait_for(1)
+            await service.stop()
+            book.report(finding(model="a"))  # b resolves while alerts are down
+            book.reopen()
 
-        book = Book(tmp_path)
-        service = AlertService(cfg, book.store, book.book)
-        await service.start()
-        got = await hook.wait_for(2)
-        await asyncio.sleep(0.5)
-        assert len(hook.received) == 2  # a is not re-announced, b's resolution is not lost
-        assert {(x["labels"]["model"], x["status"]) for x in got[1].json()["alerts"]} == {
-            ("a", "firing"),
-            ("b", "resolved"),
-        }
-        await service.stop()
-        book.close()
-        await hook.stop()
+            service = await book.use(AlertService(cfg, book.store, book.findings))
+            got = await hook.wait_for(2)
+            await asyncio.sleep(0.5)
+            assert len(hook.received) == 2  # a is not re-announced, b's resolution is not lost
+            assert {(x["labels"]["model"], x["status"]) for x in got[1].json()["alerts"]} == {
+                ("a", "firing"),
+                ("b", "resolved"),
+            }
 
     asyncio.run(scenario())
 
 
 def test_receiver_down_for_a_while_gets_everything_once_in_order(tmp_path: Path) -> None:
     async def scenario() -> None:
-        hook = await RecordingReceiver(status=503).start()
-        cfg = _cfg(
-            [_hook("hook", hook.url)],
-            [_route("hook", group_by=["model"], group_wait="0s", group_interval="50ms")],
-        )
-        book = Book(tmp_path)
-        service = AlertService(cfg, book.store, book.book)
-        await service.start()
-        models = [f"m{i}" for i in range(5)]
-        book.report(*(finding(model=m) for m in models))
-        await until(lambda: service.outbox.counts().get("pending") == 5, what="5 recorded")
-        await asyncio.sleep(0.1)
-        book.report()  # all resolve while the receiver is still down
-        await until(lambda: service.outbox.counts().get("pending") == 10, what="10 recorded")
-        await until(lambda: hook.refused >= 10, what="retries while down")
-        hook.status = 200
-        got = await hook.wait_for(10)
-        await asyncio.sleep(0.4)
-        assert len(hook.received) == 10 and len({r.headers["webhook-id"] for r in got}) == 10
-        for m in models:  # per group: firing, then resolved
-            seq = [r.json()["status"] for r in got if r.json()["groupLabels"] == {"model": m}]
-            assert seq == ["firing", "resolved"]
-        await service.stop()
-        book.close()
-        await hook.stop()
+        async with Scenario(tmp_path) as book:
+            hook = await book.use(RecordingReceiver(status=503))
+            cfg = _cfg(
+                [_hook("hook", hook.url)],
+                [_route("hook", group_by=["model"], group_wait="0s", group_interval="50ms")],
+            )
+            service = await book.use(AlertService(cfg, book.store, book.findings))
+            models = [f"m{i}" for i in range(5)]
+            book.report(*(finding(model=m) for m in models))
+            await until(lambda: service.outbox.counts().get("pending") == 5, what="5 recorded")
+            await asyncio.sleep(0.1)
+            book.report()  # all resolve while the receiver is still down
+            await until(lambda: service.outbox.counts().get("pending") == 10, what="10 recorded")
+            await until(lambda: hook.refused >= 10, what="retries while down")
+            hook.status = 200
+            got = await hook.wait_for(10)
+            await asyncio.sleep(0.4)
+            assert len(hook.received) == 10 and len({r.headers["webhook-id"] for r in got}) == 10
+            for m in models:  # per group: firing, then resolved
+                seq = [r.json()["status"] for r in got if r.json()["groupLabels"] == {"model": m}]
+                assert seq == ["firing", "resolved"]
 
     asyncio.run(scenario())
 
 
 def test_slack_message_is_actionable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> dict[str, Any]:
-        slack = await RecordingReceiver().start()
-        monkeypatch.setenv("SLACK_URL", slack.url + "/services/T/B/X")
-        cfg = AlertsConfig.model_validate(
-            {
-                "receivers": [
-                    {"name": "slack", "slack": {"webhook_url": {"env": "SLACK_URL"}}, "retry": FAST}
-                ],
-                "routes": [_route("slack")],
-                "tick": "20ms",
-                "dashboard_url": "http://grafana/d/mlvigil",
-            }
-        )
-        book = Book(tmp_path)
-        service = AlertService(cfg, book.store, book.book, external_url="http://mlvigil:9710")
-        await service.start()
-        book.report(finding(model="churn", severity="critical"))
-        (msg,) = await slack.wait_for(1)
-        await service.stop()
-        book.close()
-        await slack.stop()
-        assert msg.path == "/services/T/B/X"
-        return dict(msg.json())
+        async with Scenario(tmp_path) as book:
+            slack = await book.use(RecordingReceiver())
+            monkeypatch.setenv("SLACK_URL", slack.url + "/services/T/B/X")
+            cfg = AlertsConfig.model_validate(
+                {
+                    "receivers": [
+                        {"name": "slack", "slack": {"webhook_url": {"env": "SLACK_URL"}}, "retry": FAST}
+                    ],
+                    "routes": [_route("slack")],
+                    "tick": "20ms",
+                    "dashboard_url": "http://grafana/d/mlvigil",
+                }
+            )
+            await book.use(AlertService(cfg, book.store, book.findings, external_url="http://mlvigil:9710"))
+            book.report(finding(model="churn", severity="critical"))
+            (msg,) = await slack.wait_for(1)
+            assert msg.path == "/services/T/B/X"
+            return dict(msg.json())
 
     body = asyncio.run(scenario())
     text = " ".join(b["text"]["text"] for b in body["blocks"] if b["type"] == "section")

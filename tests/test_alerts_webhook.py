@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from alerts.config import AlertsConfig
-from alerts.engine import AlertService
-from tests.fakes.alerting import Book, finding, until
+from alerts.pipeline import AlertService
+from tests.fakes.alerting import Scenario, finding, until
 from tests.fakes.receiver import Received, RecordingReceiver
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
@@ -67,25 +67,20 @@ def test_grouped_signed_webhook_firing_then_resolved(tmp_path: Path, monkeypatch
     monkeypatch.setenv("TEST_WH_SECRET", SECRET)
 
     async def scenario() -> list[Received]:
-        receiver = await RecordingReceiver().start()
-        book = Book(tmp_path)
-        service = AlertService(
-            _config(receiver.url), book.store, book.book, external_url="http://mlvigil:9710"
-        )
-        await service.start()
-        a, b = finding(model="a"), finding(model="b")
-        book.report(a, b)
-        book.report(a, b)  # "updated" twice: de-duplicated on the fingerprint, no new alert
-        got = await receiver.wait_for(1)
-        book.report(a)  # b resolves
-        got = await receiver.wait_for(2)
-        book.report()  # a resolves
-        got = await receiver.wait_for(3)
-        await asyncio.sleep(0.6)  # more than a group_interval: nothing else may come
-        await service.stop()
-        await receiver.stop()
-        book.close()
-        return got
+        async with Scenario(tmp_path) as book:
+            receiver = await book.use(RecordingReceiver())
+            cfg = _config(receiver.url)
+            await book.use(AlertService(cfg, book.store, book.findings, external_url="http://mlvigil:9710"))
+            a, b = finding(model="a"), finding(model="b")
+            book.report(a, b)
+            book.report(a, b)  # "updated" twice: de-duplicated on the fingerprint, no new alert
+            got = await receiver.wait_for(1)
+            book.report(a)  # b resolves
+            got = await receiver.wait_for(2)
+            book.report()  # a resolves
+            got = await receiver.wait_for(3)
+            await asyncio.sleep(0.6)  # more than a group_interval: nothing else may come
+            return got
 
     got = asyncio.run(scenario())
     assert len(got) == 3
@@ -121,16 +116,12 @@ def test_tampered_or_unsigned_webhook_fails_verification(
     monkeypatch.setenv("TEST_WH_SECRET", SECRET)
 
     async def scenario() -> Received:
-        receiver = await RecordingReceiver().start()
-        book = Book(tmp_path)
-        service = AlertService(_config(receiver.url, group_wait="0s"), book.store, book.book)
-        await service.start()
-        book.report(finding())
-        got = await receiver.wait_for(1)
-        await service.stop()
-        await receiver.stop()
-        book.close()
-        return got[0]
+        async with Scenario(tmp_path) as book:
+            receiver = await book.use(RecordingReceiver())
+            await book.use(AlertService(_config(receiver.url, group_wait="0s"), book.store, book.findings))
+            book.report(finding())
+            got = await receiver.wait_for(1)
+            return got[0]
 
     r = asyncio.run(scenario())
     verify_standard_webhook(SECRET, r.headers, r.body)
@@ -161,13 +152,10 @@ def test_secret_is_never_logged_or_stored(
     )
 
     async def scenario() -> None:
-        book = Book(tmp_path)
-        service = AlertService(cfg, book.store, book.book)
-        await service.start()
-        book.report(finding())
-        await until(lambda: service.outbox.counts().get("failed"), what="slack attempts exhausted")
-        await service.stop()
-        book.close()
+        async with Scenario(tmp_path) as book:
+            service = await book.use(AlertService(cfg, book.store, book.findings))
+            book.report(finding())
+            await until(lambda: service.outbox.counts().get("failed"), what="slack attempts exhausted")
 
     with caplog.at_level("DEBUG"):
         asyncio.run(scenario())

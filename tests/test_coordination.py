@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -117,7 +116,7 @@ def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn
 
     import aiohttp
 
-    from mlvigil.outbox import Dispatcher, NewMessage, Outbox, Outcome, RetryPolicy
+    from mlvigil.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
     from tests.fakes.receiver import RecordingReceiver
 
     async def scenario() -> None:
@@ -132,9 +131,9 @@ def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn
             # At once, not after the recorder's head start: the claims alone keep them apart.
             d.outbox.takeover_after = 0.0
 
-            async def send(doc: dict[str, Any], who: str = f"r{i}") -> Outcome:
+            async def send(msg: Message, who: str = f"r{i}") -> Outcome:
                 sent_by.append(who)
-                async with session.post(receiver.url, data=doc["id"]) as r:
+                async with session.post(receiver.url, data=msg.id) as r:
                     return Outcome.from_http(r.status)
 
             d.add_target("hook", send, RetryPolicy(concurrency=2))

@@ -22,7 +22,8 @@ MUST_HAVE_EXAMPLES = [
       ("robust", "changepoint", "regression", "straggler", "goodput", "dataloader", "loss", "feed", "episodes")),
     *(f"detectors.estimation.{m}" for m in ("cbpe", "pape", "dle")),
     *(f"detectors.drift.streaming.{m.name}" for m in pkgutil.iter_modules(detectors.drift.streaming.__path__)
-      if not m.name.startswith("_") and m.name != "base"),
+      if not m.name.startswith("_")),
+    "detectors.drift.monitor",
 ]  # fmt: skip
 
 

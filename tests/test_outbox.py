@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from mlvigil.outbox import Dispatcher, NewMessage, Outbox, Outcome, RetryPolicy
+from mlvigil.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
 from mlvigil.store import StoreUnavailable
 from mlvigil.store.duckdb import DuckDBStore
+from tests.fakes.alerting import Scenario
 from tests.fakes.receiver import RecordingReceiver
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def test_record_is_durable_idempotent_and_resumed_after_reopen(tmp_path: Path) -
     # The same deterministic id again is not a second notification.
     assert box.record([NewMessage("m1", "t", {"n": 99})], _policy) == []
     claimed = box.take_due(box._clock(), lambda t: 10, _policy)
-    assert [d["id"] for d in claimed] == ["m1", "m2"]
+    assert [d.id for d in claimed] == ["m1", "m2"]
     assert box.counts() == {"delivering": 2}
     store.close()
 
@@ -54,7 +55,7 @@ def test_record_is_durable_idempotent_and_resumed_after_reopen(tmp_path: Path) -
     again = Outbox(store, "box")
     # "delivering" was never persisted: after a restart both are pending and due again.
     assert again.counts() == {"pending": 2}
-    assert again.get("m1")["payload"] == {"n": 1}  # type: ignore[index]
+    assert again.get("m1").payload == {"n": 1}  # type: ignore[union-attr]
     store.close()
 
 
@@ -79,17 +80,17 @@ def test_retry_permanent_failure_max_attempts_and_expiry(tmp_path: Path) -> None
 
     assert len(box.take_due(clock.t, lambda t: 10, lambda _: limited)) == 3
     # a: 503 then 503 -> failed after max_attempts; b: 400 -> failed at once; c: 429 honours Retry-After.
-    assert box.complete("a", clock.t, Outcome.from_http(503), limited)["state"] == "pending"
-    assert box.complete("b", clock.t, Outcome.from_http(400, "bad"), limited)["state"] == "failed"
+    assert box.complete("a", clock.t, Outcome.from_http(503), limited).state == "pending"
+    assert box.complete("b", clock.t, Outcome.from_http(400, "bad"), limited).state == "failed"
     c = box.complete("c", clock.t, Outcome.from_http(429, "", "30"), limited)
-    assert c["state"] == "pending" and c["next_attempt_at"] >= clock.t + 30
+    assert c.state == "pending" and c.next_attempt_at >= clock.t + 30
     clock.t += 2
-    assert [d["id"] for d in box.take_due(clock.t, lambda t: 10, lambda _: limited)] == ["a"]
-    assert box.complete("a", clock.t, Outcome.from_http(502), limited)["state"] == "failed"
+    assert [d.id for d in box.take_due(clock.t, lambda t: 10, lambda _: limited)] == ["a"]
+    assert box.complete("a", clock.t, Outcome.from_http(502), limited).state == "failed"
     clock.t += 200  # beyond expires_at
     assert box.take_due(clock.t, lambda t: 10, lambda _: limited) == []
-    assert box.get("c")["state"] == "expired"  # type: ignore[index]
-    assert [a["status"] for a in box.get("a")["attempts"]] == [503, 502]  # type: ignore[index]
+    assert box.get("c").state == "expired"  # type: ignore[union-attr]
+    assert [a.status for a in box.get("a").attempts] == [503, 502]  # type: ignore[union-attr]
     store.close()
     store = DuckDBStore(tmp_path)
     assert Outbox(store, "box").counts() == {"failed": 2, "expired": 1}
@@ -107,45 +108,42 @@ def test_same_order_key_is_delivered_in_order(tmp_path: Path) -> None:
         ],
         _policy,
     )
-    first = [d["id"] for d in box.take_due(box._clock(), lambda t: 10, _policy)]
+    first = [d.id for d in box.take_due(box._clock(), lambda t: 10, _policy)]
     assert first == ["fire", "other"]  # "resolve" waits for "fire"
     box.complete("fire", box._clock(), Outcome(ok=False), FAST)
     # fire is back to pending with a backoff: resolve still may not overtake it
-    assert "resolve" not in [d["id"] for d in box.take_due(box._clock() + 10, lambda t: 10, _policy)]
+    assert "resolve" not in [d.id for d in box.take_due(box._clock() + 10, lambda t: 10, _policy)]
     store.close()
 
 
 def test_dispatcher_retries_a_receiver_that_is_down_and_delivers_each_once(tmp_path: Path) -> None:
     async def scenario() -> None:
-        receiver = await RecordingReceiver(status=503).start()
-        store = DuckDBStore(tmp_path)
-        dispatcher = Dispatcher(Outbox(store, "box"))
+        async with Scenario(tmp_path) as stack:
+            receiver = await stack.use(RecordingReceiver(status=503))
+            dispatcher = Dispatcher(Outbox(stack.store, "box"))
 
-        async def send(doc: dict) -> Outcome:
-            import aiohttp
+            async def send(msg: Message) -> Outcome:
+                import aiohttp
 
-            async with (
-                aiohttp.ClientSession() as s,
-                s.post(receiver.url + "/hook", json=doc["payload"], headers={"webhook-id": doc["id"]}) as r,
-            ):
-                return Outcome.from_http(r.status)
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.post(receiver.url + "/hook", json=msg.payload, headers={"webhook-id": msg.id}) as r,
+                ):
+                    return Outcome.from_http(r.status)
 
-        dispatcher.add_target("hook", send, FAST)
-        await dispatcher.start()
-        dispatcher.record([NewMessage(f"m{i}", "hook", {"i": i}, order_key="g") for i in range(20)])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while receiver.refused < 5:  # it is really being retried while down
-            assert loop.time() < deadline
-            await asyncio.sleep(0.02)
-        receiver.status = 200
-        got = await receiver.wait_for(20)
-        await asyncio.sleep(0.3)  # a duplicate would arrive within the backoff window
-        assert [r.json()["i"] for r in got] == list(range(20))  # all, once each, in order
-        assert len({r.headers["webhook-id"] for r in receiver.received}) == 20 == len(receiver.received)
-        await dispatcher.stop()
-        await receiver.stop()
-        store.close()
+            dispatcher.add_target("hook", send, FAST)
+            await stack.use(dispatcher)
+            dispatcher.record([NewMessage(f"m{i}", "hook", {"i": i}, order_key="g") for i in range(20)])
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while receiver.refused < 5:  # it is really being retried while down
+                assert loop.time() < deadline
+                await asyncio.sleep(0.02)
+            receiver.status = 200
+            got = await receiver.wait_for(20)
+            await asyncio.sleep(0.3)  # a duplicate would arrive within the backoff window
+            assert [r.json()["i"] for r in got] == list(range(20))  # all, once each, in order
+            assert len({r.headers["webhook-id"] for r in receiver.received}) == 20 == len(receiver.received)
 
     asyncio.run(scenario())
 
@@ -167,30 +165,28 @@ def test_killed_between_recording_and_sending_sends_once_after_restart(tmp_path:
     assert proc.returncode == -signal.SIGKILL
 
     async def run_once() -> list[str]:
-        receiver = await RecordingReceiver().start()
-        store = DuckDBStore(tmp_path)
-        dispatcher = Dispatcher(Outbox(store, "box"))
-        import aiohttp
+        async with Scenario(tmp_path) as stack:
+            receiver = await stack.use(RecordingReceiver())
+            dispatcher = Dispatcher(Outbox(stack.store, "box"))
+            import aiohttp
 
-        async def send(doc: dict) -> Outcome:
-            async with (
-                aiohttp.ClientSession() as s,
-                s.post(receiver.url, json=doc["payload"], headers={"webhook-id": doc["id"]}) as r,
-            ):
-                return Outcome.from_http(r.status)
+            async def send(msg: Message) -> Outcome:
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.post(receiver.url, json=msg.payload, headers={"webhook-id": msg.id}) as r,
+                ):
+                    return Outcome.from_http(r.status)
 
-        dispatcher.add_target("hook", send, FAST)
-        await dispatcher.start()
-        delivered = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 3
-        while loop.time() < deadline and not delivered:
-            delivered = dispatcher.outbox.counts().get("delivered", 0) == 1
-            await asyncio.sleep(0.02)
-        await dispatcher.stop()
-        store.close()
-        await receiver.stop()
-        return [r.headers["webhook-id"] for r in receiver.received]
+            dispatcher.add_target("hook", send, FAST)
+            await stack.use(dispatcher)
+            delivered = False
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 3
+            while loop.time() < deadline and not delivered:
+                delivered = dispatcher.outbox.counts().get("delivered", 0) == 1
+                await asyncio.sleep(0.02)
+            await dispatcher.stop()
+            return [r.headers["webhook-id"] for r in receiver.received]
 
     assert asyncio.run(run_once()) == ["alert-1"]
     # A second restart finds it delivered: nothing is sent again.
@@ -203,36 +199,36 @@ if __name__ == "__main__":
 
 def test_stop_lets_an_attempt_in_flight_finish_so_a_restart_does_not_repeat_it(tmp_path: Path) -> None:
     async def scenario() -> None:
-        receiver = await RecordingReceiver(delay=0.5).start()
-        started = asyncio.Event()
+        async with Scenario(tmp_path) as stack:
+            receiver = await stack.use(RecordingReceiver(delay=0.5))
+            started = asyncio.Event()
 
-        async def send(doc: dict) -> Outcome:
-            import aiohttp
+            async def send(msg: Message) -> Outcome:
+                import aiohttp
 
-            started.set()
-            async with aiohttp.ClientSession() as s, s.post(receiver.url + "/hook", json=doc["payload"]) as r:
-                return Outcome.from_http(r.status)
+                started.set()
+                async with (
+                    aiohttp.ClientSession() as s,
+                    s.post(receiver.url + "/hook", json=msg.payload) as r,
+                ):
+                    return Outcome.from_http(r.status)
 
-        store = DuckDBStore(tmp_path)
-        dispatcher = Dispatcher(Outbox(store, "box"))
-        dispatcher.add_target("hook", send, FAST)
-        await dispatcher.start()
-        dispatcher.record([NewMessage("m1", "hook", {"i": 1})])
-        await asyncio.wait_for(started.wait(), 10)
-        await dispatcher.stop()  # the receiver is still sleeping on the request
-        assert len(receiver.received) == 1
-        assert dispatcher.outbox.messages()[0]["state"] == "delivered"
-        store.close()
+            dispatcher = Dispatcher(Outbox(stack.store, "box"))
+            dispatcher.add_target("hook", send, FAST)
+            await stack.use(dispatcher)
+            dispatcher.record([NewMessage("m1", "hook", {"i": 1})])
+            await asyncio.wait_for(started.wait(), 10)
+            await dispatcher.stop()  # the receiver is still sleeping on the request
+            assert len(receiver.received) == 1
+            assert dispatcher.outbox.messages()[0].state == "delivered"
+            stack.reopen()
 
-        store = DuckDBStore(tmp_path)
-        again = Dispatcher(Outbox(store, "box"))
-        again.add_target("hook", send, FAST)
-        await again.start()
-        assert again.outbox.messages()[0]["state"] == "delivered"
-        await again.stop()
-        assert len(receiver.received) == 1
-        await receiver.stop()
-        store.close()
+            again = Dispatcher(Outbox(stack.store, "box"))
+            again.add_target("hook", send, FAST)
+            await stack.use(again)
+            assert again.outbox.messages()[0].state == "delivered"
+            await again.stop()
+            assert len(receiver.received) == 1
 
     asyncio.run(scenario())
 
@@ -285,8 +281,8 @@ def test_dispatcher_survives_a_store_that_cannot_be_written(tmp_path: Path) -> N
     async def scenario() -> None:
         sent: list[str] = []
 
-        async def send(doc: dict[str, Any]) -> Outcome:
-            sent.append(doc["id"])
+        async def send(msg: Message) -> Outcome:
+            sent.append(msg.id)
             return Outcome(ok=True)
 
         store = FlakyStore(tmp_path)

@@ -50,7 +50,7 @@ def _exported_families() -> set[str]:
     AgentTelemetry(agent)
     names |= {m.name for m in agent.collect()}
     names |= {spec.prom for spec in METRICS.values()}
-    # The alerts engine's delivery counter (alerts/engine.py).
+    # The alerts engine's delivery counter (alerts/metrics.py).
     names.add("mlvigil_alerts_delivery_attempts")
     return names
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 
 from alerts.config import AlertsConfig
-from alerts.engine import AlertService
-from mlvigil.outbox import Dispatcher, NewMessage, Outbox, Outcome, RetryPolicy
+from alerts.pipeline import AlertService
+from mlvigil.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
 from mlvigil.store.duckdb import DuckDBStore
 from tests.fakes.alerting import Book, finding
 from tests.fakes.receiver import RecordingReceiver
@@ -31,8 +31,8 @@ async def outbox_throughput(n: int, delay: float, concurrency: int, data: Path) 
     dispatcher = Dispatcher(Outbox(store, "bench"))
     session = aiohttp.ClientSession()
 
-    async def send(doc: dict) -> Outcome:
-        async with session.post(receiver.url, json=doc["payload"], headers={"webhook-id": doc["id"]}) as r:
+    async def send(msg: Message) -> Outcome:
+        async with session.post(receiver.url, json=msg.payload, headers={"webhook-id": msg.id}) as r:
             return Outcome.from_http(r.status)
 
     dispatcher.add_target("hook", send, RetryPolicy(concurrency=concurrency))

@@ -42,6 +42,7 @@ import numpy as np
 from detectors.drift.compare import compare
 from detectors.drift.config import MonitorConfig, MonitorDefaults
 from detectors.drift.monitor import MonitorDetector
+from detectors.drift.monitors.windowed import compare_options
 from detectors.drift.sources import INFERENCE_COLUMNS, feature_columns
 from mlvigil.store.duckdb import DuckDBStore
 
@@ -117,16 +118,16 @@ def in_process(data_dir: Path, models: int, begin: float, end: float, samples: i
             t0 = time.perf_counter()
             det.evaluate(store, now)
             monitor_s.append(time.perf_counter() - t0)
-            rows = det._rows(store, until=now, last=10_000)
-            cols = det._columns(rows, store)
+            rows = det.ctx.source.rows(store, until=now, last=10_000)
+            cols = det.ctx.source.columns(rows, store)
             t0 = time.perf_counter()
-            compare(det._reference, cols, det._options())
+            compare(det.reference.model, cols, compare_options(det.ctx))
             stats_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             old = store.query(
-                "inferences", columns=INFERENCE_COLUMNS, until=now, where=det._where(), last=10_000
+                "inferences", columns=INFERENCE_COLUMNS, until=now, where=det.ctx.source.where(), last=10_000
             )
-            compare(det._reference, feature_columns(old), det._options())
+            compare(det.reference.model, feature_columns(old), compare_options(det.ctx))
             old_s.append(time.perf_counter() - t0)
         out["monitor_s"] = statistics.median(monitor_s)
         out["stats_s"] = statistics.median(stats_s)
@@ -139,17 +140,17 @@ def in_process(data_dir: Path, models: int, begin: float, end: float, samples: i
         t0 = time.perf_counter()
         big.evaluate(store, end)
         out["big_monitor_s"] = time.perf_counter() - t0
-        rows = big._rows(store, since=end - 3600, until=end)
-        cols = big._columns(rows, store)
+        rows = big.ctx.source.rows(store, since=end - 3600, until=end)
+        cols = big.ctx.source.columns(rows, store)
         out["big_rows"] = float(len(rows["ts"]))
         t0 = time.perf_counter()
-        compare(big._reference, cols, big._options())
+        compare(big.reference.model, cols, compare_options(big.ctx))
         out["big_stats_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         old = store.query(
-            "inferences", columns=INFERENCE_COLUMNS, since=end - 3600, until=end, where=big._where()
+            "inferences", columns=INFERENCE_COLUMNS, since=end - 3600, until=end, where=big.ctx.source.where()
         )
-        compare(big._reference, feature_columns(old), big._options())
+        compare(big.reference.model, feature_columns(old), compare_options(big.ctx))
         out["big_old_s"] = time.perf_counter() - t0
     finally:
         store.close()

@@ -2,8 +2,11 @@
 
 Layers, bottom up: ``stats`` (one two-sample test per module), ``profile`` (reference
 statistics computed once), ``multiple`` (correction across features), ``compare`` (one
-window against a profile), ``streaming`` (sequential detectors), ``monitor`` (a monitor
-as a Detector over the store), ``api`` (``/api/v1/monitors``) and ``cli`` (``mlvigil drift``).
+window against a profile), ``streaming`` (sequential detectors behind one base class, and
+the streams a monitor feeds them), ``monitors`` (a monitor's parts: row sources per kind,
+reference lifecycle, windowed / performance / streaming evaluators, the registry),
+``monitor`` (a monitor as a Detector, assembling those parts), ``api``
+(``/api/v1/monitors``) and ``cli`` (``mlvigil drift``).
 """
 
 from __future__ import annotations
@@ -22,16 +25,17 @@ if TYPE_CHECKING:
 def build(config: DriftConfig, ctx: ServiceContext) -> list[Detector | Calibrations]:
     """Monitors from the config and from the store; routes for ``/api/v1/monitors``; the
     calibration worker (a component: stopped with the service)."""
-    from detectors.drift.api import MonitorRegistry
+    from detectors.drift.api import MonitorRoutes
     from detectors.drift.calibration import Calibrations
     from detectors.drift.metrics import DriftMetrics
+    from detectors.drift.monitors.registry import MonitorRegistry
 
     if not config.enabled:
         return []
     calibrations = Calibrations(ctx.store, workers=config.calibration_workers)
     registry = MonitorRegistry(config, ctx, DriftMetrics(ctx.telemetry.registry), calibrations)
     detectors = registry.load()
-    ctx.routes.extend(registry.routes())
+    ctx.routes.extend(MonitorRoutes(registry).routes())
     ctx.services["drift"] = registry
     return [*detectors, calibrations]
 

@@ -6,8 +6,8 @@ the native engine: per-feature p-values for the univariate detectors, one p-valu
 multivariate ones (with the native per-feature results kept as the explanation).
 
 Its online detectors (``CVMDriftOnline``, ``MMDDriftOnline``, ``LSDDDriftOnline``) are
-wrapped by ``AlibiOnline`` behind the interface of the native streaming detectors
-(``detectors.drift.streaming.online``): ``update``, ``update_many``, ``reset``,
+wrapped by ``AlibiOnline`` behind the streaming detectors' base class
+(``detectors.drift.streaming.base.DriftDetector``): ``update``, ``update_many``, ``reset``,
 ``statistic``, ``threshold``, ``step`` and ``window_size``; ``online_detector`` builds one.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from typing import Any
@@ -26,6 +26,7 @@ from detectors.drift.compare import CompareOptions, DriftReport, FeatureDrift, c
 from detectors.drift.config import MonitorConfig
 from detectors.drift.multiple import correct
 from detectors.drift.profile import CategoricalProfile, ReferenceProfile, current_values
+from detectors.drift.streaming.base import DriftDetector
 from detectors.drift.streaming.online import check_calibration
 
 UNIVARIATE_DETECTORS = ("KSDrift", "CVMDrift", "ChiSquareDrift", "TabularDrift")
@@ -190,8 +191,8 @@ def _numpy(value: Any) -> np.ndarray:
     return np.asarray(value, dtype=np.float64)
 
 
-class AlibiOnline:
-    """An alibi-detect online detector behind the native streaming detectors' interface.
+class AlibiOnline(DriftDetector):
+    """An alibi-detect online detector behind the streaming detectors' base class (``DriftDetector``).
 
     Like ``OnlineCVM`` / ``OnlineMMD``: ``update(x)`` adds one observation and returns True
     on an alarm, ``update_many(xs)`` the positions in ``xs`` that alarmed; after an alarm the
@@ -272,10 +273,6 @@ class AlibiOnline:
         if self._since_trim >= _TRIM_EVERY:
             self._trim()
         return self.drift_detected
-
-    def update_many(self, xs: Iterable[Any]) -> list[int]:
-        """Feed observations (rows) in order; the positions in ``xs`` where an alarm fired."""
-        return [i for i, x in enumerate(xs) if self.update(x)]
 
     def _feature_step(self, stat: np.ndarray, thr: np.ndarray) -> None:
         """CVMDriftOnline: per-feature statistics (windows x features) against the step's

@@ -10,16 +10,16 @@ import asyncio
 import csv
 import io
 import math
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, Field, JsonValue, ValidationError, model_validator
 
 from collector.http_receiver import read_body
-from detectors.drift.calibration import Calibrations
-from detectors.drift.config import DriftConfig, MonitorConfig
-from detectors.drift.metrics import DriftMetrics
-from detectors.drift.monitor import REFERENCE_DOCS, MonitorDetector
+from detectors.drift.config import MonitorConfig
+from detectors.drift.monitor import MonitorDetector
+from detectors.drift.monitors.reference import REFERENCE_DOCS
+from detectors.drift.monitors.registry import MONITOR_DOCS, MonitorRegistry
 from detectors.drift.profile import rows_to_columns
 from mlvigil.endpoint import (
     ApiError,
@@ -30,10 +30,6 @@ from mlvigil.endpoint import (
     json_response,
 )
 
-if TYPE_CHECKING:
-    from mlvigil.context import ServiceContext
-
-MONITOR_DOCS = "drift_monitors"
 #: Most rows accepted in one posted reference dataset.
 MAX_REFERENCE_ROWS = 200_000
 #: Most distinct columns in one posted reference dataset (rows x columns is what it costs).
@@ -114,55 +110,30 @@ def _csv_rows(raw: bytes) -> list[dict[str, Any]]:
         csv.field_size_limit(old_limit)
 
 
-class MonitorRegistry:
-    """The live monitors of one service: config-declared and API-added."""
+class MonitorRoutes:
+    """The handlers of ``/api/v1/monitors`` over a service's ``MonitorRegistry``."""
 
-    def __init__(
-        self,
-        config: DriftConfig,
-        ctx: ServiceContext,
-        metrics: DriftMetrics | None,
-        calibrations: Calibrations | None = None,
-    ) -> None:
-        self.config = config
-        self.ctx = ctx
-        self.metrics = metrics
-        self.calibrations = calibrations
-        self.detectors: dict[str, MonitorDetector] = {}
-        self.from_config: set[str] = set()
+    def __init__(self, registry: MonitorRegistry) -> None:
+        self.registry = registry
+        self.ctx = registry.ctx
+        self.metrics = registry.metrics
 
-    def make(self, cfg: MonitorConfig) -> MonitorDetector:
-        return MonitorDetector(cfg.resolved(self.config.defaults), self.metrics, self.calibrations)
+    @property
+    def detectors(self) -> dict[str, MonitorDetector]:
+        return self.registry.detectors
 
-    def load(self) -> list[MonitorDetector]:
-        """Config monitors, then those added through the API before (config wins on a name clash)."""
-        for cfg in self.config.monitors:
-            self.detectors[cfg.name] = self.make(cfg)
-            self.from_config.add(cfg.name)
-        for name, doc in self.ctx.store.list_docs(MONITOR_DOCS).items():
-            if name in self.detectors:
-                continue
-            try:
-                self.detectors[name] = self.make(MonitorConfig.model_validate(doc))
-            except ValidationError:
-                continue
-        return list(self.detectors.values())
-
-    def describe(self, det: MonitorDetector) -> dict[str, Any]:
-        return {
-            "config": det.config.model_dump(mode="json"),
-            "source": "config" if det.config.name in self.from_config else "api",
-            "status": det.status(),
-        }
+    @property
+    def from_config(self) -> set[str]:
+        return self.registry.from_config
 
     # -- handlers ----------------------------------------------------------------------------
     @endpoint("All monitors with their configuration and last evaluation.", tags=("drift",))
     async def list_monitors(self, request: web.Request) -> web.Response:
-        return json_response({"monitors": [self.describe(d) for d in self.detectors.values()]})
+        return json_response({"monitors": [self.registry.describe(d) for d in self.detectors.values()]})
 
     @endpoint("One monitor, with its last report.", path=MonitorPath, errors=(404,), tags=("drift",))
     async def get(self, request: web.Request, path: MonitorPath) -> web.Response:
-        return json_response(self.describe(self._detector(path.name)))
+        return json_response(self.registry.describe(self._detector(path.name)))
 
     def _detector(self, name: str) -> MonitorDetector:
         det = self.detectors.get(name)
@@ -186,7 +157,7 @@ class MonitorRegistry:
         if cfg.name in self.from_config:
             raise ApiError(409, f"monitor {cfg.name!r} is declared in the config file; change it there")
         try:
-            det = self.make(cfg)
+            det = self.registry.make(cfg)
         except (ValueError, ValidationError) as exc:
             raise ApiError(400, f"body: {exc}") from None
         await asyncio.to_thread(self.ctx.store.put_doc, MONITOR_DOCS, cfg.name, cfg.model_dump(mode="json"))
@@ -194,7 +165,7 @@ class MonitorRegistry:
             await asyncio.to_thread(self.ctx.detector_loop.remove, self.detectors[cfg.name].name)
         self.detectors[cfg.name] = det
         self.ctx.detector_loop.add(det)
-        return json_response(self.describe(det), 201)
+        return json_response(self.registry.describe(det), 201)
 
     @endpoint(
         "Remove an API-added monitor and resolve what it had firing.",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from mlvigil.metrics import OwnedSeries
 
 
 class DriftMetrics:
@@ -54,53 +55,39 @@ class DriftMetrics:
             ["monitor"],
             registry=registry,
         )
-        self._labels: dict[str, list[tuple[Gauge, tuple[str, ...]]]] = {}
+        self._series = OwnedSeries()
 
     def publish(
         self, monitor: str, drifted: bool, n_reference: int, n_current: int, features: list[dict[str, Any]]
     ) -> None:
         self.forget(monitor)
-        keep: list[tuple[Gauge, tuple[str, ...]]] = []
+        series = self._series
         for f in features:
             labels = (monitor, str(f["feature"]), str(f.get("test", "")))
-            self.score.labels(*labels).set(float(f.get("distance") or 0.0))
-            keep.append((self.score, labels))
+            series.set(monitor, self.score, labels, float(f.get("distance") or 0.0))
             p = f.get("adjusted_p_value", f.get("p_value"))
             if p is not None:
-                self.p_value.labels(*labels).set(float(p))
-                keep.append((self.p_value, labels))
-            self.drifted.labels(monitor, str(f["feature"])).set(1.0 if f.get("drifted") else 0.0)
-            keep.append((self.drifted, (monitor, str(f["feature"]))))
-        self.drifted.labels(monitor, "").set(1.0 if drifted else 0.0)
-        self.window_rows.labels(monitor, "reference").set(n_reference)
-        self.window_rows.labels(monitor, "current").set(n_current)
-        keep += [
-            (self.drifted, (monitor, "")),
-            (self.window_rows, (monitor, "reference")),
-            (self.window_rows, (monitor, "current")),
-        ]
-        self._labels[monitor] = keep
+                series.set(monitor, self.p_value, labels, float(p))
+            series.set(monitor, self.drifted, (monitor, str(f["feature"])), 1.0 if f.get("drifted") else 0.0)
+        series.set(monitor, self.drifted, (monitor, ""), 1.0 if drifted else 0.0)
+        series.set(monitor, self.window_rows, (monitor, "reference"), n_reference)
+        series.set(monitor, self.window_rows, (monitor, "current"), n_current)
         self.evaluations.labels(monitor, "drift" if drifted else "no_drift").inc()
 
     def publish_estimates(self, monitor: str, values: dict[str, dict[str, float | None]]) -> None:
         """After ``publish``: {metric: {estimate, lower, upper, ...}}; None values are left out."""
-        keep = self._labels.setdefault(monitor, [])
         for metric, named in values.items():
             for name, value in named.items():
                 if value is None or value != value:
                     continue
-                self.estimate.labels(monitor, metric, name).set(float(value))
-                keep.append((self.estimate, (monitor, metric, name)))
+                self._series.set(monitor, self.estimate, (monitor, metric, name), float(value))
 
     def calibration(self, monitor: str, state: str) -> None:
         """After ``publish``: the monitor's min-P calibration state (``ready`` or not)."""
-        self.calibration_state.labels(monitor).set(0.0 if state == "ready" else 1.0)
-        self._labels.setdefault(monitor, []).append((self.calibration_state, (monitor,)))
+        self._series.set(monitor, self.calibration_state, (monitor,), 0.0 if state == "ready" else 1.0)
 
     def skipped(self, monitor: str, reason: str) -> None:
         self.evaluations.labels(monitor, reason).inc()
 
     def forget(self, monitor: str) -> None:
-        for gauge, labels in self._labels.pop(monitor, []):
-            with contextlib.suppress(KeyError):
-                gauge.remove(*labels)
+        self._series.forget(monitor)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections import defaultdict
-
 from prometheus_client import CollectorRegistry, Gauge
+
+from mlvigil.metrics import OwnedSeries
 
 
 class TrainingMetrics:
@@ -67,13 +66,10 @@ class TrainingMetrics:
             ["run_id"],
             registry=r,
         )
-        self._series: dict[str, set[tuple[Gauge, tuple[str, ...]]]] = defaultdict(set)
+        self._series = OwnedSeries()
 
     def set(self, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
-        gauge.labels(*labels).set(value)
-        self._series[labels[0]].add((gauge, labels))
+        self._series.set(labels[0], gauge, labels, value)
 
     def forget(self, run_id: str) -> None:
-        for gauge, labels in self._series.pop(run_id, set()):
-            with contextlib.suppress(KeyError):
-                gauge.remove(*labels)
+        self._series.forget(run_id)

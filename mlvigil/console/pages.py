@@ -440,7 +440,7 @@ class Console:
             return '<p class="muted">No alert receivers configured (the alerts section).</p>'
         rows = []
         for d in alerts.outbox.messages(limit=MAX_NOTIFICATIONS):
-            meta = d.get("meta") or {}
+            meta = d.meta
             ids = set(meta.get("firing") or []) | set(meta.get("resolved") or [])
             if meta.get("fingerprint"):
                 ids.add(meta["fingerprint"])
@@ -454,12 +454,12 @@ class Console:
                 status = meta.get("status") or meta.get("transition") or "firing"
             rows.append(
                 [
-                    esc(d.get("target")),
+                    esc(d.target),
                     esc(status),
-                    badge(str(d.get("state")), "delivery"),
-                    esc(_attempts(d.get("attempts"))),
-                    when(d.get("created_at")),
-                    when(d.get("delivered_at")),
+                    badge(d.state, "delivery"),
+                    esc(_attempts([a.to_doc() for a in d.attempts])),
+                    when(d.created_at),
+                    when(d.delivered_at),
                 ]
             )
         if not rows:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Protocol, TypeVar
 
 from mlvigil.engine import FindingBook
 from mlvigil.findings import Finding, Severity
@@ -50,3 +52,63 @@ async def until(fn: Callable[[], Any], timeout: float = 10.0, what: str = "condi
             raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(0.02)
     return value
+
+
+class Startable(Protocol):
+    def start(self) -> Awaitable[Any]: ...
+
+    def stop(self) -> Awaitable[Any]: ...
+
+
+S = TypeVar("S", bound=Startable)
+
+
+class Scenario:
+    """One test's parts: a real FindingBook, and the services and fakes it starts, each
+    stopped (last started first) and the store closed on exit, even when an assert failed.
+
+    ``async with Scenario(tmp_path) as s: svc = await s.use(AlertService(cfg, s.store, s.book))``
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.books = [Book(data_dir)]
+        self._stack = contextlib.AsyncExitStack()
+
+    @property
+    def book(self) -> Book:
+        return self.books[-1]
+
+    @property
+    def store(self) -> DuckDBStore:
+        return self.book.store
+
+    @property
+    def findings(self) -> FindingBook:
+        return self.book.book
+
+    def report(self, *findings: Finding, detector: str = "drift", now: float | None = None) -> list[Any]:
+        return self.book.report(*findings, detector=detector, now=now)
+
+    async def use(self, part: S) -> S:
+        """Start ``part`` (a service or a fake) and stop it when the scenario ends."""
+        await part.start()
+        self._stack.push_async_callback(part.stop)
+        return part
+
+    def reopen(self) -> Book:
+        """Close the store (a crash or restart) and open the same data directory again."""
+        self.book.close()
+        self.books.append(Book(self.data_dir))
+        return self.book
+
+    async def __aenter__(self) -> Scenario:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._stack.aclose()
+        finally:
+            self.book.close()

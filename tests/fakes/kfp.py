@@ -193,4 +193,5 @@ class FakeKfp:
 
     async def stop(self) -> None:
         if self._runner:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None
+            await runner.cleanup()

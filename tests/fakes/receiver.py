@@ -62,7 +62,8 @@ class RecordingReceiver:
 
     async def stop(self) -> None:
         if self._runner:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
 
     async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
         """Until ``count`` requests were accepted (or fail at the deadline)."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+from detectors.drift.streaming.base import DriftDetector
 
-class ADWIN:
+
+class ADWIN(DriftDetector):
     """Keeps the longest recent window whose halves have statistically equal means.
 
     The window is an exponential histogram: buckets of 2^i items (at most ``max_buckets``
@@ -45,6 +47,10 @@ class ADWIN:
         self, delta: float = 0.002, max_buckets: int = 5, clock: int = 32, min_window: int = 5
     ) -> None:
         self.delta, self.max_buckets, self.clock, self.min_window = delta, max_buckets, clock, min_window
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the window: the next observation starts a new one."""
         # rows[i]: buckets of 2^i items as (total, variance term), newest first.
         self.rows: list[list[tuple[float, float]]] = []
         self.width = 0
@@ -52,6 +58,9 @@ class ADWIN:
         self.variance = 0.0
         self.ticks = 0
         self.drift_detected = False
+        #: The window's mean (ADWIN's estimate); its bound varies per split, so no threshold.
+        self.statistic = 0.0
+        self.threshold = math.nan
 
     @property
     def mean(self) -> float:
@@ -65,6 +74,7 @@ class ADWIN:
         if self.ticks % self.clock == 0 and self.width > 2 * self.min_window:
             while self._cut_once():
                 self.drift_detected = True
+        self.statistic = self.mean
         return self.drift_detected
 
     def _insert(self, x: float) -> None:

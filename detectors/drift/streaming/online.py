@@ -17,13 +17,14 @@ Estimating a ``1 - 1/ert`` quantile needs many more simulated streams than ``ert
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import deque
 from typing import Any
 
 import numpy as np
 
 from detectors.drift.stats.mmd import sq_distances
+from detectors.drift.streaming.base import DriftDetector
 
 #: Simulated streams needed per unit of expected run time (about ten crossings per step).
 BOOTSTRAPS_PER_ERT = 10
@@ -57,7 +58,7 @@ def _calibrate(stats: np.ndarray, ert: float) -> np.ndarray:
     return out
 
 
-class _CalibratedWindow(ABC):
+class _CalibratedWindow(DriftDetector):
     def __init__(self, window_size: int, ert: float, stride: int, n_bootstraps: int) -> None:
         if window_size < 2 or stride < 1:
             raise ValueError("window_size must be at least 2 and stride at least 1")
@@ -101,10 +102,6 @@ class _CalibratedWindow(ABC):
         self.threshold = float(self.thresholds[min(self.step, self.thresholds.size - 1)])
         self.drift_detected = bool(self.statistic > self.threshold)
         return self.drift_detected
-
-    def update_many(self, xs: Any) -> list[int]:
-        """Feed observations in order; the positions (in ``xs``) where an alarm fired."""
-        return [i for i, x in enumerate(xs) if self.update(x)]
 
 
 class OnlineCVM(_CalibratedWindow):
@@ -206,6 +203,9 @@ class OnlineCVM(_CalibratedWindow):
             gaps[j] = _cvm_gap(x[None, :, j], ref_cdf[None, :])[0]
         self.feature_statistics = gaps / self.null_means
         return float(self.feature_statistics.max())
+
+    def feature_scores(self) -> np.ndarray:
+        return self.feature_statistics
 
 
 def _cvm_gap(window_sorted: np.ndarray, ref_cdf: np.ndarray) -> np.ndarray:

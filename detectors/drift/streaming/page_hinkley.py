@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from detectors.drift.streaming.base import DriftDetector
 
-class PageHinkley:
+
+class PageHinkley(DriftDetector):
     """Cumulative deviation from the running mean, alarmed when it rises ``threshold`` above its minimum.
 
     Parameters
@@ -44,10 +46,8 @@ class PageHinkley:
         self.cumulative = 0.0
         self.minimum = 0.0
         self.drift_detected = False
-
-    @property
-    def statistic(self) -> float:
-        return self.cumulative - self.minimum
+        #: The cumulative deviation above its minimum (``cumulative - minimum``).
+        self.statistic = 0.0
 
     def update(self, x: float) -> bool:
         """Add one observation; True when a change is detected (the detector then resets)."""
@@ -57,5 +57,6 @@ class PageHinkley:
         self.mean += (x - self.mean) / self.n
         self.cumulative = self.alpha * self.cumulative + (x - self.mean - self.delta)
         self.minimum = min(self.minimum, self.cumulative)
+        self.statistic = self.cumulative - self.minimum
         self.drift_detected = self.n >= self.min_instances and self.statistic > self.threshold
         return self.drift_detected
