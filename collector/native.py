@@ -114,4 +114,3 @@ def reference(
         if result.batch.rows(name):
             tables[name] = pa.Table.from_pydict({f.name: cols[f.name] for f in schema}, schema=schema)
     return result, tables
-
