@@ -37,7 +37,7 @@ if [ ${#need[@]} -gt 0 ]; then
     "${apt_get[@]}" install -y --no-install-recommends "${need[@]}"
 fi
 # The native normaliser (built by setup.sh): its unit tests, a bounded mutation fuzz of the
-# scanner (no panic on any mutated request) and clippy; about 3 minutes on a cold cache.
+# scanner (no panic on any mutated request) and clippy; 4-5 minutes on a cold cache (2 cores).
 native_tests() (
   cd native \
     && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} MLVIGIL_FUZZ_ITERATIONS=${MLVIGIL_FUZZ_ITERATIONS:-200000} \
