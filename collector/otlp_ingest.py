@@ -1,10 +1,18 @@
-"""Transport-independent ingest: admit, decode and normalise off the loop, queue, await commit.
+"""Transport-independent ingest: admit, normalise off the loop, log durably, acknowledge.
 
-Decoding and normalising run on a small pool of worker threads (``ingest.decode_workers``),
-never on the event loop that also serves the API, /healthz and the other receivers. How long
-one request can hold the GIL is bounded by the decoders' limits (see ``otlp_decode``); how
-many requests hold memory at once is bounded by ``ingest.max_requests_in_flight`` (beyond it:
-``Overloaded``, answered 429 / UNAVAILABLE with Retry-After).
+Normalising runs on a small pool of worker threads (``ingest.decode_workers``), never on the
+event loop that also serves the API, /healthz and the other receivers. With a write-ahead log
+(the DuckDB store) each request goes: gunzip -> the native normaliser on the protobuf bytes
+(OTLP/JSON is decoded and re-serialised to protobuf first, so there is one normaliser) ->
+Arrow tables appended to the log (IPC encoding on the worker thread) -> acknowledged once the
+log's group fdatasync covers it; a loader thread fills the store from the log. A request the
+native side leaves to the Python reference (``Unsupported``) is normalised by it, counted in
+``mlvigil_native_fallbacks_total``. Without a log (the PostgreSQL store) requests are
+normalised in Python and committed through ``IngestPipeline`` as before.
+
+How many requests hold memory at once is bounded by ``ingest.max_requests_in_flight``
+(beyond it: ``Overloaded``, 429 / UNAVAILABLE with Retry-After), and how much of the log is
+not loaded yet by ``ingest.log_max_bytes`` (beyond it: ``LogFull``, 503 / UNAVAILABLE).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,12 +29,16 @@ from google.protobuf.message import Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from prometheus_client import Counter
 
+from collector import native
 from collector.normalize import NORMALISERS, Normalised, NormaliseOptions
-from collector.otlp_decode import JsonLimits, count_items, decode, gunzip_limited
+from collector.otlp_decode import PROTOBUF, JsonLimits, count_items, decode, gunzip_limited
 from collector.pipeline import IngestPipeline, Overloaded
+from collector.wal import Position, WriteAheadLog
 from mlvigil.config import IngestConfig
 from mlvigil.metrics import Telemetry
+from mlvigil.store import StoreUnavailable
 
 T = TypeVar("T")
 
@@ -67,13 +79,38 @@ def _response(signal: str, rejected: int, message: str) -> Message:
     return resp
 
 
+@dataclass
+class _Logged:
+    """One request normalised and queued for the log: ``durable`` is done at its fdatasync
+    (None: no rows to log)."""
+
+    result: Normalised
+    durable: Future[Position] | None
+
+
 class OtlpIngest:
     """Shared by the gRPC and HTTP receivers, the CloudEvents route and the in-process GPU agent."""
 
-    def __init__(self, pipeline: IngestPipeline, telemetry: Telemetry, config: IngestConfig) -> None:
+    def __init__(
+        self,
+        pipeline: IngestPipeline,
+        telemetry: Telemetry,
+        config: IngestConfig,
+        *,
+        wal: WriteAheadLog | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.telemetry = telemetry
         self.config = config
+        self.wal = wal
+        if wal is not None:
+            native.require()
+        self.fallbacks = Counter(
+            "mlvigil_native_fallbacks",
+            "OTLP requests the native normaliser left to the Python reference (rare shapes).",
+            ["signal"],
+            registry=telemetry.registry,
+        )
         self.options = NormaliseOptions(
             keep_llm_content=config.keep_llm_content,
             keep_raw_spans=config.keep_raw_spans,
@@ -89,6 +126,8 @@ class OtlpIngest:
         Overloaded when none is free (and when the queue is full), before its body is read."""
         if self.pipeline.is_full():
             raise Overloaded(self.pipeline.retry_after)
+        if self.wal is not None:
+            self.wal.check_room()
         if self._in_flight >= self.config.max_requests_in_flight:
             raise Busy(self.pipeline.retry_after, self._in_flight)
         self._in_flight += 1
@@ -101,22 +140,63 @@ class OtlpIngest:
         """Run ``fn(*args)`` on a decode worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _decode_normalise(self, signal: str, body: bytes, content_type: str, gzipped: bool) -> Normalised:
+    async def visible(self, timeout: float = 5.0) -> None:
+        """Wait (bounded) until the records of every request acknowledged so far are in the
+        store: queries and evaluations read what was acknowledged before them."""
+        if self.wal is not None and not self.wal.all_loaded():
+            await asyncio.to_thread(self.wal.wait_loaded, timeout)
+
+    def close(self) -> None:
+        """Wait for the requests on the worker threads (their log appends) and stop them."""
+        self._executor.shutdown(wait=True)
+
+    def _decode_normalise(
+        self, signal: str, body: bytes, content_type: str, gzipped: bool
+    ) -> Normalised | _Logged:
         if gzipped:
             body = gunzip_limited(body, self.config.max_request_bytes)
+        if self.wal is not None:
+            message = None
+            if content_type != PROTOBUF:
+                message = decode(signal, body, content_type, self.json_limits)
+                body = message.SerializeToString()
+            return self._log(signal, body, message)
         message = decode(signal, body, content_type, self.json_limits)
         del body
         return self._normalise(signal, message)
 
-    def _normalise(self, signal: str, message: Message) -> Normalised:
+    def _normalise(self, signal: str, message: Message) -> Normalised | _Logged:
+        if self.wal is not None:
+            return self._log(signal, message.SerializeToString(), message)
         count_items(signal, message, self.config.max_items_per_request)
         return NORMALISERS[signal](message, self.options)
+
+    def _log(self, signal: str, body: bytes, message: Message | None) -> _Logged:
+        """Normalise protobuf ``body`` natively (the reference for a shape it leaves to it)
+        and queue its tables on the log; runs on a worker thread."""
+        assert self.wal is not None
+        limit = self.config.max_items_per_request
+        try:
+            result, tables = native.scan(signal, body, self.options, limit)
+        except Exception as exc:
+            if not native.is_unsupported(exc):
+                raise
+            self.fallbacks.labels(signal=signal).inc()
+            result, tables = native.reference(
+                signal, message if message is not None else body, self.options, limit
+            )
+        del body
+        tables = {name: t for name, t in tables.items() if t.num_rows}
+        if not tables:
+            return _Logged(result, None)
+        durable = self.wal.append(tables)
+        return _Logged(result, durable)
 
     async def export_bytes(
         self, signal: str, body: bytes, content_type: str, transport: str, *, gzipped: bool = False
     ) -> ExportResult:
         """Decode, normalise and durably store one encoded export request. Raises BadRequest,
-        TooLarge, and Overloaded/ShuttingDown from the queue."""
+        TooLarge, Overloaded/ShuttingDown, and StoreUnavailable (LogFull, a failed log write)."""
         t0 = time.perf_counter()
         result = await self.off_loop(self._decode_normalise, signal, body, content_type, gzipped)
         return await self._commit(signal, result, transport, t0)
@@ -127,10 +207,24 @@ class OtlpIngest:
         result = await self.off_loop(self._normalise, signal, request)
         return await self._commit(signal, result, transport, t0)
 
-    async def _commit(self, signal: str, result: Normalised, transport: str, t0: float) -> ExportResult:
+    async def _commit(
+        self, signal: str, outcome: Normalised | _Logged, transport: str, t0: float
+    ) -> ExportResult:
         tel = self.telemetry
+        result = outcome.result if isinstance(outcome, _Logged) else outcome
         tel.items_received.labels(signal=signal, transport=transport).inc(result.received)
-        await self.pipeline.submit(result.batch, result.accepted)
+        if isinstance(outcome, _Logged):
+            if outcome.durable is not None:
+                try:
+                    # The acknowledgement point: the log's group fdatasync covers this request.
+                    # Shielded: a client gone meanwhile must not cancel the writer's future.
+                    await asyncio.shield(asyncio.wrap_future(outcome.durable))
+                except OSError as exc:
+                    raise StoreUnavailable(
+                        f"the write-ahead log could not be written: {exc}", self.config.retry_after_seconds
+                    ) from None
+        else:
+            await self.pipeline.submit(result.batch, result.accepted)
         tel.items_accepted.labels(signal=signal, transport=transport).inc(result.accepted)
         for reason, n in result.reasons.items():
             tel.items_rejected.labels(signal=signal, transport=transport, reason=reason).inc(n)

@@ -328,6 +328,7 @@ class Api:
         ok={200: Response("OK", StatsOut)},
     )
     async def stats(self, request: web.Request) -> web.Response:
+        await self._visible()
         counts = await asyncio.to_thread(self.ctx.store.counts)
         return json_response(
             {
@@ -368,6 +369,7 @@ class Api:
         async def records(request: web.Request, query: Any) -> web.Response:
             given = query.model_dump(exclude_unset=True)
             where = {k: v for k, v in given.items() if k not in _RESERVED}
+            await self._visible()
             rows = await asyncio.to_thread(
                 self.ctx.store.query,
                 table,
@@ -395,10 +397,18 @@ class Api:
         ok={200: Response("OK", EvaluateOut)},
     )
     async def evaluate(self, request: web.Request) -> web.Response:
+        await self._visible()
         transitions = await asyncio.to_thread(self.ctx.detector_loop.evaluate_all)
         return json_response(
             {"transitions": [{"transition": t, "finding": f.to_dict()} for f, t in transitions]}
         )
+
+    async def _visible(self) -> None:
+        # Read-your-writes: what was acknowledged before this request is in what it reads
+        # (the write-ahead log's loader is normally milliseconds behind; bounded wait).
+        ingest = self.ctx.services.get("ingest")
+        if ingest is not None:
+            await ingest.visible()
 
     async def _submit(self, batch: RecordBatch) -> None:
         # Overloaded (429) and ShuttingDown (503) answer through error_response.

@@ -168,6 +168,14 @@ class IngestConfig(Strict):
     # How long a client may take to send a request's headers, and then its body (408 for a
     # slow body); also how long an idle keep-alive connection is kept open.
     read_timeout: Duration = Field(default=30.0, gt=0)
+    # Write-ahead log of OTLP records (the acknowledgement point); default <storage.data_dir>/wal.
+    log_dir: Path | None = None
+    # Bytes of the log not yet loaded into the store; beyond it: 503 / UNAVAILABLE + Retry-After.
+    log_max_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    # Size at which the log starts a new segment file (loaded segments are deleted whole).
+    log_segment_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # Log records (requests) the loader inserts into the store per transaction.
+    loader_max_records: int = Field(default=32, gt=0, le=100_000)
 
 
 class DetectorsConfig(Strict):

@@ -19,3 +19,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     .venv/bin/python -m pip install -c constraints.txt -e ".${extras:+[$extras]}"
   touch "$stamp"
 fi
+# The native OTLP normaliser (Rust): rebuilt only when native/ changed.
+bash scripts/setup_native.sh .venv

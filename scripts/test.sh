@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, set-up included: the venv, Prometheus, Alertmanager and PostgreSQL
+# The whole test suite, set-up included: the venv (and the native normaliser, with its cargo
+# tests and fuzzing below), Prometheus, Alertmanager and PostgreSQL
 # (Debian's real servers, started by the tests), Chromium and chromedriver (the console's
 # browser tests), then pytest; then the alibi-detect backend's tests in
 # their own venv (below). Extra arguments go to the main pytest run only.
@@ -35,6 +36,15 @@ if [ ${#need[@]} -gt 0 ]; then
   step .venv/setup.log "installing ${need[*]} (apt)" \
     "${apt_get[@]}" install -y --no-install-recommends "${need[@]}"
 fi
+# The native normaliser (built by setup.sh): its unit tests, a bounded mutation fuzz of the
+# scanner (no panic on any mutated request) and clippy; 4-5 minutes on a cold cache (2 cores).
+native_tests() (
+  cd native \
+    && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} MLVIGIL_FUZZ_ITERATIONS=${MLVIGIL_FUZZ_ITERATIONS:-200000} \
+      cargo test --release -p otlp-scan \
+    && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo clippy --workspace --all-targets -- -D warnings
+)
+step .venv/setup.log "native: cargo test (mutation fuzz) and clippy" native_tests
 pytest_opts=(-q -p no:cacheprovider)
 status=0
 .venv/bin/python -m pytest "${pytest_opts[@]}" "$@" || status=$?

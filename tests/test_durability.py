@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,6 +66,45 @@ def test_every_acknowledged_batch_survives_sigkill(service: ServiceHandle) -> No
     for r in counts:
         per_batch[r["trace_id"]] = per_batch.get(r["trace_id"], 0) + 1
     assert set(per_batch.values()) == {200}
+
+
+def _spans(service: ServiceHandle) -> Counter[tuple[str, str]]:
+    rows = service.get("/api/v1/records/spans", limit=100_000)["rows"]
+    return Counter((r["trace_id"], r["span_id"]) for r in rows)
+
+
+def test_acknowledged_spans_are_replayed_from_the_log_exactly_once(
+    service_factory: Callable[..., ServiceHandle],
+) -> None:
+    """Kill -9 after acknowledging; then take the loaded rows and the loader's position out of
+    the store (as if the loader had not run before the crash): the restart replays the log,
+    so every acknowledged span is back, once."""
+    service = service_factory()
+    for trace_no in range(1, 9):
+        status, _, reply = service.request(
+            "POST",
+            service.otlp_http + "/v1/traces",
+            trace_export(trace_no, 100),
+            {"Content-Type": "application/x-protobuf"},
+        )
+        assert status == 200, reply
+    expected = {(f"{t:032x}", f"{s:016x}") for t in range(1, 9) for s in range(1, 101)}
+    service.wait_for(lambda: set(_spans(service)) == expected, timeout=30)
+    service.kill()
+
+    store = DuckDBStore(service.data_dir)
+    try:
+        assert store.log_position("ingest") is not None, "the spans came through the write-ahead log"
+        store._write(lambda con: (con.execute("DELETE FROM spans"), con.execute("DELETE FROM log_positions")))
+        assert store.counts().get("spans", 0) == 0
+    finally:
+        store.close()
+
+    service.start()
+    service.wait_for(lambda: set(_spans(service)) == expected, timeout=30)
+    seen = _spans(service)
+    assert set(seen) == expected
+    assert set(seen.values()) == {1}, "a replayed span was stored twice"
 
 
 def test_sigterm_flushes_and_exits_zero(service: ServiceHandle) -> None:
@@ -191,9 +231,10 @@ def test_overload_answers_429_and_grpc_unavailable(tmp_path: Path) -> None:
 
 
 def test_readyz_stays_ready_while_the_queue_is_full(service_factory: Callable[..., ServiceHandle]) -> None:
-    """Backpressure is answered per request (429); readiness means "can serve", so a full
-    ingest queue must not take the only endpoint out of a Kubernetes Service."""
-    service = service_factory({"ingest": {"queue_max_items": 1}})
+    """Backpressure is answered per request (429 for a full queue, 503 for a write-ahead log
+    over its bound); readiness means "can serve", so neither may take the only endpoint out
+    of a Kubernetes Service."""
+    service = service_factory({"ingest": {"queue_max_items": 1, "log_max_bytes": 1}})
     codes: list[int] = []
     stop = threading.Event()
 
@@ -213,6 +254,9 @@ def test_readyz_stays_ready_while_the_queue_is_full(service_factory: Callable[..
             except urllib.error.HTTPError as e:
                 codes.append(e.code)
 
+    def refused() -> int:
+        return codes.count(429) + codes.count(503)
+
     threads = [threading.Thread(target=load, args=(k * 10_000,)) for k in range(4)]
     for t in threads:
         t.start()
@@ -220,11 +264,11 @@ def test_readyz_stays_ready_while_the_queue_is_full(service_factory: Callable[..
         ready: list[int] = []
         # Probe readiness while the queue is full, until the load has been refused a while.
         deadline = time.monotonic() + 60
-        while (codes.count(429) < 20 or len(ready) < 50) and time.monotonic() < deadline:
+        while (refused() < 20 or len(ready) < 50) and time.monotonic() < deadline:
             ready.append(service.request("GET", "/readyz")[0])
     finally:
         stop.set()
         for t in threads:
             t.join(60)
-    assert codes.count(429) >= 20, f"the queue was never full: {sorted(set(codes))}"
+    assert refused() >= 20, f"the queue / log was never full: {sorted(set(codes))}"
     assert set(ready) == {200}, f"/readyz answered {sorted(set(ready))} under backpressure"

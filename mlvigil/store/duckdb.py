@@ -139,6 +139,11 @@ class DuckDBStore(Store):
             body = ", ".join(f"{_ident(c.name)} {c.sql_type}" for c in cols)
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {_ident(table)} ({body})")
         self._con.execute(f"CREATE TABLE IF NOT EXISTS findings ({_FINDING_COLUMNS})")
+        # How far each write-ahead log has been loaded (collector/wal.py).
+        self._con.execute(
+            "CREATE TABLE IF NOT EXISTS log_positions"
+            " (log VARCHAR PRIMARY KEY, segment BIGINT, byte_offset BIGINT)"
+        )
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS docs (collection VARCHAR, id VARCHAR, body VARCHAR,"
             " PRIMARY KEY (collection, id))"
@@ -375,6 +380,33 @@ class DuckDBStore(Store):
                 self._con.execute(f"INSERT INTO {_ident(table)} SELECT * FROM _batch")
             finally:
                 self._con.unregister("_batch")
+
+    def log_position(self, log: str) -> tuple[int, int] | None:
+        """(segment, byte offset) up to which write-ahead log ``log`` is loaded; None: nothing yet."""
+        row = self._read(
+            lambda con: con.execute(
+                "SELECT segment, byte_offset FROM log_positions WHERE log = ?", [log]
+            ).fetchone()
+        )
+        return (int(row[0]), int(row[1])) if row else None
+
+    def load_log(self, log: str, tables: dict[str, pa.Table], segment: int, offset: int) -> None:
+        """Insert Arrow ``tables`` (record tables, columns by name; missing ones NULL) and move
+        ``log``'s position to (segment, offset), in one transaction: a replay after a crash
+        starts exactly after what was stored."""
+
+        def statements(con: duckdb.DuckDBPyConnection) -> None:
+            for table, arrow in tables.items():
+                if table not in TABLES:
+                    raise StoreError(f"unknown record table {table!r}")
+                con.register("_log_batch", arrow)
+                try:
+                    con.execute(f"INSERT INTO {_ident(table)} BY NAME SELECT * FROM _log_batch")
+                finally:
+                    con.unregister("_log_batch")
+            con.execute("INSERT OR REPLACE INTO log_positions VALUES (?, ?, ?)", [log, segment, offset])
+
+        self._write(statements)
 
     def append(self, batch: RecordBatch) -> None:
         (err,) = self.append_many([batch])

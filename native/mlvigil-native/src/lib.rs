@@ -1,0 +1,151 @@
+//! `mlvigil_native`: the Python face of otlp-scan. OTLP request bytes in; the record
+//! tables out as `pyarrow.RecordBatch`es (moved across the Arrow C data interface, no
+//! copy), with the OTLP partial-success tally. The GIL is released while scanning.
+
+use arrow_array::ffi::{to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::{Array, RecordBatch, StructArray};
+use otlp_scan::{normalise_logs as scan_logs, normalise_metrics as scan_metrics};
+use otlp_scan::{normalise_traces as scan_traces, Error, Normalised, Options};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::PyDict;
+
+create_exception!(
+    mlvigil_native,
+    InvalidRequest,
+    PyValueError,
+    "The bytes are not a valid OTLP export request."
+);
+create_exception!(
+    mlvigil_native,
+    TooLarge,
+    PyValueError,
+    "More items in the request than ingest.max_items_per_request allows."
+);
+create_exception!(
+    mlvigil_native,
+    Unsupported,
+    PyException,
+    "A valid request holding a rare shape the native normaliser does not map; use the reference normaliser."
+);
+
+fn to_pyarrow<'py>(py: Python<'py>, batch: RecordBatch) -> PyResult<Bound<'py, PyAny>> {
+    let data = StructArray::from(batch).into_data();
+    let (array, schema) = to_ffi(&data).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let array: *mut FFI_ArrowArray = Box::into_raw(Box::new(array));
+    let schema: *mut FFI_ArrowSchema = Box::into_raw(Box::new(schema));
+    let result = py
+        .import("pyarrow")?
+        .getattr("RecordBatch")?
+        .call_method1("_import_from_c", (array as usize, schema as usize));
+    // pyarrow moved (released) both structs, also on failure; free the boxes only.
+    unsafe {
+        drop(Box::from_raw(array));
+        drop(Box::from_raw(schema));
+    }
+    result
+}
+
+fn to_python<'py>(py: Python<'py>, out: Normalised) -> PyResult<Bound<'py, PyAny>> {
+    let reasons = PyDict::new(py);
+    for (reason, n) in &out.reasons {
+        reasons.set_item(reason, n)?;
+    }
+    let tables = PyDict::new(py);
+    for (name, batch) in out.tables {
+        tables.set_item(name, to_pyarrow(py, batch)?)?;
+    }
+    Ok((out.received, out.rejected, reasons, tables)
+        .into_pyobject(py)?
+        .into_any())
+}
+
+/// normalise_traces(body, keep_llm_content=False, keep_raw_spans=True, max_content_chars=8192)
+/// -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
+///
+/// Raises InvalidRequest for bytes protobuf refuses, Unsupported for a shape to hand to
+/// the reference normaliser.
+#[pyfunction]
+#[pyo3(signature = (body, keep_llm_content=false, keep_raw_spans=true, max_content_chars=8192, max_items=100_000))]
+fn normalise_traces<'py>(
+    py: Python<'py>,
+    body: PyBackedBytes,
+    keep_llm_content: bool,
+    keep_raw_spans: bool,
+    max_content_chars: usize,
+    max_items: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let opts = Options {
+        keep_llm_content,
+        keep_raw_spans,
+        max_content_chars,
+        max_items,
+    };
+    let r = py.detach(|| scan_traces(&body, &opts));
+    result(py, r)
+}
+
+fn result<'py>(py: Python<'py>, r: Result<Normalised, Error>) -> PyResult<Bound<'py, PyAny>> {
+    match r {
+        Ok(out) => to_python(py, out),
+        Err(Error::Invalid(m)) => Err(InvalidRequest::new_err(m)),
+        Err(Error::Unsupported(m)) => Err(Unsupported::new_err(m)),
+        Err(Error::TooLarge(m)) => Err(TooLarge::new_err(m)),
+    }
+}
+
+/// normalise_metrics(body) -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
+#[pyfunction]
+#[pyo3(signature = (body, max_items=100_000))]
+fn normalise_metrics<'py>(py: Python<'py>, body: PyBackedBytes, max_items: usize) -> PyResult<Bound<'py, PyAny>> {
+    let r = py.detach(|| scan_metrics(&body, max_items));
+    result(py, r)
+}
+
+/// normalise_logs(body) -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
+#[pyfunction]
+#[pyo3(signature = (body, max_items=100_000))]
+fn normalise_logs<'py>(py: Python<'py>, body: PyBackedBytes, max_items: usize) -> PyResult<Bound<'py, PyAny>> {
+    let r = py.detach(|| scan_logs(&body, max_items));
+    result(py, r)
+}
+
+/// Scan only (no Python objects built): the number of rows, for measuring the scanner.
+#[pyfunction]
+#[pyo3(signature = (body, keep_llm_content=false, keep_raw_spans=true, max_content_chars=8192))]
+fn scan_traces_count(
+    py: Python<'_>,
+    body: PyBackedBytes,
+    keep_llm_content: bool,
+    keep_raw_spans: bool,
+    max_content_chars: usize,
+) -> PyResult<usize> {
+    let opts = Options {
+        keep_llm_content,
+        keep_raw_spans,
+        max_content_chars,
+        max_items: usize::MAX,
+    };
+    match py.detach(|| scan_traces(&body, &opts)) {
+        Ok(out) => Ok(out.tables.iter().map(|(_, b)| b.num_rows()).sum()),
+        Err(Error::Invalid(m)) => Err(InvalidRequest::new_err(m)),
+        Err(Error::Unsupported(m)) => Err(Unsupported::new_err(m)),
+        Err(Error::TooLarge(m)) => Err(TooLarge::new_err(m)),
+    }
+}
+
+#[pymodule]
+fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(normalise_traces, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_traces_count, m)?)?;
+    m.add_function(wrap_pyfunction!(normalise_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(normalise_logs, m)?)?;
+    m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
+    m.add("Unsupported", m.py().get_type::<Unsupported>())?;
+    m.add("TooLarge", m.py().get_type::<TooLarge>())?;
+    // The Unicode version of the repr table: must be the running Python's (tests check).
+    m.add("UNICODE_VERSION", otlp_scan::printable::UNICODE_VERSION)?;
+    Ok(())
+}

@@ -1,0 +1,217 @@
+"""The write-ahead log (collector/wal.py): group commit, checksums, torn tails, the bound,
+and exactly-once loading into DuckDB, also across a SIGKILL of the writing process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from collector.wal import (
+    HEADER,
+    DuckDBLoader,
+    LogCorrupt,
+    LogFull,
+    WriteAheadLog,
+    load_once,
+    read,
+    segments,
+)
+from mlvigil.store import StoreUnavailable
+from mlvigil.store.duckdb import DuckDBStore
+
+ROOT = Path(__file__).parents[1]
+
+
+def _spans(*ids: int) -> dict[str, pa.Table]:
+    return {
+        "spans": pa.table(
+            {
+                "ts": [float(i) for i in ids],
+                "service": ["svc"] * len(ids),
+                "trace_id": [f"{i:032x}" for i in ids],
+            }
+        )
+    }
+
+
+def _ids(store: DuckDBStore) -> list[int]:
+    return sorted(int(ts) for ts in store.query("spans", columns=["ts"])["ts"])
+
+
+def test_appends_are_durable_in_groups_and_read_back_in_order(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path, segment_bytes=2048)
+    futures = [wal.append(_spans(i)) for i in range(50)]
+    positions = [f.result(timeout=10) for f in futures]
+    wal.close()
+    assert positions == sorted(positions) and len(set(positions)) == 50
+    assert wal.syncs < 50, "group commit: fewer fdatasyncs than appends"
+    assert len(segments(tmp_path)) > 1, "segments roll at segment_bytes"
+    got = [int(t["spans"]["ts"][0].as_py()) for t in (r.tables for r in read(tmp_path))]
+    assert got == list(range(50))
+
+
+def test_a_torn_tail_is_cut_and_never_replayed(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path)
+    for i in range(3):
+        wal.append(_spans(i)).result(timeout=10)
+    wal.close()
+    seg = tmp_path / "seg-000000000000.wal"
+    whole = seg.stat().st_size
+    with seg.open("ab") as f:  # a crash in the middle of the fourth record
+        f.write(HEADER.pack(b"MVW1", 1000, 0, 0) + b"x" * 10)
+    assert [r.end.offset for r in read(tmp_path)][-1] == whole
+    wal = WriteAheadLog(tmp_path)
+    assert seg.stat().st_size == whole, "reopening truncates the cut record"
+    wal.append(_spans(3)).result(timeout=10)
+    wal.close()
+    assert [int(r.tables["spans"]["ts"][0].as_py()) for r in read(tmp_path)] == [0, 1, 2, 3]
+
+
+def test_a_corrupt_record_inside_the_log_is_an_error(tmp_path: Path) -> None:
+    wal = WriteAheadLog(tmp_path)
+    for i in range(3):
+        wal.append(_spans(i)).result(timeout=10)
+    wal.close()
+    seg = tmp_path / "seg-000000000000.wal"
+    data = bytearray(seg.read_bytes())
+    data[HEADER.size + 5] ^= 0xFF  # inside the first record's payload
+    seg.write_bytes(bytes(data))
+    with pytest.raises(LogCorrupt):
+        list(read(tmp_path))
+
+
+def test_the_log_is_bounded_until_loaded(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096, max_bytes=8192)
+    with pytest.raises(LogFull, match="not yet loaded") as full:
+        for i in range(1000):
+            wal.append(_spans(i)).result(timeout=10)
+    accepted = i
+    # Answered by the receivers as a full store is: 503 / UNAVAILABLE with Retry-After.
+    assert isinstance(full.value, StoreUnavailable) and full.value.retry_after > 0
+    loader = DuckDBLoader(store)
+    while load_once(wal, loader)[0]:
+        pass
+    assert wal.unloaded_bytes() <= 4096 + 2048
+    wal.append(_spans(10_000)).result(timeout=10)  # accepted again
+    while load_once(wal, loader)[0]:
+        pass
+    assert _ids(store) == [*range(accepted), 10_000]
+    wal.close()
+    store.close()
+
+
+def test_loading_is_exactly_once_across_a_lost_loader(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", segment_bytes=1024)
+    for i in range(40):
+        wal.append(_spans(i))
+    wal.append(_spans(40)).result(timeout=10)
+    n, lag = load_once(wal, DuckDBLoader(store), max_records=15)
+    assert n == 15 and 0 <= lag < 60
+    # A new loader (a restart) continues from the stored position, not from the start.
+    while load_once(wal, DuckDBLoader(store))[0]:
+        pass
+    assert _ids(store) == list(range(41))
+    wal.close()
+    store.close()
+
+
+def test_sigkill_of_the_writer_loses_nothing_acknowledged_and_duplicates_nothing(tmp_path: Path) -> None:
+    log_dir = tmp_path / "wal"
+    acked: list[int] = []
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for round_no in range(3):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "producers" / "wal_writer.py"),
+                str(log_dir),
+                str(round_no * 10**6),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        seen = 0
+        while seen < 200 + 150 * round_no and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            acked.append(int(line))
+            seen += 1
+        proc.send_signal(signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=30)
+        acked += [int(x) for x in rest.split()]
+        assert seen >= 200, "the writer acknowledged appends before it was killed"
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(log_dir)  # reopening after the kills cuts any torn tail
+    while load_once(wal, DuckDBLoader(store))[0]:
+        pass
+    stored = _ids(store)
+    assert len(stored) == len(set(stored)), "no record loaded twice"
+    assert set(acked) <= set(stored), "every acknowledged record is stored"
+    wal.close()
+    store.close()
+
+
+CONTENT = ["one two three four", "alpha beta gamma", "secret prompt", "the answer is", "pong", "hi there"]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_prompt_and_completion_text_reach_disk_only_when_kept(tmp_path: Path, keep: bool) -> None:
+    """The native path into the log: with keep_llm_content false, none of the prompts and
+    completions the real producers sent is in any byte written (raw spans are not blobs)."""
+    native = pytest.importorskip("mlvigil_native")
+    fixtures = sorted((ROOT / "tests" / "fixtures" / "otlp" / "traces").glob("*.binpb"))
+    sent = b"".join(p.read_bytes() for p in fixtures)
+    assert all(text.encode() in sent for text in CONTENT), "the producers did send the text"
+    wal = WriteAheadLog(tmp_path)
+    for path in fixtures:
+        _, _, _, tables = native.normalise_traces(path.read_bytes(), keep)
+        if tables:
+            wal.append(tables).result(timeout=10)
+    wal.close()
+    on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    found = [text for text in CONTENT if text.encode() in on_disk]
+    assert found == (CONTENT if keep else []), found
+
+
+def test_the_loader_thread_drains_the_log_in_bounded_groups_and_exports_its_lag(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from collector.wal import LoaderThread
+
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096)
+    for i in range(30):
+        wal.append(_spans(i))
+    wal.append(_spans(30)).result(timeout=10)
+    registry = CollectorRegistry()
+    # Nothing loads yet: the lag and the unloaded bytes show it.
+    assert wal.unloaded_records() == 31 and wal.lag_seconds() > 0
+    loader = LoaderThread(wal, DuckDBLoader(store), max_records=4, registry=registry)
+    try:
+        assert loader.drain(timeout=30), "the loader thread did not catch up"
+        assert _ids(store) == list(range(31))
+        assert all(n <= 4 for n, _ in loader.groups) and sum(n for n, _ in loader.groups) == 31
+        assert registry.get_sample_value("mlvigil_wal_loader_lag_seconds") == 0
+        assert registry.get_sample_value("mlvigil_wal_unloaded_bytes") == 0
+        assert registry.get_sample_value("mlvigil_wal_loaded_records_total") == 31
+        # Appends after it caught up are loaded too (woken by the group commit).
+        wal.append(_spans(31)).result(timeout=10)
+        assert loader.drain(timeout=30)
+        assert _ids(store) == list(range(32))
+    finally:
+        loader.stop()
+        wal.close()
+        store.close()
