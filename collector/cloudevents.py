@@ -291,5 +291,8 @@ async def ingest_event(ingest: OtlpIngest, headers: Mapping[str, str], body: byt
     rows = await ingest.off_loop(
         parse_event, dict(headers), body, now, cfg.max_items_per_request, ingest.json_limits
     )
+    # A merge meets the half that OTLP wrote only once that half is loaded from the log:
+    # wait (bounded) for everything acknowledged before this event.
+    await ingest.visible()
     await ingest.pipeline.submit(RecordBatch(inference_merges=rows))
     return len(rows)
