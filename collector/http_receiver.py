@@ -17,36 +17,28 @@ from typing import Any
 from aiohttp import web
 from google.rpc import status_pb2
 
-from collector.otlp_decode import (
-    JSON,
-    PROTOBUF,
-    BadRequest,
-    TooLarge,
-    encode_response,
-    gunzip_limited,
-)
+from collector.otlp_decode import JSON, PROTOBUF, encode_response, gunzip_limited
 from collector.otlp_ingest import OtlpIngest
-from collector.pipeline import Overloaded, ShuttingDown
-from mlvigil.auth import bearer_ok
+from mlvigil.auth import UNAUTHORIZED, bearer_ok
 from mlvigil.config import split_addr
-from mlvigil.store import StoreUnavailable
+from mlvigil.errors import RPC_CODE_OF_HTTP, ReadTimeout, Refusal, TooLarge, UnsupportedEncoding, refusal_of
 
 log = logging.getLogger(__name__)
 
 SIGNALS = {"/v1/traces": "traces", "/v1/metrics": "metrics", "/v1/logs": "logs"}
-_GRPC_CODES = {400: 3, 401: 16, 408: 4, 413: 8, 415: 3, 429: 8, 503: 14}
 
 
-def _error(status: int, message: str, content_type: str, retry_after: int | None = None) -> web.Response:
-    headers = {"Retry-After": str(retry_after)} if retry_after else {}
-    st = status_pb2.Status(code=_GRPC_CODES.get(status, 2), message=message)
+def _error(refusal: Refusal, content_type: str) -> web.Response:
+    """The refusal as a google.rpc.Status body in ``content_type`` (the OTLP/HTTP error form)."""
+    status, headers = refusal.http, refusal.http_headers()
+    st = status_pb2.Status(code=RPC_CODE_OF_HTTP.get(status, 2), message=refusal.reason)
     if content_type == PROTOBUF:
         return web.Response(
             status=status, body=st.SerializeToString(), content_type=PROTOBUF, headers=headers
         )
     return web.Response(
         status=status,
-        text=json.dumps({"code": st.code, "message": message}),
+        text=json.dumps({"code": st.code, "message": refusal.reason}),
         content_type=JSON,
         headers=headers,
     )
@@ -66,10 +58,6 @@ def server_options(read_timeout: float) -> dict[str, Any]:
         "auto_decompress": False,
         "keepalive_timeout": read_timeout,
     }
-
-
-class ReadTimeout(Exception):
-    """The body did not arrive within the read timeout (HTTP 408)."""
 
 
 async def read_limited(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
@@ -108,10 +96,6 @@ async def read_body(request: web.Request, limit: int, timeout: float | None = No
     return gunzip_limited(body, limit) if encoding == "gzip" else body
 
 
-class UnsupportedEncoding(Exception):
-    """Content-Encoding other than gzip or identity (HTTP 415)."""
-
-
 class OtlpHttpReceiver:
     name = "otlp-http"
 
@@ -134,9 +118,10 @@ class OtlpHttpReceiver:
 
     async def _handle(self, request: web.Request, signal: str, ctype: str, reply_type: str) -> web.Response:
         if not bearer_ok(request.headers.getall("Authorization", []), self._token):
-            return _error(401, "missing or wrong bearer token", reply_type)
+            return _error(UNAUTHORIZED, reply_type)
         if ctype not in (PROTOBUF, JSON):
-            return _error(415, f"unsupported content type {ctype!r}; use {PROTOBUF} or {JSON}", JSON)
+            reason = f"unsupported content type {ctype!r}; use {PROTOBUF} or {JSON}"
+            return _error(Refusal(415, "INVALID_ARGUMENT", reason), JSON)
         try:
             encoding = content_encoding(request)
             with self._ingest.admit():
@@ -144,20 +129,11 @@ class OtlpHttpReceiver:
                 result = await self._ingest.export_bytes(
                     signal, body, ctype, "http", gzipped=encoding == "gzip"
                 )
-        except UnsupportedEncoding as exc:
-            return _error(415, str(exc), reply_type)
-        except ReadTimeout as exc:
-            return _error(408, str(exc), reply_type)
-        except TooLarge as exc:
-            return _error(413, str(exc), reply_type)
-        except BadRequest as exc:
-            return _error(400, str(exc), reply_type)
-        except Overloaded as exc:
-            return _error(429, str(exc), reply_type, exc.retry_after)
-        except ShuttingDown as exc:
-            return _error(503, str(exc), reply_type, 5)
-        except StoreUnavailable as exc:
-            return _error(503, str(exc), reply_type, exc.retry_after)
+        except Exception as exc:
+            refusal = refusal_of(exc)
+            if refusal is None:
+                raise
+            return _error(refusal, reply_type)
         return web.Response(body=encode_response(result.response, reply_type), content_type=reply_type)
 
     async def start(self) -> None:

@@ -30,6 +30,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from mlvigil.errors import BadRequest, TooLarge
+
 M = TypeVar("M", bound=Message)
 
 REQUEST_TYPES: dict[str, type[Message]] = {
@@ -43,14 +45,6 @@ JSON = "application/json"
 
 # OTLP/JSON writes these ids as hex; protobuf's JSON mapping expects base64 for bytes.
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
-
-
-class BadRequest(Exception):
-    """The payload cannot be decoded (HTTP 400 / gRPC INVALID_ARGUMENT)."""
-
-
-class TooLarge(Exception):
-    """The payload, compressed or not, is above the configured limit (HTTP 413)."""
 
 
 # The C JSON decoder is used up to this size: it holds the GIL, but for at most a few ms.

@@ -11,6 +11,13 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 
+from mlvigil.errors import Refusal
+
+#: The answer to a request without the right token, on every listener.
+UNAUTHORIZED = Refusal(
+    401, "UNAUTHENTICATED", "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+)
+
 
 def bearer_ok(values: Sequence[str] | str | None, token: str | None) -> bool:
     """True when auth is off (``token`` None) or exactly one header carries ``Bearer <token>``.
