@@ -37,7 +37,7 @@ from alerts.matchers import Matcher, all_match, matcher_from_obj, parse_matcher
 from alerts.payloads import Alert, alert_from_finding, slack_message, webhook_payload
 from alerts.receivers import alertmanager_sender, slack_sender, webhook_sender
 from mlvigil.aio import stop_task, wait_event
-from mlvigil.engine import FindingBook
+from mlvigil.finding_book import FindingBook
 from mlvigil.findings import Finding
 from mlvigil.outbox import Dispatcher, NewMessage, Outbox
 from mlvigil.store import Store

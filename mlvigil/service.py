@@ -21,7 +21,8 @@ from mlvigil.api import Api
 from mlvigil.component import Component
 from mlvigil.config import Config, ConfigError
 from mlvigil.context import ServiceContext
-from mlvigil.engine import DetectorLoop, FindingBook
+from mlvigil.detector_loop import DetectorLoop
+from mlvigil.finding_book import FindingBook
 from mlvigil.metrics import Telemetry
 from mlvigil.plugins import PLUGINS
 from mlvigil.store import Store, open_configured

@@ -27,7 +27,7 @@ import aiohttp
 
 from alerts.matchers import all_match, parse_matcher
 from mlvigil.aio import stop_task
-from mlvigil.engine import FindingBook
+from mlvigil.finding_book import FindingBook
 from mlvigil.findings import Finding
 from mlvigil.outbox import Dispatcher, NewMessage, Outbox
 from mlvigil.store import Store

@@ -26,7 +26,7 @@ from detectors.carbon import (
 from detectors.carbon.budget import period_bounds
 from detectors.carbon.intensity import UnknownLocation
 from detectors.carbon.sources import attribute_gpu_energy
-from mlvigil.engine import FindingBook
+from mlvigil.finding_book import FindingBook
 from mlvigil.metrics import Telemetry
 from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlvigil.engine import FindingBook
+from mlvigil.finding_book import FindingBook
 from mlvigil.findings import Finding, Severity
 from mlvigil.store.duckdb import DuckDBStore
 
