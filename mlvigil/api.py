@@ -434,8 +434,10 @@ class Api:
         errors=(429, 503),
     )
     async def labels(self, request: web.Request, body: LabelsBody) -> web.Response:
-        # Overloaded (429) and ShuttingDown (503) answer through error_response.
-        await self._pipeline.submit(label_batch(body.labels, time.time()))
+        # Holds an in-flight place like every other write; Overloaded (429) and ShuttingDown
+        # (503) answer through error_response.
+        with self.ctx.services["ingest"].admit():
+            await self._pipeline.submit(label_batch(body.labels, time.time()))
         return json_response({"accepted": len(body.labels)}, 202)
 
     @endpoint(
