@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlvigil.records import TABLES
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
@@ -134,8 +136,6 @@ class StorageConfig(Strict):
     @field_validator("retention")
     @classmethod
     def _known_tables(cls, value: dict[str, float]) -> dict[str, float]:
-        from mlvigil.records import TABLES
-
         unknown = sorted(set(value) - set(TABLES))
         if unknown:
             raise ValueError(f"unknown record table(s) {unknown}; known: {sorted(TABLES)}")

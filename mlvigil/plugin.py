@@ -45,7 +45,7 @@ class Plugin(Generic[SectionT]):
         """This plugin's validated section of ``config`` (built by ``config_model``)."""
         node: Any = config
         for part in self.section:
-            node = getattr(node, part)
+            node = getattr(node, part, None)
         if not isinstance(node, self.config):
             raise TypeError(
                 f"config section {'.'.join(self.section)} is not validated as {self.config.__name__}; "
