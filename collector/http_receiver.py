@@ -9,19 +9,21 @@ while shutting down. Error bodies are google.rpc.Status in the request's encodin
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from typing import Any
 
 from aiohttp import web
 from google.rpc import status_pb2
 
-from collector.otlp_decode import JSON, PROTOBUF, encode_response, gunzip_limited
+from collector.otlp_decode import JSON, PROTOBUF, encode_response
 from collector.otlp_ingest import OtlpIngest
 from mlvigil.auth import UNAUTHORIZED, bearer_ok
 from mlvigil.config import split_addr
-from mlvigil.errors import RPC_CODE_OF_HTTP, ReadTimeout, Refusal, TooLarge, UnsupportedEncoding, refusal_of
+from mlvigil.errors import RPC_CODE_OF_HTTP, Refusal, refusal_of
+
+# read_body re-exported: detectors.drift.api reads monitor bodies with it.
+from mlvigil.http_body import content_encoding, read_limited, server_options
+from mlvigil.http_body import read_body as read_body
 
 log = logging.getLogger(__name__)
 
@@ -42,58 +44,6 @@ def _error(refusal: Refusal, content_type: str) -> web.Response:
         content_type=JSON,
         headers=headers,
     )
-
-
-def server_options(read_timeout: float) -> dict[str, Any]:
-    """aiohttp server settings every HTTP listener uses (pass to ``web.AppRunner``).
-
-    aiohttp has no header timeout of its own, but it closes a connection on which no complete
-    request has arrived within ``keepalive_timeout`` of its opening (or of the last response),
-    so that bounds slow headers (slow-loris); ``read_limited`` bounds the body.
-    """
-    # auto_decompress off: aiohttp would inflate gzip without a bound; read_body does it bounded.
-    return {
-        "access_log": None,
-        "handle_signals": False,
-        "auto_decompress": False,
-        "keepalive_timeout": read_timeout,
-    }
-
-
-async def read_limited(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
-    """The body, refusing (TooLarge) as soon as it passes ``limit`` bytes, and (ReadTimeout)
-    when it has not all arrived within ``timeout`` seconds."""
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"body of {request.content_length} bytes exceeds {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.content.iter_any():
-                size += len(chunk)
-                if size > limit:
-                    raise TooLarge(f"body exceeds {limit} bytes")
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ReadTimeout(f"request body not received within {timeout:g}s (ingest.read_timeout)") from None
-    return b"".join(chunks)
-
-
-def content_encoding(request: web.Request) -> str:
-    """``gzip`` or ``identity``; UnsupportedEncoding for anything else."""
-    encoding = request.headers.get("Content-Encoding", "identity").lower()
-    if encoding == "gzip":
-        return encoding
-    if encoding not in ("identity", ""):
-        raise UnsupportedEncoding(f"unsupported content encoding {encoding!r}; use gzip or none")
-    return "identity"
-
-
-async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
-    """The body, inflated if gzip, never holding more than ``limit`` bytes either way."""
-    encoding = content_encoding(request)
-    body = await read_limited(request, limit, timeout)
-    return gunzip_limited(body, limit) if encoding == "gzip" else body
 
 
 class OtlpHttpReceiver:

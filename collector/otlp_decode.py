@@ -20,7 +20,6 @@ import binascii
 import json
 import json.decoder
 import json.scanner
-import zlib
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +30,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from mlvigil.errors import BadRequest, TooLarge
+
+# Re-exported: collector.otlp_ingest inflates gzip OTLP bodies with it.
+from mlvigil.http_body import gunzip_limited as gunzip_limited
 
 M = TypeVar("M", bound=Message)
 
@@ -135,20 +137,6 @@ def load_json(data: bytes | str, what: str, limits: JsonLimits | None = None) ->
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(f"{what}: JSON nested deeper than {limits.max_depth} levels") from None
-
-
-def gunzip_limited(data: bytes, limit: int) -> bytes:
-    """Inflate gzip ``data`` but never past ``limit`` bytes, so a gzip bomb costs nothing."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"invalid gzip body: {exc}") from None
-    if len(out) > limit:
-        raise TooLarge(f"decompressed body exceeds {limit} bytes")
-    if not inflater.eof:
-        raise BadRequest("invalid gzip body: truncated stream")
-    return out
 
 
 def _hex_ids_to_base64(node: Any) -> None:

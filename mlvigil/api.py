@@ -26,7 +26,6 @@ from pydantic import (
 )
 
 from collector.cloudevents import ingest_event
-from collector.http_receiver import read_body, server_options
 from collector.labels import label_batch
 from collector.pipeline import IngestPipeline
 from mlvigil import __version__
@@ -53,6 +52,7 @@ from mlvigil.endpoint import (
     openapi_document,
 )
 from mlvigil.findings import KINDS, Severity, State
+from mlvigil.http_body import read_body, server_options
 from mlvigil.records import JSON_COLUMNS, TABLES
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic.json_schema import models_json_schema
 
-from collector.http_receiver import read_body
 from mlvigil.errors import ApiError, format_validation, refusal_of
+from mlvigil.http_body import read_body
 
 log = logging.getLogger(__name__)
 
