@@ -5,7 +5,8 @@ message is decoded, and decoding runs on a decode worker thread like every other
 Overload answers UNAVAILABLE with a google.rpc.RetryInfo detail (OTLP clients retry it and
 honour the delay); messages above the size limit are refused by gRPC itself
 (RESOURCE_EXHAUSTED) before they are handed to us; too many items: RESOURCE_EXHAUSTED;
-undecodable: INVALID_ARGUMENT.
+undecodable: INVALID_ARGUMENT. Codes and retry delays come from ``mlvigil.errors.refusal_of``,
+the mapping every listener uses.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Status codes follow the OTLP specification: 200 (with partial_success when some 
 rejected), 400 malformed, 401 bad token, 408 body not sent within ``ingest.read_timeout``,
 413 too large (bytes, enforced while inflating; items; JSON containers), 415 unknown content
 type or encoding, 429 with Retry-After when the queue or the in-flight limit is full, 503
-while shutting down. Error bodies are google.rpc.Status in the request's encoding.
+while shutting down. Error bodies are google.rpc.Status in the request's encoding; the status
+and Retry-After come from ``mlvigil.errors.refusal_of``, the mapping every listener uses.
 """
 
 from __future__ import annotations
