@@ -35,7 +35,7 @@ from alerts.receivers import Receiver, build_receiver
 from alerts.receivers.alertmanager import AlertmanagerIntegration
 from alerts.resend import AlertmanagerStage
 from alerts.routing import Route, Router
-from mlvigil.engine import FindingBook
+from mlvigil.finding_book import FindingBook
 from mlvigil.findings import Finding
 from mlvigil.outbox import OutboxService
 from mlvigil.store import Store

@@ -7,7 +7,8 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from collector.otlp_decode import BadRequest, TooLarge, load_json
+from collector.otlp_decode import load_json
+from mlvigil.errors import BadRequest, TooLarge
 from mlvigil.records import json_text
 
 # Attributes stay as AnyValue messages in the dict and are decoded only when read: most

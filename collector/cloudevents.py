@@ -19,8 +19,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from collector.otlp_decode import BadRequest, JsonLimits, TooLarge, load_json
+from collector.otlp_decode import JsonLimits, load_json
 from collector.otlp_ingest import OtlpIngest
+from mlvigil.errors import BadRequest, TooLarge
 from mlvigil.records import RecordBatch, RecordError, check_row, json_text
 
 REQUEST_TYPES = {

@@ -5,7 +5,8 @@ message is decoded, and decoding runs on a decode worker thread like every other
 Overload answers UNAVAILABLE with a google.rpc.RetryInfo detail (OTLP clients retry it and
 honour the delay); messages above the size limit are refused by gRPC itself
 (RESOURCE_EXHAUSTED) before they are handed to us; too many items: RESOURCE_EXHAUSTED;
-undecodable: INVALID_ARGUMENT.
+undecodable: INVALID_ARGUMENT. Codes and retry delays come from ``mlvigil.errors.refusal_of``,
+the mapping every listener uses.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from google.protobuf import duration_pb2
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.rpc import error_details_pb2, status_pb2
 
-from collector.otlp_decode import PROTOBUF, BadRequest, TooLarge
+from collector.otlp_decode import PROTOBUF
 from collector.otlp_ingest import OtlpIngest
-from collector.pipeline import Overloaded, ShuttingDown
-from mlvigil.auth import bearer_ok
+from mlvigil.auth import UNAUTHORIZED, bearer_ok
 from mlvigil.config import split_addr
-from mlvigil.store import StoreUnavailable
+from mlvigil.errors import Refusal, refusal_of
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,14 @@ def _retry_trailer(code: grpc.StatusCode, message: str, seconds: int) -> tuple[t
     return (("grpc-status-details-bin", st.SerializeToString()),)
 
 
+async def _abort(context: grpc.aio.ServicerContext, refusal: Refusal) -> None:
+    """End the call with the refusal's code; a retry delay rides as RetryInfo (OTLP clients
+    honour it)."""
+    code = grpc.StatusCode[refusal.grpc]
+    trailer = () if refusal.retry_after is None else _retry_trailer(code, refusal.reason, refusal.retry_after)
+    await context.abort(code, refusal.reason, trailing_metadata=trailer)
+
+
 def _export(
     ingest: OtlpIngest, signal: str, token: str | None
 ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]:
@@ -52,27 +60,17 @@ def _export(
             if token is not None:
                 values = [v for k, v in (context.invocation_metadata() or ()) if k == "authorization"]
                 if not bearer_ok([str(v) for v in values], token):
-                    code = "UNAUTHENTICATED"
-                    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+                    code = UNAUTHORIZED.grpc
+                    await _abort(context, UNAUTHORIZED)
             try:
                 with ingest.admit():
                     result = await ingest.export_bytes(signal, request, PROTOBUF, "grpc")
-            except BadRequest as exc:
-                code = "INVALID_ARGUMENT"
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            except TooLarge as exc:
-                code = "RESOURCE_EXHAUSTED"
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-            except (Overloaded, StoreUnavailable) as exc:  # retryable: RetryInfo says when
-                code = "UNAVAILABLE"
-                await context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    str(exc),
-                    trailing_metadata=_retry_trailer(grpc.StatusCode.UNAVAILABLE, str(exc), exc.retry_after),
-                )
-            except ShuttingDown as exc:
-                code = "UNAVAILABLE"
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            except Exception as exc:
+                refusal = refusal_of(exc)
+                if refusal is None:
+                    raise
+                code = refusal.grpc
+                await _abort(context, refusal)
             return result.response.SerializeToString()
         finally:
             tel.requests.labels(signal=signal, transport="grpc", code=code).inc()

@@ -20,7 +20,6 @@ import binascii
 import json
 import json.decoder
 import json.scanner
-import zlib
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,6 +28,11 @@ from google.protobuf.message import DecodeError, Message
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from mlvigil.errors import BadRequest, TooLarge
+
+# Re-exported: collector.otlp_ingest inflates gzip OTLP bodies with it.
+from mlvigil.http_body import gunzip_limited as gunzip_limited
 
 M = TypeVar("M", bound=Message)
 
@@ -43,14 +47,6 @@ JSON = "application/json"
 
 # OTLP/JSON writes these ids as hex; protobuf's JSON mapping expects base64 for bytes.
 _ID_KEYS = frozenset({"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"})
-
-
-class BadRequest(Exception):
-    """The payload cannot be decoded (HTTP 400 / gRPC INVALID_ARGUMENT)."""
-
-
-class TooLarge(Exception):
-    """The payload, compressed or not, is above the configured limit (HTTP 413)."""
 
 
 # The C JSON decoder is used up to this size: it holds the GIL, but for at most a few ms.
@@ -141,20 +137,6 @@ def load_json(data: bytes | str, what: str, limits: JsonLimits | None = None) ->
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(f"{what}: JSON nested deeper than {limits.max_depth} levels") from None
-
-
-def gunzip_limited(data: bytes, limit: int) -> bytes:
-    """Inflate gzip ``data`` but never past ``limit`` bytes, so a gzip bomb costs nothing."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = inflater.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"invalid gzip body: {exc}") from None
-    if len(out) > limit:
-        raise TooLarge(f"decompressed body exceeds {limit} bytes")
-    if not inflater.eof:
-        raise BadRequest("invalid gzip body: truncated stream")
-    return out
 
 
 def _hex_ids_to_base64(node: Any) -> None:

@@ -20,23 +20,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlvigil.errors import Overloaded, ShuttingDown
 from mlvigil.metrics import Telemetry
 from mlvigil.records import RecordBatch
 from mlvigil.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
-
-
-class Overloaded(Exception):
-    """The queue is full; retry after ``retry_after`` seconds."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"ingest queue full; retry after {retry_after}s")
-        self.retry_after = retry_after
-
-
-class ShuttingDown(Exception):
-    """The pipeline no longer accepts batches."""
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The detector interface.
 
 A detector is evaluated periodically against the store and returns the conditions it finds
-*now* in its scope. The engine (``mlvigil.engine.FindingBook``) turns that into Findings that
+*now* in its scope. The engine (``mlvigil.finding_book.FindingBook``) turns that into Findings that
 fire, stay firing, or resolve, with stable fingerprints; detectors keep no alert state.
 """
 

@@ -5,21 +5,5 @@
 - ``gpu_health.sampler``: one sampling pass -> metric points (names in ``gpu_health.names``).
 - ``gpu_health.agent``: ``mlvigil agent`` and the in-process agent component.
 - ``gpu_health.health``: the server-side Detector running the rules in ``gpu_health.rules``.
+- ``gpu_health.plugin``: the ``gpu`` section's plugin for ``mlvigil serve``.
 """
-
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from detectors.base import Detector
-    from gpu_health.agent import GpuAgentComponent
-    from gpu_health.config import GpuConfig
-    from mlvigil.context import ServiceContext
-
-
-def build(cfg: GpuConfig | dict[str, Any] | None, ctx: ServiceContext) -> list[Detector | GpuAgentComponent]:
-    """The ``gpu`` section's parts for ``mlvigil serve``: the health detector and, if enabled, the agent."""
-    from gpu_health.agent import build as build_parts
-
-    return build_parts(cfg, ctx)

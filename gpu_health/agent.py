@@ -42,7 +42,6 @@ from mlvigil.aio import stop_task, wait_event
 from mlvigil.config import split_addr
 
 if TYPE_CHECKING:
-    from detectors.base import Detector
     from mlvigil.context import ServiceContext
 
 log = logging.getLogger(__name__)
@@ -382,24 +381,3 @@ class GpuAgentComponent:
             await self._exporter.close()
         if self._sampler is not None:
             self._sampler.close()
-
-
-def build_agent(cfg: GpuConfig | dict[str, Any], ctx: ServiceContext) -> GpuAgentComponent:
-    return GpuAgentComponent(_config(cfg), ctx)
-
-
-def build(cfg: GpuConfig | dict[str, Any] | None, ctx: ServiceContext) -> list[Detector | GpuAgentComponent]:
-    """What `mlvigil serve` runs for the ``gpu`` section: the health detector and, if enabled, the agent."""
-    from gpu_health.health import GpuHealthDetector
-
-    gpu = _config(cfg)
-    out: list[Detector | GpuAgentComponent] = []
-    if gpu.detector:
-        out.append(GpuHealthDetector(gpu.rules))
-    if gpu.enabled:
-        out.append(GpuAgentComponent(gpu, ctx))
-    return out
-
-
-def _config(cfg: GpuConfig | dict[str, Any] | None) -> GpuConfig:
-    return cfg if isinstance(cfg, GpuConfig) else GpuConfig.model_validate(cfg or {})

@@ -26,10 +26,10 @@ from pydantic import (
 )
 
 from collector.cloudevents import ingest_event
-from collector.http_receiver import read_body, server_options
+from collector.labels import label_batch
 from collector.pipeline import IngestPipeline
 from mlvigil import __version__
-from mlvigil.auth import bearer_ok
+from mlvigil.auth import UNAUTHORIZED, bearer_ok
 from mlvigil.config import split_addr
 from mlvigil.console import auth as console_auth
 from mlvigil.context import ServiceContext
@@ -52,7 +52,8 @@ from mlvigil.endpoint import (
     openapi_document,
 )
 from mlvigil.findings import KINDS, Severity, State
-from mlvigil.records import JSON_COLUMNS, TABLES, RecordBatch, RecordError, json_text
+from mlvigil.http_body import read_body, server_options
+from mlvigil.records import JSON_COLUMNS, TABLES
 
 log = logging.getLogger(__name__)
 
@@ -271,9 +272,9 @@ class Api:
         ):
             # A browser asking for a console page is sent to the login form instead.
             resp: web.StreamResponse = console_auth.refuse(request) or error(
-                401, "missing or wrong bearer token"
+                UNAUTHORIZED.http, UNAUTHORIZED.reason
             )
-            resp.headers["WWW-Authenticate"] = "Bearer"
+            resp.headers.update(UNAUTHORIZED.headers)
         else:
             try:
                 resp = await handler(request)
@@ -410,10 +411,6 @@ class Api:
         if ingest is not None:
             await ingest.visible()
 
-    async def _submit(self, batch: RecordBatch) -> None:
-        # Overloaded (429) and ShuttingDown (503) answer through error_response.
-        await self._pipeline.submit(batch)
-
     @endpoint(
         "KServe / Seldon payload-logger CloudEvents (binary or structured mode).",
         description="The body is the CloudEvent's data (binary mode, ce-* headers) or the whole event"
@@ -447,23 +444,11 @@ class Api:
         errors=(429, 503),
     )
     async def labels(self, request: web.Request, body: LabelsBody) -> web.Response:
-        items = body.labels
-        batch = RecordBatch()
-        now = time.time()
-        for i, item in enumerate(items):
-            try:
-                batch.add(
-                    "labels",
-                    ts=now if item.ts is None else item.ts,
-                    request_id=item.request_id,
-                    service=item.service,
-                    model=item.model,
-                    label=json_text(item.label),
-                )
-            except RecordError as exc:  # a value its column cannot hold (records.check_row)
-                raise ApiError(400, f"body.labels[{i}]: {exc}") from None
-        await self._submit(batch)
-        return json_response({"accepted": len(items)}, 202)
+        # Holds an in-flight place like every other write; Overloaded (429) and ShuttingDown
+        # (503) answer through error_response.
+        with self.ctx.services["ingest"].admit():
+            await self._pipeline.submit(label_batch(body.labels, time.time()))
+        return json_response({"accepted": len(body.labels)}, 202)
 
     @endpoint(
         "The OpenAPI 3.1 description of this API, generated from the handlers' own models.",

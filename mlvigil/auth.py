@@ -1,4 +1,4 @@
-"""The one bearer-token check, used by every listener (OTLP/HTTP, OTLP/gRPC, the API).
+"""The one token check, used by every listener (OTLP/HTTP, OTLP/gRPC, the API, the console login).
 
 RFC 9110 section 11.1: the auth scheme is case-insensitive, so ``bearer x`` is ``Bearer x``.
 A request carrying the Authorization header more than once is refused on every transport:
@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Sequence
+
+from mlvigil.errors import Refusal
+
+#: The answer to a request without the right token, on every listener.
+UNAUTHORIZED = Refusal(
+    401, "UNAUTHENTICATED", "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+)
 
 
 def bearer_ok(values: Sequence[str] | str | None, token: str | None) -> bool:
@@ -29,9 +36,14 @@ def bearer_ok(values: Sequence[str] | str | None, token: str | None) -> bool:
     scheme, _, credentials = values[0].strip().partition(" ")
     if scheme.lower() != "bearer":
         return False
+    return token_matches(credentials.strip(), token)
+
+
+def token_matches(given: str, token: str) -> bool:
+    """``given`` is ``token``, compared in constant time (a header, or the console's login form)."""
     try:
         # aiohttp hands undecodable header bytes over as lone surrogates: not a match, not a crash.
-        given = credentials.strip().encode()
+        given_bytes = given.encode()
     except UnicodeEncodeError:
         return False
-    return hmac.compare_digest(given, token.encode())
+    return hmac.compare_digest(given_bytes, token.encode())

@@ -74,7 +74,8 @@ def _serve(args: argparse.Namespace) -> int:
     import logging
     import os
 
-    from mlvigil.config import ConfigError, load_config
+    from mlvigil.config import ConfigError
+    from mlvigil.plugins import load_config
     from mlvigil.service import serve
 
     env = dict(os.environ, MLVIGIL_DATA_DIR=args.data_dir) if args.data_dir else None

@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -22,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from mlvigil.records import TABLES
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
@@ -134,8 +136,6 @@ class StorageConfig(Strict):
     @field_validator("retention")
     @classmethod
     def _known_tables(cls, value: dict[str, float]) -> dict[str, float]:
-        from mlvigil.records import TABLES
-
         unknown = sorted(set(value) - set(TABLES))
         if unknown:
             raise ValueError(f"unknown record table(s) {unknown}; known: {sorted(TABLES)}")
@@ -183,21 +183,18 @@ class DetectorsConfig(Strict):
     interval: Duration = 15.0
     # Threads evaluating detectors at once; each detector keeps its own schedule.
     workers: int = Field(default=2, ge=1, le=64)
-    # Sections of each detector family; filled in by their packages.
-    training: dict[str, Any] = Field(default_factory=dict)
-    drift: dict[str, Any] = Field(default_factory=dict)
-    carbon: dict[str, Any] = Field(default_factory=dict)
+    # Each detector family's section (training, drift, carbon) is its plugin's model, added by
+    # mlvigil.plugin.config_model.
 
 
 class Config(Strict):
+    """The kernel's sections; each plugin's section (gpu, alerts, retrain, console,
+    detectors.*) is added by ``mlvigil.plugin.config_model``."""
+
     server: ServerConfig = Field(default_factory=ServerConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     detectors: DetectorsConfig = Field(default_factory=DetectorsConfig)
-    gpu: dict[str, Any] = Field(default_factory=dict)
-    alerts: dict[str, Any] = Field(default_factory=dict)
-    retrain: dict[str, Any] = Field(default_factory=dict)
-    console: dict[str, Any] = Field(default_factory=dict)
     log_level: str = "info"
 
     @field_validator("log_level")
@@ -278,14 +275,6 @@ def describe_errors(
     return out
 
 
-class ConfigIssues(ConfigError):
-    """Errors at key paths, formatted by ``build_config`` with their source (file or variable)."""
-
-    def __init__(self, issues: list[tuple[tuple[str, ...], str]]) -> None:
-        super().__init__("\n".join(f"config: {'.'.join(loc) or '(top level)'}: {msg}" for loc, msg in issues))
-        self.issues = issues
-
-
 def _format_issues(
     issues: list[tuple[tuple[str, ...], str]], source: str, origins: dict[tuple[str, ...], str]
 ) -> str:
@@ -299,10 +288,18 @@ def _format_issues(
     return "\n".join(lines)
 
 
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
 def build_config(
-    raw: dict[str, Any] | None, env: dict[str, str] | None = None, source: str = "config"
-) -> Config:
-    """Validate ``raw`` after applying environment overrides from ``env`` (default: os.environ).
+    raw: dict[str, Any] | None,
+    env: dict[str, str] | None = None,
+    source: str = "config",
+    model: type[ConfigT] = Config,  # type: ignore[assignment]
+) -> ConfigT:
+    """Validate ``raw`` as ``model`` after applying environment overrides from ``env`` (default:
+    os.environ), in one pass. ``model`` is ``Config`` with the plugins' sections
+    (``mlvigil.plugin.config_model``); the application passes it (``mlvigil.plugins``).
 
     An error in a value that came from the environment names the variable, not the file.
     """
@@ -332,18 +329,9 @@ def build_config(
                 _set_path(tree, path, parsed)
                 origins[path] = name
     try:
-        config = Config.model_validate(tree)
+        return model.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_format_issues(describe_errors(exc, Config), source, origins)) from None
-    from mlvigil.extensions import validate_all
-
-    try:
-        validate_all(config)
-    except ConfigIssues as exc:
-        raise ConfigError(_format_issues(exc.issues, source, origins)) from None
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("config: ", f"{source}: ")) from None
-    return config
+        raise ConfigError(_format_issues(describe_errors(exc, model), source, origins)) from None
 
 
 #: Bounds on a config file: its size, and the values it expands to. YAML aliases share one
@@ -373,8 +361,13 @@ def _check_expanded_size(raw: Any, source: str) -> None:
             stack.extend(value)
 
 
-def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> Config:
-    """Read a YAML config file (or the embedded defaults when ``path`` is None) and validate it."""
+def load_config(
+    path: str | Path | None,
+    env: dict[str, str] | None = None,
+    model: type[ConfigT] = Config,  # type: ignore[assignment]
+) -> ConfigT:
+    """Read a YAML config file (or the embedded defaults when ``path`` is None) and validate it
+    as ``model`` (see ``build_config``)."""
     raw: Any = {}
     source = "config"
     if path is not None:
@@ -394,4 +387,4 @@ def load_config(path: str | Path | None, env: dict[str, str] | None = None) -> C
         _check_expanded_size(raw, source)
         if not isinstance(raw, dict):
             raise ConfigError(f"{source}: (top level): expected a mapping of sections")
-    return build_config(raw, env, source)
+    return build_config(raw, env, source, model)

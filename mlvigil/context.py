@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from mlvigil.config import Config
-    from mlvigil.engine import DetectorLoop, FindingBook
+    from mlvigil.detector_loop import DetectorLoop
+    from mlvigil.finding_book import FindingBook
     from mlvigil.metrics import Telemetry
     from mlvigil.store import Store
 

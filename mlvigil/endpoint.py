@@ -3,8 +3,9 @@
 A handler declares its path, query and body models with ``@endpoint``; the wrapper validates
 the request against them before the handler runs (400 with the reason otherwise) and
 ``openapi_document`` builds the OpenAPI description from the same models, so the document
-and the validation cannot drift apart. ``error_response`` is the one place that turns an
-exception into an HTTP status; the API's middleware calls it for every route.
+and the validation cannot drift apart. ``error_response`` writes an exception as the API's
+answer, by the listeners' one mapping (``mlvigil.errors``); the API's middleware calls it
+for every route.
 """
 
 from __future__ import annotations
@@ -24,10 +25,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic.json_schema import models_json_schema
 
-from collector.http_receiver import ReadTimeout, UnsupportedEncoding, read_body
-from collector.otlp_decode import BadRequest, TooLarge
-from collector.pipeline import Overloaded, ShuttingDown
-from mlvigil.store import StoreUnavailable
+from mlvigil.errors import ApiError, format_validation, refusal_of
+from mlvigil.http_body import read_body
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +51,6 @@ def body_limit(request: web.Request) -> int:
 
 
 Handler = Callable[..., Awaitable[web.StreamResponse]]
-
-
-class ApiError(Exception):
-    """A request the API refuses: ``status`` and a reason the client can act on."""
-
-    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.headers = headers or {}
 
 
 class QueryModel(BaseModel):
@@ -206,19 +195,6 @@ async def read_model(request: web.Request, model: type[BaseModel]) -> Any:
 
     # A large body would hold every other request up while it is parsed: off the loop with it.
     return await asyncio.to_thread(parse) if len(raw) > THREAD_PARSE_BYTES else parse()
-
-
-def format_validation(exc: ValidationError, where: str) -> str:
-    """``where.a.b: message`` for each error, ``; ``-joined (at most 10 listed)."""
-    parts = []
-    errors = exc.errors(include_url=False)
-    for e in errors[:10]:
-        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"])
-        msg = "unknown field" if e["type"] == "extra_forbidden" else e["msg"]
-        parts.append(f"{where}{loc}: {msg}")
-    if len(errors) > 10:
-        parts.append(f"and {len(errors) - 10} more")
-    return "; ".join(parts)
 
 
 def validate(model: type[BaseModel], data: Any, where: str) -> Any:
@@ -369,25 +345,11 @@ def spec_of(handler: Any) -> EndpointSpec | None:
 
 # -- exceptions -> statuses --------------------------------------------------------------------
 def error_response(exc: BaseException) -> web.StreamResponse:
-    """The one mapping from an exception raised while handling a request to its HTTP answer."""
-    if isinstance(exc, ApiError):
-        return error(exc.status, exc.reason, **exc.headers)
-    if isinstance(exc, RecursionError):  # a backstop: parsers are depth-bounded before they run
-        return error(400, "input nested too deep")
-    if isinstance(exc, ValidationError):
-        return error(400, format_validation(exc, "request"))
-    if isinstance(exc, TooLarge):
-        return error(413, f"{exc}; send less per request")
-    if isinstance(exc, UnsupportedEncoding):
-        return error(415, str(exc))
-    if isinstance(exc, ReadTimeout):
-        return error(408, str(exc))
-    if isinstance(exc, BadRequest):
-        return error(400, str(exc))
-    if isinstance(exc, Overloaded):
-        return error(429, str(exc), **{"Retry-After": str(exc.retry_after)})
-    if isinstance(exc, ShuttingDown):
-        return error(503, str(exc) or "shutting down", **{"Retry-After": "5"})
+    """An exception raised while handling a request as the API's JSON answer: the listeners'
+    one mapping (``mlvigil.errors.refusal_of``), plus aiohttp's own HTTP exceptions."""
+    refusal = refusal_of(exc)
+    if refusal is not None:
+        return error(refusal.http, refusal.reason, **refusal.http_headers())
     if isinstance(exc, web.HTTPException):
         if exc.status < 400:
             return exc
@@ -403,8 +365,6 @@ def error_response(exc: BaseException) -> web.StreamResponse:
             if name in exc.headers:
                 resp.headers[name] = exc.headers[name]
         return resp
-    if isinstance(exc, StoreUnavailable):
-        return error(503, str(exc), **{"Retry-After": str(math.ceil(exc.retry_after))})
     log.exception("internal error while handling a request", exc_info=exc)
     return error(500, "internal error; the service log has the details")
 

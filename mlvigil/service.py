@@ -25,9 +25,10 @@ from mlvigil.api import Api
 from mlvigil.component import Component
 from mlvigil.config import Config, ConfigError
 from mlvigil.context import ServiceContext
-from mlvigil.engine import DetectorLoop, FindingBook
-from mlvigil.extensions import EXTENSIONS, load_symbol, section_of, validate_section
+from mlvigil.detector_loop import DetectorLoop
+from mlvigil.finding_book import FindingBook
 from mlvigil.metrics import Telemetry
+from mlvigil.plugins import PLUGINS
 from mlvigil.store import Store, open_configured
 from mlvigil.store.duckdb import DuckDBStore
 
@@ -115,17 +116,15 @@ class Service:
         ctx.services["ingest"] = ingest
         ctx.services["pipeline"] = pipeline
 
-        # Optional components, each from its own section (detectors, agent, alerts, retrain).
+        # Each plugin's parts, from its section (validated once, when the config was loaded).
         extras: list[Component] = []
-        for ext in EXTENSIONS:
-            raw = section_of(cfg, ext.section)
-            section = validate_section(ext, raw)
+        for plugin in PLUGINS:
             try:
-                built: list[Any] = load_symbol(ext.builder)(section, ctx)
+                built = plugin.build(plugin.section_of(cfg), ctx)
             except ValueError as exc:
                 # A builder raises ValueError for a setting it cannot use (an unknown country,
                 # codecarbon missing): a configuration error, reported in one line.
-                raise ConfigError(f"config: {'.'.join(ext.section)}: {exc}") from None
+                raise ConfigError(f"config: {'.'.join(plugin.section)}: {exc}") from None
             for item in built:
                 if isinstance(item, Detector):
                     loop.add(item)

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from mlvigil.engine import FindingBook
+from mlvigil.finding_book import FindingBook
 from mlvigil.findings import Finding
 from mlvigil.outbox import DELIVERED, EXPIRED, FAILED, PENDING, Message, NewMessage, OutboxService
 from mlvigil.store import Store

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from detectors.base import Detector
-from mlvigil.engine import DetectorLoop, FindingBook
+from mlvigil.detector_loop import DetectorLoop
+from mlvigil.finding_book import FindingBook
 from mlvigil.findings import Finding, Severity
 from mlvigil.records import RecordBatch
 from mlvigil.service import RetentionTask

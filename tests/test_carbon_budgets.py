@@ -20,13 +20,13 @@ from detectors.carbon import (
     CarbonConfig,
     CarbonIntensity,
     ServingCarbonDetector,
-    build,
     forecast,
 )
 from detectors.carbon.budget import period_bounds
 from detectors.carbon.intensity import UnknownLocation
+from detectors.carbon.plugin import build
 from detectors.carbon.sources import attribute_gpu_energy
-from mlvigil.engine import FindingBook
+from mlvigil.finding_book import FindingBook
 from mlvigil.metrics import Telemetry
 from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore
@@ -385,16 +385,16 @@ def test_config_rejects_ambiguous_budgets() -> None:
 
 def test_build_exports_prometheus_metrics(store: DuckDBStore) -> None:
     ctx: Any = SimpleNamespace(telemetry=Telemetry())
-    assert build({}, ctx) == []
+    assert build(carbon_config(), ctx) == []
     with pytest.raises(UnknownLocation):
-        build({"country_iso_code": "XYZ", "budgets": [{"name": "b", "run_id": "*"}]}, ctx)
+        build(carbon_config(country_iso_code="XYZ", budgets=[{"name": "b", "run_id": "*"}]), ctx)
     gpu_fixture(store)
     detectors = build(
-        {
-            "country_iso_code": "FRA",
-            "max_step_gap": 5,
-            "budgets": [{"name": "b", "run_id": "r1", "kg_co2e": 1.0, "planned_steps": 400}],
-        },
+        carbon_config(
+            country_iso_code="FRA",
+            max_step_gap=5,
+            budgets=[{"name": "b", "run_id": "r1", "kg_co2e": 1.0, "planned_steps": 400}],
+        ),
         ctx,
     )
     assert [d.name for d in detectors] == ["carbon_budgets"]

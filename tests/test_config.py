@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlvigil.config import ConfigError, build_config, load_config, parse_duration
+from mlvigil.config import ConfigError, parse_duration
+from mlvigil.plugins import build_config, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

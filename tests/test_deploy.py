@@ -16,7 +16,8 @@ import yaml
 from kubernetes.client import ApiClient
 
 from mlvigil.cli import build_parser
-from mlvigil.config import build_config, split_addr
+from mlvigil.config import split_addr
+from mlvigil.plugins import build_config
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 MODELS = {

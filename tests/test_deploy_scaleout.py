@@ -14,7 +14,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from mlvigil.config import Secret, build_config
+from mlvigil.config import Secret
+from mlvigil.plugins import build_config
 
 OVERLAY = Path(__file__).resolve().parents[1] / "deploy-scale-out"
 MODELS = {

@@ -223,7 +223,8 @@ def test_findings_wait_for_the_store_and_no_transition_is_lost(tmp_path: Path) -
     """A Finding that fires while the store refuses writes is neither lost nor half-recorded:
     the detector pass carries on, and the next pass after recovery fires it (once)."""
     from detectors.base import Detector
-    from mlvigil.engine import DetectorLoop, FindingBook
+    from mlvigil.detector_loop import DetectorLoop
+    from mlvigil.finding_book import FindingBook
     from mlvigil.findings import Finding, Severity
     from mlvigil.store import StoreUnavailable
 

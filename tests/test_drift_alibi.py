@@ -23,7 +23,7 @@ ONLINE_KINDS = sorted(ONLINE_DETECTORS)
 def test_native_monitors_never_import_alibi_detect() -> None:
     code = (
         "import sys, numpy as np\n"
-        "from detectors.drift import build\n"
+        "from detectors.drift.plugin import PLUGIN\n"
         "from detectors.drift.monitor import MonitorDetector\n"
         "from detectors.drift.compare import compare\n"
         "from detectors.drift.profile import ReferenceProfile\n"

@@ -12,7 +12,7 @@ import pytest
 from detectors.drift.config import DriftConfig, MonitorConfig
 from detectors.drift.monitor import REFERENCE_DOCS, MonitorDetector
 from detectors.drift.profile import rows_to_columns
-from mlvigil.engine import FindingBook
+from mlvigil.finding_book import FindingBook
 from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore
 
@@ -101,7 +101,7 @@ def test_data_drift_finding_names_the_shifted_features(store: DuckDBStore) -> No
 
 
 def test_engine_fires_then_resolves_with_a_stable_fingerprint(store: DuckDBStore) -> None:
-    from mlvigil.engine import DetectorLoop
+    from mlvigil.detector_loop import DetectorLoop
 
     rng = np.random.default_rng(1)
     _inferences(store, _rows(rng, 1500), t0=1000.0, rid="ref")

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from detectors.drift.config import DriftConfig, MonitorConfig
 from detectors.drift.monitor import MonitorDetector
 from detectors.drift.streaming import OnlineCVM
-from mlvigil.engine import DetectorLoop, FindingBook
+from mlvigil.detector_loop import DetectorLoop
+from mlvigil.finding_book import FindingBook
 from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore
 

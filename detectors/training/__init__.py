@@ -1,12 +1,12 @@
 """Silent training degradation: step-time regressions, stragglers, throughput drops,
 data-loader stalls and loss anomalies, with GPU cause attribution.
 
-Wiring: ``build(TrainingConfig, ctx) -> list[Detector]`` (section ``detectors.training``).
+Wiring: ``detectors.training.plugin.PLUGIN`` (section ``detectors.training``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from detectors.training.config import TrainingConfig
 from detectors.training.detectors import (
@@ -21,7 +21,6 @@ from detectors.training.metrics import TrainingMetrics
 
 if TYPE_CHECKING:
     from detectors.base import Detector
-    from mlvigil.context import ServiceContext
 
 __all__ = [
     "DataloaderStallDetector",
@@ -31,7 +30,6 @@ __all__ = [
     "ThroughputDropDetector",
     "TrainingConfig",
     "TrainingMetrics",
-    "build",
     "build_detectors",
 ]
 
@@ -54,10 +52,3 @@ def build_detectors(cfg: TrainingConfig, metrics: TrainingMetrics | None = None)
     if cfg.loss.enabled:
         out.append(LossAnomalyDetector(cfg, metrics, feed=feed))
     return out
-
-
-def build(cfg: TrainingConfig | dict[str, Any], ctx: ServiceContext) -> list[Detector]:
-    """The service's entry point: detectors to add to the detector loop."""
-    if not isinstance(cfg, TrainingConfig):
-        cfg = TrainingConfig.model_validate(cfg)
-    return build_detectors(cfg, TrainingMetrics(ctx.telemetry.registry))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.base import Detector
-from mlvigil.engine import FindingBook
+from mlvigil.finding_book import FindingBook
 from mlvigil.findings import Finding, State
 from mlvigil.records import RecordBatch
 from mlvigil.store.base import Store

@@ -8,7 +8,6 @@ which parameter and what it accepts.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import re
 import time
@@ -20,6 +19,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from dashboards.links import panel_ref, panel_url
+from mlvigil.auth import token_matches
 from mlvigil.config import parse_duration
 from mlvigil.console import auth
 from mlvigil.console.evidence import (
@@ -159,7 +159,7 @@ class Console:
         if self._token is None:
             raise web.HTTPSeeOther(next_path)
         given = str(form.get("token", "")).strip()
-        if not given or not hmac.compare_digest(given.encode(), self._token.encode()):
+        if not given or not token_matches(given, self._token):
             return self._login_page(
                 next_path, "Wrong token: use the API's bearer token (server.auth_token).", 401
             )

@@ -1,0 +1,34 @@
+"""The ``detectors.carbon`` section's plugin: the carbon detectors, metrics on the service's registry."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from detectors.base import Detector
+from detectors.carbon.budget import CarbonBudgetDetector
+from detectors.carbon.config import CarbonConfig
+from detectors.carbon.intensity import carbon_intensity
+from detectors.carbon.metrics import CarbonMetrics
+from detectors.carbon.serving import ServingCarbonDetector
+from mlvigil.plugin import Plugin
+
+if TYPE_CHECKING:
+    from mlvigil.context import ServiceContext
+
+
+def build(config: CarbonConfig, ctx: ServiceContext) -> list[Detector]:
+    """The budget detector when budgets are configured (budgets without limits are tracked only:
+    they export the per-subject energy and emissions counters); the serving detector when
+    serving budgets are. An unknown country code raises ``UnknownLocation`` (a ValueError).
+    """
+    if not config.budgets and not config.serving:
+        return []  # nothing configured: skip loading codecarbon's data
+    intensity = carbon_intensity(config.country_iso_code, config.region, config.carbon_intensity_g_per_kwh)
+    metrics = CarbonMetrics(ctx.telemetry.registry)
+    detectors: list[Detector] = [CarbonBudgetDetector(config, intensity, metrics)]
+    if config.serving:
+        detectors.append(ServingCarbonDetector(config, intensity, metrics))
+    return detectors
+
+
+PLUGIN = Plugin(name="carbon", section=("detectors", "carbon"), config=CarbonConfig, build=build)

@@ -1,0 +1,30 @@
+"""The ``detectors.drift`` section's plugin: monitors from the config and from the store,
+routes for ``/api/v1/monitors`` and the calibration worker (a component: stopped with the service)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from detectors.drift.api import MonitorRoutes
+from detectors.drift.calibration import Calibrations
+from detectors.drift.config import DriftConfig
+from detectors.drift.metrics import DriftMetrics
+from detectors.drift.monitors.registry import MonitorRegistry
+from mlvigil.plugin import Plugin
+
+if TYPE_CHECKING:
+    from mlvigil.context import ServiceContext
+
+
+def build(config: DriftConfig, ctx: ServiceContext) -> list[Any]:
+    if not config.enabled:
+        return []
+    calibrations = Calibrations(ctx.store, workers=config.calibration_workers)
+    registry = MonitorRegistry(config, ctx, DriftMetrics(ctx.telemetry.registry), calibrations)
+    detectors = registry.load()
+    ctx.routes.extend(MonitorRoutes(registry).routes())
+    ctx.services["drift"] = registry
+    return [*detectors, calibrations]
+
+
+PLUGIN = Plugin(name="drift", section=("detectors", "drift"), config=DriftConfig, build=build)

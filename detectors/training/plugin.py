@@ -1,0 +1,21 @@
+"""The ``detectors.training`` section's plugin: the enabled training detectors, with their gauges."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from detectors.training import build_detectors
+from detectors.training.config import TrainingConfig
+from detectors.training.metrics import TrainingMetrics
+from mlvigil.plugin import Plugin
+
+if TYPE_CHECKING:
+    from detectors.base import Detector
+    from mlvigil.context import ServiceContext
+
+
+def build(config: TrainingConfig, ctx: ServiceContext) -> list[Detector]:
+    return build_detectors(config, TrainingMetrics(ctx.telemetry.registry))
+
+
+PLUGIN = Plugin(name="training", section=("detectors", "training"), config=TrainingConfig, build=build)

@@ -1,0 +1,23 @@
+"""The ``retrain`` section's plugin: the retrain service and its routes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlvigil.plugin import Plugin
+from retrain_hooks.api import routes
+from retrain_hooks.config import RetrainConfig
+from retrain_hooks.service import RetrainService
+
+if TYPE_CHECKING:
+    from mlvigil.context import ServiceContext
+
+
+def build(config: RetrainConfig, ctx: ServiceContext) -> list[RetrainService]:
+    service = RetrainService(config, ctx.store, ctx.book)
+    ctx.routes.extend(routes(service))
+    ctx.services["retrain"] = service
+    return [service]
+
+
+PLUGIN = Plugin(name="retrain", section=("retrain",), config=RetrainConfig, build=build)
