@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlvigil.extensions import EXTENSIONS, Extension, load_symbol, section_of
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, None: 1.0}
 
@@ -327,8 +329,6 @@ def build_config(
         config = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(_format_issues(describe_errors(exc, Config), source, origins)) from None
-    from mlvigil.extensions import validate_all
-
     try:
         validate_all(config)
     except ConfigIssues as exc:
@@ -336,6 +336,22 @@ def build_config(
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("config: ", f"{source}: ")) from None
     return config
+
+
+def validate_all(config: Any) -> None:
+    """Validate every extension section of a loaded config (raises ConfigError)."""
+    for ext in EXTENSIONS:
+        validate_section(ext, section_of(config, ext.section))
+
+
+def validate_section(ext: Extension, raw: dict[str, Any]) -> BaseModel:
+    """The section as its typed model; errors name the full key path."""
+    model = load_symbol(ext.config_model)
+    try:
+        validated: BaseModel = model.model_validate(raw)
+        return validated
+    except ValidationError as exc:
+        raise ConfigIssues(describe_errors(exc, model, ext.section)) from None
 
 
 #: Bounds on a config file: its size, and the values it expands to. YAML aliases share one

@@ -2,7 +2,8 @@
 
 Each entry names where its section lives in the config, its config model and its build
 function ``build(section_model, ctx) -> list[Detector | Component]``. The core imports none
-of them directly, so a component's insides stay its own.
+of them directly, so a component's insides stay its own. ``mlvigil.config`` validates each
+section against its model (``validate_section``); this module imports nothing of mlvigil's.
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel, ValidationError
 
 
 @dataclass(frozen=True)
@@ -44,21 +43,3 @@ def section_of(tree: Any, path: tuple[str, ...]) -> dict[str, Any]:
     for part in path:
         node = getattr(node, part) if not isinstance(node, dict) else node.get(part, {})
     return node if isinstance(node, dict) else {}
-
-
-def validate_all(config: Any) -> None:
-    """Validate every extension section of a loaded config (raises ConfigError)."""
-    for ext in EXTENSIONS:
-        validate_section(ext, section_of(config, ext.section))
-
-
-def validate_section(ext: Extension, raw: dict[str, Any]) -> BaseModel:
-    """The section as its typed model; errors name the full key path."""
-    model = load_symbol(ext.config_model)
-    try:
-        validated: BaseModel = model.model_validate(raw)
-        return validated
-    except ValidationError as exc:
-        from mlvigil.config import ConfigIssues, describe_errors
-
-        raise ConfigIssues(describe_errors(exc, model, ext.section)) from None

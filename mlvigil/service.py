@@ -19,10 +19,10 @@ from detectors.base import Detector
 from mlvigil.aio import stop_task
 from mlvigil.api import Api
 from mlvigil.component import Component
-from mlvigil.config import Config, ConfigError
+from mlvigil.config import Config, ConfigError, validate_section
 from mlvigil.context import ServiceContext
 from mlvigil.engine import DetectorLoop, FindingBook
-from mlvigil.extensions import EXTENSIONS, load_symbol, section_of, validate_section
+from mlvigil.extensions import EXTENSIONS, load_symbol, section_of
 from mlvigil.metrics import Telemetry
 from mlvigil.store import Store, open_configured
 
