@@ -1,7 +1,8 @@
 """Standard Webhooks signatures (https://www.standardwebhooks.com/): HMAC-SHA256 over
 ``{webhook-id}.{webhook-timestamp}.{body}``, sent as ``webhook-signature: v1,<base64>``.
 
-Shared by alert webhooks and the retraining webhook target.
+Shared by alert webhooks and the retraining webhook target, with the body they sign
+(``dumps``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import time
+from typing import Any
+
+
+def dumps(payload: Any) -> bytes:
+    """The JSON bytes sent (compact, sorted: the same message signs the same way).
+
+    >>> dumps({"b": 1, "a": [1, 2]})
+    b'{"a":[1,2],"b":1}'
+    """
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
 def signing_key(secret: str) -> bytes:

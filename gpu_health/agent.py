@@ -25,8 +25,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from gpu_health.backend import GpuBackend, nvml_error_name
-from gpu_health.cli import EXIT_NOPERM, EXIT_UNAVAILABLE, EXIT_USAGE
 from gpu_health.config import GpuConfig
+from gpu_health.exit_codes import EXIT_NOPERM, EXIT_UNAVAILABLE, EXIT_USAGE
 from gpu_health.fake import FakeBackend, Scenario, ScenarioError, builtin_scenario
 from gpu_health.otlp import (
     ExportError,

@@ -8,10 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-# Exit codes of `mlvigil agent` (sysexits.h): nothing to sample here, or not allowed to.
-EXIT_UNAVAILABLE = 69
-EXIT_NOPERM = 77
-EXIT_USAGE = 2
+from gpu_health.exit_codes import EXIT_UNAVAILABLE
 
 
 def parse_duration(value: str) -> float:

@@ -2,13 +2,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.harness import ServiceHandle
 
+if TYPE_CHECKING:
+    from mlvigil.store.duckdb import DuckDBStore
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_services() -> Iterator[None]:
+    """Kill every service a test started and left running, however the test ended.
+
+    Services of wider-scoped fixtures (started before this test) are theirs to stop.
+    """
+    before = set(ServiceHandle.live)
+    yield
+    for handle in ServiceHandle.live - before:
+        handle.kill()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[DuckDBStore]:
+    """An embedded DuckDB store in the test's own directory, closed at the end."""
+    from mlvigil.store.duckdb import DuckDBStore
+
+    s = DuckDBStore(tmp_path / "data")
+    yield s
+    s.close()
 
 
 @pytest.fixture

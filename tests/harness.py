@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mlvigil.supervise import ServiceProcess
 
@@ -16,7 +16,20 @@ SOURCE_PATH = os.pathsep.join([str(REPO), str(REPO / "producer" / "src")])
 class ServiceHandle(ServiceProcess):
     """``ServiceProcess`` started from the repository root (so ``python -m mlvigil`` is this tree)."""
 
+    #: Every handle started and not yet killed: the autouse fixture ``no_leaked_services``
+    #: (tests/conftest.py) kills those a test started, even when an assert failed first.
+    live: ClassVar[set[ServiceHandle]] = set()
+
     def __init__(self, data_dir: Path, config: dict[str, Any] | None, env: dict[str, str] | None) -> None:
         env = dict(env or {})
         env.setdefault("PYTHONPATH", SOURCE_PATH)
         super().__init__(data_dir, config, env)
+
+    def start(self, timeout: float = 60.0) -> ServiceHandle:
+        ServiceHandle.live.add(self)
+        super().start(timeout)
+        return self
+
+    def kill(self) -> None:
+        super().kill()
+        ServiceHandle.live.discard(self)

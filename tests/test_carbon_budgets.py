@@ -7,7 +7,6 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -38,13 +37,6 @@ CI = CarbonIntensity(100.0, "FRA", None, "configured")  # 100 g/kWh: easy arithm
 
 def carbon_config(**kw: Any) -> CarbonConfig:
     return CarbonConfig.model_validate(kw)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    s = DuckDBStore(tmp_path)
-    yield s
-    s.close()
 
 
 def handler_points(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,6 @@ from detectors.drift.profile import rows_to_columns
 from mlvigil.finding_book import FindingBook
 from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    s = DuckDBStore(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def _inferences(

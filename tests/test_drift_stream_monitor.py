@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,13 +17,6 @@ from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore
 
 STREAMING = {"window_size": 100, "stride": 20, "ert": 20_000, "n_bootstraps": 10_000, "lag": 0, "hold": 300}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    s = DuckDBStore(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def _rows(rng: np.random.Generator, n: int, amount_mu: float = 0.0) -> list[dict]:

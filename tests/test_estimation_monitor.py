@@ -4,8 +4,6 @@ the realised metric beside the estimate once labels arrive, and bad input refuse
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,13 +15,6 @@ from mlvigil.records import RecordBatch
 from mlvigil.store.duckdb import DuckDBStore
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    s = DuckDBStore(tmp_path / "data")
-    yield s
-    s.close()
 
 
 def _rows(rng: np.random.Generator, n: int, hard: bool = False) -> list[dict]:

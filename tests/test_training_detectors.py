@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import math
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,6 @@ from mlvigil.findings import Finding
 from mlvigil.store.duckdb import DuckDBStore
 
 ALIBABA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alibaba-pai-minibatch"
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[DuckDBStore]:
-    s = DuckDBStore(tmp_path)
-    yield s
-    s.close()
 
 
 def replay(

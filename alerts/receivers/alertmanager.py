@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from alerts.config import AlertmanagerReceiver
-from alerts.receivers.base import Receiver, SessionOf, dumps, post
+from alerts.receivers.base import Receiver, SessionOf, post
+from alerts.signing import dumps
 from mlvigil.config import Secret
 from mlvigil.outbox import Message, Outcome, RetryPolicy, Sender
 

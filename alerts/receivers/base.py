@@ -8,7 +8,6 @@ notifications, turns one (Alertmanager webhook-format) group payload into its ow
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -50,15 +49,6 @@ class Receiver(ABC):
     def encode(self, payload: dict[str, Any], alerts: list[Alert]) -> dict[str, Any]:
         """The body sent for one group notification (default: the webhook payload itself)."""
         return payload
-
-
-def dumps(payload: Any) -> bytes:
-    """The JSON bytes sent (compact, sorted: the same message signs the same way).
-
-    >>> dumps({"b": 1, "a": [1, 2]})
-    b'{"a":[1,2],"b":1}'
-    """
-    return json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
 
 
 def connection_error(exc: BaseException) -> Outcome:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from alerts.config import WebhookReceiver
-from alerts.receivers.base import Receiver, SessionOf, dumps, post
-from alerts.signing import webhook_headers
+from alerts.receivers.base import Receiver, SessionOf, post
+from alerts.signing import dumps, webhook_headers
 from mlvigil.outbox import Message, Outcome, RetryPolicy, Sender
 
 

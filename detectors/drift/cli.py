@@ -13,16 +13,11 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from detectors.drift.exit_codes import EXIT_DRIFT, EXIT_NO_DRIFT
+
 if TYPE_CHECKING:
     from detectors.drift.files import InputError
 
-#: Exit codes (documented in docs/drift.md and ``--help``). 3-5 are never "no drift".
-EXIT_NO_DRIFT = 0
-EXIT_DRIFT = 1
-EXIT_USAGE = 2
-EXIT_SCHEMA = 3
-EXIT_TOO_FEW_ROWS = 4
-EXIT_UNREADABLE = 5
 
 #: ``detectors.drift.stats.TEST_NAMES``, spelled out so the parser needs no scipy
 #: (tests/test_drift_cli.py checks that the two agree).

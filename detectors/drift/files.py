@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.drift.cli import EXIT_SCHEMA, EXIT_TOO_FEW_ROWS, EXIT_UNREADABLE, EXIT_USAGE
+from detectors.drift.exit_codes import EXIT_SCHEMA, EXIT_TOO_FEW_ROWS, EXIT_UNREADABLE, EXIT_USAGE
 from detectors.drift.sources import Columns, numpy_columns
 
 PARQUET_SUFFIXES = (".parquet", ".pq")

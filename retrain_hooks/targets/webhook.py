@@ -7,8 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from alerts.receivers.base import dumps
-from alerts.signing import webhook_headers
+from alerts.signing import dumps, webhook_headers
 from mlvigil.outbox import Message, Outcome
 from retrain_hooks.config import WebhookTarget
 from retrain_hooks.targets.base import RetrainTarget, SessionOf, connection_failed, failed
