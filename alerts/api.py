@@ -1,6 +1,6 @@
 """API routes of the alerts component (JSON under /api/v1/alerts).
 
-Requests are validated by the models below (``mlvigil.endpoint``), which also describe the
+Requests are validated by the models below (``mlvigil.core.endpoint``), which also describe the
 routes in ``/openapi.json``.
 """
 
@@ -12,9 +12,9 @@ from aiohttp import web
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from alerts.pipeline import AlertService
-from mlvigil.config import parse_duration
-from mlvigil.endpoint import ApiError, BodyModel, QueryModel, Response, endpoint, json_response
-from mlvigil.outbox import DELIVERED, DELIVERING, EXPIRED, FAILED, PENDING, Message
+from mlvigil.core.config import parse_duration
+from mlvigil.core.endpoint import ApiError, BodyModel, QueryModel, Response, endpoint, json_response
+from mlvigil.core.outbox import DELIVERED, DELIVERING, EXPIRED, FAILED, PENDING, Message
 
 #: Most matchers in one mute, and the longest matcher (a regex is matched on every alert).
 MAX_MATCHERS = 64

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from alerts.matchers import parse_matcher
-from mlvigil.config import Duration, Secret, Strict
-from mlvigil.outbox import RetryPolicy
+from mlvigil.core.config import Duration, Secret, Strict
+from mlvigil.core.matchers import parse_matcher
+from mlvigil.core.outbox import RetryPolicy
 
 
 class AlertmanagerReceiver(Strict):

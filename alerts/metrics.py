@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram
 
-from mlvigil.outbox import DELIVERED, Message
+from mlvigil.core.outbox import DELIVERED, Message
 
 
 class DeliveryMetrics:

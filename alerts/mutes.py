@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alerts.matchers import Matcher, all_match, matcher_from_obj, parse_matcher
-from mlvigil.store import Store
+from mlvigil.core.matchers import Matcher, all_match, matcher_from_obj, parse_matcher
+from mlvigil.core.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlvigil.store import Store
+from mlvigil.core.store import Store
 
 NFLOG = "alert_nflog"
 

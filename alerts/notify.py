@@ -8,7 +8,7 @@ from collections.abc import Callable
 from alerts.grouping import Group
 from alerts.nflog import NflogEntry, NotificationLog, stable_hash
 from alerts.payloads import webhook_payload
-from mlvigil.outbox import Dispatcher, NewMessage
+from mlvigil.core.outbox import Dispatcher, NewMessage
 
 
 class GroupNotifier:

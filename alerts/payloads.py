@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from dashboards.links import panel_url
-from mlvigil.findings import Finding
+from mlvigil.core.findings import Finding
 
 # Alertmanager's "zero time": what a firing alert's endsAt reads in webhook payloads.
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -98,7 +98,7 @@ def _evidence_line(evidence: dict[str, Any], limit: int = 8) -> str:
 
 
 def finding_page_url(external_url: str, finding_id: str) -> str:
-    """The finding's page in the console (``mlvigil.console``)."""
+    """The finding's page in the console (``mlvigil.app.console``)."""
     return f"{external_url.rstrip('/')}/ui/findings/{finding_id}"
 
 

@@ -9,7 +9,7 @@ Alertmanager's notify pipeline, before the durable outbox sends it.
   (``alerts.notify``: new, resolved, ``repeat_interval``) checked against the notification
   log (``alerts.nflog``: one document per group, so nothing already sent is sent again after a
   restart and nothing that resolved meanwhile is forgotten);
-* delivery and retry: the outbox (``mlvigil.outbox``) and one module per integration
+* delivery and retry: the outbox (``mlvigil.core.outbox``) and one module per integration
   (``alerts.receivers``).
 
 ``AlertService`` only wires these stages together and runs the lifecycle loop.
@@ -35,10 +35,10 @@ from alerts.receivers import Receiver, build_receiver
 from alerts.receivers.alertmanager import AlertmanagerIntegration
 from alerts.resend import AlertmanagerStage
 from alerts.routing import Route, Router
-from mlvigil.finding_book import FindingBook
-from mlvigil.findings import Finding
-from mlvigil.outbox import OutboxService
-from mlvigil.store import Store
+from mlvigil.core.finding_book import FindingBook
+from mlvigil.core.findings import Finding
+from mlvigil.core.outbox import OutboxService
+from mlvigil.core.store import Store
 
 log = logging.getLogger(__name__)
 

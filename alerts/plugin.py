@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from alerts.api import routes
 from alerts.config import AlertsConfig
 from alerts.pipeline import AlertService
-from mlvigil.plugin import Plugin
+from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
-    from mlvigil.context import ServiceContext
+    from mlvigil.core.context import ServiceContext
 
 
 def build(config: AlertsConfig, ctx: ServiceContext) -> list[AlertService]:

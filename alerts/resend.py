@@ -12,7 +12,7 @@ from collections.abc import Callable
 from alerts.nflog import stable_hash
 from alerts.payloads import Alert
 from alerts.receivers.alertmanager import AlertmanagerIntegration
-from mlvigil.outbox import Dispatcher, NewMessage
+from mlvigil.core.outbox import Dispatcher, NewMessage
 
 
 class AlertmanagerStage:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from alerts.config import RouteConfig
-from alerts.matchers import Matcher, all_match, parse_matcher
 from alerts.receivers import Receiver
+from mlvigil.core.matchers import Matcher, all_match, parse_matcher
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Any
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from collector.otlp_decode import load_json
-from mlvigil.errors import BadRequest, TooLarge
-from mlvigil.records import json_text
+from mlvigil.core.errors import BadRequest, TooLarge
+from mlvigil.core.records import json_text
 
 # Attributes stay as AnyValue messages in the dict and are decoded only when read: most
 # spans carry many attributes the normaliser never looks at.
@@ -67,7 +67,7 @@ def get_float(attrs: Attrs, *keys: str) -> float | None:
 
 def get_int(attrs: Attrs, *keys: str) -> int | float | None:
     """An integer-valued attribute as sent (an int, or a float such as 12.0, inf or NaN):
-    ``mlvigil.records.check_row`` converts it and rejects what its column cannot hold."""
+    ``mlvigil.core.records.check_row`` converts it and rejects what its column cannot hold."""
     value = get(attrs, *keys)
     if isinstance(value, bool) or value is None:
         return None

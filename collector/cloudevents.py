@@ -21,8 +21,8 @@ from typing import Any
 
 from collector.otlp_decode import JsonLimits, load_json
 from collector.otlp_ingest import OtlpIngest
-from mlvigil.errors import BadRequest, TooLarge
-from mlvigil.records import RecordBatch, RecordError, check_row, json_text
+from mlvigil.core.errors import BadRequest, TooLarge
+from mlvigil.core.records import RecordBatch, RecordError, check_row, json_text
 
 REQUEST_TYPES = {
     "org.kubeflow.serving.inference.request": "kserve",

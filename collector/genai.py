@@ -19,7 +19,7 @@ from typing import Any
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from collector.attributes import Attrs, get, get_float, get_int, get_str, parse_json
-from mlvigil.records import json_text
+from mlvigil.core.records import json_text
 
 PROVIDER = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
 OPERATION = ("gen_ai.operation.name", "llm.request.type")

@@ -5,7 +5,7 @@ message is decoded, and decoding runs on a decode worker thread like every other
 Overload answers UNAVAILABLE with a google.rpc.RetryInfo detail (OTLP clients retry it and
 honour the delay); messages above the size limit are refused by gRPC itself
 (RESOURCE_EXHAUSTED) before they are handed to us; too many items: RESOURCE_EXHAUSTED;
-undecodable: INVALID_ARGUMENT. Codes and retry delays come from ``mlvigil.errors.refusal_of``,
+undecodable: INVALID_ARGUMENT. Codes and retry delays come from ``mlvigil.core.errors.refusal_of``,
 the mapping every listener uses.
 """
 
@@ -21,9 +21,9 @@ from google.rpc import error_details_pb2, status_pb2
 
 from collector.otlp_decode import PROTOBUF
 from collector.otlp_ingest import OtlpIngest
-from mlvigil.auth import UNAUTHORIZED, bearer_ok
-from mlvigil.config import split_addr
-from mlvigil.errors import Refusal, refusal_of
+from mlvigil.core.auth import UNAUTHORIZED, bearer_ok
+from mlvigil.core.config import split_addr
+from mlvigil.core.errors import Refusal, refusal_of
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ rejected), 400 malformed, 401 bad token, 408 body not sent within ``ingest.read_
 413 too large (bytes, enforced while inflating; items; JSON containers), 415 unknown content
 type or encoding, 429 with Retry-After when the queue or the in-flight limit is full, 503
 while shutting down. Error bodies are google.rpc.Status in the request's encoding; the status
-and Retry-After come from ``mlvigil.errors.refusal_of``, the mapping every listener uses.
+and Retry-After come from ``mlvigil.core.errors.refusal_of``, the mapping every listener uses.
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from google.rpc import status_pb2
 
 from collector.otlp_decode import JSON, PROTOBUF, encode_response
 from collector.otlp_ingest import OtlpIngest
-from mlvigil.auth import UNAUTHORIZED, bearer_ok
-from mlvigil.config import split_addr
-from mlvigil.errors import RPC_CODE_OF_HTTP, Refusal, refusal_of
+from mlvigil.core.auth import UNAUTHORIZED, bearer_ok
+from mlvigil.core.config import split_addr
+from mlvigil.core.errors import RPC_CODE_OF_HTTP, Refusal, refusal_of
 
 # read_body re-exported: detectors.drift.api reads monitor bodies with it.
-from mlvigil.http_body import content_encoding, read_limited, server_options
-from mlvigil.http_body import read_body as read_body
+from mlvigil.core.http_body import content_encoding, read_limited, server_options
+from mlvigil.core.http_body import read_body as read_body
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from mlvigil.errors import BadRequest
-from mlvigil.records import RecordBatch, RecordError, json_text
+from mlvigil.core.errors import BadRequest
+from mlvigil.core.records import RecordBatch, RecordError, json_text
 
 
 class Label(Protocol):

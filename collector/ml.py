@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from collector.attributes import Attrs, get, get_float, get_int, get_str, parse_json, value_of
-from mlvigil.records import json_text
+from mlvigil.core.records import json_text
 
 MODEL = ("mlvigil.model.name",)
 MODEL_VERSION = ("mlvigil.model.version",)

@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 
 from collector.normalize import NORMALISERS, Normalised, NormaliseOptions
 from collector.otlp_decode import REQUEST_TYPES, BadRequest, TooLarge, count_items
-from mlvigil.records import TABLES
+from mlvigil.core.records import TABLES
 
 try:
     import mlvigil_native

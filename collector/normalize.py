@@ -2,7 +2,7 @@
 
 Each item is validated on its own; an invalid item is counted as rejected (OTLP partial
 success) and written nowhere, while the rest of the request goes on. Every row is checked
-against its columns (``mlvigil.records.check_row``) as the item is added, so a value no
+against its columns (``mlvigil.core.records.check_row``) as the item is added, so a value no
 column can hold rejects its item here, never the whole batch in the store.
 """
 
@@ -18,7 +18,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from collector import genai, ml
 from collector.attributes import Attrs, attr_map, get_str, to_json, value_of
-from mlvigil.records import RecordBatch
+from mlvigil.core.records import RecordBatch
 
 
 @dataclass

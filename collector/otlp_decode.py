@@ -29,10 +29,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from mlvigil.errors import BadRequest, TooLarge
+from mlvigil.core.errors import BadRequest, TooLarge
 
 # Re-exported: collector.otlp_ingest inflates gzip OTLP bodies with it.
-from mlvigil.http_body import gunzip_limited as gunzip_limited
+from mlvigil.core.http_body import gunzip_limited as gunzip_limited
 
 M = TypeVar("M", bound=Message)
 

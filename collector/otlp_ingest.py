@@ -36,9 +36,9 @@ from collector.normalize import NORMALISERS, Normalised, NormaliseOptions
 from collector.otlp_decode import PROTOBUF, JsonLimits, count_items, decode, gunzip_limited
 from collector.pipeline import IngestPipeline, Overloaded
 from collector.wal import Position, WriteAheadLog
-from mlvigil.config import IngestConfig
-from mlvigil.metrics import Telemetry
-from mlvigil.store import StoreUnavailable
+from mlvigil.core.config import IngestConfig
+from mlvigil.core.metrics import Telemetry
+from mlvigil.core.store import StoreUnavailable
 
 T = TypeVar("T")
 

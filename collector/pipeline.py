@@ -20,10 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from mlvigil.errors import Overloaded, ShuttingDown
-from mlvigil.metrics import Telemetry
-from mlvigil.records import RecordBatch
-from mlvigil.store import Store, StoreUnavailable
+from mlvigil.core.errors import Overloaded, ShuttingDown
+from mlvigil.core.metrics import Telemetry
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,8 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collector.pipeline import ShuttingDown
-from mlvigil.store import StoreUnavailable
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.store import StoreUnavailable
+from mlvigil.core.store.duckdb import DuckDBStore
 
 MAGIC = b"MVW1"
 logger = logging.getLogger(__name__)

@@ -1,1 +1,1 @@
-"""Detectors: each turns stored records into Findings (see ``detectors.base.Detector``)."""
+"""Detectors: each turns stored records into Findings (see ``mlvigil.core.detector.Detector``)."""

@@ -38,11 +38,11 @@ from gpu_health.otlp import (
 from gpu_health.prom import GpuCollector
 from gpu_health.record import Recorder
 from gpu_health.sampler import GpuSample, NoGpuError, Sampler, node_name
-from mlvigil.aio import stop_task, wait_event
-from mlvigil.config import split_addr
+from mlvigil.core.aio import stop_task, wait_event
+from mlvigil.core.config import split_addr
 
 if TYPE_CHECKING:
-    from mlvigil.context import ServiceContext
+    from mlvigil.core.context import ServiceContext
 
 log = logging.getLogger(__name__)
 

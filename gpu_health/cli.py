@@ -12,7 +12,7 @@ from gpu_health.exit_codes import EXIT_UNAVAILABLE
 
 
 def parse_duration(value: str) -> float:
-    from mlvigil.config import parse_duration as parse
+    from mlvigil.core.config import parse_duration as parse
 
     return parse(value)
 

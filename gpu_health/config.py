@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from mlvigil.config import Duration, Strict
+from mlvigil.core.config import Duration, Strict
 
 
 class XidRule(Strict):

@@ -66,7 +66,7 @@ from gpu_health.backend import (
     XidEvent,
     nvml_error_class,
 )
-from mlvigil.config import parse_duration
+from mlvigil.core.config import parse_duration
 
 GIB = 1024**3
 

@@ -5,7 +5,7 @@ in ``gpu_health.names`` (``mlvigil agent`` on each node, or the in-process agent
 rule reports the conditions holding now; the engine fires, updates and resolves them.
 
 >>> import tempfile
->>> from mlvigil.store.duckdb import DuckDBStore
+>>> from mlvigil.core.store.duckdb import DuckDBStore
 >>> store = DuckDBStore(tempfile.mkdtemp())
 >>> GpuHealthDetector().evaluate(store, now=1_700_000_000.0)
 []
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from detectors.base import Detector
 from gpu_health.config import GpuRules
 from gpu_health.rules import build_rules
 from gpu_health.rules.base import GpuWindow
 from gpu_health.rules.lost import GpuLost
-from mlvigil.findings import Finding
-from mlvigil.store import Store
+from mlvigil.core.detector import Detector
+from mlvigil.core.findings import Finding
+from mlvigil.core.store import Store
 
 
 class GpuHealthDetector(Detector):

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 from gpu_health.agent import GpuAgentComponent
 from gpu_health.config import GpuConfig
 from gpu_health.health import GpuHealthDetector
-from mlvigil.plugin import Plugin
+from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
-    from mlvigil.context import ServiceContext
+    from mlvigil.core.context import ServiceContext
 
 
 def build(gpu: GpuConfig, ctx: ServiceContext) -> list[Any]:

@@ -14,7 +14,7 @@ from collector.normalize import NormaliseOptions, normalise_metrics
 from gpu_health.fake import FakeBackend, FakeClock, Scenario
 from gpu_health.otlp import build_request
 from gpu_health.sampler import GpuSample, Sampler
-from mlvigil.store import Store
+from mlvigil.core.store import Store
 
 
 @dataclass

@@ -1,6 +1,6 @@
 import sys
 
-from mlvigil.cli import main
+from mlvigil.app.cli import main
 
 # Guarded: worker processes started with "spawn" (drift calibrations) import this module again.
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""API routes of the retrain component; requests validated by the models below (``mlvigil.endpoint``)."""
+"""API routes of the retrain component; requests validated by the models below (``mlvigil.core.endpoint``)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from mlvigil.endpoint import ApiError, BodyModel, QueryModel, endpoint, json_response
+from mlvigil.core.endpoint import ApiError, BodyModel, QueryModel, endpoint, json_response
 from retrain_hooks.service import RetrainService
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from mlvigil.store import Store
+from mlvigil.core.store import Store
 from retrain_hooks.trigger import Trigger
 
 TRIGGERS = "retrain_triggers"

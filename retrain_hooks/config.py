@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from alerts.matchers import parse_matcher
-from mlvigil.config import Duration, Secret, Strict
-from mlvigil.outbox import RetryPolicy
+from mlvigil.core.config import Duration, Secret, Strict
+from mlvigil.core.matchers import parse_matcher
+from mlvigil.core.outbox import RetryPolicy
 
 # Where a pod finds its credentials when ``in_cluster`` is set (KFP's projected token first).
 KFP_IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubeflow/pipelines/token")

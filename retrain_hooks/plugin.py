@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlvigil.plugin import Plugin
+from mlvigil.core.plugin import Plugin
 from retrain_hooks.api import routes
 from retrain_hooks.config import RetrainConfig
 from retrain_hooks.service import RetrainService
 
 if TYPE_CHECKING:
-    from mlvigil.context import ServiceContext
+    from mlvigil.core.context import ServiceContext
 
 
 def build(config: RetrainConfig, ctx: ServiceContext) -> list[RetrainService]:

@@ -7,8 +7,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from alerts.matchers import Matcher, all_match, parse_matcher
-from mlvigil.findings import Finding
+from mlvigil.core.findings import Finding
+from mlvigil.core.matchers import Matcher, all_match, parse_matcher
 from retrain_hooks.config import PolicyConfig
 from retrain_hooks.trigger import STARTED, FindingRef, Trigger
 

@@ -27,10 +27,10 @@ from typing import Any
 
 import aiohttp
 
-from mlvigil.finding_book import FindingBook
-from mlvigil.findings import Finding
-from mlvigil.outbox import DELIVERED, EXPIRED, FAILED, PENDING, Message, NewMessage, OutboxService
-from mlvigil.store import Store
+from mlvigil.core.finding_book import FindingBook
+from mlvigil.core.findings import Finding
+from mlvigil.core.outbox import DELIVERED, EXPIRED, FAILED, PENDING, Message, NewMessage, OutboxService
+from mlvigil.core.store import Store
 from retrain_hooks.book import TRIGGERS, TriggerBook
 from retrain_hooks.config import PolicyConfig, RetrainConfig
 from retrain_hooks.policies import Policies, blocked, new_trigger

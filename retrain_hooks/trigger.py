@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlvigil.findings import Finding
+from mlvigil.core.findings import Finding
 
 # States in which a model counts as having a run in flight.
 IN_FLIGHT = frozenset({"pending_approval", "approved", "queued", "submitted", "running"})

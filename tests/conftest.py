@@ -9,7 +9,7 @@ import pytest
 from tests.harness import ServiceHandle
 
 if TYPE_CHECKING:
-    from mlvigil.store.duckdb import DuckDBStore
+    from mlvigil.core.store.duckdb import DuckDBStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -29,7 +29,7 @@ def no_leaked_services() -> Iterator[None]:
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[DuckDBStore]:
     """An embedded DuckDB store in the test's own directory, closed at the end."""
-    from mlvigil.store.duckdb import DuckDBStore
+    from mlvigil.core.store.duckdb import DuckDBStore
 
     s = DuckDBStore(tmp_path / "data")
     yield s

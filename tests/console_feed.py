@@ -14,7 +14,7 @@ import numpy as np
 import yaml
 
 from detectors.training.synthetic import RunSpec, simulate
-from mlvigil.webhook_sink import WebhookSink
+from mlvigil.app.demo.webhook_sink import WebhookSink
 from mlvigil_producer.codecarbon_output import MlvigilOutput
 from tests.harness import ServiceHandle
 from tests.otel_helpers import http_span_exporter, tracer_provider

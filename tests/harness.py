@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from mlvigil.supervise import ServiceProcess
+from mlvigil.app.demo.supervise import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[1]
 # This tree's sources for subprocesses: the server's packages and the producer distribution's.

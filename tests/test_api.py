@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from detectors.base import Detector
-from mlvigil.detector_loop import DetectorLoop
-from mlvigil.finding_book import FindingBook
-from mlvigil.findings import Finding, Severity
-from mlvigil.records import RecordBatch
-from mlvigil.service import RetentionTask
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.app.service import RetentionTask
+from mlvigil.core.detector import Detector
+from mlvigil.core.detector_loop import DetectorLoop
+from mlvigil.core.finding_book import FindingBook
+from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 from tests.harness import ServiceHandle
 
 

@@ -25,10 +25,10 @@ from detectors.carbon.budget import period_bounds
 from detectors.carbon.intensity import UnknownLocation
 from detectors.carbon.plugin import build
 from detectors.carbon.sources import attribute_gpu_energy
-from mlvigil.finding_book import FindingBook
-from mlvigil.metrics import Telemetry
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.finding_book import FindingBook
+from mlvigil.core.metrics import Telemetry
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 from tests.harness import SOURCE_PATH
 
 J_PER_KWH = 3.6e6

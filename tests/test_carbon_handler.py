@@ -16,7 +16,7 @@ from codecarbon import OfflineEmissionsTracker, track_emissions
 from collector.normalize import NormaliseOptions, normalise_metrics
 from collector.otlp_decode import decode
 from detectors.carbon import CarbonBudgetDetector, CarbonConfig, carbon_intensity
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.store.duckdb import DuckDBStore
 from mlvigil_producer.codecarbon_output import MlvigilOutput
 
 J_PER_KWH = 3.6e6

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mlvigil.config import ConfigError, parse_duration
-from mlvigil.plugins import build_config, load_config
+from mlvigil.app.plugins import build_config, load_config
+from mlvigil.core.config import ConfigError, parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mlvigil.webhook_sink import WebhookSink
+from mlvigil.app.demo.webhook_sink import WebhookSink
 from tests import console_feed
 from tests.harness import REPO, ServiceHandle
 

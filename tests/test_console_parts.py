@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from alerts.payloads import alert_from_finding, slack_message, webhook_payload
-from mlvigil import svg
-from mlvigil.console.auth import safe_next, session_value
-from mlvigil.findings import Finding, Severity
-from mlvigil.records import RecordBatch
-from mlvigil.store import Store
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.app.console.auth import safe_next, session_value
+from mlvigil.core import svg
+from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store import Store
+from mlvigil.core.store.duckdb import DuckDBStore
 from tests.harness import ServiceHandle
 
 pytestmark = pytest.mark.timeout(120)

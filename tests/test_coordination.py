@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlvigil.coordination import Coordinator, MessageClaims
-from mlvigil.store.postgres import PostgresStore
+from mlvigil.core.coordination import Coordinator, MessageClaims
+from mlvigil.core.store.postgres import PostgresStore
 
 KEYS = [f"detector:d{i}" for i in range(7)]
 TTL = 3.0
@@ -116,7 +116,7 @@ def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn
 
     import aiohttp
 
-    from mlvigil.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
+    from mlvigil.core.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
     from tests.fakes.receiver import RecordingReceiver
 
     async def scenario() -> None:

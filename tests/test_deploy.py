@@ -15,9 +15,9 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from mlvigil.cli import build_parser
-from mlvigil.config import split_addr
-from mlvigil.plugins import build_config
+from mlvigil.app.cli import build_parser
+from mlvigil.app.plugins import build_config
+from mlvigil.core.config import split_addr
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 MODELS = {

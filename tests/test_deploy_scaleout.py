@@ -14,8 +14,8 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
-from mlvigil.config import Secret
-from mlvigil.plugins import build_config
+from mlvigil.app.plugins import build_config
+from mlvigil.core.config import Secret
 
 OVERLAY = Path(__file__).resolve().parents[1] / "deploy-scale-out"
 MODELS = {

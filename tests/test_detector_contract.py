@@ -4,7 +4,7 @@ Detector classes are discovered from the packages (``detectors``, ``gpu_health``
 listed by hand: a new class without a case here fails ``test_every_detector_has_a_case``.
 Families and what each promises:
 
-* store detectors (``detectors.base.Detector``; drift monitors once per monitor kind and
+* store detectors (``mlvigil.core.detector.Detector``; drift monitors once per monitor kind and
   streaming evaluator): nothing on a stationary stream, a Finding on an obvious change,
   every Finding of the shape the engine, alerts and the API read (bounded labels and
   evidence), and the same conditions again when evaluated again with no new rows;
@@ -35,7 +35,6 @@ import pytest
 
 import detectors
 import gpu_health
-from detectors.base import Detector
 from detectors.carbon import CarbonConfig, CarbonIntensity
 from detectors.carbon.budget import CarbonBudgetDetector
 from detectors.carbon.serving import ServingCarbonDetector
@@ -61,10 +60,11 @@ from gpu_health.fake import builtin_scenario
 from gpu_health.health import GpuHealthDetector
 from gpu_health.rules.base import Rule
 from gpu_health.simulate import Simulation
-from mlvigil.findings import Finding, Severity
-from mlvigil.records import RecordBatch
-from mlvigil.store import Store
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.detector import Detector
+from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store import Store
+from mlvigil.core.store.duckdb import DuckDBStore
 
 #: Bounds on what a Finding carries (alerts, the API and the store's documents read them).
 MAX_LABELS = 16

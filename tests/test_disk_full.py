@@ -18,7 +18,7 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.store.duckdb import DuckDBStore
 from tests.harness import ServiceHandle
 from tests.otel_helpers import trace_export
 
@@ -183,7 +183,7 @@ def test_store_reopens_a_database_duckdb_invalidated(small_disk: Path) -> None:
     it by itself, and loses nothing it acknowledged."""
     import duckdb
 
-    from mlvigil.store import StoreUnavailable
+    from mlvigil.core.store import StoreUnavailable
 
     store = DuckDBStore(small_disk / "data", reopen_interval=0.0)
     ballast = small_disk / "ballast"
@@ -222,11 +222,11 @@ def test_store_reopens_a_database_duckdb_invalidated(small_disk: Path) -> None:
 def test_findings_wait_for_the_store_and_no_transition_is_lost(tmp_path: Path) -> None:
     """A Finding that fires while the store refuses writes is neither lost nor half-recorded:
     the detector pass carries on, and the next pass after recovery fires it (once)."""
-    from detectors.base import Detector
-    from mlvigil.detector_loop import DetectorLoop
-    from mlvigil.finding_book import FindingBook
-    from mlvigil.findings import Finding, Severity
-    from mlvigil.store import StoreUnavailable
+    from mlvigil.core.detector import Detector
+    from mlvigil.core.detector_loop import DetectorLoop
+    from mlvigil.core.finding_book import FindingBook
+    from mlvigil.core.findings import Finding, Severity
+    from mlvigil.core.store import StoreUnavailable
 
     class RefusingStore(DuckDBStore):
         refusing = False

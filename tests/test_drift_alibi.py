@@ -180,7 +180,7 @@ def test_streaming_monitor_with_the_alibi_backend(tmp_path: Any) -> None:
     pytest.importorskip("alibi_detect", exc_type=ImportError)
     from detectors.drift.config import DriftConfig
     from detectors.drift.monitor import MonitorDetector
-    from mlvigil.store.duckdb import DuckDBStore
+    from mlvigil.core.store.duckdb import DuckDBStore
     from tests.test_drift_stream_monitor import _inferences
 
     rng = np.random.default_rng(4)

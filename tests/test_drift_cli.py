@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlvigil.cli import main
+from mlvigil.app.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 EXIT_SCHEMA, EXIT_TOO_FEW_ROWS, EXIT_UNREADABLE = 3, 4, 5
@@ -358,7 +358,7 @@ def test_test_choices_match_the_tests() -> None:
 def test_help_imports_no_heavy_module(command: str) -> None:
     """``--help`` builds only the chosen command's parser: no numpy, scipy, DuckDB, aiohttp."""
     script = (
-        "import sys\nfrom mlvigil.cli import main\n"
+        "import sys\nfrom mlvigil.app.cli import main\n"
         f"try:\n    main({[command, '--help'] if command else ['--help']!r})\nexcept SystemExit:\n    pass\n"
         "heavy = ('numpy', 'scipy', 'duckdb', 'aiohttp', 'pynvml', 'pydantic', 'grpc')\n"
         "print('heavy=' + ','.join(m for m in heavy if m in sys.modules))"
@@ -396,11 +396,11 @@ def test_html_report_axes_and_category_order(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_command_list_matches_the_commands_own_parsers() -> None:
-    """``mlvigil --help`` lists commands from mlvigil.cli.COMMANDS without importing them;
+    """``mlvigil --help`` lists commands from mlvigil.app.cli.COMMANDS without importing them;
     the words must be the ones each command registers, and each has a description."""
     import argparse
 
-    from mlvigil.cli import COMMANDS, build_parser
+    from mlvigil.app.cli import COMMANDS, build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     listed = {a.dest: a.help for a in sub._choices_actions}

@@ -108,9 +108,9 @@ def test_the_stores_feature_columns_match_parsing_each_rows_json(tmp_path) -> No
     that parsing each row's JSON in Python gives (the Store default), edge cases included."""
     import json
 
-    from mlvigil.records import RecordBatch
-    from mlvigil.store.base import Store
-    from mlvigil.store.duckdb import DuckDBStore
+    from mlvigil.core.records import RecordBatch
+    from mlvigil.core.store.base import Store
+    from mlvigil.core.store.duckdb import DuckDBStore
 
     docs: list[Any] = [
         {"num": 1.5, "text": "x", "flag": True, "int": 3, "whole": 2.0, "nested": [1], "null": None},

@@ -11,9 +11,9 @@ import pytest
 from detectors.drift.config import DriftConfig, MonitorConfig
 from detectors.drift.monitor import REFERENCE_DOCS, MonitorDetector
 from detectors.drift.profile import rows_to_columns
-from mlvigil.finding_book import FindingBook
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.finding_book import FindingBook
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 
 
 def _inferences(
@@ -93,7 +93,7 @@ def test_data_drift_finding_names_the_shifted_features(store: DuckDBStore) -> No
 
 
 def test_engine_fires_then_resolves_with_a_stable_fingerprint(store: DuckDBStore) -> None:
-    from mlvigil.detector_loop import DetectorLoop
+    from mlvigil.core.detector_loop import DetectorLoop
 
     rng = np.random.default_rng(1)
     _inferences(store, _rows(rng, 1500), t0=1000.0, rid="ref")

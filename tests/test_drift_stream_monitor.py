@@ -11,10 +11,10 @@ from pydantic import ValidationError
 from detectors.drift.config import DriftConfig, MonitorConfig
 from detectors.drift.monitor import MonitorDetector
 from detectors.drift.streaming import OnlineCVM
-from mlvigil.detector_loop import DetectorLoop
-from mlvigil.finding_book import FindingBook
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.detector_loop import DetectorLoop
+from mlvigil.core.finding_book import FindingBook
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 
 STREAMING = {"window_size": 100, "stride": 20, "ert": 20_000, "n_bootstraps": 10_000, "lag": 0, "hold": 300}
 

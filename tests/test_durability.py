@@ -16,9 +16,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from collector.pipeline import IngestPipeline, Overloaded
-from mlvigil.metrics import Telemetry
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.metrics import Telemetry
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 from tests.harness import ServiceHandle
 from tests.otel_helpers import trace_export
 
@@ -171,7 +171,7 @@ def test_overload_answers_429_and_grpc_unavailable(tmp_path: Path) -> None:
     from collector.grpc_receiver import OtlpGrpcReceiver
     from collector.http_receiver import OtlpHttpReceiver
     from collector.otlp_ingest import OtlpIngest
-    from mlvigil.config import IngestConfig
+    from mlvigil.core.config import IngestConfig
 
     store = _GatedStore(tmp_path)
     results: dict[str, object] = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlvigil.cli import main
+from mlvigil.app.cli import main
 
 pytestmark = pytest.mark.timeout(60)
 

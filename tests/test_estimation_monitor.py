@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from detectors.drift.config import DriftConfig, MonitorConfig
 from detectors.drift.monitor import MonitorDetector
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 
 pytestmark = pytest.mark.timeout(60)
 

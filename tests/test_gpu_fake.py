@@ -13,7 +13,7 @@ from gpu_health.health import GpuHealthDetector
 from gpu_health.record import Recorder
 from gpu_health.sampler import Attrs, Point, Sampler, cgroup_attrs
 from gpu_health.simulate import Simulation
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.store.duckdb import DuckDBStore
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpu"
 

@@ -11,9 +11,9 @@ from gpu_health.config import GpuRules
 from gpu_health.fake import Scenario, builtin_scenario
 from gpu_health.health import GpuHealthDetector
 from gpu_health.simulate import Simulation
-from mlvigil.finding_book import FindingBook
-from mlvigil.findings import Finding
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.finding_book import FindingBook
+from mlvigil.core.findings import Finding
+from mlvigil.core.store.duckdb import DuckDBStore
 
 
 def _run(

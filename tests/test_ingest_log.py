@@ -154,7 +154,7 @@ def test_llm_traffic_metrics_from_arrow_equal_the_per_row_ones() -> None:
 
     from collector.llm_metrics import LlmTrafficMetrics
     from collector.native import LOG_SCHEMAS
-    from mlvigil.records import RecordBatch
+    from mlvigil.core.records import RecordBatch
 
     batch = RecordBatch()
     rows: list[dict[str, Any]] = [

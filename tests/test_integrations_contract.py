@@ -13,7 +13,7 @@ import pytest
 
 from alerts.config import INTEGRATION_FIELDS, ReceiverConfig
 from alerts.receivers import INTEGRATIONS, Receiver, build_receiver
-from mlvigil.outbox import Message
+from mlvigil.core.outbox import Message
 from retrain_hooks.config import TARGET_FIELDS, TargetConfig
 from retrain_hooks.targets import TARGET_TYPES, RetrainTarget, build_target
 from retrain_hooks.trigger import FindingRef, Trigger

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry
 
 from detectors.drift.metrics import DriftMetrics
 from detectors.training.metrics import TrainingMetrics
-from mlvigil.metrics import Telemetry
+from mlvigil.core.metrics import Telemetry
 
 
 def test_findings_firing_reads_zero_once_nothing_fires() -> None:

@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-from mlvigil.findings import Finding, Severity
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
-from mlvigil.store.postgres import PostgresStore
+from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
+from mlvigil.core.store.postgres import PostgresStore
 
 REPO = Path(__file__).resolve().parents[1]
 

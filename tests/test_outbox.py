@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from mlvigil.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
-from mlvigil.store import StoreUnavailable
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
+from mlvigil.core.store import StoreUnavailable
+from mlvigil.core.store.duckdb import DuckDBStore
 from tests.fakes.alerting import Scenario
 from tests.fakes.receiver import RecordingReceiver
 
@@ -151,8 +151,8 @@ def test_dispatcher_retries_a_receiver_that_is_down_and_delivers_each_once(tmp_p
 _RECORD_THEN_DIE = textwrap.dedent(
     """
     import os, signal, sys
-    from mlvigil.outbox import NewMessage, Outbox, RetryPolicy
-    from mlvigil.store.duckdb import DuckDBStore
+    from mlvigil.core.outbox import NewMessage, Outbox, RetryPolicy
+    from mlvigil.core.store.duckdb import DuckDBStore
     box = Outbox(DuckDBStore(sys.argv[1]), "box")
     box.record([NewMessage("alert-1", "hook", {"what": "data_drift"})], lambda t: RetryPolicy())
     os.kill(os.getpid(), signal.SIGKILL)  # after recording, before any send

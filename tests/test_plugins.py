@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from mlvigil.config import Config, ConfigError, build_config
-from mlvigil.plugin import Plugin, config_model
-from mlvigil.plugins import PLUGINS
-from mlvigil.plugins import build_config as build_app_config
+from mlvigil.app.plugins import PLUGINS
+from mlvigil.app.plugins import build_config as build_app_config
+from mlvigil.core.config import Config, ConfigError, build_config
+from mlvigil.core.plugin import Plugin, config_model
 
 REPO = Path(__file__).resolve().parents[1]
 CAPABILITIES = ("collector", "detectors", "gpu_health", "alerts", "retrain_hooks", "dashboards")
@@ -61,7 +61,7 @@ def test_kernel_modules_import_no_capability_package() -> None:
     """The kernel's config, plugin model, refusals, auth and HTTP body helpers stand alone."""
     code = (
         "import sys\n"
-        "import mlvigil.config, mlvigil.plugin, mlvigil.errors, mlvigil.auth, mlvigil.http_body\n"
+        "import mlvigil.core.config, mlvigil.core.plugin, mlvigil.core.errors, mlvigil.core.auth, mlvigil.core.http_body\n"
         f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({CAPABILITIES!r})))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

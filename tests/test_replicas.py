@@ -23,7 +23,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from mlvigil.webhook_sink import WebhookSink
+from mlvigil.app.demo.webhook_sink import WebhookSink
 from tests.fakes.kfp import FakeKfp
 from tests.harness import ServiceHandle
 from tests.otel_helpers import trace_export

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from gpu_health.agent import AgentTelemetry
 from gpu_health.names import METRICS
-from mlvigil.metrics import Telemetry
+from mlvigil.core.metrics import Telemetry
 
 RULES = Path(__file__).resolve().parents[1] / "alerts" / "rules"
 

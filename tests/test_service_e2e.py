@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mlvigil.webhook_sink import WebhookSink
+from mlvigil.app.demo.webhook_sink import WebhookSink
 from tests.harness import ServiceHandle
 from tests.otel_helpers import http_span_exporter, tracer_provider
 

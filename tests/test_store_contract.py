@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from mlvigil.findings import Finding, Severity, State
-from mlvigil.records import RecordBatch
-from mlvigil.store import Store, StoreError
+from mlvigil.core.findings import Finding, Severity, State
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store import Store, StoreError
 
 DAY = 86400.0
 
@@ -22,11 +22,11 @@ DAY = 86400.0
 @pytest.fixture(params=["duckdb", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "duckdb":
-        from mlvigil.store.duckdb import DuckDBStore
+        from mlvigil.core.store.duckdb import DuckDBStore
 
         s: Store = DuckDBStore(tmp_path / "data")
     else:
-        from mlvigil.store.postgres import PostgresStore
+        from mlvigil.core.store.postgres import PostgresStore
 
         s = PostgresStore(request.getfixturevalue("postgres_dsn"))
     yield s
@@ -199,7 +199,7 @@ def test_unknown_table_and_bad_identifiers_are_refused(store: Store) -> None:
 
 @pytest.fixture
 def pg(postgres_dsn: str) -> Iterator[Any]:
-    from mlvigil.store.postgres import PostgresStore
+    from mlvigil.core.store.postgres import PostgresStore
 
     s = PostgresStore(postgres_dsn)
     yield s
@@ -225,7 +225,7 @@ def test_postgres_partitions_by_day_and_drops_whole_days(pg: Any) -> None:
 
 
 def test_postgres_far_times_use_the_default_partition_and_move_out_later(pg: Any) -> None:
-    from mlvigil.store.postgres import FUTURE_DAYS
+    from mlvigil.core.store.postgres import FUTURE_DAYS
 
     now = time.time()
     far = now + (FUTURE_DAYS + 3) * DAY
@@ -253,8 +253,8 @@ def test_postgres_text_with_nul_is_stored_not_refused(pg: Any) -> None:
 
 
 def test_postgres_down_is_unavailable_not_an_error(tmp_path: Path, pg_server: Any) -> None:
-    from mlvigil.store import StoreUnavailable
-    from mlvigil.store.postgres import PostgresStore
+    from mlvigil.core.store import StoreUnavailable
+    from mlvigil.core.store.postgres import PostgresStore
     from tests.pg import _free_port
 
     with pytest.raises(StoreUnavailable):
@@ -262,7 +262,7 @@ def test_postgres_down_is_unavailable_not_an_error(tmp_path: Path, pg_server: An
 
 
 def test_postgres_a_batch_naming_a_thousand_days_creates_only_the_retained_ones(postgres_dsn: str) -> None:
-    from mlvigil.store.postgres import PostgresStore
+    from mlvigil.core.store.postgres import PostgresStore
 
     pg = PostgresStore(postgres_dsn, past_days=3)
     try:

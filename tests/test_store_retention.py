@@ -7,8 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 
 OLD_ROWS = 400_000
 BATCH_ROWS = 10_000

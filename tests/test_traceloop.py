@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlvigil.fake_llm import FakeLLM
+from mlvigil.app.demo.fake_llm import FakeLLM
 from tests.harness import ServiceHandle
 from tests.otel_helpers import http_span_exporter, tracer_provider
 

@@ -17,8 +17,8 @@ from detectors.training.arrival import JobSpec, MemoryStore, replay, trace_rows
 from detectors.training.detectors import LossAnomalyDetector, ThroughputDropDetector
 from detectors.training.feed import StepAligner, StepFeed
 from detectors.training.synthetic import RunSpec, simulate, to_batch
-from mlvigil.findings import Finding, State
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.findings import Finding, State
+from mlvigil.core.store.duckdb import DuckDBStore
 from tests.conftest import SHARED
 
 SPIKE, NAN, STRAGGLER, STALL = 125, 100, 150, 75

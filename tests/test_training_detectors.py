@@ -17,8 +17,8 @@ from detectors.training.feed import StepFeed
 from detectors.training.regression import BaselineShift
 from detectors.training.straggler import StragglerScorer
 from detectors.training.synthetic import RunSpec, gpu_points, simulate, to_batch
-from mlvigil.findings import Finding
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.findings import Finding
+from mlvigil.core.store.duckdb import DuckDBStore
 
 ALIBABA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alibaba-pai-minibatch"
 

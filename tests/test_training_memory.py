@@ -11,7 +11,7 @@ from pathlib import Path
 
 from detectors.training import TrainingConfig, build_detectors
 from detectors.training.synthetic import RunSpec, simulate, to_batch
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.store.duckdb import DuckDBStore
 
 RANKS = 4
 SHORT = 500

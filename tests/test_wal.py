@@ -23,8 +23,8 @@ from collector.wal import (
     read,
     segments,
 )
-from mlvigil.store import StoreUnavailable
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.store import StoreUnavailable
+from mlvigil.core.store.duckdb import DuckDBStore
 
 ROOT = Path(__file__).parents[1]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alerts.config import AlertmanagerReceiver
 from alerts.receivers.base import Receiver, SessionOf, post
-from alerts.signing import dumps
-from mlvigil.config import Secret
-from mlvigil.outbox import Message, Outcome, RetryPolicy, Sender
+from mlvigil.core.config import Secret
+from mlvigil.core.outbox import Message, Outcome, RetryPolicy, Sender
+from mlvigil.core.signing import dumps
 
 
 class AlertmanagerIntegration(Receiver):

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from alerts.payloads import Alert
-from mlvigil.outbox import Outcome, RetryPolicy, Sender
+from mlvigil.core.outbox import Outcome, RetryPolicy, Sender
 
 SessionOf = Callable[[], aiohttp.ClientSession]
 

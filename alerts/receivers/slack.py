@@ -7,8 +7,8 @@ from typing import Any
 from alerts.config import SlackReceiver
 from alerts.payloads import Alert, slack_message
 from alerts.receivers.base import Receiver, SessionOf, post
-from alerts.signing import dumps
-from mlvigil.outbox import Message, Outcome, RetryPolicy, Sender
+from mlvigil.core.outbox import Message, Outcome, RetryPolicy, Sender
+from mlvigil.core.signing import dumps
 
 
 class SlackIntegration(Receiver):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from alerts.config import WebhookReceiver
 from alerts.receivers.base import Receiver, SessionOf, post
-from alerts.signing import dumps, webhook_headers
-from mlvigil.outbox import Message, Outcome, RetryPolicy, Sender
+from mlvigil.core.outbox import Message, Outcome, RetryPolicy, Sender
+from mlvigil.core.signing import dumps, webhook_headers
 
 
 class WebhookIntegration(Receiver):

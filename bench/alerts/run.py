@@ -19,8 +19,8 @@ import aiohttp
 
 from alerts.config import AlertsConfig
 from alerts.pipeline import AlertService
-from mlvigil.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
+from mlvigil.core.store.duckdb import DuckDBStore
 from tests.fakes.alerting import Book, finding
 from tests.fakes.receiver import RecordingReceiver
 

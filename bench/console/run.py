@@ -19,10 +19,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mlvigil.findings import KINDS, Finding, Severity, State
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
-from mlvigil.supervise import ServiceProcess
+from mlvigil.app.demo.supervise import ServiceProcess
+from mlvigil.core.findings import KINDS, Finding, Severity, State
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 
 BOUND_S = 1.0
 RUN_ID = "bench-run"

@@ -44,7 +44,7 @@ from detectors.drift.config import MonitorConfig, MonitorDefaults
 from detectors.drift.monitor import MonitorDetector
 from detectors.drift.monitors.windowed import compare_options
 from detectors.drift.sources import INFERENCE_COLUMNS, feature_columns
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.store.duckdb import DuckDBStore
 
 NUMERIC = 20
 CATEGORICAL = 5

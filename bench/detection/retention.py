@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 
 DAY = 86400.0
 PAUSE_S = 0.005

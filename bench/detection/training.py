@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from mlvigil.records import RecordBatch
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.duckdb import DuckDBStore
 
 STEP_S = 0.5
 INTERVAL_S = 15.0
@@ -101,7 +101,7 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, {bench!r})
     from bench_detection_training_gen import append_steps
     from detectors.training import TrainingConfig, build_detectors
-    from mlvigil.store.duckdb import DuckDBStore
+    from mlvigil.core.store.duckdb import DuckDBStore
 
     def rss():
         with open("/proc/self/status") as fh:

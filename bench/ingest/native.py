@@ -48,7 +48,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from bench.ingest.spans import llm_request
 from collector.normalize import NormaliseOptions, normalise_traces
 from collector.wal import DuckDBLoader, LoaderThread, WriteAheadLog, load_once
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.store.duckdb import DuckDBStore
 
 SPANS_PER_REQUEST = 1000
 

@@ -33,8 +33,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from bench.ingest.spans import llm_request
 from collector.normalize import NormaliseOptions, normalise_traces
 from collector.pipeline import IngestPipeline
-from mlvigil.metrics import Telemetry
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.metrics import Telemetry
+from mlvigil.core.store.duckdb import DuckDBStore
 
 SPANS_PER_REQUEST = 1000
 PHOENIX_SPANS_PER_S = 65.0  # Arize Phoenix 20.26 on this kind of machine (issue 2's figure)

@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from mlvigil.records import RecordBatch
-from mlvigil.store.base import Store
-from mlvigil.store.duckdb import DuckDBStore
-from mlvigil.store.postgres import PostgresStore
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.base import Store
+from mlvigil.core.store.duckdb import DuckDBStore
+from mlvigil.core.store.postgres import PostgresStore
 
 GPUS = 10_000
 METRICS = ("hw.gpu.utilization", "hw.gpu.memory.usage", "hw.gpu.temperature", "hw.gpu.power")

@@ -32,8 +32,8 @@ from detectors.training import TrainingConfig, build_detectors
 from detectors.training.arrival import JobSpec, replay, trace_rows
 from detectors.training.straggler import StragglerScorer
 from detectors.training.synthetic import RunSpec, simulate, to_batch
-from mlvigil.findings import Finding
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.findings import Finding
+from mlvigil.core.store.duckdb import DuckDBStore
 
 ALIBABA = Path(__file__).resolve().parents[3] / "shared" / "data" / "alibaba-pai-minibatch"
 

@@ -22,8 +22,8 @@ metrics
 Example
 -------
 >>> import tempfile
->>> from mlvigil.store.duckdb import DuckDBStore
->>> from mlvigil.records import RecordBatch
+>>> from mlvigil.core.store.duckdb import DuckDBStore
+>>> from mlvigil.core.records import RecordBatch
 >>> from detectors.carbon.config import CarbonConfig
 >>> from detectors.carbon.intensity import CarbonIntensity
 >>> store = DuckDBStore(tempfile.mkdtemp())
@@ -47,15 +47,15 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from detectors.base import Detector
 from detectors.carbon import sources
 from detectors.carbon.config import BudgetConfig, CarbonConfig
 from detectors.carbon.forecast import Forecast, forecast
 from detectors.carbon.intensity import JOULES_PER_KWH, CarbonIntensity
 from detectors.carbon.metrics import CarbonMetrics
 from detectors.carbon.sources import Attribution, HandlerSeries, Trajectory
-from mlvigil.findings import Finding, Severity
-from mlvigil.store import Store
+from mlvigil.core.detector import Detector
+from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.store import Store
 
 
 def period_bounds(period: str, now: float) -> tuple[float, float]:

@@ -34,7 +34,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mlvigil.config import Duration, Strict
+from mlvigil.core.config import Duration, Strict
 
 #: Budget matchers and the handler attribute each one reads (docs/carbon.md).
 SCOPES = ("run_id", "model", "namespace", "team")

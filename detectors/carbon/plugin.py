@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from detectors.base import Detector
 from detectors.carbon.budget import CarbonBudgetDetector
 from detectors.carbon.config import CarbonConfig
 from detectors.carbon.intensity import carbon_intensity
 from detectors.carbon.metrics import CarbonMetrics
 from detectors.carbon.serving import ServingCarbonDetector
-from mlvigil.plugin import Plugin
+from mlvigil.core.detector import Detector
+from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
-    from mlvigil.context import ServiceContext
+    from mlvigil.core.context import ServiceContext
 
 
 def build(config: CarbonConfig, ctx: ServiceContext) -> list[Detector]:

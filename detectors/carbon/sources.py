@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from mlvigil.store import Store
+from mlvigil.core.store import Store
 from mlvigil_producer.carbon_names import (
     DURATION,
     EMISSIONS,

@@ -21,7 +21,7 @@ from detectors.drift.monitor import MonitorDetector
 from detectors.drift.monitors.reference import REFERENCE_DOCS
 from detectors.drift.monitors.registry import MONITOR_DOCS, MonitorRegistry
 from detectors.drift.profile import rows_to_columns
-from mlvigil.endpoint import (
+from mlvigil.core.endpoint import (
     ApiError,
     ListBody,
     Response,

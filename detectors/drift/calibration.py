@@ -27,7 +27,7 @@ import numpy as np
 
 from detectors.drift.min_p import FAILED, PENDING, READY, Member, calibration_size, min_p_null_rows
 from detectors.drift.profile import ReferenceProfile
-from mlvigil.store import Store, StoreUnavailable
+from mlvigil.core.store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from detectors.estimation.config import EstimationConfig, check_installed, resolved_method
-from mlvigil.config import Duration, Strict
-from mlvigil.findings import Severity
+from mlvigil.core.config import Duration, Strict
+from mlvigil.core.findings import Severity
 
 MonitorKind = Literal["data", "prediction", "performance", "estimated_performance", "llm"]
 FINDING_KINDS = {

@@ -6,7 +6,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from mlvigil.metrics import OwnedSeries
+from mlvigil.core.metrics import OwnedSeries
 
 
 class DriftMetrics:

@@ -11,8 +11,8 @@ Examples
 >>> import json, tempfile
 >>> import numpy as np
 >>> from detectors.drift.config import DriftConfig, MonitorConfig
->>> from mlvigil.records import RecordBatch
->>> from mlvigil.store.duckdb import DuckDBStore
+>>> from mlvigil.core.records import RecordBatch
+>>> from mlvigil.core.store.duckdb import DuckDBStore
 >>> cfg = MonitorConfig.model_validate(
 ...     {"name": "fraud", "model": "m", "reference": {"dataset": True}, "window": {"size": 300}}
 ... )
@@ -43,7 +43,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.base import Detector
 from detectors.drift.calibration import Calibrations
 from detectors.drift.config import MonitorConfig
 from detectors.drift.metrics import DriftMetrics
@@ -55,8 +54,9 @@ from detectors.drift.monitors.streaming import DistributionStreaming, ErrorStrea
 from detectors.drift.monitors.windowed import DistributionEvaluator, WindowEvaluator
 from detectors.drift.sources import Columns
 from detectors.estimation import EstimationError
-from mlvigil.findings import Finding
-from mlvigil.store import Store
+from mlvigil.core.detector import Detector
+from mlvigil.core.findings import Finding
+from mlvigil.core.store import Store
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ from detectors.drift.calibration import Calibrations
 from detectors.drift.config import DriftConfig
 from detectors.drift.metrics import DriftMetrics
 from detectors.drift.monitors.registry import MonitorRegistry
-from mlvigil.plugin import Plugin
+from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
-    from mlvigil.context import ServiceContext
+    from mlvigil.core.context import ServiceContext
 
 
 def build(config: DriftConfig, ctx: ServiceContext) -> list[Any]:

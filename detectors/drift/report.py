@@ -13,8 +13,8 @@ import numpy as np
 
 from detectors.drift.compare import DriftReport, FeatureDrift
 from detectors.drift.profile import CategoricalProfile, NumericProfile, ReferenceProfile, current_values
-from mlvigil.svg import CURRENT_COLOR, REFERENCE_COLOR, bars
-from mlvigil.svg import tick as _tick
+from mlvigil.core.svg import CURRENT_COLOR, REFERENCE_COLOR, bars
+from mlvigil.core.svg import tick as _tick
 
 
 def _fmt(v: float | None) -> str:

@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import Field
 
 from detectors.estimation.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from mlvigil.config import Strict
+from mlvigil.core.config import Strict
 
 EstimationMethod = Literal["auto", "cbpe", "pape", "dle"]
 

@@ -22,7 +22,7 @@ from detectors.estimation.cbpe import CBPE
 from detectors.estimation.config import EstimationConfig, resolved_method
 from detectors.estimation.dle import DLE
 from detectors.estimation.pape import PAPE
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 ROLES = ("label", "prediction", "score", "ts", "request_id", "service", "model", "model_version")
 _POSITIVE = ("1", "true", "yes", "positive", "pos")

@@ -20,7 +20,7 @@ from detectors.training.detectors import (
 from detectors.training.metrics import TrainingMetrics
 
 if TYPE_CHECKING:
-    from detectors.base import Detector
+    from mlvigil.core.detector import Detector
 
 __all__ = [
     "DataloaderStallDetector",

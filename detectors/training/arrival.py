@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from detectors.base import Detector
-from mlvigil.finding_book import FindingBook
-from mlvigil.findings import Finding, State
-from mlvigil.records import RecordBatch
-from mlvigil.store.base import Store
+from mlvigil.core.detector import Detector
+from mlvigil.core.finding_book import FindingBook
+from mlvigil.core.findings import Finding, State
+from mlvigil.core.records import RecordBatch
+from mlvigil.core.store.base import Store
 
 EXPORT_DELAY = 5.0  # OTEL_BSP_SCHEDULE_DELAY default, seconds
 EXPORT_BATCH = 512  # OTEL_BSP_MAX_EXPORT_BATCH_SIZE default

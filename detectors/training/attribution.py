@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.training.robust import median
-from mlvigil.store import Store
+from mlvigil.core.store import Store
 
 THROTTLE_REASONS = frozenset(
     {"hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown", "sw_thermal_slowdown", "sw_power_cap"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mlvigil.config import Duration, Strict
+from mlvigil.core.config import Duration, Strict
 
 
 class SlowdownConfig(Strict):

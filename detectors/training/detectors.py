@@ -20,7 +20,6 @@ from typing import Any, Generic, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from detectors.base import Detector
 from detectors.training.attribution import attribute
 from detectors.training.config import TrainingConfig
 from detectors.training.dataloader import StallMonitor
@@ -32,8 +31,9 @@ from detectors.training.metrics import TrainingMetrics
 from detectors.training.regression import BaselineShift
 from detectors.training.robust import RollingMedian, median
 from detectors.training.straggler import StragglerScorer
-from mlvigil.findings import Finding, Severity
-from mlvigil.store import Store
+from mlvigil.core.detector import Detector
+from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.store import Store
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlvigil.store import Store
+from mlvigil.core.store import Store
 
 STEP_COLUMNS = (
     "ts",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from mlvigil.metrics import OwnedSeries
+from mlvigil.core.metrics import OwnedSeries
 
 
 class TrainingMetrics:

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 from detectors.training import build_detectors
 from detectors.training.config import TrainingConfig
 from detectors.training.metrics import TrainingMetrics
-from mlvigil.plugin import Plugin
+from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
-    from detectors.base import Detector
-    from mlvigil.context import ServiceContext
+    from mlvigil.core.context import ServiceContext
+    from mlvigil.core.detector import Detector
 
 
 def build(config: TrainingConfig, ctx: ServiceContext) -> list[Detector]:

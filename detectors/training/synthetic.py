@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from mlvigil.records import RecordBatch
+from mlvigil.core.records import RecordBatch
 
 
 @dataclass

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpu_health import names as n
-from mlvigil.findings import Finding, Severity
-from mlvigil.store import Store
+from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.store import Store
 
 FAULT = "gpu_fault"
 DEGRADED = "gpu_degraded"

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from gpu_health import names as n
 from gpu_health.config import ClocksRule
 from gpu_health.rules.base import DEGRADED, Gpu, Rule, Series, aligned, label
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 
 class ClocksHeldDown(Rule):

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from gpu_health import names as n
 from gpu_health.config import EccRule
 from gpu_health.rules.base import FAULT, Gpu, Rule, Series, increase, label
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 
 class UncorrectedEcc(Rule):

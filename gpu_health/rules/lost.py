@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from gpu_health import names as n
 from gpu_health.config import LostRule
 from gpu_health.rules.base import FAULT, Gpu, Rule, label
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 
 class GpuLost(Rule):

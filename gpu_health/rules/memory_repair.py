@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from gpu_health import names as n
 from gpu_health.config import MemoryRepairRule
 from gpu_health.rules.base import DEGRADED, FAULT, Gpu, Rule, label
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 _LATEST = 600.0  # seconds of history read to find the latest state
 

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from gpu_health import names as n
 from gpu_health.config import PcieLinkRule
 from gpu_health.rules.base import DEGRADED, Gpu, Rule, aligned, label
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 
 class PcieLinkDowntrained(Rule):

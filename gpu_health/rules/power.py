@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from gpu_health import names as n
 from gpu_health.config import PowerRule
 from gpu_health.rules.base import DEGRADED, Gpu, Rule, aligned, label
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 
 class PowerOverLimit(Rule):

@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from gpu_health import names as n
 from gpu_health.config import SlowdownRule
 from gpu_health.rules.base import DEGRADED, Gpu, Rule, label
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 _ADVICE = {
     "hw_slowdown": "check cooling and the power supply",

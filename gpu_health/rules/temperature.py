@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from gpu_health import names as n
 from gpu_health.config import TemperatureRule
 from gpu_health.rules.base import DEGRADED, Gpu, Rule, label
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 
 class OverTemperature(Rule):

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from gpu_health import names as n
 from gpu_health.config import XidRule
 from gpu_health.rules.base import DEGRADED, FAULT, Gpu, Rule, increase, label
-from mlvigil.findings import Finding, Severity
+from mlvigil.core.findings import Finding, Severity
 
 XID_MEANING = {
     13: "graphics engine exception (application)",

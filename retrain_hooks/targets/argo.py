@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from mlvigil.outbox import Message, Outcome
+from mlvigil.core.outbox import Message, Outcome
 from retrain_hooks.config import ArgoTarget
 from retrain_hooks.targets.base import RetrainTarget, SessionOf, bearer, connection_failed, failed
 from retrain_hooks.trigger import Trigger

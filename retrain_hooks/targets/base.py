@@ -13,8 +13,8 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from mlvigil.config import Secret
-from mlvigil.outbox import Message, Outcome
+from mlvigil.core.config import Secret
+from mlvigil.core.outbox import Message, Outcome
 from retrain_hooks.config import KFP_IN_CLUSTER_TOKEN, SA_TOKEN
 from retrain_hooks.trigger import RunRequest, Trigger
 

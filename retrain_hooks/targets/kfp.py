@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import aiohttp
 
-from mlvigil.outbox import Message, Outcome
+from mlvigil.core.outbox import Message, Outcome
 from retrain_hooks.config import KfpTarget
 from retrain_hooks.targets.base import (
     KFP_TOKEN_FILES,

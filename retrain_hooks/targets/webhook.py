@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 
-from alerts.signing import dumps, webhook_headers
-from mlvigil.outbox import Message, Outcome
+from mlvigil.core.outbox import Message, Outcome
+from mlvigil.core.signing import dumps, webhook_headers
 from retrain_hooks.config import WebhookTarget
 from retrain_hooks.targets.base import RetrainTarget, SessionOf, connection_failed, failed
 from retrain_hooks.trigger import Trigger

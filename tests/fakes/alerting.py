@@ -9,9 +9,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from mlvigil.finding_book import FindingBook
-from mlvigil.findings import Finding, Severity
-from mlvigil.store.duckdb import DuckDBStore
+from mlvigil.core.finding_book import FindingBook
+from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.store.duckdb import DuckDBStore
 
 
 def finding(

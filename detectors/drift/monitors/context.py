@@ -11,7 +11,7 @@ from detectors.drift.metrics import DriftMetrics
 from detectors.drift.monitors.reference import Reference
 from detectors.drift.monitors.rows import RowSource
 from detectors.drift.sources import Columns
-from mlvigil.findings import Severity
+from mlvigil.core.findings import Severity
 
 
 def _subject_value(configured: str | None, observed: list[Any]) -> str:

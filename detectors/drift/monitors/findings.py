@@ -12,7 +12,7 @@ from detectors.drift.compare import DriftReport, FeatureDrift
 from detectors.drift.min_p import READY
 from detectors.drift.monitors.context import MonitorContext
 from detectors.drift.performance import MetricDrift
-from mlvigil.findings import Finding
+from mlvigil.core.findings import Finding
 
 
 def distribution_finding(

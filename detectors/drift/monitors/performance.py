@@ -15,7 +15,7 @@ from detectors.drift.performance import Evaluation, compare_performance
 from detectors.drift.sources import Columns
 from detectors.estimation import EstimationError
 from detectors.estimation.monitor import EstimatedPerformance
-from mlvigil.findings import Finding
+from mlvigil.core.findings import Finding
 
 
 class PerformanceEvaluator(WindowEvaluator):

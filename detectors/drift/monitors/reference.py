@@ -20,7 +20,7 @@ from detectors.drift.files import InputError, read_reference_file
 from detectors.drift.monitors.rows import RowSource
 from detectors.drift.sources import Columns
 from detectors.estimation.monitor import EstimatedPerformance
-from mlvigil.store import Store
+from mlvigil.core.store import Store
 
 #: Store documents holding the datasets posted as references (one per monitor name).
 REFERENCE_DOCS = "drift_references"

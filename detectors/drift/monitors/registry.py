@@ -16,7 +16,7 @@ from detectors.drift.metrics import DriftMetrics
 from detectors.drift.monitor import MonitorDetector
 
 if TYPE_CHECKING:
-    from mlvigil.context import ServiceContext
+    from mlvigil.core.context import ServiceContext
 
 #: Store documents holding the monitors added through the API (one per monitor name).
 MONITOR_DOCS = "drift_monitors"

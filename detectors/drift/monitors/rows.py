@@ -30,7 +30,7 @@ from detectors.drift.sources import (
     window_arrays,
 )
 from detectors.estimation.monitor import ROLES as ESTIMATION_ROLES
-from mlvigil.store import Store
+from mlvigil.core.store import Store
 
 if TYPE_CHECKING:
     from detectors.drift.monitors.reference import Reference

@@ -23,8 +23,8 @@ from detectors.drift.streaming.streams import (
     MonitorStream,
     error_stream,
 )
-from mlvigil.findings import Finding
-from mlvigil.store import Store
+from mlvigil.core.findings import Finding
+from mlvigil.core.store import Store
 
 #: Most rows one streaming evaluation reads (after a long pause, the older ones are skipped).
 MAX_STREAM_BACKLOG = 200_000

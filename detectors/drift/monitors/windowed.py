@@ -27,8 +27,8 @@ from detectors.drift.stats import TestResult
 from detectors.drift.stats.mmd import MMD
 from detectors.estimation import EstimationError
 from detectors.estimation.monitor import EstimatedPerformance
-from mlvigil.findings import Finding
-from mlvigil.store import Store
+from mlvigil.core.findings import Finding
+from mlvigil.core.store import Store
 
 #: Rows of a window kept for the multivariate tests.
 MULTIVARIATE_ROWS = 2000

@@ -13,7 +13,7 @@ import math
 from detectors.drift.config import MonitorConfig
 from detectors.drift.monitors.rows import RowSource
 from detectors.drift.sources import Columns
-from mlvigil.store import Store
+from mlvigil.core.store import Store
 
 
 class Windows:

@@ -1,0 +1,31 @@
+"""What the service hands to its components: shared handles, never another component's insides."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from mlvigil.core.config import Config
+    from mlvigil.core.detector_loop import DetectorLoop
+    from mlvigil.core.finding_book import FindingBook
+    from mlvigil.core.metrics import Telemetry
+    from mlvigil.core.store import Store
+
+
+@dataclass
+class ServiceContext:
+    config: Config
+    store: Store
+    telemetry: Telemetry
+    book: FindingBook
+    detector_loop: DetectorLoop
+    # Extra API routes contributed by components (alerts, retrain, monitors, ...).
+    routes: list[web.RouteDef] = field(default_factory=list)
+    # Named objects components expose to each other through the service (e.g. "ingest").
+    services: dict[str, Any] = field(default_factory=dict)
+    # Callbacks run by the service after all components started.
+    on_started: list[Callable[[], Any]] = field(default_factory=list)
