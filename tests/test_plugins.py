@@ -38,7 +38,7 @@ def test_every_plugin_section_is_its_typed_model() -> None:
 def test_the_kernel_config_knows_no_plugin() -> None:
     with pytest.raises(ConfigError, match="alerts: unknown key"):
         build_config({"alerts": {}}, env={})
-    with pytest.raises(TypeError, match=r"mlvigil\.plugins\.load_config"):
+    with pytest.raises(TypeError, match=r"mlvigil\.app\.plugins\.load_config"):
         PLUGINS[0].section_of(build_config({}, env={}))
 
 
