@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+# Eager: the function ``forecast`` shares its module's name, and a submodule import would
+# otherwise leave the module under that name. It is light (math only).
+from detectors.carbon.forecast import Forecast, forecast
 from mlvigil.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from detectors.carbon.budget import CarbonBudgetDetector
     from detectors.carbon.config import BudgetConfig, CarbonConfig, ServingBudgetConfig
-    from detectors.carbon.forecast import Forecast, forecast
     from detectors.carbon.intensity import CarbonIntensity, carbon_intensity
     from detectors.carbon.metrics import CarbonMetrics
     from detectors.carbon.serving import ServingCarbonDetector
@@ -41,8 +43,6 @@ __getattr__ = lazy_exports(
         "BudgetConfig": "detectors.carbon.config",
         "CarbonConfig": "detectors.carbon.config",
         "ServingBudgetConfig": "detectors.carbon.config",
-        "Forecast": "detectors.carbon.forecast",
-        "forecast": "detectors.carbon.forecast",
         "CarbonIntensity": "detectors.carbon.intensity",
         "carbon_intensity": "detectors.carbon.intensity",
         "CarbonMetrics": "detectors.carbon.metrics",
