@@ -40,16 +40,12 @@ from mlvigil.core.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
-    findings_query,
     window_feature_name_ok,
 )
+from mlvigil.core.store.dialect import DUCKDB
+from mlvigil.core.store.dialect import ident as _ident
 
 log = logging.getLogger(__name__)
-
-
-def _subject_label(label: str, value: str) -> tuple[str, list[Any]]:
-    """One subject label's test in DuckDB's SQL (the JSON path quotes the name)."""
-    return "json_extract_string(subject, ?) = ?", [f'$."{label}"', value]
 
 
 # DuckDB's own checkpoint runs inside COMMIT (see the module docstring); this turns it off.
@@ -82,12 +78,6 @@ _FINDING_COLUMNS = (
     "id VARCHAR PRIMARY KEY, kind VARCHAR, severity VARCHAR, state VARCHAR, subject VARCHAR,"
     " updated_at DOUBLE, started_at DOUBLE, resolved_at DOUBLE, body VARCHAR"
 )
-
-
-def _ident(name: str) -> str:
-    if not name.replace("_", "").isalnum():
-        raise StoreError(f"bad identifier {name!r}")
-    return f'"{name}"'
 
 
 class DuckDBStore(Store):
@@ -457,28 +447,7 @@ class DuckDBStore(Store):
     def _where(
         self, since: float | None, until: float | None, where: dict[str, Any] | None
     ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if since is not None:
-            clauses.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            clauses.append("ts < ?")
-            params.append(until)
-        for col, value in (where or {}).items():
-            if isinstance(value, list | tuple | set):
-                values = list(value)
-                if not values:
-                    clauses.append("FALSE")
-                    continue
-                clauses.append(f"{_ident(col)} IN ({', '.join('?' * len(values))})")
-                params.extend(values)
-            elif value is None:
-                clauses.append(f"{_ident(col)} IS NULL")
-            else:
-                clauses.append(f"{_ident(col)} = ?")
-                params.append(value)
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+        return DUCKDB.where(since, until, where)
 
     def _select(
         self,
@@ -490,18 +459,7 @@ class DuckDBStore(Store):
         last: int | None,
         order_by: str,
     ) -> tuple[str, list[Any]]:
-        if table not in TABLES:
-            raise StoreError(f"unknown record table {table!r}")
-        select = ", ".join(_ident(c) for c in names)
-        cond, params = self._where(since, until, where)
-        if last is not None:
-            sql = (
-                f"SELECT * FROM (SELECT {select} FROM {_ident(table)}{cond}"
-                f" ORDER BY {_ident(order_by)} DESC LIMIT {int(last)}) ORDER BY {_ident(order_by)}"
-            )
-        else:
-            sql = f"SELECT {select} FROM {_ident(table)}{cond} ORDER BY {_ident(order_by)}"
-        return sql, params
+        return DUCKDB.select(table, names, since, until, where, last, order_by)
 
     def query(
         self,
@@ -632,9 +590,7 @@ class DuckDBStore(Store):
         since: float | None = None,
         where: dict[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]:
-        cond, params = self._where(since, None, where)
-        select = ", ".join(_ident(c) for c in columns)
-        sql = f"SELECT DISTINCT {select} FROM {_ident(table)}{cond} ORDER BY {select}"
+        sql, params = DUCKDB.distinct(table, columns, since, where)
         return self._read(lambda cur: cur.execute(sql, params).fetchall())
 
     def counts(self) -> dict[str, int]:
@@ -752,7 +708,7 @@ class DuckDBStore(Store):
         limit: int = 1000,
         offset: int = 0,
     ) -> list[Finding]:
-        sql, params = findings_query(
+        sql, params = DUCKDB.findings(
             kind=kind,
             severity=severity,
             state=state,
@@ -760,11 +716,6 @@ class DuckDBStore(Store):
             subject=subject,
             limit=limit,
             offset=offset,
-            placeholder="?",
-            label_clause=lambda label, value: (
-                "json_extract_string(subject, ?) = ?",
-                [f'$."{label}"', value],
-            ),
         )
         rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
         return [Finding.from_dict(json.loads(r[0])) for r in rows]
@@ -787,30 +738,19 @@ class DuckDBStore(Store):
         since: float | None = None,
         integer_x: bool = False,
     ) -> Grid:
-        if table not in TABLES:
-            raise StoreError(f"unknown record table {table!r}")
-        bins = max(int(bins), 1)
-        cond, params = self._where(since, None, where)
-        bounds_sql = f"SELECT min({_ident(x)}), max({_ident(x)}) FROM {_ident(table)}{cond}"
-
-        def run(cur: duckdb.DuckDBPyConnection) -> Grid:
-            lo, hi = cur.execute(bounds_sql, params).fetchone() or (None, None)
-            if lo is None:
-                return Grid(0.0, 0.0, bins)
-            grid = Grid.sized(float(lo), float(hi), bins, integer_x)
-            means = ", ".join(f"avg(CASE WHEN isfinite({_ident(v)}) THEN {_ident(v)} END)" for v in values)
-            sql = (
-                f"SELECT {_ident(group)}, least(CAST(floor(({_ident(x)} - ?) / ?) AS BIGINT), ?) AS b,"
-                f" count(*){', ' + means if means else ''} FROM {_ident(table)}{cond}"
-                f"{' AND ' if cond else ' WHERE '}{_ident(x)} IS NOT NULL GROUP BY 1, 2"
+        return self._read(
+            lambda cur: DUCKDB.grid(
+                lambda sql, params: cur.execute(sql, params).fetchall(),
+                table,
+                x=x,
+                group=group,
+                values=values,
+                bins=bins,
+                where=where,
+                since=since,
+                integer_x=integer_x,
             )
-            rows = cur.execute(sql, [grid.lo, grid.width, grid.bins - 1, *params]).fetchall()
-            grid.cells = {
-                (r[0], int(r[1])): (int(r[2]), [None if v is None else float(v) for v in r[3:]]) for r in rows
-            }
-            return grid
-
-        return self._read(run)
+        )
 
     # -- documents -------------------------------------------------------------------------
     def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
