@@ -1,6 +1,6 @@
 """The read queries both store backends run, written once; a ``Dialect`` holds what differs
 between DuckDB and PostgreSQL (the parameter mark, reading a JSON label, float casts and the
-finite test).
+finite test), and ``SqlStore`` is the ``Store`` reads both backends share.
 
 Identifiers are checked (letters, digits, ``_``) and double-quoted, which both databases read
 the same way; values always travel as parameters.
@@ -16,12 +16,17 @@ the same way; values always travel as parameters.
 
 from __future__ import annotations
 
+import json
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
+from mlvigil.core.findings import Finding
 from mlvigil.core.records import TABLES
-from mlvigil.core.store.base import Grid, StoreError
+from mlvigil.core.store.base import Grid, Store, StoreError
+
+T = TypeVar("T")
 
 #: Runs one query with its parameters and returns its rows.
 Execute = Callable[[str, list[Any]], Sequence[Sequence[Any]]]
@@ -199,3 +204,80 @@ POSTGRES = Dialect(
     as_float=lambda col: f"{col}::float8",
     is_finite=lambda col: f"{col}::float8 NOT IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)",
 )
+
+
+class SqlStore(Store):
+    """The reads a SQL backend answers the same way: the query text from ``dialect``, run
+    through the backend's ``_read_rows`` (its read connection and its error handling)."""
+
+    dialect: ClassVar[Dialect]
+
+    @abstractmethod
+    def _read_rows(self, work: Callable[[Execute], T]) -> T:
+        """``work`` called with a function that runs one query on the read connection and
+        returns its rows."""
+
+    def distinct(
+        self,
+        table: str,
+        columns: Sequence[str],
+        *,
+        since: float | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        sql, params = self.dialect.distinct(table, columns, since, where)
+        return self._read_rows(lambda run: [tuple(r) for r in run(sql, params)])
+
+    def findings(
+        self,
+        *,
+        kind: str | None = None,
+        severity: str | None = None,
+        state: str | None = None,
+        since: float | None = None,
+        subject: dict[str, str] | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[Finding]:
+        sql, params = self.dialect.findings(
+            kind=kind,
+            severity=severity,
+            state=state,
+            since=since,
+            subject=subject,
+            limit=limit,
+            offset=offset,
+        )
+        rows = self._read_rows(lambda run: run(sql, params))
+        return [Finding.from_dict(json.loads(r[0])) for r in rows]
+
+    def finding(self, finding_id: str) -> Finding | None:
+        sql = f"SELECT body FROM findings WHERE id = {self.dialect.mark}"
+        rows = self._read_rows(lambda run: run(sql, [finding_id]))
+        return Finding.from_dict(json.loads(rows[0][0])) if rows else None
+
+    def grid(
+        self,
+        table: str,
+        *,
+        x: str,
+        group: str,
+        values: Sequence[str],
+        bins: int,
+        where: dict[str, Any] | None = None,
+        since: float | None = None,
+        integer_x: bool = False,
+    ) -> Grid:
+        return self._read_rows(
+            lambda run: self.dialect.grid(
+                run,
+                table,
+                x=x,
+                group=group,
+                values=values,
+                bins=bins,
+                where=where,
+                since=since,
+                integer_x=integer_x,
+            )
+        )

@@ -36,13 +36,11 @@ from mlvigil.core.store.base import (
     MAX_WINDOW_FEATURES,
     WINDOW_META,
     Columns,
-    Grid,
-    Store,
     StoreError,
     StoreUnavailable,
     window_feature_name_ok,
 )
-from mlvigil.core.store.dialect import DUCKDB
+from mlvigil.core.store.dialect import DUCKDB, Execute, SqlStore
 from mlvigil.core.store.dialect import ident as _ident
 
 log = logging.getLogger(__name__)
@@ -80,8 +78,10 @@ _FINDING_COLUMNS = (
 )
 
 
-class DuckDBStore(Store):
+class DuckDBStore(SqlStore):
     """Records, Findings and documents in ``<data_dir>/mlvigil.duckdb``."""
+
+    dialect = DUCKDB
 
     def __init__(
         self,
@@ -275,6 +275,9 @@ class DuckDBStore(Store):
             except Exception as exc:
                 err = exc
         raise (self._unavailable(err) or err) from err
+
+    def _read_rows(self, work: Callable[[Execute], T]) -> T:
+        return self._read(lambda cur: work(lambda sql, params: cur.execute(sql, params).fetchall()))
 
     def unavailable_reason(self) -> str | None:
         """Never waits for a write or read in progress (a readiness probe must answer fast):
@@ -582,17 +585,6 @@ class DuckDBStore(Store):
 
         return self._read(read)
 
-    def distinct(
-        self,
-        table: str,
-        columns: Sequence[str],
-        *,
-        since: float | None = None,
-        where: dict[str, Any] | None = None,
-    ) -> list[tuple[Any, ...]]:
-        sql, params = DUCKDB.distinct(table, columns, since, where)
-        return self._read(lambda cur: cur.execute(sql, params).fetchall())
-
     def counts(self) -> dict[str, int]:
         return self._read(
             lambda cur: {
@@ -694,61 +686,6 @@ class DuckDBStore(Store):
         self._write(
             lambda con: con.executemany(
                 "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
-        )
-
-    def findings(
-        self,
-        *,
-        kind: str | None = None,
-        severity: str | None = None,
-        state: str | None = None,
-        since: float | None = None,
-        subject: dict[str, str] | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[Finding]:
-        sql, params = DUCKDB.findings(
-            kind=kind,
-            severity=severity,
-            state=state,
-            since=since,
-            subject=subject,
-            limit=limit,
-            offset=offset,
-        )
-        rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
-        return [Finding.from_dict(json.loads(r[0])) for r in rows]
-
-    def finding(self, finding_id: str) -> Finding | None:
-        rows = self._read(
-            lambda cur: cur.execute("SELECT body FROM findings WHERE id = ?", [finding_id]).fetchall()
-        )
-        return Finding.from_dict(json.loads(rows[0][0])) if rows else None
-
-    def grid(
-        self,
-        table: str,
-        *,
-        x: str,
-        group: str,
-        values: Sequence[str],
-        bins: int,
-        where: dict[str, Any] | None = None,
-        since: float | None = None,
-        integer_x: bool = False,
-    ) -> Grid:
-        return self._read(
-            lambda cur: DUCKDB.grid(
-                lambda sql, params: cur.execute(sql, params).fetchall(),
-                table,
-                x=x,
-                group=group,
-                values=values,
-                bins=bins,
-                where=where,
-                since=since,
-                integer_x=integer_x,
             )
         )
 

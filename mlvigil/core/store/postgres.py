@@ -37,8 +37,8 @@ from psycopg import sql
 
 from mlvigil.core.findings import Finding
 from mlvigil.core.records import TABLES, RecordBatch
-from mlvigil.core.store.base import Columns, Grid, Store, StoreError, StoreUnavailable
-from mlvigil.core.store.dialect import POSTGRES
+from mlvigil.core.store.base import Columns, StoreError, StoreUnavailable
+from mlvigil.core.store.dialect import POSTGRES, Execute, SqlStore
 
 if TYPE_CHECKING:
     from mlvigil.core.coordination import Coordinator
@@ -96,11 +96,13 @@ def _strip_nul(value: Any) -> Any:
     return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
     """Records, Findings and documents in one PostgreSQL database (``dsn``)."""
 
     #: This replica's share of the work (set by the service; see mlvigil.core.coordination).
     coordinator: Coordinator | None = None
+
+    dialect = POSTGRES
 
     def __init__(
         self,
@@ -178,6 +180,9 @@ class PostgresStore(Store):
             except Exception as exc:
                 err = exc
         raise (self._unavailable(err) or err) from err
+
+    def _read_rows(self, work: Callable[[Execute], T]) -> T:
+        return self._read(lambda cur: work(lambda sql, params: cur.execute(sql, params).fetchall()))
 
     def unavailable_reason(self) -> str | None:
         if not self._read_lock.acquire(blocking=False):
@@ -415,17 +420,6 @@ class PostgresStore(Store):
         rows = self._read(lambda cur: cur.execute(stmt, params).fetchall())
         return {name: [_py(r[i]) for r in rows] for i, name in enumerate(names)}
 
-    def distinct(
-        self,
-        table: str,
-        columns: Sequence[str],
-        *,
-        since: float | None = None,
-        where: dict[str, Any] | None = None,
-    ) -> list[tuple[Any, ...]]:
-        stmt, params = POSTGRES.distinct(table, columns, since, where)
-        return self._read(lambda cur: [tuple(r) for r in cur.execute(stmt, params).fetchall()])
-
     def counts(self) -> dict[str, int]:
         def count(cur: psycopg.Cursor[Any]) -> dict[str, int]:
             out = {}
@@ -494,61 +488,6 @@ class PostgresStore(Store):
                 )
 
         self._write(upsert)
-
-    def findings(
-        self,
-        *,
-        kind: str | None = None,
-        severity: str | None = None,
-        state: str | None = None,
-        since: float | None = None,
-        subject: dict[str, str] | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[Finding]:
-        stmt, params = POSTGRES.findings(
-            kind=kind,
-            severity=severity,
-            state=state,
-            since=since,
-            subject=subject,
-            limit=limit,
-            offset=offset,
-        )
-        rows = self._read(lambda cur: cur.execute(stmt, params).fetchall())
-        return [Finding.from_dict(json.loads(r[0])) for r in rows]
-
-    def finding(self, finding_id: str) -> Finding | None:
-        row = self._read(
-            lambda cur: cur.execute("SELECT body FROM findings WHERE id = %s", [finding_id]).fetchone()
-        )
-        return Finding.from_dict(json.loads(row[0])) if row else None
-
-    def grid(
-        self,
-        table: str,
-        *,
-        x: str,
-        group: str,
-        values: Sequence[str],
-        bins: int,
-        where: dict[str, Any] | None = None,
-        since: float | None = None,
-        integer_x: bool = False,
-    ) -> Grid:
-        return self._read(
-            lambda cur: POSTGRES.grid(
-                lambda stmt, params: cur.execute(stmt, params).fetchall(),
-                table,
-                x=x,
-                group=group,
-                values=values,
-                bins=bins,
-                where=where,
-                since=since,
-                integer_x=integer_x,
-            )
-        )
 
     # -- documents -------------------------------------------------------------------------
     def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
