@@ -206,6 +206,21 @@ POSTGRES = Dialect(
 )
 
 
+def finding_row(f: Finding) -> tuple[Any, ...]:
+    """``f`` as a row of the ``findings`` table, in its column order (both backends)."""
+    return (
+        f.id,
+        f.kind,
+        str(f.severity),
+        str(f.state),
+        json.dumps(f.subject, sort_keys=True),
+        f.updated_at,
+        f.started_at,
+        f.resolved_at,
+        json.dumps(f.to_dict(), default=str),
+    )
+
+
 class SqlStore(Store):
     """The reads a SQL backend answers the same way: the query text from ``dialect``, run
     through the backend's ``_read_rows`` (its read connection and its error handling)."""

@@ -40,7 +40,7 @@ from mlvigil.core.store.base import (
     StoreUnavailable,
     window_feature_name_ok,
 )
-from mlvigil.core.store.dialect import DUCKDB, Execute, SqlStore
+from mlvigil.core.store.dialect import DUCKDB, Execute, SqlStore, finding_row
 from mlvigil.core.store.dialect import ident as _ident
 
 log = logging.getLogger(__name__)
@@ -667,20 +667,7 @@ class DuckDBStore(SqlStore):
 
     # -- findings --------------------------------------------------------------------------
     def upsert_findings(self, findings: Iterable[Finding]) -> None:
-        rows = [
-            (
-                f.id,
-                f.kind,
-                str(f.severity),
-                str(f.state),
-                json.dumps(f.subject, sort_keys=True),
-                f.updated_at,
-                f.started_at,
-                f.resolved_at,
-                json.dumps(f.to_dict(), default=str),
-            )
-            for f in findings
-        ]
+        rows = [finding_row(f) for f in findings]
         if not rows:
             return
         self._write(

@@ -38,7 +38,7 @@ from psycopg import sql
 from mlvigil.core.findings import Finding
 from mlvigil.core.records import TABLES, RecordBatch
 from mlvigil.core.store.base import Columns, StoreError, StoreUnavailable
-from mlvigil.core.store.dialect import POSTGRES, Execute, SqlStore
+from mlvigil.core.store.dialect import POSTGRES, Execute, SqlStore, finding_row
 
 if TYPE_CHECKING:
     from mlvigil.core.coordination import Coordinator
@@ -458,20 +458,7 @@ class PostgresStore(SqlStore):
 
     # -- findings --------------------------------------------------------------------------
     def upsert_findings(self, findings: Iterable[Finding]) -> None:
-        rows = [
-            (
-                f.id,
-                f.kind,
-                str(f.severity),
-                str(f.state),
-                json.dumps(f.subject, sort_keys=True),
-                f.updated_at,
-                f.started_at,
-                f.resolved_at,
-                json.dumps(f.to_dict(), default=str),
-            )
-            for f in findings
-        ]
+        rows = [finding_row(f) for f in findings]
         if not rows:
             return
 
