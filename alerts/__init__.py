@@ -2,9 +2,3 @@
 
 ``alerts.plugin.PLUGIN`` joins it to the service (section ``alerts``).
 """
-
-from __future__ import annotations
-
-from alerts.config import AlertsConfig
-
-__all__ = ["AlertsConfig"]

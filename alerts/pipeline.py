@@ -37,7 +37,7 @@ from alerts.resend import AlertmanagerStage
 from alerts.routing import Route, Router
 from mlvigil.core.finding_book import FindingBook
 from mlvigil.core.findings import Finding
-from mlvigil.core.outbox import OutboxService
+from mlvigil.core.outbox_service import OutboxService
 from mlvigil.core.store import Store
 
 log = logging.getLogger(__name__)

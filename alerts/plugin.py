@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from alerts.api import routes
-from alerts.config import AlertsConfig
-from alerts.pipeline import AlertService
 from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
+    from alerts.config import AlertsConfig
+    from alerts.pipeline import AlertService
     from mlvigil.core.context import ServiceContext
 
 
 def build(config: AlertsConfig, ctx: ServiceContext) -> list[AlertService]:
+    from alerts.api import routes
+    from alerts.pipeline import AlertService
+
     service = AlertService(
         config,
         ctx.store,
@@ -27,4 +29,4 @@ def build(config: AlertsConfig, ctx: ServiceContext) -> list[AlertService]:
     return [service]
 
 
-PLUGIN = Plugin(name="alerts", section=("alerts",), config=AlertsConfig, build=build)
+PLUGIN = Plugin(name="alerts", section=("alerts",), config="alerts.config:AlertsConfig", build=build)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gpu_health.agent import GpuAgentComponent
-from gpu_health.config import GpuConfig
-from gpu_health.health import GpuHealthDetector
-from mlvigil.core.plugin import Plugin
+from mlvigil.core.plugin import Command, Plugin
 
 if TYPE_CHECKING:
+    from gpu_health.config import GpuConfig
     from mlvigil.core.context import ServiceContext
 
 
 def build(gpu: GpuConfig, ctx: ServiceContext) -> list[Any]:
+    from gpu_health.agent import GpuAgentComponent
+    from gpu_health.health import GpuHealthDetector
+
     out: list[Any] = []
     if gpu.detector:
         out.append(GpuHealthDetector(gpu.rules))
@@ -22,4 +23,12 @@ def build(gpu: GpuConfig, ctx: ServiceContext) -> list[Any]:
     return out
 
 
-PLUGIN = Plugin(name="gpu", section=("gpu",), config=GpuConfig, build=build)
+AGENT = Command(
+    "agent",
+    "per-node GPU agent: sample NVML, serve /metrics, ship OTLP metrics to a mlvigil server",
+    "gpu_health.cli:add_cli",
+)
+
+PLUGIN = Plugin(
+    name="gpu", section=("gpu",), config="gpu_health.config:GpuConfig", build=build, commands=(AGENT,)
+)

@@ -6,24 +6,22 @@ carries ``gpu`` (index), ``uuid`` and ``host`` like dcgm-exporter's gpu/UUID/Hos
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-
-from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector
+from collections.abc import Callable, Iterable, Sequence
 
 from gpu_health.names import METRICS, PROM_LABELS
 from gpu_health.sampler import GpuSample
+from mlvigil.core.metrics import Family, SeriesValues, SnapshotCollector
 
 
-class GpuCollector(Collector):
+class GpuCollector(SnapshotCollector):
     """Collects from ``latest()`` (the last pass) at scrape time; it never samples itself."""
 
     def __init__(self, latest: Callable[[], Sequence[GpuSample]], host: str) -> None:
         self._latest = latest
         self._host = host
+        super().__init__()
 
-    def collect(self) -> Iterator[Metric]:
-        families: dict[str, Metric] = {}
+    def snapshot(self) -> Iterable[tuple[Family, SeriesValues]]:
         rows: dict[str, list[tuple[dict[str, str], float]]] = {}
         for sample in self._latest():
             base = {"gpu": str(sample.index), "uuid": sample.uuid, "host": self._host}
@@ -36,13 +34,15 @@ class GpuCollector(Collector):
                 rows.setdefault(name, []).append((labels, value))
         for name, points in rows.items():
             spec = METRICS[name]
-            kind = "counter" if spec.kind == "sum" else "gauge"
-            family = Metric(spec.prom, f"{spec.help} OTLP {name}; DCGM {spec.dcgm}.", kind)
-            suffix = "_total" if kind == "counter" else ""
             # Every series of a family has the same label names (missing ones are empty).
-            label_names = sorted({k for labels, _ in points for k in labels})
-            for labels, value in points:
-                full = {k: labels.get(k, "") for k in label_names}
-                family.add_sample(spec.prom + suffix, full, value * spec.scale)
-            families[name] = family
-        yield from families.values()
+            label_names = tuple(sorted({k for labels, _ in points for k in labels}))
+            family = Family(
+                spec.prom,
+                f"{spec.help} OTLP {name}; DCGM {spec.dcgm}.",
+                label_names,
+                "counter" if spec.kind == "sum" else "gauge",
+            )
+            values = {
+                tuple(labels.get(k, "") for k in label_names): value * spec.scale for labels, value in points
+            }
+            yield family, values

@@ -3,9 +3,3 @@ or signed webhooks, at most one in flight per model, through the durable outbox.
 
 ``retrain_hooks.plugin.PLUGIN`` joins it to the service (section ``retrain``).
 """
-
-from __future__ import annotations
-
-from retrain_hooks.config import RetrainConfig
-
-__all__ = ["RetrainConfig"]

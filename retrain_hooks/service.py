@@ -29,7 +29,8 @@ import aiohttp
 
 from mlvigil.core.finding_book import FindingBook
 from mlvigil.core.findings import Finding
-from mlvigil.core.outbox import DELIVERED, EXPIRED, FAILED, PENDING, Message, NewMessage, OutboxService
+from mlvigil.core.outbox import DELIVERED, EXPIRED, FAILED, PENDING, Message, NewMessage
+from mlvigil.core.outbox_service import OutboxService
 from mlvigil.core.store import Store
 from retrain_hooks.book import TRIGGERS, TriggerBook
 from retrain_hooks.config import PolicyConfig, RetrainConfig

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +26,31 @@ def no_leaked_services() -> Iterator[None]:
     yield
     for handle in ServiceHandle.live - before:
         handle.kill()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Kill every process a test (or its function-scoped fixtures) started with a raw
+    ``subprocess.Popen`` and left running: the rank processes of tests/producers/ddp_job.launch
+    when one fails to start, an agent or a writer behind a failed assert.
+
+    Processes of wider-scoped fixtures (started before this test) are theirs to stop.
+    """
+    started: list[subprocess.Popen[Any]] = []
+    popen_init = subprocess.Popen.__init__
+
+    def tracked_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        popen_init(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", tracked_init)
+    yield
+    monkeypatch.undo()
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -396,11 +396,12 @@ def test_html_report_axes_and_category_order(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_command_list_matches_the_commands_own_parsers() -> None:
-    """``mlvigil --help`` lists commands from mlvigil.app.cli.COMMANDS without importing them;
+    """``mlvigil --help`` lists the plugins' commands (mlvigil.app.plugins.COMMANDS) without importing them;
     the words must be the ones each command registers, and each has a description."""
     import argparse
 
-    from mlvigil.app.cli import COMMANDS, build_parser
+    from mlvigil.app.cli import build_parser
+    from mlvigil.app.plugins import COMMANDS
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     listed = {a.dest: a.help for a in sub._choices_actions}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from mlvigil.app.plugins import PLUGINS
+from alerts.plugin import PLUGIN as ALERTS
+from mlvigil.app.plugins import COMMANDS, PLUGINS
 from mlvigil.app.plugins import build_config as build_app_config
 from mlvigil.core.config import Config, ConfigError, build_config
 from mlvigil.core.plugin import Plugin, config_model
@@ -20,7 +21,7 @@ CAPABILITIES = ("collector", "detectors", "gpu_health", "alerts", "retrain_hooks
 
 def test_every_plugin_section_is_its_typed_model() -> None:
     cfg = build_app_config({"alerts": {"receivers": []}, "detectors": {"drift": {"enabled": True}}}, env={})
-    assert {p.section for p in PLUGINS} == {
+    assert {p.section for p in PLUGINS if p.section} == {
         ("gpu",),
         ("detectors", "training"),
         ("detectors", "drift"),
@@ -30,7 +31,8 @@ def test_every_plugin_section_is_its_typed_model() -> None:
         ("console",),
     }
     for plugin in PLUGINS:
-        assert isinstance(plugin.section_of(cfg), plugin.config)
+        if plugin.section:
+            assert isinstance(plugin.section_of(cfg), plugin.section_model())
     # Kernel keys next to plugin sections stay where they were.
     assert cfg.detectors.interval == 15.0 and cfg.ingest.max_request_bytes > 0
 
@@ -39,7 +41,7 @@ def test_the_kernel_config_knows_no_plugin() -> None:
     with pytest.raises(ConfigError, match="alerts: unknown key"):
         build_config({"alerts": {}}, env={})
     with pytest.raises(TypeError, match=r"mlvigil\.app\.plugins\.load_config"):
-        PLUGINS[0].section_of(build_config({}, env={}))
+        ALERTS.section_of(build_config({}, env={}))
 
 
 def test_two_plugins_cannot_claim_one_section() -> None:
@@ -67,3 +69,13 @@ def test_kernel_modules_import_no_capability_package() -> None:
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_cli_commands_come_from_the_plugins() -> None:
+    """``mlvigil``'s subcommands are the registry's: each plugin's, in registry order, named once."""
+    from mlvigil.app import cli
+
+    declared = [command.name for plugin in PLUGINS for command in plugin.commands]
+    assert declared == list(COMMANDS) == list(cli.COMMANDS)
+    assert set(declared) == {"serve", "agent", "drift", "estimate", "migrate", "demo"}
+    assert {p.name for p in PLUGINS if any(c.name == "agent" for c in p.commands)} == {"gpu"}

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cli", description=__doc__)
     parser.add_argument("--runs", type=int, default=9, help="runs per command (default 9)")
     args = parser.parse_args(argv)
-    from mlvigil.app.cli import COMMANDS
+    from mlvigil.app.plugins import COMMANDS
 
     bound = _median_seconds([sys.executable, "-c", "pass"], args.runs)
     print(f"{'command':<24} {'median s':>9} {'x python -c pass':>17}")

@@ -8,12 +8,19 @@ Wiring: ``detectors.carbon.plugin.PLUGIN`` (section ``detectors.carbon``).
 
 from __future__ import annotations
 
-from detectors.carbon.budget import CarbonBudgetDetector
-from detectors.carbon.config import BudgetConfig, CarbonConfig, ServingBudgetConfig
+from typing import TYPE_CHECKING
+
+# Eager: the function ``forecast`` shares its module's name, and a submodule import would
+# otherwise leave the module under that name. It is light (math only).
 from detectors.carbon.forecast import Forecast, forecast
-from detectors.carbon.intensity import CarbonIntensity, carbon_intensity
-from detectors.carbon.metrics import CarbonMetrics
-from detectors.carbon.serving import ServingCarbonDetector
+from mlvigil.core.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from detectors.carbon.budget import CarbonBudgetDetector
+    from detectors.carbon.config import BudgetConfig, CarbonConfig, ServingBudgetConfig
+    from detectors.carbon.intensity import CarbonIntensity, carbon_intensity
+    from detectors.carbon.metrics import CarbonMetrics
+    from detectors.carbon.serving import ServingCarbonDetector
 
 __all__ = [
     "BudgetConfig",
@@ -27,3 +34,18 @@ __all__ = [
     "carbon_intensity",
     "forecast",
 ]
+
+# Imported on first use: the package's plugin descriptor stays light for ``mlvigil --help``.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "CarbonBudgetDetector": "detectors.carbon.budget",
+        "BudgetConfig": "detectors.carbon.config",
+        "CarbonConfig": "detectors.carbon.config",
+        "ServingBudgetConfig": "detectors.carbon.config",
+        "CarbonIntensity": "detectors.carbon.intensity",
+        "carbon_intensity": "detectors.carbon.intensity",
+        "CarbonMetrics": "detectors.carbon.metrics",
+        "ServingCarbonDetector": "detectors.carbon.serving",
+    },
+)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from detectors.carbon.budget import CarbonBudgetDetector
-from detectors.carbon.config import CarbonConfig
-from detectors.carbon.intensity import carbon_intensity
-from detectors.carbon.metrics import CarbonMetrics
-from detectors.carbon.serving import ServingCarbonDetector
-from mlvigil.core.detector import Detector
 from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
+    from detectors.carbon.config import CarbonConfig
     from mlvigil.core.context import ServiceContext
+    from mlvigil.core.detector import Detector
 
 
 def build(config: CarbonConfig, ctx: ServiceContext) -> list[Detector]:
@@ -21,6 +17,11 @@ def build(config: CarbonConfig, ctx: ServiceContext) -> list[Detector]:
     they export the per-subject energy and emissions counters); the serving detector when
     serving budgets are. An unknown country code raises ``UnknownLocation`` (a ValueError).
     """
+    from detectors.carbon.budget import CarbonBudgetDetector
+    from detectors.carbon.intensity import carbon_intensity
+    from detectors.carbon.metrics import CarbonMetrics
+    from detectors.carbon.serving import ServingCarbonDetector
+
     if not config.budgets and not config.serving:
         return []  # nothing configured: skip loading codecarbon's data
     intensity = carbon_intensity(config.country_iso_code, config.region, config.carbon_intensity_g_per_kwh)
@@ -31,4 +32,6 @@ def build(config: CarbonConfig, ctx: ServiceContext) -> list[Detector]:
     return detectors
 
 
-PLUGIN = Plugin(name="carbon", section=("detectors", "carbon"), config=CarbonConfig, build=build)
+PLUGIN = Plugin(
+    name="carbon", section=("detectors", "carbon"), config="detectors.carbon.config:CarbonConfig", build=build
+)

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from detectors.drift.api import MonitorRoutes
-from detectors.drift.calibration import Calibrations
-from detectors.drift.config import DriftConfig
-from detectors.drift.metrics import DriftMetrics
-from detectors.drift.monitors.registry import MonitorRegistry
-from mlvigil.core.plugin import Plugin
+from mlvigil.core.plugin import Command, Plugin
 
 if TYPE_CHECKING:
+    from detectors.drift.config import DriftConfig
     from mlvigil.core.context import ServiceContext
 
 
 def build(config: DriftConfig, ctx: ServiceContext) -> list[Any]:
+    from detectors.drift.api import MonitorRoutes
+    from detectors.drift.calibration import Calibrations
+    from detectors.drift.metrics import DriftMetrics
+    from detectors.drift.monitors.registry import MonitorRegistry
+
     if not config.enabled:
         return []
     calibrations = Calibrations(ctx.store, workers=config.calibration_workers)
@@ -27,4 +28,16 @@ def build(config: DriftConfig, ctx: ServiceContext) -> list[Any]:
     return [*detectors, calibrations]
 
 
-PLUGIN = Plugin(name="drift", section=("detectors", "drift"), config=DriftConfig, build=build)
+DRIFT = Command(
+    "drift",
+    "offline drift report for two CSV/Parquet files (exit 1 when drift is found)",
+    "detectors.drift.cli:add_cli",
+)
+
+PLUGIN = Plugin(
+    name="drift",
+    section=("detectors", "drift"),
+    config="detectors.drift.config:DriftConfig",
+    build=build,
+    commands=(DRIFT,),
+)

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from detectors.training.config import TrainingConfig
-from detectors.training.detectors import (
-    DataloaderStallDetector,
-    LossAnomalyDetector,
-    SlowdownDetector,
-    StragglerDetector,
-    ThroughputDropDetector,
-    step_feed,
-)
-from detectors.training.metrics import TrainingMetrics
+from mlvigil.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from detectors.training.config import TrainingConfig
+    from detectors.training.detectors import (
+        DataloaderStallDetector,
+        LossAnomalyDetector,
+        SlowdownDetector,
+        StragglerDetector,
+        ThroughputDropDetector,
+    )
+    from detectors.training.metrics import TrainingMetrics
     from mlvigil.core.detector import Detector
 
 __all__ = [
@@ -36,6 +36,15 @@ __all__ = [
 
 def build_detectors(cfg: TrainingConfig, metrics: TrainingMetrics | None = None) -> list[Detector]:
     """The enabled detectors of ``cfg``, sharing ``metrics`` (None: no Prometheus gauges)."""
+    from detectors.training.detectors import (
+        DataloaderStallDetector,
+        LossAnomalyDetector,
+        SlowdownDetector,
+        StragglerDetector,
+        ThroughputDropDetector,
+        step_feed,
+    )
+
     if not cfg.enabled:
         return []
     # One feed for all: a pass reads and deduplicates the new rows once, not once per detector.
@@ -52,3 +61,18 @@ def build_detectors(cfg: TrainingConfig, metrics: TrainingMetrics | None = None)
     if cfg.loss.enabled:
         out.append(LossAnomalyDetector(cfg, metrics, feed=feed))
     return out
+
+
+# Imported on first use: the package's plugin descriptor stays light for ``mlvigil --help``.
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "DataloaderStallDetector": "detectors.training.detectors",
+        "LossAnomalyDetector": "detectors.training.detectors",
+        "SlowdownDetector": "detectors.training.detectors",
+        "StragglerDetector": "detectors.training.detectors",
+        "ThroughputDropDetector": "detectors.training.detectors",
+        "TrainingConfig": "detectors.training.config",
+        "TrainingMetrics": "detectors.training.metrics",
+    },
+)

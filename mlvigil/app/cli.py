@@ -1,72 +1,20 @@
 """The ``mlvigil`` command line.
 
-Only the chosen subcommand's module is imported (numpy, scipy, aiohttp and the OTLP protos
-cost seconds), so ``mlvigil --help`` and ``mlvigil COMMAND --help`` answer at once.
+The subcommands are the plugins' (``mlvigil.app.plugins.COMMANDS``). Only the chosen
+subcommand's module is imported (numpy, scipy, aiohttp and the OTLP protos cost seconds), so
+``mlvigil --help`` and ``mlvigil COMMAND --help`` answer at once.
 ``bench/cli/run.py`` measures it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from mlvigil import __version__
-
-
-class Command(NamedTuple):
-    #: Module with ``add_cli(subparsers)``, which registers the subcommand's parser.
-    module: str
-    #: The line ``mlvigil --help`` lists; the module's own parser uses the same words.
-    help: str
-    #: Shown by ``mlvigil COMMAND --help`` when the module's parser gives no description.
-    description: str
-
-
-COMMANDS: dict[str, Command] = {
-    "serve": Command(
-        "mlvigil.app.cli",
-        "run the service: receivers, store, detectors, alerts, API",
-        "Run the mlvigil service in the foreground: the OTLP receivers (HTTP 4318, gRPC 4317), the"
-        " embedded store, the detectors, alerts and the API on 9710. Configuration comes from the"
-        " YAML file given with --config, then from MLVIGIL_* environment variables; see"
-        " docs/configuration.md. Stop it with Ctrl-C (SIGINT) or SIGTERM. Exit code 2: the"
-        " configuration is invalid (the error names the key and what to do).",
-    ),
-    "agent": Command(
-        "gpu_health.cli",
-        "per-node GPU agent: sample NVML, serve /metrics, ship OTLP metrics to a mlvigil server",
-        "",
-    ),
-    "drift": Command(
-        "detectors.drift.cli",
-        "offline drift report for two CSV/Parquet files (exit 1 when drift is found)",
-        "",
-    ),
-    "estimate": Command(
-        "detectors.estimation.cli",
-        "estimate a model's performance on unlabelled data from a labelled reference (exit 1 on a drop)",
-        "",
-    ),
-    "migrate": Command(
-        "mlvigil.core.store.migrate",
-        "copy an embedded data dir into PostgreSQL (stop serve first)",
-        "Copy the records, findings and documents of an embedded DuckDB data dir into an empty"
-        " PostgreSQL database, for running N replicas on it (docs/scale-out.md). Stop mlvigil"
-        " serve first. Exit code 1: the copy failed (the message says why); 2: no target given.",
-    ),
-    "demo": Command(
-        "mlvigil.app.demo.run",
-        "the whole story on this machine with simulated workloads and GPUs",
-        "Start the real service on this machine with simulated producers (a model server whose"
-        " inputs drift, an LLM app, a 4-rank training run on a scripted 8-GPU node) and print"
-        " each finding and alert as it fires: data and LLM traffic drift, a straggler rank, a"
-        " GPU fault and a carbon budget overrun. Takes about three minutes (--short: about one)."
-        " Exit code 0 when every step produced its finding.",
-    ),
-}
+from mlvigil.app.plugins import COMMANDS
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -114,10 +62,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, cmd in COMMANDS.items():
         if command is None or name == command:
-            importlib.import_module(cmd.module).add_cli(sub)
-            registered = sub.choices[name]
-            if not registered.description:
-                registered.description = cmd.description or cmd.help
+            cmd.add_to(sub)
         else:
             sub.add_parser(name, help=cmd.help, add_help=False)
     return parser

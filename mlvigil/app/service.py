@@ -119,6 +119,8 @@ class Service:
         # Each plugin's parts, from its section (validated once, when the config was loaded).
         extras: list[Component] = []
         for plugin in PLUGINS:
+            if plugin.build is None:
+                continue  # adds only commands
             try:
                 built = plugin.build(plugin.section_of(cfg), ctx)
             except ValueError as exc:

@@ -1,11 +1,27 @@
-"""Self-telemetry of the service, exported at ``/metrics`` (prefix ``mlvigil_``, base units)."""
+"""Self-telemetry of the service, exported at ``/metrics`` (prefix ``mlvigil_``, base units).
+
+Two ways to export a series, one for each kind of value:
+
+- a value set in-process as things happen (a monitor's score, a run's step time): a
+  ``Gauge`` (or ``Counter``), its series grouped by owner with ``OwnedSeries``, so a thing
+  that goes away takes its series with it;
+- a value recomputed as a whole from elsewhere (carbon running totals from the store, the
+  GPU agent's last pass): a ``SnapshotCollector`` (Prometheus' custom-collector pattern),
+  which renders the latest snapshot at scrape time, so a series missing from it is gone and
+  a running total is a counter that a restart does not reset.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.registry import Collector
 
 
 class Telemetry:
@@ -147,3 +163,63 @@ class OwnedSeries:
             else:
                 with contextlib.suppress(KeyError):
                     gauge.remove(*labels)
+
+
+#: A family's values: label-value tuple (in the family's label order) -> value. Keys are
+#: typed loosely so fixed-width tuples (``tuple[str, str, str]``) fit without a cast.
+SeriesValues = Mapping[tuple[Any, ...], float]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A metric family a ``SnapshotCollector`` exports: name (a counter's samples get
+    ``_total``), help, label names and kind."""
+
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    kind: Literal["gauge", "counter"] = "gauge"
+
+    def render(self, values: SeriesValues) -> Metric:
+        """The family with one sample per label-value tuple of ``values``."""
+        family = Metric(self.name, self.help, self.kind)
+        sample = self.name + ("_total" if self.kind == "counter" else "")
+        for key, value in values.items():
+            family.add_sample(sample, dict(zip(self.labels, key, strict=True)), value)
+        return family
+
+
+class SnapshotCollector(Collector):
+    """Series recomputed as a whole: ``snapshot()`` gives every family's values now, rendered
+    at each scrape; what it no longer gives is no longer exported.
+
+    Examples
+    --------
+    >>> class Depth(SnapshotCollector):
+    ...     FAMILY = Family("demo_depth_items", "Items queued.", ("queue",))
+    ...     def __init__(self, registry: CollectorRegistry) -> None:
+    ...         self.depths = {("a",): 3.0}
+    ...         super().__init__(registry)
+    ...     def snapshot(self):
+    ...         return [(self.FAMILY, self.depths)]
+    >>> r = CollectorRegistry()
+    >>> d = Depth(r)
+    >>> r.get_sample_value("demo_depth_items", {"queue": "a"})
+    3.0
+    >>> d.depths = {}
+    >>> r.get_sample_value("demo_depth_items", {"queue": "a"}) is None
+    True
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # Last in a subclass's __init__: a registry may collect once on registration.
+        if registry is not None:
+            registry.register(self)
+
+    def snapshot(self) -> Iterable[tuple[Family, SeriesValues]]:
+        """Every family with its values (label-value tuple -> value), as of now."""
+        raise NotImplementedError
+
+    def collect(self) -> Iterator[Metric]:
+        for family, values in self.snapshot():
+            yield family.render(values)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from mlvigil.app.console.config import ConsoleConfig
-from mlvigil.app.console.history import StatisticHistory
-from mlvigil.app.console.pages import Console
 from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
+    from mlvigil.app.console.config import ConsoleConfig
+    from mlvigil.app.console.history import StatisticHistory
     from mlvigil.core.context import ServiceContext
 
 
 def build(config: ConsoleConfig, ctx: ServiceContext) -> list[StatisticHistory]:
+    from mlvigil.app.console.history import StatisticHistory
+    from mlvigil.app.console.pages import Console
+
     if not config.enabled:
         return []
     history = StatisticHistory(ctx, config.statistic_history)
@@ -23,4 +25,6 @@ def build(config: ConsoleConfig, ctx: ServiceContext) -> list[StatisticHistory]:
     return [history]
 
 
-PLUGIN = Plugin(name="console", section=("console",), config=ConsoleConfig, build=build)
+PLUGIN = Plugin(
+    name="console", section=("console",), config="mlvigil.app.console.config:ConsoleConfig", build=build
+)

@@ -89,3 +89,7 @@ def page(title: str, body: str, *, active: str = "", logout: bool = False) -> st
 {body}
 </main></body></html>
 """
+
+
+class BadRequest(Exception):
+    """A console request that cannot be served as asked; the message says what to change."""

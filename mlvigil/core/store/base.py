@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,45 +30,6 @@ def window_feature_name_ok(name: str) -> bool:
     """Feature names a window reads: a name with a double quote or backslash (which a JSON
     path would have to escape) is left out, by every store alike."""
     return '"' not in name and "\\" not in name
-
-
-def findings_query(
-    *,
-    kind: str | None,
-    severity: str | None,
-    state: str | None,
-    since: float | None,
-    subject: dict[str, str] | None,
-    limit: int,
-    offset: int,
-    placeholder: str,
-    label_clause: Callable[[str, str], tuple[str, list[Any]]],
-) -> tuple[str, list[Any]]:
-    """The SQL of ``Store.findings`` over a ``findings(id, ..., subject, body)`` table, for a
-    database whose parameters are written ``placeholder``; ``label_clause(label, value)`` is
-    its test of one subject label (how JSON is read differs between databases)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for col, value in (("kind", kind), ("severity", severity), ("state", state)):
-        if value is not None:
-            clauses.append(f"{col} = {placeholder}")
-            params.append(value)
-    if since is not None:
-        clauses.append(f"updated_at >= {placeholder}")
-        params.append(since)
-    for label, value in (subject or {}).items():
-        # Quoted, so a dotted name such as k8s.namespace is one key, not a nested path.
-        if '"' in label or "\\" in label:
-            raise StoreError(f"label name {label!r} may not contain a quote or backslash")
-        clause, more = label_clause(label, value)
-        clauses.append(clause)
-        params.extend(more)
-    cond = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-    sql = (
-        f"SELECT body FROM findings{cond} ORDER BY updated_at DESC, id"
-        f" LIMIT {int(limit)} OFFSET {max(int(offset), 0)}"
-    )
-    return sql, params
 
 
 def feature_value_forms(value: Any) -> tuple[float | None, str | None]:

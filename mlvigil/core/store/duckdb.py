@@ -36,20 +36,14 @@ from mlvigil.core.store.base import (
     MAX_WINDOW_FEATURES,
     WINDOW_META,
     Columns,
-    Grid,
-    Store,
     StoreError,
     StoreUnavailable,
-    findings_query,
     window_feature_name_ok,
 )
+from mlvigil.core.store.dialect import DUCKDB, Execute, SqlStore, finding_row
+from mlvigil.core.store.dialect import ident as _ident
 
 log = logging.getLogger(__name__)
-
-
-def _subject_label(label: str, value: str) -> tuple[str, list[Any]]:
-    """One subject label's test in DuckDB's SQL (the JSON path quotes the name)."""
-    return "json_extract_string(subject, ?) = ?", [f'$."{label}"', value]
 
 
 # DuckDB's own checkpoint runs inside COMMIT (see the module docstring); this turns it off.
@@ -84,14 +78,10 @@ _FINDING_COLUMNS = (
 )
 
 
-def _ident(name: str) -> str:
-    if not name.replace("_", "").isalnum():
-        raise StoreError(f"bad identifier {name!r}")
-    return f'"{name}"'
-
-
-class DuckDBStore(Store):
+class DuckDBStore(SqlStore):
     """Records, Findings and documents in ``<data_dir>/mlvigil.duckdb``."""
+
+    dialect = DUCKDB
 
     def __init__(
         self,
@@ -286,6 +276,9 @@ class DuckDBStore(Store):
                 err = exc
         raise (self._unavailable(err) or err) from err
 
+    def _read_rows(self, work: Callable[[Execute], T]) -> T:
+        return self._read(lambda cur: work(lambda sql, params: cur.execute(sql, params).fetchall()))
+
     def unavailable_reason(self) -> str | None:
         """Never waits for a write or read in progress (a readiness probe must answer fast):
         reopening and the probe write are tried only when both locks are free at once."""
@@ -457,28 +450,7 @@ class DuckDBStore(Store):
     def _where(
         self, since: float | None, until: float | None, where: dict[str, Any] | None
     ) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if since is not None:
-            clauses.append("ts >= ?")
-            params.append(since)
-        if until is not None:
-            clauses.append("ts < ?")
-            params.append(until)
-        for col, value in (where or {}).items():
-            if isinstance(value, list | tuple | set):
-                values = list(value)
-                if not values:
-                    clauses.append("FALSE")
-                    continue
-                clauses.append(f"{_ident(col)} IN ({', '.join('?' * len(values))})")
-                params.extend(values)
-            elif value is None:
-                clauses.append(f"{_ident(col)} IS NULL")
-            else:
-                clauses.append(f"{_ident(col)} = ?")
-                params.append(value)
-        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+        return DUCKDB.where(since, until, where)
 
     def _select(
         self,
@@ -490,18 +462,7 @@ class DuckDBStore(Store):
         last: int | None,
         order_by: str,
     ) -> tuple[str, list[Any]]:
-        if table not in TABLES:
-            raise StoreError(f"unknown record table {table!r}")
-        select = ", ".join(_ident(c) for c in names)
-        cond, params = self._where(since, until, where)
-        if last is not None:
-            sql = (
-                f"SELECT * FROM (SELECT {select} FROM {_ident(table)}{cond}"
-                f" ORDER BY {_ident(order_by)} DESC LIMIT {int(last)}) ORDER BY {_ident(order_by)}"
-            )
-        else:
-            sql = f"SELECT {select} FROM {_ident(table)}{cond} ORDER BY {_ident(order_by)}"
-        return sql, params
+        return DUCKDB.select(table, names, since, until, where, last, order_by)
 
     def query(
         self,
@@ -624,19 +585,6 @@ class DuckDBStore(Store):
 
         return self._read(read)
 
-    def distinct(
-        self,
-        table: str,
-        columns: Sequence[str],
-        *,
-        since: float | None = None,
-        where: dict[str, Any] | None = None,
-    ) -> list[tuple[Any, ...]]:
-        cond, params = self._where(since, None, where)
-        select = ", ".join(_ident(c) for c in columns)
-        sql = f"SELECT DISTINCT {select} FROM {_ident(table)}{cond} ORDER BY {select}"
-        return self._read(lambda cur: cur.execute(sql, params).fetchall())
-
     def counts(self) -> dict[str, int]:
         return self._read(
             lambda cur: {
@@ -719,20 +667,7 @@ class DuckDBStore(Store):
 
     # -- findings --------------------------------------------------------------------------
     def upsert_findings(self, findings: Iterable[Finding]) -> None:
-        rows = [
-            (
-                f.id,
-                f.kind,
-                str(f.severity),
-                str(f.state),
-                json.dumps(f.subject, sort_keys=True),
-                f.updated_at,
-                f.started_at,
-                f.resolved_at,
-                json.dumps(f.to_dict(), default=str),
-            )
-            for f in findings
-        ]
+        rows = [finding_row(f) for f in findings]
         if not rows:
             return
         self._write(
@@ -740,77 +675,6 @@ class DuckDBStore(Store):
                 "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
             )
         )
-
-    def findings(
-        self,
-        *,
-        kind: str | None = None,
-        severity: str | None = None,
-        state: str | None = None,
-        since: float | None = None,
-        subject: dict[str, str] | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[Finding]:
-        sql, params = findings_query(
-            kind=kind,
-            severity=severity,
-            state=state,
-            since=since,
-            subject=subject,
-            limit=limit,
-            offset=offset,
-            placeholder="?",
-            label_clause=lambda label, value: (
-                "json_extract_string(subject, ?) = ?",
-                [f'$."{label}"', value],
-            ),
-        )
-        rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
-        return [Finding.from_dict(json.loads(r[0])) for r in rows]
-
-    def finding(self, finding_id: str) -> Finding | None:
-        rows = self._read(
-            lambda cur: cur.execute("SELECT body FROM findings WHERE id = ?", [finding_id]).fetchall()
-        )
-        return Finding.from_dict(json.loads(rows[0][0])) if rows else None
-
-    def grid(
-        self,
-        table: str,
-        *,
-        x: str,
-        group: str,
-        values: Sequence[str],
-        bins: int,
-        where: dict[str, Any] | None = None,
-        since: float | None = None,
-        integer_x: bool = False,
-    ) -> Grid:
-        if table not in TABLES:
-            raise StoreError(f"unknown record table {table!r}")
-        bins = max(int(bins), 1)
-        cond, params = self._where(since, None, where)
-        bounds_sql = f"SELECT min({_ident(x)}), max({_ident(x)}) FROM {_ident(table)}{cond}"
-
-        def run(cur: duckdb.DuckDBPyConnection) -> Grid:
-            lo, hi = cur.execute(bounds_sql, params).fetchone() or (None, None)
-            if lo is None:
-                return Grid(0.0, 0.0, bins)
-            grid = Grid.sized(float(lo), float(hi), bins, integer_x)
-            means = ", ".join(f"avg(CASE WHEN isfinite({_ident(v)}) THEN {_ident(v)} END)" for v in values)
-            sql = (
-                f"SELECT {_ident(group)}, least(CAST(floor(({_ident(x)} - ?) / ?) AS BIGINT), ?) AS b,"
-                f" count(*){', ' + means if means else ''} FROM {_ident(table)}{cond}"
-                f"{' AND ' if cond else ' WHERE '}{_ident(x)} IS NOT NULL GROUP BY 1, 2"
-            )
-            rows = cur.execute(sql, [grid.lo, grid.width, grid.bins - 1, *params]).fetchall()
-            grid.cells = {
-                (r[0], int(r[1])): (int(r[2]), [None if v is None else float(v) for v in r[3:]]) for r in rows
-            }
-            return grid
-
-        return self._read(run)
 
     # -- documents -------------------------------------------------------------------------
     def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:

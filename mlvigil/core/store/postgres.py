@@ -37,7 +37,8 @@ from psycopg import sql
 
 from mlvigil.core.findings import Finding
 from mlvigil.core.records import TABLES, RecordBatch
-from mlvigil.core.store.base import Columns, Grid, Store, StoreError, StoreUnavailable, findings_query
+from mlvigil.core.store.base import Columns, StoreError, StoreUnavailable
+from mlvigil.core.store.dialect import POSTGRES, Execute, SqlStore, finding_row
 
 if TYPE_CHECKING:
     from mlvigil.core.coordination import Coordinator
@@ -95,11 +96,13 @@ def _strip_nul(value: Any) -> Any:
     return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
     """Records, Findings and documents in one PostgreSQL database (``dsn``)."""
 
     #: This replica's share of the work (set by the service; see mlvigil.core.coordination).
     coordinator: Coordinator | None = None
+
+    dialect = POSTGRES
 
     def __init__(
         self,
@@ -177,6 +180,9 @@ class PostgresStore(Store):
             except Exception as exc:
                 err = exc
         raise (self._unavailable(err) or err) from err
+
+    def _read_rows(self, work: Callable[[Execute], T]) -> T:
+        return self._read(lambda cur: work(lambda sql, params: cur.execute(sql, params).fetchall()))
 
     def unavailable_reason(self) -> str | None:
         if not self._read_lock.acquire(blocking=False):
@@ -396,38 +402,6 @@ class PostgresStore(Store):
                 )
             return results
 
-    def _where(
-        self, since: float | None, until: float | None, where: dict[str, Any] | None
-    ) -> tuple[sql.Composable, list[Any]]:
-        clauses: list[sql.Composable] = []
-        params: list[Any] = []
-        if since is not None:
-            clauses.append(sql.SQL("ts >= %s"))
-            params.append(since)
-        if until is not None:
-            clauses.append(sql.SQL("ts < %s"))
-            params.append(until)
-        for col, value in (where or {}).items():
-            if isinstance(value, list | tuple | set):
-                values = list(value)
-                if not values:
-                    clauses.append(sql.SQL("FALSE"))
-                    continue
-                clauses.append(
-                    sql.SQL("{} IN ({})").format(
-                        _ident(col), sql.SQL(", ").join(sql.Placeholder() * len(values))
-                    )
-                )
-                params.extend(values)
-            elif value is None:
-                clauses.append(sql.SQL("{} IS NULL").format(_ident(col)))
-            else:
-                clauses.append(sql.SQL("{} = %s").format(_ident(col)))
-                params.append(value)
-        if not clauses:
-            return sql.SQL(""), params
-        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), params
-
     def query(
         self,
         table: str,
@@ -442,32 +416,9 @@ class PostgresStore(Store):
         if table not in TABLES:
             raise StoreError(f"unknown record table {table!r}")
         names = list(columns) if columns else [c.name for c in TABLES[table]]
-        select = sql.SQL(", ").join(_ident(c) for c in names)
-        cond, params = self._where(since, until, where)
-        order = _ident(order_by)
-        if last is not None:
-            stmt = sql.SQL(
-                "SELECT * FROM (SELECT {} FROM {}{} ORDER BY {} DESC LIMIT {}) AS newest ORDER BY {}"
-            ).format(select, _ident(table), cond, order, sql.Literal(int(last)), order)
-        else:
-            stmt = sql.SQL("SELECT {} FROM {}{} ORDER BY {}").format(select, _ident(table), cond, order)
+        stmt, params = POSTGRES.select(table, names, since, until, where, last, order_by)
         rows = self._read(lambda cur: cur.execute(stmt, params).fetchall())
         return {name: [_py(r[i]) for r in rows] for i, name in enumerate(names)}
-
-    def distinct(
-        self,
-        table: str,
-        columns: Sequence[str],
-        *,
-        since: float | None = None,
-        where: dict[str, Any] | None = None,
-    ) -> list[tuple[Any, ...]]:
-        if table not in TABLES:
-            raise StoreError(f"unknown record table {table!r}")
-        cond, params = self._where(since, None, where)
-        select = sql.SQL(", ").join(_ident(c) for c in columns)
-        stmt = sql.SQL("SELECT DISTINCT {} FROM {}{} ORDER BY {}").format(select, _ident(table), cond, select)
-        return self._read(lambda cur: [tuple(r) for r in cur.execute(stmt, params).fetchall()])
 
     def counts(self) -> dict[str, int]:
         def count(cur: psycopg.Cursor[Any]) -> dict[str, int]:
@@ -507,20 +458,7 @@ class PostgresStore(Store):
 
     # -- findings --------------------------------------------------------------------------
     def upsert_findings(self, findings: Iterable[Finding]) -> None:
-        rows = [
-            (
-                f.id,
-                f.kind,
-                str(f.severity),
-                str(f.state),
-                json.dumps(f.subject, sort_keys=True),
-                f.updated_at,
-                f.started_at,
-                f.resolved_at,
-                json.dumps(f.to_dict(), default=str),
-            )
-            for f in findings
-        ]
+        rows = [finding_row(f) for f in findings]
         if not rows:
             return
 
@@ -537,87 +475,6 @@ class PostgresStore(Store):
                 )
 
         self._write(upsert)
-
-    def findings(
-        self,
-        *,
-        kind: str | None = None,
-        severity: str | None = None,
-        state: str | None = None,
-        since: float | None = None,
-        subject: dict[str, str] | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-    ) -> list[Finding]:
-        stmt, params = findings_query(
-            kind=kind,
-            severity=severity,
-            state=state,
-            since=since,
-            subject=subject,
-            limit=limit,
-            offset=offset,
-            placeholder="%s",
-            label_clause=lambda label, value: ("subject ->> %s = %s", [label, value]),
-        )
-        rows = self._read(lambda cur: cur.execute(stmt, params).fetchall())
-        return [Finding.from_dict(json.loads(r[0])) for r in rows]
-
-    def finding(self, finding_id: str) -> Finding | None:
-        row = self._read(
-            lambda cur: cur.execute("SELECT body FROM findings WHERE id = %s", [finding_id]).fetchone()
-        )
-        return Finding.from_dict(json.loads(row[0])) if row else None
-
-    def grid(
-        self,
-        table: str,
-        *,
-        x: str,
-        group: str,
-        values: Sequence[str],
-        bins: int,
-        where: dict[str, Any] | None = None,
-        since: float | None = None,
-        integer_x: bool = False,
-    ) -> Grid:
-        if table not in TABLES:
-            raise StoreError(f"unknown record table {table!r}")
-        bins = max(int(bins), 1)
-        cond, params = self._where(since, None, where)
-        xs, grp = _ident(x), _ident(group)
-        bounds = sql.SQL("SELECT min({}), max({}) FROM {}{}").format(xs, xs, _ident(table), cond)
-        finite = "('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8)"
-        means = [
-            sql.SQL("avg(CASE WHEN {v}::float8 NOT IN " + finite + " THEN {v}::float8 END)").format(
-                v=_ident(v)
-            )
-            for v in values
-        ]
-
-        def run(cur: psycopg.Cursor[Any]) -> Grid:
-            lo, hi = cur.execute(bounds, params).fetchone() or (None, None)
-            if lo is None or hi is None:
-                return Grid(0.0, 0.0, bins)
-            grid = Grid.sized(float(lo), float(hi), bins, integer_x)
-            stmt = sql.SQL(
-                "SELECT {grp}, least(floor(({x}::float8 - %s) / %s)::bigint, %s) AS b, count(*){means}"
-                " FROM {table}{cond}{glue}{x} IS NOT NULL GROUP BY 1, 2"
-            ).format(
-                grp=grp,
-                x=xs,
-                means=sql.SQL("").join(sql.SQL(", ") + m for m in means),
-                table=_ident(table),
-                cond=cond,
-                glue=sql.SQL(" AND " if where or since is not None else " WHERE "),
-            )
-            rows = cur.execute(stmt, [grid.lo, grid.width, grid.bins - 1, *params]).fetchall()
-            grid.cells = {
-                (r[0], int(r[1])): (int(r[2]), [None if v is None else float(v) for v in r[3:]]) for r in rows
-            }
-            return grid
-
-        return self._read(run)
 
     # -- documents -------------------------------------------------------------------------
     def put_docs(self, collection: str, docs: dict[str, dict[str, Any]]) -> None:
