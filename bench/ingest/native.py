@@ -249,7 +249,11 @@ def _rss_mb(pid: int) -> float:
 
 
 def _overload(
-    bodies: list[bytes], seconds: float, clients: int, in_flight: int, storage: dict[str, object] | None = None
+    bodies: list[bytes],
+    seconds: float,
+    clients: int,
+    in_flight: int,
+    storage: dict[str, object] | None = None,
 ) -> None:
     """Memory under sustained overload: ``clients`` senders (more than the service's
     ``max_requests_in_flight``) post 1000-span requests as fast as they can for ``seconds``;
