@@ -7,8 +7,9 @@ event loop that also serves the API, /healthz and the other receivers. With a wr
 Arrow tables appended to the log (IPC encoding on the worker thread) -> acknowledged once the
 log's group fdatasync covers it; a loader thread fills the store from the log. A request the
 native side leaves to the Python reference (``Unsupported``) is normalised by it, counted in
-``mlvigil_native_fallbacks_total``. Without a log (the PostgreSQL store) requests are
-normalised in Python and committed through ``IngestPipeline`` as before.
+``mlvigil_native_fallbacks_total``. Without a log (the PostgreSQL store: replicas on scratch
+disks, docs/limits.md) the same native normaliser's tables are committed through
+``IngestPipeline`` (binary COPY) and acknowledged at that commit.
 
 How many requests hold memory at once is bounded by ``ingest.max_requests_in_flight``
 (beyond it: ``Overloaded``, 429 / UNAVAILABLE with Retry-After), and how much of the log is
@@ -20,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,12 +33,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from prometheus_client import Counter
 
 from collector import native
-from collector.normalize import NORMALISERS, Normalised, NormaliseOptions
-from collector.otlp_decode import PROTOBUF, JsonLimits, count_items, decode, gunzip_limited
+from collector.normalize import Normalised, NormaliseOptions
+from collector.otlp_decode import PROTOBUF, JsonLimits, decode, gunzip_limited
 from collector.pipeline import IngestPipeline, Overloaded
 from collector.wal import Position, WriteAheadLog
 from mlvigil.core.config import IngestConfig
 from mlvigil.core.metrics import Telemetry
+from mlvigil.core.records import TABLES
 from mlvigil.core.store import StoreUnavailable
 
 T = TypeVar("T")
@@ -161,30 +163,47 @@ class OtlpIngest:
                 message = decode(signal, body, content_type, self.json_limits)
                 body = message.SerializeToString()
             return self._log(signal, body, message)
-        message = decode(signal, body, content_type, self.json_limits)
-        del body
-        return self._normalise(signal, message)
+        message = None
+        if content_type != PROTOBUF:
+            message = decode(signal, body, content_type, self.json_limits)
+            body = message.SerializeToString()
+        return self._direct(signal, body, message)
 
     def _normalise(self, signal: str, message: Message) -> Normalised | _Logged:
         if self.wal is not None:
             return self._log(signal, message.SerializeToString(), message)
-        count_items(signal, message, self.config.max_items_per_request)
-        return NORMALISERS[signal](message, self.options)
+        return self._direct(signal, message.SerializeToString(), message)
 
-    def _log(self, signal: str, body: bytes, message: Message | None) -> _Logged:
-        """Normalise protobuf ``body`` natively (the reference for a shape it leaves to it)
-        and queue its tables on the log; runs on a worker thread."""
-        assert self.wal is not None
+    def _direct(self, signal: str, body: bytes, message: Message | None) -> Normalised:
+        """The path without a log (the PostgreSQL store; docs/limits.md says why): the same
+        native normaliser, its Arrow tables as the rows ``IngestPipeline`` commits."""
+        result, tables = self._native(signal, body, message)
+        for name, table in tables.items():
+            if not table.num_rows:
+                continue
+            cols = table.to_pydict()
+            n = table.num_rows
+            result.batch.columns[name] = {c.name: cols.get(c.name) or [None] * n for c in TABLES[name]}
+        return result
+
+    def _native(
+        self, signal: str, body: bytes, message: Message | None
+    ) -> tuple[Normalised, Mapping[str, Any]]:
+        """Normalise protobuf ``body`` natively, or with the Python reference for a shape
+        the native side leaves to it (counted); runs on a worker thread."""
         limit = self.config.max_items_per_request
         try:
-            result, tables = native.scan(signal, body, self.options, limit)
+            return native.scan(signal, body, self.options, limit)
         except Exception as exc:
             if not native.is_unsupported(exc):
                 raise
             self.fallbacks.labels(signal=signal).inc()
-            result, tables = native.reference(
-                signal, message if message is not None else body, self.options, limit
-            )
+            return native.reference(signal, message if message is not None else body, self.options, limit)
+
+    def _log(self, signal: str, body: bytes, message: Message | None) -> _Logged:
+        """Normalise protobuf ``body`` and queue its tables on the log; runs on a worker thread."""
+        assert self.wal is not None
+        result, tables = self._native(signal, body, message)
         del body
         tables = {name: t for name, t in tables.items() if t.num_rows}
         if not tables:

@@ -146,6 +146,37 @@ def _scan(data: bytes, start: int, last: bool) -> Iterator[tuple[int, int, int, 
         pos = end
 
 
+def _read_records(
+    path: Path, start: int, last: bool, payloads: bool = True
+) -> Iterator[tuple[int, int, bytes]]:
+    """(record end, append ns, payload) of each whole record of segment ``path`` from byte
+    ``start``, read one record at a time (a loader taking a bounded group reads only that
+    group, not the rest of a 64 MiB segment). ``payloads=False`` reads headers only and
+    yields empty payloads (no checksum). Same torn-tail / corruption rules as ``_scan``."""
+    with open(path, "rb") as f:
+        length = os.fstat(f.fileno()).st_size
+        pos = f.seek(start)
+        while pos + HEADER.size <= length:
+            magic, size, crc, appended = HEADER.unpack(f.read(HEADER.size))
+            end = pos + HEADER.size + size
+            if magic != MAGIC or end > length:
+                return
+            if not payloads:
+                f.seek(end)
+                yield end, appended, b""
+                pos = end
+                continue
+            payload = f.read(size)
+            if len(payload) < size:  # the file was cut meanwhile
+                return
+            if zlib.crc32(payload) != crc:
+                if end < length or not last:
+                    raise LogCorrupt(f"record at byte {pos} of {path.name} fails its checksum")
+                return
+            yield end, appended, payload
+            pos = end
+
+
 def read(directory: Path, after: Position | None = None) -> Iterator[Record]:
     """Every whole record after ``after`` (all of them for None), in log order."""
     segs = segments(directory)
@@ -154,13 +185,12 @@ def read(directory: Path, after: Position | None = None) -> Iterator[Record]:
             continue
         start = after.offset if after is not None and n == after.segment else 0
         try:
-            with open(_segment_path(directory, n), "rb") as f:
-                f.seek(start)  # only what is past the position: a loader reads each byte once
-                data = f.read()
+            # only what is past the position, a record at a time: a loader reads each byte once
+            path, last = _segment_path(directory, n), i == len(segs) - 1
+            for end, appended, payload in _read_records(path, start, last):
+                yield Record(Position(n, end), appended, decode(payload), len(payload))
         except FileNotFoundError:  # loaded and deleted meanwhile
             continue
-        for _, end, appended, payload in _scan(data, 0, last=i == len(segs) - 1):
-            yield Record(Position(n, start + end), appended, decode(payload), len(payload))
 
 
 class WriteAheadLog:
@@ -186,8 +216,8 @@ class WriteAheadLog:
         self._pending: list[tuple[bytes, Future[Position]]] = []
         self._closed = False
         self._loaded = Position(-1, 0)
-        #: (end, append ns) of records appended by this process and not loaded yet, oldest
-        #: first: the loader lag is the age of the first.
+        #: (end, append ns) of records not known to be loaded yet (found at start or appended
+        #: since), oldest first: the loader lag is the age of the first.
         self._unloaded: deque[tuple[Position, int]] = deque()
         #: set after each group commit (wakes a loader thread)
         self.appended = threading.Event()
@@ -204,6 +234,14 @@ class WriteAheadLog:
             self._file.truncate(good)
             os.fsync(self._file.fileno())
         self._offset = good
+        # The records found (a restart's replay): the lag counts from the oldest of them, not
+        # from the first append of this process. Headers only; the first load pops the ones
+        # loaded before the restart.
+        for i, n in enumerate(segs):
+            for end, appended, _ in _read_records(
+                _segment_path(self.directory, n), 0, last=i == len(segs) - 1, payloads=False
+            ):
+                self._unloaded.append((Position(n, end), appended))
         # Running count of the bytes not loaded (what the bound and admission check read per
         # request): writes add to it; each ``loaded`` recounts from the files. Both hold the
         # lock, so a recount never misses or doubles a write.
@@ -251,11 +289,11 @@ class WriteAheadLog:
         return fut
 
     def unloaded_records(self) -> int:
-        """Records this process appended that are not loaded yet."""
+        """Records not loaded yet (those found at start included, until a load passes them)."""
         return len(self._unloaded)
 
     def lag_seconds(self) -> float:
-        """Age of the oldest record this process appended that is not loaded yet (0: none)."""
+        """Age of the oldest record not loaded yet (0: none), a restart's replay included."""
         try:
             oldest = self._unloaded[0][1]
         except IndexError:

@@ -183,3 +183,36 @@ def test_llm_traffic_metrics_from_arrow_equal_the_per_row_ones() -> None:
 
     assert series(arrow) == series(per_row)
     assert any("Timeout" in line for line in series(arrow))
+
+
+def test_on_postgresql_the_native_normaliser_commits_and_no_prompt_text_is_stored(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str
+) -> None:
+    """The PostgreSQL store has no log (docs/limits.md) but the same normaliser: the row is
+    committed before the acknowledgement, the raw span without a prompt-bearing blob, and
+    with keep_llm_content false no prompt or completion text in any table."""
+    import psycopg
+    from psycopg import sql
+
+    from mlvigil.core.records import TABLES
+
+    service = service_factory({"ingest": {"keep_llm_content": False}}, {"MLVIGIL_STORE_DSN": postgres_dsn})
+    _post(service, _llm_export(1))
+    _post(service, _llm_export(2, tokens="١٢"))  # a shape left to the Python reference
+    with psycopg.connect(postgres_dsn, autocommit=True) as con:
+        # Acknowledged means committed: no polling.
+        models = con.execute(
+            "SELECT request_model, input_tokens FROM llm_calls ORDER BY input_tokens"
+        ).fetchall()
+        assert models == [("gpt-4o", 12), ("gpt-4o", 12)]
+        assert con.execute("SELECT count(*), count(span_proto) FROM spans").fetchone() == (2, 0)
+        stored = " ".join(
+            str(row)
+            for table in TABLES
+            for row in con.execute(
+                sql.SQL("SELECT t::text FROM {} t").format(sql.Identifier(table))
+            ).fetchall()
+        )
+    assert [s for s in SECRETS if s in stored] == []
+    _, _, text = service.request("GET", "/metrics")
+    assert 'mlvigil_native_fallbacks_total{signal="traces"} 1.0' in text.decode()

@@ -215,3 +215,30 @@ def test_the_loader_thread_drains_the_log_in_bounded_groups_and_exports_its_lag(
         loader.stop()
         wal.close()
         store.close()
+
+
+def test_the_lag_after_a_restart_counts_from_the_oldest_record_found_in_the_log(tmp_path: Path) -> None:
+    """A replay is lag: the records a restart finds unloaded keep their append times (the
+    lag is not 0 until this process appends), and those loaded before it stop counting."""
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096)
+    for i in range(20):
+        wal.append(_spans(i)).result(timeout=10)
+    load_once(wal, DuckDBLoader(store), max_records=5)  # 5 loaded before the "crash"
+    wal.close()
+    appended = [r.appended_ns for r in read(tmp_path / "wal")]
+    reopened = WriteAheadLog(tmp_path / "wal", segment_bytes=4096)
+    try:
+        assert reopened.unloaded_records() == 20  # until a load passes the 5 already stored
+        now = time.time_ns()
+        assert reopened.lag_seconds() >= (now - appended[0]) / 1e9 > 0
+        load_once(reopened, DuckDBLoader(store), max_records=5)  # loads 5..9
+        assert reopened.unloaded_records() == 10
+        now = time.time_ns()
+        assert reopened.lag_seconds() >= (now - appended[10]) / 1e9 > 0
+        while load_once(reopened, DuckDBLoader(store), max_records=5)[0]:
+            pass
+        assert reopened.unloaded_records() == 0 and reopened.lag_seconds() == 0.0
+        assert _ids(store) == list(range(20))
+    finally:
+        reopened.close()

@@ -241,6 +241,80 @@ def _served_rows(bodies: list[bytes], bound: float, clients: int, repeat: int) -
         print(f"    ({wall:,.0f} spans/s of wall time to the last acknowledgement, {clients} clients)")
 
 
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _overload(
+    bodies: list[bytes],
+    seconds: float,
+    clients: int,
+    in_flight: int,
+    storage: dict[str, object] | None = None,
+) -> None:
+    """Memory under sustained overload: ``clients`` senders (more than the service's
+    ``max_requests_in_flight``) post 1000-span requests as fast as they can for ``seconds``;
+    the service must refuse (429/503 + Retry-After) rather than grow. RSS of the server
+    sampled every 0.2 s: at rest (after one request), peak in each half of the run, and at
+    the end (everything loaded)."""
+    from tests.harness import ServiceHandle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = {"ingest": {"max_requests_in_flight": in_flight}, "storage": storage or {}}
+        svc = ServiceHandle(Path(tmp) / "data", config, None).start()
+        assert svc.proc is not None
+        pid = svc.proc.pid
+        url = svc.otlp_http + "/v1/traces"
+        headers = {"Content-Type": "application/x-protobuf"}
+        try:
+            svc.request("POST", url, bodies[0], headers)
+            svc.wait_for(lambda: svc.stats().get("llm_calls", 0) >= SPANS_PER_REQUEST, timeout=60)
+            rest = _rss_mb(pid)
+            codes: dict[int, int] = {}
+            lock = threading.Lock()
+            deadline = time.monotonic() + seconds
+
+            def client(i: int) -> None:
+                n = i
+                while time.monotonic() < deadline:
+                    status, _, _ = svc.request("POST", url, bodies[n % len(bodies)], headers)
+                    n += 1
+                    with lock:
+                        codes[status] = codes.get(status, 0) + 1
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+            for t in threads:
+                t.start()
+            samples: list[float] = []
+            while any(t.is_alive() for t in threads):
+                samples.append(_rss_mb(pid))
+                time.sleep(0.2)  # sampling period, not synchronisation
+            for t in threads:
+                t.join()
+            accepted = codes.get(200, 0)
+            svc.wait_for(
+                lambda: svc.stats().get("llm_calls", 0) >= (accepted + 1) * SPANS_PER_REQUEST, timeout=300
+            )
+            end = _rss_mb(pid)
+        finally:
+            svc.stop()
+    half = max(1, len(samples) // 2)
+    refused = sum(n for c, n in codes.items() if c in (429, 503))
+    other = {c: n for c, n in codes.items() if c not in (200, 429, 503)}
+    print(
+        f"  sustained overload, {seconds:.0f} s, {clients} clients, max_requests_in_flight {in_flight}:"
+        f" {accepted:,} accepted ({accepted * SPANS_PER_REQUEST / seconds:,.0f} spans/s), {refused:,} refused"
+        f" (429/503){f', other {other}' if other else ''}"
+    )
+    print(
+        f"    server RSS: at rest {rest:,.0f} MB, peak {max(samples[:half]):,.0f} MB (first half)"
+        f" / {max(samples[half:] or samples):,.0f} MB (second half), end (all loaded) {end:,.0f} MB"
+    )
+
+
 def main() -> None:
     import mlvigil_native
 
@@ -254,6 +328,8 @@ def main() -> None:
     parser.add_argument("--no-server", action="store_true", help="leave out the rows of the real service")
     parser.add_argument("--clients", type=int, default=4, help="concurrent senders to the real service")
     parser.add_argument("--repeat", type=int, default=5, help="times each request is sent to the service")
+    parser.add_argument("--overload-seconds", type=float, default=20.0, help="overload run length (0: none)")
+    parser.add_argument("--overload-clients", type=int, default=24, help="senders in the overload run")
     args = parser.parse_args()
     bodies = [llm_request(SPANS_PER_REQUEST, seed=i) for i in range(args.requests)]
     opts = NormaliseOptions()
@@ -274,6 +350,8 @@ def main() -> None:
         if not args.no_server:
             print("the real service (server process CPU, all threads):")
             _served_rows(bodies, bound, args.clients, args.repeat)
+            if args.overload_seconds > 0:
+                _overload(bodies, args.overload_seconds, args.overload_clients, in_flight=8)
     with tempfile.TemporaryDirectory() as tmp:
         for prenormalised in (False, True):
             run_dir = Path(tmp) / f"paced-{prenormalised}"

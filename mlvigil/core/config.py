@@ -112,6 +112,12 @@ class StorageConfig(Strict):
     # Writes are refused (503/UNAVAILABLE, retryable) while the data dir's disk has less free
     # space than this, so a checkpoint always has room; 0 turns the check off.
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # The embedded DuckDB's memory (its buffer pool: recently written and read pages; it spills
+    # to disk beyond this). DuckDB's own default is 80% of the machine's RAM, so under sustained
+    # ingest the server's RSS would grow towards that. A DuckDB size ("512MB", "2GB").
+    duckdb_memory_limit: str = Field(
+        default="512MB", pattern=r"^\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)$"
+    )
     # duckdb: the embedded file in data_dir (one process). postgres: a shared database, for N
     # equal replicas (docs/scale-out.md); MLVIGIL_STORE_DSN selects it with its DSN.
     backend: Literal["duckdb", "postgres"] = "duckdb"

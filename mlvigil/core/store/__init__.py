@@ -31,4 +31,6 @@ def open_configured(cfg: StorageConfig) -> Store:
         # about to be deleted: they go to the default partition).
         longest = max(cfg.retention.values(), default=0.0)
         return PostgresStore(dsn, past_days=int(longest // 86400) + 1)
-    return open_store(str(cfg.data_dir), min_free_bytes=cfg.min_free_bytes)
+    return open_store(
+        str(cfg.data_dir), min_free_bytes=cfg.min_free_bytes, memory_limit=cfg.duckdb_memory_limit
+    )
