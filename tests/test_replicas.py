@@ -408,3 +408,36 @@ def test_rolling_restart_under_load_loses_no_export(
     assert len(acked) > 30
     missing = [n for n in acked if counts.get(f"{n:032x}") != 20]
     assert missing == []
+
+
+def test_a_monitor_added_on_one_replica_reaches_the_others_without_restart(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str
+) -> None:
+    """Added through replica a's API: b lists it, its lease joins the division (one replica
+    runs it); replaced through b, a follows; deleted through b, a drops it and its lease."""
+    env = {"MLVIGIL_STORE_DSN": postgres_dsn}
+    a, b = (service_factory({"storage": {"lease_ttl": f"{TTL}s"}}, env) for _ in range(2))
+    monitor = {
+        "name": "shared-credit",
+        "kind": "data",
+        "service": "credit",
+        "model": "credit",
+        "reference": {"dataset": True},
+        "window": {"size": 300, "min_size": 100},
+    }
+
+    def listed(h: ServiceHandle) -> dict[str, Any]:
+        return {m["config"]["name"]: m["config"] for m in h.get("/api/v1/monitors")["monitors"]}
+
+    a.post("/api/v1/monitors", monitor)
+    b.wait_for(lambda: "shared-credit" in listed(b), timeout=15)
+    # One lease for it, held by one live replica (both now share the key).
+    b.wait_for(lambda: "detector:drift:shared-credit" in _lease_holders(postgres_dsn), timeout=TTL * 4 / 3 + 5)
+
+    b.post("/api/v1/monitors", {**monitor, "window": {"size": 500, "min_size": 100}})
+    a.wait_for(lambda: listed(a).get("shared-credit", {}).get("window", {}).get("size") == 500, timeout=15)
+
+    status, _, body = b.request("DELETE", "/api/v1/monitors/shared-credit")
+    assert status == 200, body
+    a.wait_for(lambda: "shared-credit" not in listed(a), timeout=15)
+    a.wait_for(lambda: "detector:drift:shared-credit" not in _lease_holders(postgres_dsn), timeout=TTL * 4 / 3 + 5)

@@ -9,7 +9,7 @@ from detectors.drift.api import MonitorRoutes
 from detectors.drift.calibration import Calibrations
 from detectors.drift.config import DriftConfig
 from detectors.drift.metrics import DriftMetrics
-from detectors.drift.monitors.registry import MonitorRegistry
+from detectors.drift.monitors.registry import MonitorRegistry, MonitorSync
 from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
@@ -24,7 +24,9 @@ def build(config: DriftConfig, ctx: ServiceContext) -> list[Any]:
     detectors = registry.load()
     ctx.routes.extend(MonitorRoutes(registry).routes())
     ctx.services["drift"] = registry
-    return [*detectors, calibrations]
+    # Replicas on a shared store follow the monitors added through the others' APIs.
+    shared = getattr(ctx.store, "coordinator", None) is not None
+    return [*detectors, calibrations, *([MonitorSync(registry)] if shared else [])]
 
 
 PLUGIN = Plugin(name="drift", section=("detectors", "drift"), config=DriftConfig, build=build)
