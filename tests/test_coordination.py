@@ -266,3 +266,63 @@ def test_a_claim_that_ran_short_before_the_send_is_given_back_unsent(postgres_ds
 def _claims(store: PostgresStore) -> set[str]:
     with store.connect() as con:
         return {r[0] for r in con.execute("SELECT name FROM mlvigil_leases WHERE name LIKE 'outbox:%'")}
+
+
+def test_a_finding_burst_through_two_replicas_is_one_grouped_notification(postgres_dsn: str) -> None:
+    """Two replicas' detectors fire into one webhook group (group_by model) within its
+    group_wait: the group is shared through the database, so the receiver gets one
+    notification with both alerts, not one per replica."""
+    import asyncio
+
+    from alerts.config import AlertsConfig
+    from alerts.pipeline import AlertService
+    from mlvigil.core.finding_book import FindingBook
+    from tests.fakes.alerting import finding, until
+    from tests.fakes.receiver import RecordingReceiver
+
+    async def scenario() -> None:
+        receiver = await RecordingReceiver().start()
+        hook_cfg = AlertsConfig.model_validate(
+            {
+                "receivers": [{"name": "hook", "webhook": {"url": receiver.url}}],
+                "routes": [
+                    {
+                        "receiver": "hook",
+                        "group_by": ["model"],
+                        "group_wait": "500ms",
+                        "group_interval": "300ms",
+                    }
+                ],
+                "tick": "20ms",
+            }
+        )
+        stores = [PostgresStore(postgres_dsn) for _ in range(2)]
+        books, services = [], []
+        for i, store in enumerate(stores):
+            store.coordinator = Coordinator(store, TTL, replica_id=f"r{i}")
+            book = FindingBook(store)
+            books.append(book)
+            services.append(AlertService(hook_cfg, store, book))
+        for s in services:
+            await s.start()
+        try:
+            now = time.time()
+            # Different detectors (one per replica), one group: model=shared.
+            books[0].record("drift:a", [finding(kind="data_drift", model="shared")], now)
+            books[1].record("drift:b", [finding(kind="prediction_drift", model="shared")], now)
+            (first,) = await until(lambda: receiver.received, timeout=15, what="a notification")
+            # Both replicas' group timers have passed (and a group_interval): still one.
+            await asyncio.sleep(1.5)
+        finally:
+            for s in services:
+                await s.stop()
+            await receiver.stop()
+            for store in stores:
+                if store.coordinator is not None:
+                    store.coordinator.claims.leases.close()
+                store.close()
+        assert len(receiver.received) == 1, [r.json() for r in receiver.received]
+        kinds = sorted(a["labels"]["alertname"] for a in first.json()["alerts"])
+        assert kinds == ["data_drift", "prediction_drift"], first.json()
+
+    asyncio.run(scenario())
