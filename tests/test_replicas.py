@@ -432,7 +432,9 @@ def test_a_monitor_added_on_one_replica_reaches_the_others_without_restart(
     a.post("/api/v1/monitors", monitor)
     b.wait_for(lambda: "shared-credit" in listed(b), timeout=15)
     # One lease for it, held by one live replica (both now share the key).
-    b.wait_for(lambda: "detector:drift:shared-credit" in _lease_holders(postgres_dsn), timeout=TTL * 4 / 3 + 5)
+    b.wait_for(
+        lambda: "detector:drift:shared-credit" in _lease_holders(postgres_dsn), timeout=TTL * 4 / 3 + 5
+    )
 
     b.post("/api/v1/monitors", {**monitor, "window": {"size": 500, "min_size": 100}})
     a.wait_for(lambda: listed(a).get("shared-credit", {}).get("window", {}).get("size") == 500, timeout=15)
@@ -440,4 +442,69 @@ def test_a_monitor_added_on_one_replica_reaches_the_others_without_restart(
     status, _, body = b.request("DELETE", "/api/v1/monitors/shared-credit")
     assert status == 200, body
     a.wait_for(lambda: "shared-credit" not in listed(a), timeout=15)
-    a.wait_for(lambda: "detector:drift:shared-credit" not in _lease_holders(postgres_dsn), timeout=TTL * 4 / 3 + 5)
+    a.wait_for(
+        lambda: "detector:drift:shared-credit" not in _lease_holders(postgres_dsn), timeout=TTL * 4 / 3 + 5
+    )
+
+
+def test_training_runs_spread_over_replicas_by_shard_and_move_when_one_dies(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str
+) -> None:
+    """``detectors.training.shards: 4``: the straggler detector is four leases, one per
+    quarter of the runs; two replicas both run some (their findings come from both), and
+    when one is killed the survivor holds every shard within the lease bound."""
+    from detectors.training.detectors import run_shard
+
+    shards = 4
+    runs: dict[int, str] = {}
+    n = 0
+    while len(runs) < shards:  # one run in each shard
+        runs.setdefault(run_shard(f"job-{n}", shards), f"job-{n}")
+        n += 1
+    off = {"enabled": False}
+    cfg = {
+        "storage": {"lease_ttl": f"{TTL}s"},
+        "detectors": {
+            "interval": "1s",
+            "training": {
+                "shards": shards,
+                "slowdown": off,
+                "throughput": off,
+                "dataloader": off,
+                "loss": off,
+            },
+        },
+    }
+    env = {"MLVIGIL_STORE_DSN": postgres_dsn}
+    a, b = service_factory(cfg, env), service_factory(cfg, env)
+    names = {f"detector:training.straggler[{i}/{shards}]" for i in range(shards)}
+
+    def holders() -> dict[str, str]:
+        return {k: v for k, v in _lease_holders(postgres_dsn).items() if k in names}
+
+    # Five leases (four shards and GPU health) over two replicas: each runs some runs.
+    a.wait_for(lambda: len(_replica_ids(postgres_dsn)) == 2 and len(set(holders().values())) == 2, timeout=30)
+    t0 = time.time() - STEPS - 60
+    for first in range(0, STEPS, 20):
+        for run in runs.values():
+            for rank in range(RANKS):
+                assert _post((a, b)[rank % 2].otlp_http, _steps_export(run, rank, first, first + 20, t0))
+    want = {(run, "2") for run in runs.values()}
+    a.wait_for(lambda: _stragglers(a) == want, timeout=60, interval=0.5)
+    # Each run's finding was made by its shard's instance, on the replica holding it.
+    by = {f["subject"]["run_id"]: f["detector"] for f in a.findings(kind="straggler")}
+    assert by == {run: f"training.straggler[{i}/{shards}]" for i, run in runs.items()}
+    spread = holders()
+    assert len(set(spread.values())) == 2, spread
+
+    victim = next(
+        h for h in (a, b) if h.proc is not None and f"-{h.proc.pid}-" in next(iter(spread.values()))
+    )
+    survivor = b if victim is a else a
+    dead = next(iter(spread.values()))
+    victim.kill()
+    killed_at = time.monotonic()
+    survivor.wait_for(
+        lambda: len(h := holders()) == shards and dead not in h.values(), timeout=TTL * 4 / 3 + 10
+    )
+    assert time.monotonic() - killed_at <= TTL * 4 / 3 + 3.0
