@@ -508,3 +508,51 @@ def test_training_runs_spread_over_replicas_by_shard_and_move_when_one_dies(
         lambda: len(h := holders()) == shards and dead not in h.values(), timeout=TTL * 4 / 3 + 10
     )
     assert time.monotonic() - killed_at <= TTL * 4 / 3 + 3.0
+
+
+def test_drift_findings_on_replicas_equal_a_single_replicas(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str
+) -> None:
+    """A drift monitor created on replica a, its reference posted through b, traffic spread
+    over both: whichever replica runs the monitor finds what one embedded replica finds on
+    the same data (kind, subject, key, severity)."""
+    import numpy as np
+
+    from tests.console_feed import _credit, _send_inferences
+
+    cfg: dict[str, Any] = {"storage": {"lease_ttl": f"{TTL}s"}, "detectors": {"interval": "1s"}}
+    env = {"MLVIGIL_STORE_DSN": postgres_dsn}
+    a, b = service_factory(cfg, env), service_factory(cfg, env)
+    single = service_factory({"detectors": {"interval": "1s"}})
+    monitor = {
+        "name": "credit-features",
+        "kind": "data",
+        "service": "credit",
+        "model": "credit",
+        "reference": {"dataset": True},
+        "window": {"size": 300, "min_size": 100},
+    }
+    rng = np.random.default_rng(0)
+    ref_x, _, _ = _credit(rng, 2000)
+    reference = {"rows": [{"f0": float(u), "f1": float(v)} for u, v in ref_x]}
+    x, p, _ = _credit(rng, 300, hard=True)
+    a.post("/api/v1/monitors", monitor)
+    single.post("/api/v1/monitors", monitor)
+    b.wait_for(
+        lambda: any(m["config"]["name"] == "credit-features" for m in b.get("/api/v1/monitors")["monitors"])
+    )
+    b.post("/api/v1/monitors/credit-features/reference", reference)
+    single.post("/api/v1/monitors/credit-features/reference", reference)
+    _send_inferences(a, x[:150], p[:150], 0)
+    _send_inferences(b, x[150:], p[150:], 150)
+    _send_inferences(single, x, p, 0)
+
+    def drift(h: ServiceHandle) -> set[tuple[str, str, str, str]]:
+        return {
+            (f["kind"], json.dumps(f["subject"], sort_keys=True), f["key"], f["severity"])
+            for f in h.findings(kind="data_drift")
+        }
+
+    single.wait_for(lambda: drift(single), timeout=60, interval=0.5)
+    a.wait_for(lambda: drift(a) == drift(single), timeout=60, interval=0.5)
+    assert drift(b) == drift(single)  # one database: both replicas answer the same
