@@ -37,6 +37,11 @@ def group_labels(route: RouteConfig, labels: dict[str, str]) -> dict[str, str]:
     return {k: labels[k] for k in route.group_by if k in labels}
 
 
+def group_key(route: Route, labels: dict[str, str]) -> str:
+    """The key of the group on ``route`` named by ``labels`` (its ``group_labels``)."""
+    return f"{route.index}:{route.receiver.name}:" + json.dumps(labels, sort_keys=True, separators=(",", ":"))
+
+
 class Groups:
     """The open groups of the grouped receivers."""
 
@@ -50,9 +55,7 @@ class Groups:
             if not route.receiver.grouped:
                 continue  # tracked by the Alertmanager stage
             labels = group_labels(route.cfg, alert.labels)
-            key = f"{route.index}:{route.receiver.name}:" + json.dumps(
-                labels, sort_keys=True, separators=(",", ":")
-            )
+            key = group_key(route, labels)
             group = self.groups.get(key)
             if group is None:
                 if alert.resolved and key not in self.nflog:

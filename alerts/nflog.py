@@ -79,6 +79,13 @@ class NotificationLog:
     def get(self, key: str) -> NflogEntry:
         return self.entries.get(key) or NflogEntry(key)
 
+    def reload(self, key: str) -> NflogEntry:
+        """Read one group's entry back from the store (replicas share it); returns it."""
+        doc = self.store.get_doc(NFLOG, stable_hash(key))
+        if doc is not None and "key" in doc:
+            self.entries[key] = NflogEntry.from_doc(doc)
+        return self.get(key)
+
     def put(self, entry: NflogEntry) -> None:
         self.entries[entry.key] = entry
         self.store.put_doc(NFLOG, stable_hash(entry.key), entry.to_doc())

@@ -18,6 +18,7 @@ Alertmanager's notify pipeline, before the durable outbox sends it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -25,16 +26,17 @@ from collections.abc import Callable
 from typing import Any
 
 from alerts.config import AlertsConfig
-from alerts.grouping import Group, Groups
+from alerts.grouping import Group, Groups, group_key, group_labels
 from alerts.metrics import DeliveryMetrics
 from alerts.mutes import Mute, Mutes
-from alerts.nflog import NotificationLog
+from alerts.nflog import NotificationLog, stable_hash
 from alerts.notify import GroupNotifier
 from alerts.payloads import Alert, alert_from_finding
 from alerts.receivers import Receiver, build_receiver
 from alerts.receivers.alertmanager import AlertmanagerIntegration
 from alerts.resend import AlertmanagerStage
 from alerts.routing import Route, Router
+from mlvigil.core.coordination import message_claims
 from mlvigil.core.finding_book import FindingBook
 from mlvigil.core.findings import Finding
 from mlvigil.core.outbox_service import OutboxService
@@ -43,6 +45,12 @@ from mlvigil.core.store import Store
 log = logging.getLogger(__name__)
 
 OUTBOX = "alerts_outbox"
+#: Seconds a replica holds a group's claim while it decides and records one notification.
+GROUP_CLAIM_TTL = 30.0
+#: Seconds a group another replica is flushing right now waits before this one looks again.
+GROUP_BUSY_RETRY = 0.2
+#: Most firing Findings read back per pass to complete shared groups.
+MAX_SHARED_FIRING = 100_000
 
 __all__ = ["OUTBOX", "AlertService", "Group", "Mute"]
 
@@ -84,6 +92,12 @@ class AlertService(OutboxService):
         )
         self._inbox_lock = threading.Lock()
         self._inbox: list[tuple[Alert, str]] = []
+        # Replicas on a shared store: one group across replicas. A group is flushed under a
+        # claim, from the stored notification log and every firing Finding in the store (the
+        # detectors feeding it may run on other replicas), so a burst through several
+        # replicas is one notification and a group is never notified twice.
+        claims = message_claims(store)
+        self._group_leases = claims.leases if claims is not None else None
         if registry is not None:
             metrics = DeliveryMetrics(registry)
             self.dispatcher.on_result(metrics.observe)
@@ -162,10 +176,58 @@ class AlertService(OutboxService):
                 self.grouping.refresh(alert)
             else:
                 self.grouping.add(alert, self.router.match(alert.labels), now)
-        for group in self.grouping.due(now):
-            self.notifier.flush(group, now)
+        due = self.grouping.due(now)
+        if self._group_leases is None:
+            for group in due:
+                self.notifier.flush(group, now)
+        elif due:
+            self._flush_shared(due, now)
         self.grouping.drop_empty()
         self.alertmanagers.resend(now)
+
+    def _flush_shared(self, due: list[Group], now: float) -> None:
+        """Flush due groups, each under its claim and completed from the shared store."""
+        leases = self._group_leases
+        assert leases is not None
+        try:
+            firing = self.store.findings(state="firing", limit=MAX_SHARED_FIRING)
+        except Exception as exc:
+            log.warning("alerts: cannot read the shared findings now (%s); will retry", exc)
+            for group in due:
+                group.next_flush = now + 1.0
+            return
+        # Each firing Finding's alert under the grouped routes it matches, by group key.
+        members: dict[str, dict[str, Alert]] = {}
+        for f in firing:
+            alert = self._alert(f)
+            for route in self.router.match(alert.labels):
+                if route.receiver.grouped:
+                    key = group_key(route, group_labels(route.cfg, alert.labels))
+                    members.setdefault(key, {})[f.id] = alert
+        firing_ids = {f.id for f in firing}
+        for group in due:
+            claim = f"alertgroup:{stable_hash(group.key)}"
+            try:
+                if not leases.acquire([claim], GROUP_CLAIM_TTL):
+                    group.next_flush = now + GROUP_BUSY_RETRY  # another replica is flushing it
+                    continue
+            except Exception as exc:
+                log.warning("alerts: cannot claim group %s now (%s); will retry", group.key, exc)
+                group.next_flush = now + 1.0
+                continue
+            try:
+                prev = self.nflog.reload(group.key)
+                group.alerts.update(members.get(group.key, {}))  # the store is the latest word
+                # What was firing and is no longer (resolved, maybe on another replica).
+                stale = {*prev.firing, *(fp for fp, a in group.alerts.items() if not a.resolved)}
+                for fp in stale - firing_ids:
+                    found = self.store.finding(fp)
+                    if found is not None and str(found.state) == "resolved":
+                        group.alerts[fp] = self._alert(found)
+                self.notifier.flush(group, now)
+            finally:
+                with contextlib.suppress(Exception):  # an unreleased claim expires by itself
+                    leases.release([claim])
 
     def muted(self, labels: dict[str, str], now: float) -> bool:
         return self.mute_list.muted(labels, now)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from mlvigil.core.coordination import Coordinator, MessageClaims
+from mlvigil.core.outbox import Message, NewMessage, Outbox, Outcome, RetryPolicy
 from mlvigil.core.store.postgres import PostgresStore
 
 KEYS = [f"detector:d{i}" for i in range(7)]
@@ -116,7 +117,7 @@ def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn
 
     import aiohttp
 
-    from mlvigil.core.outbox import Dispatcher, Message, NewMessage, Outbox, Outcome, RetryPolicy
+    from mlvigil.core.outbox import Dispatcher, NewMessage, Outbox, Outcome, RetryPolicy
     from tests.fakes.receiver import RecordingReceiver
 
     async def scenario() -> None:
@@ -165,5 +166,163 @@ def test_two_replicas_dispatching_one_outbox_send_each_message_once(postgres_dsn
             mine = [i for i in ids if int(i[1:]) % 3 == key]
             assert mine == sorted(mine)
         assert len(sent_by) == 60 and set(sent_by) == {"r0", "r1"}  # both worked, neither twice
+
+    asyncio.run(scenario())
+
+
+def _shared_outbox(dsn: str, replica: str) -> tuple[PostgresStore, Outbox]:
+    store = PostgresStore(dsn)
+    store.coordinator = Coordinator(store, TTL, replica_id=replica)
+    box = Outbox(store, "alerts_outbox")
+    box.takeover_after = 0.0
+    return store, box
+
+
+def test_an_outcome_the_store_refused_keeps_the_claim(postgres_dsn: str) -> None:
+    """Delivered, but "delivered" could not be stored (the database blinked): the claim is
+    kept, so another replica, which still reads "pending", does not send it again."""
+    store, box = _shared_outbox(postgres_dsn, "r0")
+    other = MessageClaims(store, "r1")
+    try:
+        box.record([NewMessage(id="m-refused", target="hook", payload={})], lambda t: RetryPolicy())
+        [msg] = box.take_due(box._clock(), lambda t: 1, lambda t: RetryPolicy())
+        assert box.claim(msg.id, 30)
+        real_put = store.put_docs
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("database unavailable")
+
+        store.put_docs = refuse  # type: ignore[method-assign]
+        box.complete(msg.id, box._clock(), Outcome(ok=True, status=200), RetryPolicy())
+        assert box.unsaved == 1
+        claimed, stored = other.claim("alerts_outbox", msg.id, 30)
+        assert stored is not None and stored["state"] == "pending"
+        assert claimed is False  # held until saved or expired, never re-sent at once
+        store.put_docs = real_put  # type: ignore[method-assign]
+        assert box.save_unsaved() == 0
+        assert other.claim("alerts_outbox", msg.id, 30) == (False, store.get_doc("alerts_outbox", msg.id))
+        assert store.get_doc("alerts_outbox", msg.id)["state"] == "delivered"  # type: ignore[index]
+    finally:
+        other.leases.close()
+        box.claims.leases.close()  # type: ignore[union-attr]
+        store.close()
+
+
+def test_a_claim_that_ran_short_before_the_send_is_given_back_unsent(postgres_dsn: str) -> None:
+    """Fencing: a replica stalled between claiming and sending (its claim nearly spent) does
+    not send; it gives the claim back and another replica sends the message, once."""
+    import asyncio
+
+    from mlvigil.core.outbox import Dispatcher
+
+    store, box = _shared_outbox(postgres_dsn, "r0")
+    real_claim = box.claim
+    calls: list[str] = []
+
+    def stalled_claim(msg_id: str, ttl: float) -> bool:
+        calls.append(msg_id)
+        if len(calls) > 1:
+            return False  # later passes: leave it (to the other replica below)
+        got = real_claim(msg_id, ttl)
+        if got:  # the loop stalled: most of the claim is gone before the send could start
+            box._claimed_until[msg_id] = time.monotonic() + 1.0
+        return got
+
+    box.claim = stalled_claim  # type: ignore[method-assign]
+    sent: list[str] = []
+
+    async def scenario() -> None:
+        d = Dispatcher(box, name="r0")
+
+        async def send(msg: Message) -> Outcome:
+            sent.append(msg.id)
+            return Outcome(ok=True, status=200)
+
+        d.add_target("hook", send, RetryPolicy(timeout=5.0))
+        await d.start()
+        try:
+            d.record([NewMessage(id="m-stalled", target="hook", payload={})])
+            deadline = time.monotonic() + 10
+            # Until a later pass came back to it (the first attempt is over).
+            while len(calls) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert len(calls) >= 2, calls
+        finally:
+            await d.stop()
+
+    try:
+        asyncio.run(scenario())
+        assert sent == []
+        # Given back at once (not left to expire): another replica may claim it now.
+        other = MessageClaims(store, "r1")
+        claimed, stored = other.claim("alerts_outbox", "m-stalled", 30)
+        other.leases.close()
+        assert claimed and stored is not None and stored["state"] == "pending"
+    finally:
+        box.claims.leases.close()  # type: ignore[union-attr]
+        store.close()
+
+
+def _claims(store: PostgresStore) -> set[str]:
+    with store.connect() as con:
+        return {r[0] for r in con.execute("SELECT name FROM mlvigil_leases WHERE name LIKE 'outbox:%'")}
+
+
+def test_a_finding_burst_through_two_replicas_is_one_grouped_notification(postgres_dsn: str) -> None:
+    """Two replicas' detectors fire into one webhook group (group_by model) within its
+    group_wait: the group is shared through the database, so the receiver gets one
+    notification with both alerts, not one per replica."""
+    import asyncio
+
+    from alerts.config import AlertsConfig
+    from alerts.pipeline import AlertService
+    from mlvigil.core.finding_book import FindingBook
+    from tests.fakes.alerting import finding, until
+    from tests.fakes.receiver import RecordingReceiver
+
+    async def scenario() -> None:
+        receiver = await RecordingReceiver().start()
+        hook_cfg = AlertsConfig.model_validate(
+            {
+                "receivers": [{"name": "hook", "webhook": {"url": receiver.url}}],
+                "routes": [
+                    {
+                        "receiver": "hook",
+                        "group_by": ["model"],
+                        "group_wait": "500ms",
+                        "group_interval": "300ms",
+                    }
+                ],
+                "tick": "20ms",
+            }
+        )
+        stores = [PostgresStore(postgres_dsn) for _ in range(2)]
+        books, services = [], []
+        for i, store in enumerate(stores):
+            store.coordinator = Coordinator(store, TTL, replica_id=f"r{i}")
+            book = FindingBook(store)
+            books.append(book)
+            services.append(AlertService(hook_cfg, store, book))
+        for s in services:
+            await s.start()
+        try:
+            now = time.time()
+            # Different detectors (one per replica), one group: model=shared.
+            books[0].record("drift:a", [finding(kind="data_drift", model="shared")], now)
+            books[1].record("drift:b", [finding(kind="prediction_drift", model="shared")], now)
+            (first,) = await until(lambda: receiver.received, timeout=15, what="a notification")
+            # Both replicas' group timers have passed (and a group_interval): still one.
+            await asyncio.sleep(1.5)
+        finally:
+            for s in services:
+                await s.stop()
+            await receiver.stop()
+            for store in stores:
+                if store.coordinator is not None:
+                    store.coordinator.claims.leases.close()
+                store.close()
+        assert len(receiver.received) == 1, [r.json() for r in receiver.received]
+        kinds = sorted(a["labels"]["alertname"] for a in first.json()["alerts"])
+        assert kinds == ["data_drift", "prediction_drift"], first.json()
 
     asyncio.run(scenario())

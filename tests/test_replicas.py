@@ -244,6 +244,8 @@ def _scenario(
             pid = int(owner.rsplit("-", 2)[1])  # replica ids are host-pid-random
             victim = next(i for i, r in enumerate(replicas) if r.proc is not None and r.proc.pid == pid)
             alive[victim] = False
+            # Deliveries it may have had in flight were received before this count grew.
+            received_before_kill = len(sink.deliveries)
             replicas[victim].kill()
             killed_at = time.monotonic()
             dead_owner = owner
@@ -322,12 +324,36 @@ def _scenario(
                 " WHERE name LIKE 'outbox:%'"
             ).fetchall()
         raise AssertionError(f"still pending: {left}; claims {claims}; dead replica {dead_owner}") from None
+    # A webhook receiver is not idempotent by itself: a replica SIGKILLed after the receiver
+    # got a message but before it stored "delivered" cannot be told apart from one killed
+    # before sending, so that message is sent again, under the same webhook-id (at-least-once
+    # with an idempotency key, docs/scale-out.md). Counted by that key: every notification
+    # once. Only a message received before the kill may arrive twice, with the same body.
     ids = [d.headers.get("webhook-id") for d in sink.deliveries]
-    if len(ids) != len(set(ids)):
-        twice = [i for i, n in Counter(ids).items() if n > 1]
-        with psycopg.connect(dsn, autocommit=True) as con:
-            docs = con.execute("SELECT collection, id, body FROM docs WHERE id = ANY(%s)", [twice]).fetchall()
-        raise AssertionError(f"sent twice: {twice}; stored: {docs}")
+    assert all(ids), "a webhook delivery without a webhook-id"
+    first_seen: dict[str, int] = {}
+    for n, (msg_id, d) in enumerate(zip(ids, sink.deliveries, strict=True)):
+        assert msg_id is not None
+        if msg_id not in first_seen:
+            first_seen[msg_id] = n
+            continue
+        earlier = sink.deliveries[first_seen[msg_id]]
+        if first_seen[msg_id] >= received_before_kill or earlier.body != d.body:
+            with psycopg.connect(dsn, autocommit=True) as con:
+                docs = con.execute("SELECT collection, id, body FROM docs WHERE id = %s", [msg_id]).fetchall()
+            raise AssertionError(
+                f"sent twice though no replica died holding it: {msg_id} (first at delivery"
+                f" {first_seen[msg_id]}, {received_before_kill} received before the kill); stored: {docs}"
+            )
+    # Each straggler alert is one notification (one idempotency key), whichever replica sent it.
+    straggler_ids: dict[str, set[str | None]] = {}
+    for i, d in zip(ids, sink.deliveries, strict=True):
+        for a in d.body.get("alerts", []):
+            if a["labels"].get("alertname") == "straggler" and a["status"] == "firing":
+                straggler_ids.setdefault(a["labels"]["run_id"], set()).add(i)
+    assert sorted(straggler_ids) == sorted(RUNS) and all(len(v) == 1 for v in straggler_ids.values()), (
+        straggler_ids
+    )
     names = Counter(r["display_name"] for r in kfp.runs.values())
     assert kfp.creates == len(RUNS) and max(names.values()) == 1, names
     # Whichever replica delivered a trigger follows its run to the end (stored trigger states).
@@ -382,3 +408,151 @@ def test_rolling_restart_under_load_loses_no_export(
     assert len(acked) > 30
     missing = [n for n in acked if counts.get(f"{n:032x}") != 20]
     assert missing == []
+
+
+def test_a_monitor_added_on_one_replica_reaches_the_others_without_restart(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str
+) -> None:
+    """Added through replica a's API: b lists it, its lease joins the division (one replica
+    runs it); replaced through b, a follows; deleted through b, a drops it and its lease."""
+    env = {"MLVIGIL_STORE_DSN": postgres_dsn}
+    a, b = (service_factory({"storage": {"lease_ttl": f"{TTL}s"}}, env) for _ in range(2))
+    monitor = {
+        "name": "shared-credit",
+        "kind": "data",
+        "service": "credit",
+        "model": "credit",
+        "reference": {"dataset": True},
+        "window": {"size": 300, "min_size": 100},
+    }
+
+    def listed(h: ServiceHandle) -> dict[str, Any]:
+        return {m["config"]["name"]: m["config"] for m in h.get("/api/v1/monitors")["monitors"]}
+
+    a.post("/api/v1/monitors", monitor)
+    b.wait_for(lambda: "shared-credit" in listed(b), timeout=15)
+    # One lease for it, held by one live replica (both now share the key).
+    b.wait_for(
+        lambda: "detector:drift:shared-credit" in _lease_holders(postgres_dsn), timeout=TTL * 4 / 3 + 5
+    )
+
+    b.post("/api/v1/monitors", {**monitor, "window": {"size": 500, "min_size": 100}})
+    a.wait_for(lambda: listed(a).get("shared-credit", {}).get("window", {}).get("size") == 500, timeout=15)
+
+    status, _, body = b.request("DELETE", "/api/v1/monitors/shared-credit")
+    assert status == 200, body
+    a.wait_for(lambda: "shared-credit" not in listed(a), timeout=15)
+    a.wait_for(
+        lambda: "detector:drift:shared-credit" not in _lease_holders(postgres_dsn), timeout=TTL * 4 / 3 + 5
+    )
+
+
+def test_training_runs_spread_over_replicas_by_shard_and_move_when_one_dies(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str
+) -> None:
+    """``detectors.training.shards: 4``: the straggler detector is four leases, one per
+    quarter of the runs; two replicas both run some (their findings come from both), and
+    when one is killed the survivor holds every shard within the lease bound."""
+    from detectors.training.detectors import run_shard
+
+    shards = 4
+    runs: dict[int, str] = {}
+    n = 0
+    while len(runs) < shards:  # one run in each shard
+        runs.setdefault(run_shard(f"job-{n}", shards), f"job-{n}")
+        n += 1
+    off = {"enabled": False}
+    cfg = {
+        "storage": {"lease_ttl": f"{TTL}s"},
+        "detectors": {
+            "interval": "1s",
+            "training": {
+                "shards": shards,
+                "slowdown": off,
+                "throughput": off,
+                "dataloader": off,
+                "loss": off,
+            },
+        },
+    }
+    env = {"MLVIGIL_STORE_DSN": postgres_dsn}
+    a, b = service_factory(cfg, env), service_factory(cfg, env)
+    names = {f"detector:training.straggler[{i}/{shards}]" for i in range(shards)}
+
+    def holders() -> dict[str, str]:
+        return {k: v for k, v in _lease_holders(postgres_dsn).items() if k in names}
+
+    # Five leases (four shards and GPU health) over two replicas: each runs some runs.
+    a.wait_for(lambda: len(_replica_ids(postgres_dsn)) == 2 and len(set(holders().values())) == 2, timeout=30)
+    t0 = time.time() - STEPS - 60
+    for first in range(0, STEPS, 20):
+        for run in runs.values():
+            for rank in range(RANKS):
+                assert _post((a, b)[rank % 2].otlp_http, _steps_export(run, rank, first, first + 20, t0))
+    want = {(run, "2") for run in runs.values()}
+    a.wait_for(lambda: _stragglers(a) == want, timeout=60, interval=0.5)
+    # Each run's finding was made by its shard's instance, on the replica holding it.
+    by = {f["subject"]["run_id"]: f["detector"] for f in a.findings(kind="straggler")}
+    assert by == {run: f"training.straggler[{i}/{shards}]" for i, run in runs.items()}
+    spread = holders()
+    assert len(set(spread.values())) == 2, spread
+
+    victim = next(
+        h for h in (a, b) if h.proc is not None and f"-{h.proc.pid}-" in next(iter(spread.values()))
+    )
+    survivor = b if victim is a else a
+    dead = next(iter(spread.values()))
+    victim.kill()
+    killed_at = time.monotonic()
+    survivor.wait_for(
+        lambda: len(h := holders()) == shards and dead not in h.values(), timeout=TTL * 4 / 3 + 10
+    )
+    assert time.monotonic() - killed_at <= TTL * 4 / 3 + 3.0
+
+
+def test_drift_findings_on_replicas_equal_a_single_replicas(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str
+) -> None:
+    """A drift monitor created on replica a, its reference posted through b, traffic spread
+    over both: whichever replica runs the monitor finds what one embedded replica finds on
+    the same data (kind, subject, key, severity)."""
+    import numpy as np
+
+    from tests.console_feed import _credit, _send_inferences
+
+    cfg: dict[str, Any] = {"storage": {"lease_ttl": f"{TTL}s"}, "detectors": {"interval": "1s"}}
+    env = {"MLVIGIL_STORE_DSN": postgres_dsn}
+    a, b = service_factory(cfg, env), service_factory(cfg, env)
+    single = service_factory({"detectors": {"interval": "1s"}})
+    monitor = {
+        "name": "credit-features",
+        "kind": "data",
+        "service": "credit",
+        "model": "credit",
+        "reference": {"dataset": True},
+        "window": {"size": 300, "min_size": 100},
+    }
+    rng = np.random.default_rng(0)
+    ref_x, _, _ = _credit(rng, 2000)
+    reference = {"rows": [{"f0": float(u), "f1": float(v)} for u, v in ref_x]}
+    x, p, _ = _credit(rng, 300, hard=True)
+    a.post("/api/v1/monitors", monitor)
+    single.post("/api/v1/monitors", monitor)
+    b.wait_for(
+        lambda: any(m["config"]["name"] == "credit-features" for m in b.get("/api/v1/monitors")["monitors"])
+    )
+    b.post("/api/v1/monitors/credit-features/reference", reference)
+    single.post("/api/v1/monitors/credit-features/reference", reference)
+    _send_inferences(a, x[:150], p[:150], 0)
+    _send_inferences(b, x[150:], p[150:], 150)
+    _send_inferences(single, x, p, 0)
+
+    def drift(h: ServiceHandle) -> set[tuple[str, str, str, str]]:
+        return {
+            (f["kind"], json.dumps(f["subject"], sort_keys=True), f["key"], f["severity"])
+            for f in h.findings(kind="data_drift")
+        }
+
+    single.wait_for(lambda: drift(single), timeout=60, interval=0.5)
+    a.wait_for(lambda: drift(a) == drift(single), timeout=60, interval=0.5)
+    assert drift(b) == drift(single)  # one database: both replicas answer the same

@@ -160,7 +160,18 @@ class MonitorRoutes:
             det = self.registry.make(cfg)
         except (ValueError, ValidationError) as exc:
             raise ApiError(400, f"body: {exc}") from None
-        await asyncio.to_thread(self.ctx.store.put_doc, MONITOR_DOCS, cfg.name, cfg.model_dump(mode="json"))
+        doc = cfg.model_dump(mode="json")
+        # Noted before it is stored, so this replica's monitor sync never re-creates it.
+        before = self.registry.api_docs.get(cfg.name)
+        self.registry.api_docs[cfg.name] = doc
+        try:
+            await asyncio.to_thread(self.ctx.store.put_doc, MONITOR_DOCS, cfg.name, doc)
+        except BaseException:
+            if before is None:
+                self.registry.api_docs.pop(cfg.name, None)
+            else:
+                self.registry.api_docs[cfg.name] = before
+            raise
         if cfg.name in self.detectors:
             await asyncio.to_thread(self.ctx.detector_loop.remove, self.detectors[cfg.name].name)
         self.detectors[cfg.name] = det
@@ -179,6 +190,7 @@ class MonitorRoutes:
             raise ApiError(409, f"monitor {name!r} is declared in the config file; remove it there")
         det = self._detector(name)
         del self.detectors[name]
+        self.registry.api_docs.pop(name, None)
         await asyncio.to_thread(self.ctx.store.delete_doc, MONITOR_DOCS, name)
         await asyncio.to_thread(self.ctx.store.delete_doc, REFERENCE_DOCS, name)
         await asyncio.to_thread(self.ctx.detector_loop.remove, det.name)

@@ -16,7 +16,7 @@ def build(config: DriftConfig, ctx: ServiceContext) -> list[Any]:
     from detectors.drift.api import MonitorRoutes
     from detectors.drift.calibration import Calibrations
     from detectors.drift.metrics import DriftMetrics
-    from detectors.drift.monitors.registry import MonitorRegistry
+    from detectors.drift.monitors.registry import MonitorRegistry, MonitorSync
 
     if not config.enabled:
         return []
@@ -25,7 +25,9 @@ def build(config: DriftConfig, ctx: ServiceContext) -> list[Any]:
     detectors = registry.load()
     ctx.routes.extend(MonitorRoutes(registry).routes())
     ctx.services["drift"] = registry
-    return [*detectors, calibrations]
+    # Replicas on a shared store follow the monitors added through the others' APIs.
+    shared = getattr(ctx.store, "coordinator", None) is not None
+    return [*detectors, calibrations, *([MonitorSync(registry)] if shared else [])]
 
 
 DRIFT = Command(

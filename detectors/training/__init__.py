@@ -6,7 +6,7 @@ Wiring: ``detectors.training.plugin.PLUGIN`` (section ``detectors.training``).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlvigil.core.lazy import lazy_exports
 
@@ -42,6 +42,7 @@ def build_detectors(cfg: TrainingConfig, metrics: TrainingMetrics | None = None)
         SlowdownDetector,
         StragglerDetector,
         ThroughputDropDetector,
+        _RunDetector,
         step_feed,
     )
 
@@ -50,16 +51,16 @@ def build_detectors(cfg: TrainingConfig, metrics: TrainingMetrics | None = None)
     # One feed for all: a pass reads and deduplicates the new rows once, not once per detector.
     feed = step_feed(cfg)
     out: list[Detector] = []
-    if cfg.slowdown.enabled:
-        out.append(SlowdownDetector(cfg, metrics, feed=feed))
-    if cfg.straggler.enabled:
-        out.append(StragglerDetector(cfg, metrics, feed=feed))
-    if cfg.throughput.enabled:
-        out.append(ThroughputDropDetector(cfg, metrics, feed=feed))
-    if cfg.dataloader.enabled:
-        out.append(DataloaderStallDetector(cfg, metrics, feed=feed))
-    if cfg.loss.enabled:
-        out.append(LossAnomalyDetector(cfg, metrics, feed=feed))
+    kinds: list[tuple[bool, type[_RunDetector[Any]]]] = [
+        (cfg.slowdown.enabled, SlowdownDetector),
+        (cfg.straggler.enabled, StragglerDetector),
+        (cfg.throughput.enabled, ThroughputDropDetector),
+        (cfg.dataloader.enabled, DataloaderStallDetector),
+        (cfg.loss.enabled, LossAnomalyDetector),
+    ]
+    for enabled, cls in kinds:
+        if enabled:
+            out.extend(cls(cfg, metrics, feed=feed, shard=(i, cfg.shards)) for i in range(cfg.shards))
     return out
 
 

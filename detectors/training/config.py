@@ -94,6 +94,10 @@ class TrainingConfig(Strict):
     lookback: Duration = 30.0
     # Most a node's clock may be behind the others' and still have its late rows re-read.
     max_clock_skew: Duration = 300.0
+    # Each detector runs as this many instances, each over the runs whose id hashes to it
+    # (``training.straggler[2/8]``). On replicas sharing PostgreSQL each instance is a lease
+    # of its own, so the runs spread over the replicas (docs/scale-out.md); 1 on one node.
+    shards: int = Field(default=1, ge=1, le=256)
     # Runs with no new step for this long are forgotten (state, metrics).
     run_ttl: Duration = 3600.0
     # Steps skipped at the start of a run (compilation, warm caches) before baselines.

@@ -12,6 +12,7 @@ depends on whether an evaluation happened to run while the anomaly lasted. Runs 
 from __future__ import annotations
 
 import math
+import zlib
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -91,6 +92,15 @@ class _Run:
 S = TypeVar("S", bound=_Run)
 
 
+def run_shard(run_id: object, count: int) -> int:
+    """The shard of a run among ``count`` (stable across processes, unlike ``hash``).
+
+    >>> run_shard("run-a", 1), run_shard("run-a", 8) == run_shard("run-a", 8)
+    (0, True)
+    """
+    return zlib.crc32(str(run_id).encode()) % count
+
+
 class _RunDetector(Detector, Generic[S]):
     kind = ""
 
@@ -101,10 +111,14 @@ class _RunDetector(Detector, Generic[S]):
         name: str | None = None,
         *,
         feed: StepFeed | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        self.name = name or f"training.{self.kind}"
+        # (index, count): this instance runs the runs with run_shard(run_id, count) == index.
+        self.shard = shard
+        suffix = f"[{shard[0]}/{shard[1]}]" if shard[1] > 1 else ""
+        self.name = name or f"training.{self.kind}{suffix}"
         self.feed = feed or step_feed(cfg)
         self._reader = self.feed.subscribe()
         self.runs: dict[str, S] = {}
@@ -121,7 +135,10 @@ class _RunDetector(Detector, Generic[S]):
         much it read."""
         run_col = table.column("run_id")
         chunk = self.feed.chunk_rows
+        index, count = self.shard
         for run_id in pc.unique(run_col).to_pylist():
+            if count > 1 and run_shard(run_id, count) != index:
+                continue  # another instance's run
             rows_t = table.filter(pc.equal(run_col, run_id))
             order = pc.sort_indices(
                 rows_t, sort_keys=[("step", "ascending"), ("ts", "ascending")], null_placement="at_start"

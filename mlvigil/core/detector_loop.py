@@ -98,11 +98,16 @@ class DetectorLoop:
             self._slots[detector.name] = _Slot(detector, time.monotonic() + self._interval)
         self._share_keys()
 
-    def remove(self, name: str) -> None:
-        """Drop a detector and resolve what it had firing."""
+    def remove(self, name: str, *, resolve: bool = True) -> None:
+        """Drop a detector and resolve what it had firing (not with ``resolve=False``: a
+        replica following another's removal, which resolved them, only stops running it)."""
         with self._slots_lock:
             slot = self._slots.pop(name, None)
         self._share_keys()
+        if not resolve:
+            if slot is not None:
+                self._forget_metrics(name)
+            return
         if slot is None:
             self._book.record(name, [], time.time())
             return

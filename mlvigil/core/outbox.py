@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import random
 import threading
 import time
@@ -35,7 +36,7 @@ from pydantic import Field
 
 from mlvigil.core.aio import stop_task, wait_event
 from mlvigil.core.config import Duration, Strict
-from mlvigil.core.coordination import message_claims
+from mlvigil.core.coordination import SAFETY, message_claims
 from mlvigil.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,16 @@ DELIVERED = "delivered"
 FAILED = "failed"
 EXPIRED = "expired"
 TERMINAL = frozenset({DELIVERED, FAILED, EXPIRED})
+
+#: Seconds a claim on a message outlasts the attempt's timeout (to start it and record it).
+CLAIM_MARGIN_S = 10.0
+
+
+def claim_ttl(timeout: float) -> float:
+    """The lease asked for a message's claim: the holder acts on it only until
+    ``timeout + CLAIM_MARGIN_S`` (the rest is the clock-skew safety of leases)."""
+    return (timeout + CLAIM_MARGIN_S) / (1 - SAFETY)
+
 
 # HTTP statuses that are worth retrying although they are 4xx.
 RETRYABLE_4XX = frozenset({408, 409, 425, 429})
@@ -262,6 +273,9 @@ class Outbox:
         # others step in when it could not: it died or its target is down).
         self.takeover_after = 5.0
         self._refreshed_at = 0.0
+        # Message id -> monotonic time until which this replica's claim on it is safe to act on
+        # (the fencing deadline: a send must end before it, or another replica may take over).
+        self._claimed_until: dict[str, float] = {}
         self.load()
 
     # -- recording -----------------------------------------------------------------------
@@ -398,6 +412,9 @@ class Outbox:
                 # trigger's state) is not stored yet either.
                 self._in_flight.discard(msg_id)
                 return False
+        # Measured from before the claim is asked for: the lease ends ``ttl`` after the
+        # database granted it, which is later than this.
+        safe_until = time.monotonic() + ttl * (1 - SAFETY)
         try:
             claimed, stored_doc = self.claims.claim(self.collection, msg_id, ttl)
         except Exception as exc:
@@ -415,9 +432,19 @@ class Outbox:
                 if stored.next_attempt_at > self._clock():
                     claimed = False  # another replica attempted it meanwhile and set its backoff
                     self.claims.release(self.collection, msg_id)
-            if not claimed:
+            if claimed:
+                self._claimed_until[msg_id] = safe_until
+            else:
                 self._in_flight.discard(msg_id)
         return claimed
+
+    def claim_left(self, msg_id: str) -> float:
+        """Seconds this replica may still act on its claim of ``msg_id`` (inf when embedded)."""
+        if self.claims is None:
+            return math.inf
+        with self._lock:
+            until = self._claimed_until.get(msg_id)
+        return 0.0 if until is None else until - time.monotonic()
 
     # -- reading -------------------------------------------------------------------------
     def get(self, msg_id: str) -> Message | None:
@@ -526,16 +553,25 @@ class Outbox:
             if msg.state in TERMINAL:
                 self._open.discard(msg_id)
             self._save({msg_id: msg})
-        if self.claims is not None:
+            self._claimed_until.pop(msg_id, None)
+            # An outcome the store could not take keeps its claim until the claim expires:
+            # released now, another replica would read "pending" and send it again.
+            saved = msg_id not in self._unsaved
+        if self.claims is not None and saved:
             with contextlib.suppress(Exception):  # an unreleased claim expires by itself
                 self.claims.release(self.collection, msg_id)
         with self._lock:
             return msg.copy()
 
-    def release(self, msg_id: str) -> None:
-        """Give back a claimed message without an attempt (the dispatcher is stopping)."""
+    def release(self, msg_id: str, *, claim: bool = False) -> None:
+        """Give back a taken message without an attempt (the dispatcher is stopping); with
+        ``claim``, its claim too (it had too little time left for an attempt)."""
         with self._lock:
             self._in_flight.discard(msg_id)
+            had_claim = self._claimed_until.pop(msg_id, None) is not None
+        if self.claims is not None and had_claim and claim:
+            with contextlib.suppress(Exception):  # an unreleased claim expires by itself
+                self.claims.release(self.collection, msg_id)
 
     def prune(self, now: float) -> int:
         """Forget finished messages older than ``keep_done`` (and beyond ``max_done``)."""
@@ -682,18 +718,26 @@ class Dispatcher:
         try:
             # Claimed for the attempt's timeout and the time to record its outcome (a replica
             # that dies mid-attempt holds the message this long at most).
+            timeout = target.policy.timeout
             try:
-                claimed = await asyncio.to_thread(self.outbox.claim, msg.id, target.policy.timeout + 10.0)
+                claimed = await asyncio.to_thread(self.outbox.claim, msg.id, claim_ttl(timeout))
             except asyncio.CancelledError:
                 self.outbox.release(msg.id)
                 raise
             if not claimed:
                 return
+            # Fencing: the send must end while the claim is still ours. A replica stalled
+            # between claiming and sending (an overloaded loop) gives the message back rather
+            # than send it while another replica may already have taken it over.
+            if self.outbox.claim_left(msg.id) < timeout + CLAIM_MARGIN_S / 2:
+                log.warning("%s: claim on %s ran short before sending; giving it back", self.name, msg.id)
+                await asyncio.to_thread(self.outbox.release, msg.id, claim=True)
+                return
             started = self.outbox._clock()
             try:
-                outcome = await asyncio.wait_for(target.sender(msg), timeout=target.policy.timeout)
+                outcome = await asyncio.wait_for(target.sender(msg), timeout=timeout)
             except TimeoutError:
-                outcome = Outcome(ok=False, error=f"timed out after {target.policy.timeout}s")
+                outcome = Outcome(ok=False, error=f"timed out after {timeout}s")
             except asyncio.CancelledError:
                 self.outbox.release(msg.id)
                 raise
