@@ -335,8 +335,12 @@ class ColumnarDataRows(DataRows):
             old_ts = np.asarray(old["ts"], dtype=np.float64)
             lo = int(np.searchsorted(old_ts, since, side="left"))
             keep_to = int(np.searchsorted(old_ts, resume, side="left"))
-            if self._unchanged(store, old_ts[lo:keep_to], since, resume):
-                fresh = self.feature_rows(store, since=resume, until=until, last=last, discover=False)
+            n_fresh = self._fresh_rows(store, old_ts[lo:keep_to], since, resume, until)
+            if n_fresh is not None:
+                # Without ``last`` when the fresh rows are fewer: the store's top-N step (a
+                # sort of whole rows) costs more than the read itself.
+                cap = last if last is not None and n_fresh > last else None
+                fresh = self.feature_rows(store, since=resume, until=until, last=cap, discover=False)
                 rows = _concat_rows(old, fresh, keep_to)
         if rows is None:
             rows = self.feature_rows(store, since=since, until=until, last=last, discover=False)
@@ -352,16 +356,19 @@ class ColumnarDataRows(DataRows):
             self._incremental = (key, rows, until, read_at, min(old_since, window_since))
         return rows
 
-    def _unchanged(self, store: Store, kept_ts: np.ndarray, since: float, until: float) -> bool:
-        """Whether the store still holds exactly the kept rows' times in [since, until): a
-        row that arrived later than the overlap, or one deleted, makes the window read whole
-        (one narrow read of the ts column: ~5 ms for 10k rows)."""
-        if until <= since:
-            return True
-        stored = store.query(self.table, columns=["ts"], since=since, until=until, where=self.where())["ts"]
-        return len(stored) == kept_ts.size and bool(
-            np.array_equal(np.sort(np.asarray(stored, dtype=np.float64)), kept_ts)
-        )
+    def _fresh_rows(
+        self, store: Store, kept_ts: np.ndarray, since: float, resume: float, until: float
+    ) -> int | None:
+        """How many rows the store holds in [resume, until), or None when its rows in
+        [since, resume) are no longer exactly the kept ones (a row that arrived later than
+        the overlap, or one deleted): then the window is read whole. One narrow read of the
+        ts column (~5-20 ms for 10k rows)."""
+        got = store.query(self.table, columns=["ts"], since=since, until=until, where=self.where())["ts"]
+        stored = np.sort(np.asarray(got, dtype=np.float64))
+        head = int(np.searchsorted(stored, resume, side="left"))
+        if head != kept_ts.size or not np.array_equal(stored[:head], kept_ts):
+            return None
+        return int(stored.size - head)
 
     def columns(self, rows: Columns, store: Store | None) -> Columns:
         return {k[len(FEATURE_PREFIX) :]: v for k, v in rows.items() if k.startswith(FEATURE_PREFIX)}
