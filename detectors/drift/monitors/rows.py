@@ -288,6 +288,10 @@ class ColumnarDataRows(DataRows):
             numeric=numeric, text=text, since=since, until=until, where=self.where(), last=last
         )
         rows: Columns = {k: list(v.tolist() if isinstance(v, np.ndarray) else v) for k, v in meta.items()}
+        pool: dict[Any, Any] = {}
+        for k in ("service", "model", "model_version"):
+            if k in rows:  # a kept window holds one string per distinct name, not per row
+                rows[k] = [pool.setdefault(v, v) for v in rows[k]]
         num_arrays, txt_arrays = window_arrays(num, txt)
         if numeric is None or (discover and text is not None):
             for name in sorted(set(num_arrays) | set(txt_arrays)):
