@@ -258,7 +258,7 @@ class EstimatedPerformanceRows(RowSource):
 class ColumnarDataRows(DataRows):
     """Model inputs as columns extracted by the store (``Store.feature_window``) rather than
     parsed from each row's JSON here: data monitors on the native backend, in window mode,
-    without performance_impact. A large sliding window is read incrementally."""
+    without performance_impact. A sliding window is read incrementally."""
 
     def __init__(self, config: MonitorConfig, reference: Reference | None = None) -> None:
         super().__init__(config, reference)
