@@ -18,6 +18,7 @@ from detectors.drift.profile import (
     CategoricalProfile,
     NumericProfile,
     ReferenceProfile,
+    counted,
     current_values,
     label_counts,
 )
@@ -190,8 +191,8 @@ def compare(
         prof = profile.features[name]
         raw = current.get(name)
         values, n_missing = current_values(prof, raw if raw is not None else [None] * n_current)
-        if isinstance(prof, NumericProfile):
-            values = np.sort(values)
+        # Numbers sorted once (every EDF test merges into them), labels counted once.
+        values = np.sort(values) if isinstance(prof, NumericProfile) else counted(values)
         test = test_for(opt.feature_tests.get(name, opt.test), prof, int(values.size))
         res = test.compare(prof, values)
         if isinstance(prof, NumericProfile):

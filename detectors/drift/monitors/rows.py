@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from detectors.drift.config import MonitorConfig
-from detectors.drift.profile import NumericProfile, ReferenceProfile
+from detectors.drift.profile import Labels, NumericProfile, ReferenceProfile
 from detectors.drift.sources import (
     INFERENCE_COLUMNS,
     LLM_COLUMNS,
@@ -35,11 +35,15 @@ from mlvigil.core.store import Store
 if TYPE_CHECKING:
     from detectors.drift.monitors.reference import Reference
 
-#: Windows of at least this many rows are kept and read incrementally as they slide (smaller
-#: ones cost less to read again than to keep: ~5 MB per 10k rows of 25 features).
-INCREMENTAL_MIN_ROWS = 50_000
-#: An incremental window reads again the rows from this long before its previous end.
-INCREMENTAL_OVERLAP_S = 60.0
+#: Windows of at least this many rows are kept and read incrementally as they slide. Every
+#: window is: the extraction of a 10k-row window (~0.2 s, 70% of a steady evaluation) is the
+#: cost of a monitor fleet, and a kept window costs ~0.2 KB a row of 25 features (labels
+#: interned: one string object per distinct label).
+INCREMENTAL_MIN_ROWS = 1
+#: An incremental window reads again the rows from this long before its previous end (rows
+#: still in flight when it was read); a row arriving later than that, or one deleted, is
+#: noticed by comparing the kept rows' times with the store's and the window is read whole.
+INCREMENTAL_OVERLAP_S = 10.0
 #: ... and is read whole this often (rows later than the overlap join then).
 INCREMENTAL_REFRESH_S = 600.0
 #: Feature columns of a columnar monitor's rows carry this prefix (a feature may be named "ts").
@@ -254,7 +258,7 @@ class EstimatedPerformanceRows(RowSource):
 class ColumnarDataRows(DataRows):
     """Model inputs as columns extracted by the store (``Store.feature_window``) rather than
     parsed from each row's JSON here: data monitors on the native backend, in window mode,
-    without performance_impact. A large sliding window is read incrementally."""
+    without performance_impact. A sliding window is read incrementally."""
 
     def __init__(self, config: MonitorConfig, reference: Reference | None = None) -> None:
         super().__init__(config, reference)
@@ -284,6 +288,10 @@ class ColumnarDataRows(DataRows):
             numeric=numeric, text=text, since=since, until=until, where=self.where(), last=last
         )
         rows: Columns = {k: list(v.tolist() if isinstance(v, np.ndarray) else v) for k, v in meta.items()}
+        pool: dict[Any, Any] = {}
+        for k in ("service", "model", "model_version"):
+            if k in rows:  # a kept window holds one string per distinct name, not per row
+                rows[k] = [pool.setdefault(v, v) for v in rows[k]]
         num_arrays, txt_arrays = window_arrays(num, txt)
         if numeric is None or (discover and text is not None):
             for name in sorted(set(num_arrays) | set(txt_arrays)):
@@ -296,6 +304,9 @@ class ColumnarDataRows(DataRows):
         else:
             for name, arr in (*num_arrays.items(), *txt_arrays.items()):
                 rows[FEATURE_PREFIX + name] = arr
+        for name, col in rows.items():
+            if isinstance(col, Labels):
+                rows[name] = _interned(col)
         return rows
 
     def reference_rows(self, store: Store, *, since: float, until: float, last: int | None) -> Columns:
@@ -304,33 +315,38 @@ class ColumnarDataRows(DataRows):
     def rows(
         self, store: Store, *, since: float | None = None, until: float | None = None, last: int | None = None
     ) -> Columns:
-        """The window, incrementally when it is large and slides: the rows of the previous
-        window are kept, and only those from ``INCREMENTAL_OVERLAP_S`` before its end are
-        read again (rows that arrive late, up to that much after their timestamp, still
-        join). Every ``INCREMENTAL_REFRESH_S`` the window is read whole."""
+        """The window, incrementally when it slides: the rows of the previous window are
+        kept, and only those from ``INCREMENTAL_OVERLAP_S`` before its end are read again
+        (rows that arrive late, up to that much after their timestamp, still join). Every
+        ``INCREMENTAL_REFRESH_S`` the window is read whole, and so is a window asked for
+        without a lower time bound (a sliding-size window's first read, or its re-read after
+        rows were deleted)."""
         key = (self.reference.built_at if self.reference is not None else None, self.config.features)
         kept = self._incremental
         self._incremental = None
+        rows: Columns | None = None
         if (
             kept is not None
             and until is not None
+            and since is not None
             and kept[0] == key
             and until >= kept[2]
             and time.monotonic() - kept[3] < INCREMENTAL_REFRESH_S
-            and (since is None or since >= kept[4])
+            and since >= kept[4]
         ):
             _, old, old_until, read_at, old_since = kept
-            resume = old_until - INCREMENTAL_OVERLAP_S
-            fresh = self.feature_rows(
-                store,
-                since=resume if since is None else max(resume, since),
-                until=until,
-                last=last,
-                discover=False,
-            )
-            keep_to = int(np.searchsorted(np.asarray(old["ts"], dtype=np.float64), resume, side="left"))
-            rows = _concat_rows(old, fresh, keep_to)
-        else:
+            resume = max(old_until - INCREMENTAL_OVERLAP_S, since)
+            old_ts = np.asarray(old["ts"], dtype=np.float64)
+            lo = int(np.searchsorted(old_ts, since, side="left"))
+            keep_to = int(np.searchsorted(old_ts, resume, side="left"))
+            n_fresh = self._fresh_rows(store, old_ts[lo:keep_to], since, resume, until)
+            if n_fresh is not None:
+                # Without ``last`` when the fresh rows are fewer: the store's top-N step (a
+                # sort of whole rows) costs more than the read itself.
+                cap = last if last is not None and n_fresh > last else None
+                fresh = self.feature_rows(store, since=resume, until=until, last=cap, discover=False)
+                rows = _concat_rows(old, fresh, keep_to)
+        if rows is None:
             rows = self.feature_rows(store, since=since, until=until, last=last, discover=False)
             read_at, old_since = time.monotonic(), since if since is not None else -math.inf
         ts = np.asarray(rows["ts"], dtype=np.float64)
@@ -344,8 +360,31 @@ class ColumnarDataRows(DataRows):
             self._incremental = (key, rows, until, read_at, min(old_since, window_since))
         return rows
 
+    def _fresh_rows(
+        self, store: Store, kept_ts: np.ndarray, since: float, resume: float, until: float
+    ) -> int | None:
+        """How many rows the store holds in [resume, until), or None when its rows in
+        [since, resume) are no longer exactly the kept ones (a row that arrived later than
+        the overlap, or one deleted): then the window is read whole. One narrow read of the
+        ts column (~5-20 ms for 10k rows)."""
+        got = store.query(self.table, columns=["ts"], since=since, until=until, where=self.where())["ts"]
+        stored = np.sort(np.asarray(got, dtype=np.float64))
+        head = int(np.searchsorted(stored, resume, side="left"))
+        if head != kept_ts.size or not np.array_equal(stored[:head], kept_ts):
+            return None
+        return int(stored.size - head)
+
     def columns(self, rows: Columns, store: Store | None) -> Columns:
         return {k[len(FEATURE_PREFIX) :]: v for k, v in rows.items() if k.startswith(FEATURE_PREFIX)}
+
+
+def _interned(labels: Labels) -> Labels:
+    """``labels`` with one string object per distinct label: a kept window then holds a
+    pointer per value rather than a string (~60 bytes) per value."""
+    pool: dict[Any, Any] = {}
+    out = np.empty(labels.size, dtype=object)
+    out[:] = [pool.setdefault(v, v) for v in labels.tolist()]
+    return out.view(Labels)
 
 
 def _concat_rows(old: Columns, fresh: Columns, keep_to: int) -> Columns:
