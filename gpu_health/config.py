@@ -156,6 +156,10 @@ class GpuConfig(Strict):
     prometheus: bool = True
     # The GPU health detector (reads any agent's points from the store).
     detector: bool = True
+    # The detector runs as this many instances, gpu_health[i/N], each over the nodes (hosts)
+    # that hash to it. On replicas sharing PostgreSQL each is a lease of its own, so the
+    # nodes spread over the replicas (docs/scale-out.md); 1 on one node.
+    shards: int = Field(default=1, ge=1, le=256)
     rules: GpuRules = Field(default_factory=GpuRules)
 
     @field_validator("interval")

@@ -21,14 +21,20 @@ from gpu_health.rules.base import GpuWindow
 from gpu_health.rules.lost import GpuLost
 from mlvigil.core.detector import Detector
 from mlvigil.core.findings import Finding
+from mlvigil.core.shard import WHOLE, Shard, in_shard, shard_name
 from mlvigil.core.store import Store
 
 
 class GpuHealthDetector(Detector):
-    """Parameters: ``rules`` (``GpuRules``: each rule's thresholds and windows)."""
+    """Parameters: ``rules`` (``GpuRules``: each rule's thresholds and windows); ``shard``: this
+    instance judges the GPUs of the nodes (hosts) that hash to it (``mlvigil.core.shard``), so a
+    node's GPUs stay together (the lost-GPU rule compares a GPU with its node)."""
 
-    def __init__(self, rules: GpuRules | None = None, name: str = "gpu_health") -> None:
-        self.name = name
+    def __init__(
+        self, rules: GpuRules | None = None, name: str = "gpu_health", *, shard: Shard = WHOLE
+    ) -> None:
+        self.name = shard_name(name, shard)
+        self.shard = shard
         self.rules = build_rules(rules or GpuRules())
         windows: dict[str, float] = {}
         for rule in self.rules:
@@ -40,7 +46,7 @@ class GpuHealthDetector(Detector):
         if not self.rules:
             return []
         window = GpuWindow(store, now, self._windows)
-        gpus = list(window.gpus.values())
+        gpus = [gpu for gpu in window.gpus.values() if in_shard(gpu.host, self.shard)]
         out: list[Finding] = []
         for rule in self.rules:
             if isinstance(rule, GpuLost):

@@ -14,10 +14,11 @@ if TYPE_CHECKING:
 def build(gpu: GpuConfig, ctx: ServiceContext) -> list[Any]:
     from gpu_health.agent import GpuAgentComponent
     from gpu_health.health import GpuHealthDetector
+    from mlvigil.core.shard import shards
 
     out: list[Any] = []
     if gpu.detector:
-        out.append(GpuHealthDetector(gpu.rules))
+        out.extend(GpuHealthDetector(gpu.rules, shard=shard) for shard in shards(gpu.shards))
     if gpu.enabled:
         out.append(GpuAgentComponent(gpu, ctx))
     return out

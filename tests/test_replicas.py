@@ -68,12 +68,15 @@ def _steps_export(run: str, rank: int, first: int, last: int, t0: float) -> byte
     return req.SerializeToString()
 
 
-def _post(url: str, body: bytes, attempts: int = 200) -> bool:
+def _post(url: str, body: bytes, attempts: int = 200, signal: str = "traces") -> bool:
     """POST an OTLP export, retrying 429/503 and refused connections as OTLP exporters do;
     True once acknowledged."""
     for _ in range(attempts):
         req = urllib.request.Request(
-            url + "/v1/traces", data=body, method="POST", headers={"Content-Type": "application/x-protobuf"}
+            url + f"/v1/{signal}",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/x-protobuf"},
         )
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
@@ -453,7 +456,7 @@ def test_training_runs_spread_over_replicas_by_shard_and_move_when_one_dies(
     """``detectors.training.shards: 4``: the straggler detector is four leases, one per
     quarter of the runs; two replicas both run some (their findings come from both), and
     when one is killed the survivor holds every shard within the lease bound."""
-    from detectors.training.detectors import run_shard
+    from mlvigil.core.shard import shard_of as run_shard
 
     shards = 4
     runs: dict[int, str] = {}
@@ -494,6 +497,75 @@ def test_training_runs_spread_over_replicas_by_shard_and_move_when_one_dies(
     # Each run's finding was made by its shard's instance, on the replica holding it.
     by = {f["subject"]["run_id"]: f["detector"] for f in a.findings(kind="straggler")}
     assert by == {run: f"training.straggler[{i}/{shards}]" for i, run in runs.items()}
+    spread = holders()
+    assert len(set(spread.values())) == 2, spread
+
+    victim = next(
+        h for h in (a, b) if h.proc is not None and f"-{h.proc.pid}-" in next(iter(spread.values()))
+    )
+    survivor = b if victim is a else a
+    dead = next(iter(spread.values()))
+    victim.kill()
+    killed_at = time.monotonic()
+    survivor.wait_for(
+        lambda: len(h := holders()) == shards and dead not in h.values(), timeout=TTL * 4 / 3 + 10
+    )
+    assert time.monotonic() - killed_at <= TTL * 4 / 3 + 3.0
+
+
+def test_gpu_nodes_spread_over_replicas_by_shard_and_move_when_one_dies(
+    service_factory: Callable[..., ServiceHandle], postgres_dsn: str
+) -> None:
+    """``gpu.shards: 4``: the GPU-health detector is four leases, one per quarter of the nodes;
+    two replicas both judge some nodes (each node's findings come from its shard), and when one
+    is killed the survivor holds every shard within the lease bound."""
+    from gpu_health.fake import builtin_scenario
+    from gpu_health.otlp import build_request
+    from gpu_health.simulate import Simulation
+    from mlvigil.core.shard import shard_of
+
+    shards = 4
+    nodes: dict[int, str] = {}
+    n = 0
+    while len(nodes) < shards:  # one node in each shard
+        nodes.setdefault(shard_of(f"node-{n}", shards), f"node-{n}")
+        n += 1
+    # A faulty scenario per node (GPU uuids differ by scenario), each with a fault within 40 s.
+    scenarios = ("xid_mixed", "ecc_uncorrected", "fall_off_bus", "memory_repair")
+    off = {"enabled": False}
+    cfg = {
+        "storage": {"lease_ttl": f"{TTL}s"},
+        "detectors": {"interval": "1s", "training": off},
+        "gpu": {"shards": shards},
+    }
+    env = {"MLVIGIL_STORE_DSN": postgres_dsn}
+    a, b = service_factory(cfg, env), service_factory(cfg, env)
+    names = {f"detector:gpu_health[{i}/{shards}]" for i in range(shards)}
+
+    def holders() -> dict[str, str]:
+        return {k: v for k, v in _lease_holders(postgres_dsn).items() if k in names}
+
+    a.wait_for(lambda: len(_replica_ids(postgres_dsn)) == 2 and len(set(holders().values())) == 2, timeout=30)
+    start = time.time() - 60
+    for k, (node, scenario) in enumerate(zip([nodes[i] for i in range(shards)], scenarios, strict=True)):
+        sim = Simulation.start(builtin_scenario(scenario), None, epoch=start, node=node)
+        for p in range(30):  # 60 s of 2 s passes, each one export, spread over both replicas
+            sim.clock.advance(2.0)
+            samples = sim.pass_once()
+            body = build_request(samples, {"host.name": node, "service.name": "agent"}, start)
+            assert _post((a, b)[(k + p) % 2].otlp_http, body.SerializeToString(), signal="metrics")
+    hosts = set(nodes.values())
+
+    def by_host() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for f in a.findings():
+            if f["subject"].get("host") in hosts:
+                out.setdefault(f["subject"]["host"], set()).add(f["detector"])
+        return out
+
+    a.wait_for(lambda: set(by_host()) == hosts, timeout=60, interval=0.5)
+    # Each node's findings were made by its shard's instance, on the replica holding it.
+    assert by_host() == {node: {f"gpu_health[{i}/{shards}]"} for i, node in nodes.items()}
     spread = holders()
     assert len(set(spread.values())) == 2, spread
 

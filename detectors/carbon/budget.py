@@ -55,6 +55,7 @@ from detectors.carbon.metrics import CarbonMetrics
 from detectors.carbon.sources import Attribution, HandlerSeries, Trajectory
 from mlvigil.core.detector import Detector
 from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.shard import WHOLE, Shard, in_shard, shard_name
 from mlvigil.core.store import Store
 
 
@@ -80,11 +81,19 @@ def period_bounds(period: str, now: float) -> tuple[float, float]:
 
 
 class CarbonBudgetDetector(Detector):
-    name = "carbon_budgets"
+    """``shard``: this instance judges the (budget, subject) pairs that hash to it
+    (``mlvigil.core.shard``: ``carbon_budgets[i/N]``)."""
 
     def __init__(
-        self, config: CarbonConfig, intensity: CarbonIntensity, metrics: CarbonMetrics | None = None
+        self,
+        config: CarbonConfig,
+        intensity: CarbonIntensity,
+        metrics: CarbonMetrics | None = None,
+        *,
+        shard: Shard = WHOLE,
     ) -> None:
+        self.name = shard_name("carbon_budgets", shard)
+        self.shard = shard
         self.config = config
         self.intensity = intensity
         self.grams_per_joule = intensity.g_per_kwh * config.pue / JOULES_PER_KWH
@@ -151,7 +160,9 @@ class CarbonBudgetDetector(Detector):
                         fc_out[(*bkey, "upper")] = fc_g.upper
                 findings.extend(self._judge(budget, subject, traj, fc_g, fc_j, now))
         if self.metrics is not None:
-            self.metrics.publish_budgets(energy, emissions, budget_g, budget_j, fc_out, progress_out)
+            self.metrics.publish_budgets(
+                energy, emissions, budget_g, budget_j, fc_out, progress_out, part=self.shard
+            )
         return findings
 
     def _subjects(
@@ -176,6 +187,8 @@ class CarbonBudgetDetector(Detector):
         period = period_bounds(budget.period, now) if budget.period else None
         out: list[tuple[str, Trajectory, list[float] | None]] = []
         for value in sorted(set(groups) | set(nvml)):
+            if not in_shard(f"{budget.name}/{value}", self.shard):
+                continue  # another instance's subject
             progress: list[float] | None
             if value in groups and (budget.source == "codecarbon" or budget.source == "auto"):
                 traj = sources.combine(groups[value])

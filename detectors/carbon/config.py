@@ -130,6 +130,10 @@ class CarbonConfig(Strict):
     max_step_gap: Duration = 300.0
     # How far back "*" budgets look for subjects, and lifetime budgets for data.
     lookback: Duration = 30 * 86400.0
+    # Each carbon detector runs as this many instances (carbon_budgets[i/N]), each over the
+    # (budget, subject) pairs -- serving budgets by name -- that hash to it. On replicas sharing
+    # PostgreSQL each is a lease of its own (docs/scale-out.md); 1 on one node.
+    shards: int = Field(default=1, ge=1, le=256)
 
     @field_validator("country_iso_code")
     @classmethod

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from prometheus_client.registry import CollectorRegistry
 
 from mlvigil.core.metrics import Family, SeriesValues, SnapshotCollector
+from mlvigil.core.shard import WHOLE, Shard
 
 SubjectKey = tuple[str, str, str]  # scope, subject, source
 BudgetKey = tuple[str, str, str]  # scope, subject, budget
@@ -45,7 +46,9 @@ INTENSITY = Family("mlvigil_carbon_intensity_grams_per_kwh", "Carbon intensity a
 class CarbonMetrics(SnapshotCollector):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self._lock = threading.Lock()
-        self._values: dict[Family, SeriesValues] = {
+        # family -> detector shard -> its latest values: each shard instance (mlvigil.core.shard)
+        # replaces only its own part, and the parts' keys are disjoint.
+        self._values: dict[Family, dict[Shard, SeriesValues]] = {
             family: {}
             for family in (ENERGY, EMISSIONS, BUDGET_GRAMS, BUDGET_JOULES, FORECAST, PROGRESS, SERVING)
         }
@@ -60,26 +63,32 @@ class CarbonMetrics(SnapshotCollector):
         budget_joules: Mapping[BudgetKey, float],
         forecast: Mapping[tuple[str, str, str, str], float],
         progress: Mapping[BudgetKey, float],
+        *,
+        part: Shard = WHOLE,
     ) -> None:
         with self._lock:
-            self._values.update(
-                {
-                    ENERGY: energy,
-                    EMISSIONS: emissions,
-                    BUDGET_GRAMS: budget_grams,
-                    BUDGET_JOULES: budget_joules,
-                    FORECAST: forecast,
-                    PROGRESS: progress,
-                }
-            )
+            for family, values in (
+                (ENERGY, energy),
+                (EMISSIONS, emissions),
+                (BUDGET_GRAMS, budget_grams),
+                (BUDGET_JOULES, budget_joules),
+                (FORECAST, forecast),
+                (PROGRESS, progress),
+            ):
+                self._values[family][part] = values
 
-    def publish_serving(self, serving: Mapping[tuple[str, str, str, str], float]) -> None:
+    def publish_serving(
+        self, serving: Mapping[tuple[str, str, str, str], float], *, part: Shard = WHOLE
+    ) -> None:
         with self._lock:
-            self._values[SERVING] = serving
+            self._values[SERVING][part] = serving
 
     def snapshot(self) -> Iterable[tuple[Family, SeriesValues]]:
         with self._lock:
-            families = list(self._values.items())
+            families: list[tuple[Family, SeriesValues]] = [
+                (family, {k: v for values in parts.values() for k, v in values.items()})
+                for family, parts in self._values.items()
+            ]
         if self.intensity_g_per_kwh is not None:
             families.append((INTENSITY, {(): self.intensity_g_per_kwh}))
         return families

@@ -21,14 +21,16 @@ def build(config: CarbonConfig, ctx: ServiceContext) -> list[Detector]:
     from detectors.carbon.intensity import carbon_intensity
     from detectors.carbon.metrics import CarbonMetrics
     from detectors.carbon.serving import ServingCarbonDetector
+    from mlvigil.core.shard import shards
 
     if not config.budgets and not config.serving:
         return []  # nothing configured: skip loading codecarbon's data
     intensity = carbon_intensity(config.country_iso_code, config.region, config.carbon_intensity_g_per_kwh)
     metrics = CarbonMetrics(ctx.telemetry.registry)
-    detectors: list[Detector] = [CarbonBudgetDetector(config, intensity, metrics)]
+    parts = shards(config.shards)
+    detectors: list[Detector] = [CarbonBudgetDetector(config, intensity, metrics, shard=s) for s in parts]
     if config.serving:
-        detectors.append(ServingCarbonDetector(config, intensity, metrics))
+        detectors.extend(ServingCarbonDetector(config, intensity, metrics, shard=s) for s in parts)
     return detectors
 
 

@@ -58,15 +58,24 @@ from detectors.carbon.intensity import JOULES_PER_KWH, CarbonIntensity
 from detectors.carbon.metrics import CarbonMetrics
 from mlvigil.core.detector import Detector
 from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.shard import WHOLE, Shard, in_shard, shard_name
 from mlvigil.core.store import Store
 
 
 class ServingCarbonDetector(Detector):
-    name = "carbon_serving"
+    """``shard``: this instance judges the serving budgets whose name hashes to it
+    (``mlvigil.core.shard``: ``carbon_serving[i/N]``)."""
 
     def __init__(
-        self, config: CarbonConfig, intensity: CarbonIntensity, metrics: CarbonMetrics | None = None
+        self,
+        config: CarbonConfig,
+        intensity: CarbonIntensity,
+        metrics: CarbonMetrics | None = None,
+        *,
+        shard: Shard = WHOLE,
     ) -> None:
+        self.name = shard_name("carbon_serving", shard)
+        self.shard = shard
         self.config = config
         self.grams_per_joule = intensity.g_per_kwh * config.pue / JOULES_PER_KWH
         self.metrics = metrics
@@ -151,6 +160,8 @@ class ServingCarbonDetector(Detector):
         findings: list[Finding] = []
         gauges: dict[tuple[str, str, str, str], float] = {}
         for budget in self.config.serving:
+            if not in_shard(budget.name, self.shard):
+                continue  # another instance's budget
             t0 = now - budget.window
             requests, tokens = self.traffic(store, budget, t0, now + 1e-6)
             grams, joules, source = self.emissions(store, budget, t0, now)
@@ -197,5 +208,5 @@ class ServingCarbonDetector(Detector):
                     )
                 )
         if self.metrics is not None:
-            self.metrics.publish_serving(gauges)
+            self.metrics.publish_serving(gauges, part=self.shard)
         return findings

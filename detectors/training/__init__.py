@@ -45,6 +45,7 @@ def build_detectors(cfg: TrainingConfig, metrics: TrainingMetrics | None = None)
         _RunDetector,
         step_feed,
     )
+    from mlvigil.core.shard import shards
 
     if not cfg.enabled:
         return []
@@ -60,7 +61,7 @@ def build_detectors(cfg: TrainingConfig, metrics: TrainingMetrics | None = None)
     ]
     for enabled, cls in kinds:
         if enabled:
-            out.extend(cls(cfg, metrics, feed=feed, shard=(i, cfg.shards)) for i in range(cfg.shards))
+            out.extend(cls(cfg, metrics, feed=feed, shard=shard) for shard in shards(cfg.shards))
     return out
 
 

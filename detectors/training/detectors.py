@@ -12,7 +12,6 @@ depends on whether an evaluation happened to run while the anomaly lasted. Runs 
 from __future__ import annotations
 
 import math
-import zlib
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from detectors.training.robust import RollingMedian, median
 from detectors.training.straggler import StragglerScorer
 from mlvigil.core.detector import Detector
 from mlvigil.core.findings import Finding, Severity
+from mlvigil.core.shard import WHOLE, Shard, in_shard, shard_name
 from mlvigil.core.store import Store
 
 
@@ -92,15 +92,6 @@ class _Run:
 S = TypeVar("S", bound=_Run)
 
 
-def run_shard(run_id: object, count: int) -> int:
-    """The shard of a run among ``count`` (stable across processes, unlike ``hash``).
-
-    >>> run_shard("run-a", 1), run_shard("run-a", 8) == run_shard("run-a", 8)
-    (0, True)
-    """
-    return zlib.crc32(str(run_id).encode()) % count
-
-
 class _RunDetector(Detector, Generic[S]):
     kind = ""
 
@@ -111,14 +102,13 @@ class _RunDetector(Detector, Generic[S]):
         name: str | None = None,
         *,
         feed: StepFeed | None = None,
-        shard: tuple[int, int] = (0, 1),
+        shard: Shard = WHOLE,
     ) -> None:
         self.cfg = cfg
         self.metrics = metrics
-        # (index, count): this instance runs the runs with run_shard(run_id, count) == index.
+        # This instance runs the runs whose id hashes to its shard (mlvigil.core.shard).
         self.shard = shard
-        suffix = f"[{shard[0]}/{shard[1]}]" if shard[1] > 1 else ""
-        self.name = name or f"training.{self.kind}{suffix}"
+        self.name = name or shard_name(f"training.{self.kind}", shard)
         self.feed = feed or step_feed(cfg)
         self._reader = self.feed.subscribe()
         self.runs: dict[str, S] = {}
@@ -135,9 +125,8 @@ class _RunDetector(Detector, Generic[S]):
         much it read."""
         run_col = table.column("run_id")
         chunk = self.feed.chunk_rows
-        index, count = self.shard
         for run_id in pc.unique(run_col).to_pylist():
-            if count > 1 and run_shard(run_id, count) != index:
+            if not in_shard(run_id, self.shard):
                 continue  # another instance's run
             rows_t = table.filter(pc.equal(run_col, run_id))
             order = pc.sort_indices(
