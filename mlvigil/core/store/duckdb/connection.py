@@ -96,12 +96,15 @@ class DuckDBConnection:
         ~4x a later one (80-100 ms on a 5M-row store), paid here rather than by an ingest
         commit waiting behind it."""
         self._create_tables_locked()
+        if self._free_space_reason() is not None:
+            return  # no write of our own into the reserve (writes are refused meanwhile)
         try:
             self._con.execute(
                 "INSERT OR REPLACE INTO docs VALUES ('_store', 'opened', ?)",
                 [json.dumps({"at": time.time()})],
             )
         except Exception as exc:
+            self._unavailable(exc)  # a database DuckDB gave up on is reopened before use
             log.debug("store: no checkpoint at open: %s", exc)
             return
         self._checkpoint_locked(0)
