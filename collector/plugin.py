@@ -3,12 +3,13 @@
 ``build`` makes the ingest pipeline (the writer every receiver submits to), the write-ahead
 log and its loader thread (embedded DuckDB store only, see ``collector.wal.loader_for``:
 PostgreSQL replicas share no local log), and the OTLP/HTTP and OTLP/gRPC receivers on
-``server.otlp_http_addr`` / ``server.otlp_grpc_addr``. Its section is the existing
-``ingest`` one (model ``IngestConfig``, in the kernel's config beside ``server``).
+``server.otlp_http_addr`` / ``server.otlp_grpc_addr``, and adds the CloudEvents and label
+routes to the API (``collector.routes``). Its section is the existing ``ingest`` one (model
+``IngestConfig``, in the kernel's config beside ``server``).
 
 Order: the pipeline and the log are returned as components, so they start with the other
-plugins' parts and before anything that submits (the GPU agent, the API's CloudEvents and
-label routes); the receivers go on ``ctx.listeners``, which the service starts after every
+plugins' parts and before anything that submits (the GPU agent, the API with the CloudEvents
+and label routes); the receivers go on ``ctx.listeners``, which the service starts after every
 component and the API, and stops first, so nothing is received after the log is drained.
 Shared with the rest of the service: ``ctx.services["ingest"]`` (``OtlpIngest``: admission,
 CloudEvents, in-process metrics), ``["pipeline"]`` and the receivers ``["otlp_http"]`` and
@@ -36,6 +37,7 @@ def build(ingest: IngestConfig, ctx: ServiceContext) -> list[Component]:
     from collector.llm_metrics import LlmTrafficMetrics
     from collector.otlp_ingest import OtlpIngest
     from collector.pipeline import IngestPipeline
+    from collector.routes import routes
     from collector.wal import loader_for
 
     server = ctx.config.server
@@ -61,6 +63,7 @@ def build(ingest: IngestConfig, ctx: ServiceContext) -> list[Component]:
     grpc = OtlpGrpcReceiver(otlp, server.otlp_grpc_addr, ingest.max_request_bytes, token)
     ctx.services.update(ingest=otlp, pipeline=pipeline, otlp_http=http, otlp_grpc=grpc)
     ctx.listeners.extend([grpc, http])
+    ctx.routes.extend(routes(otlp, pipeline, ingest))  # CloudEvents and labels, on the API
     return parts
 
 

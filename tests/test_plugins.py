@@ -6,6 +6,7 @@ import importlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -98,7 +99,7 @@ def _capability_modules() -> list[str]:
 
 def test_every_capability_package_exports_exactly_one_registered_plugin() -> None:
     """One descriptor per package, in ``plugin.py``, and the registry lists each of them."""
-    found: dict[str, Plugin[object]] = {}
+    found: dict[str, Plugin[Any]] = {}
     for name in _capability_modules():
         assert (REPO / name.replace(".", "/") / "plugin.py").exists(), f"{name} has no plugin.py"
         module = importlib.import_module(f"{name}.plugin")
@@ -146,5 +147,8 @@ def test_the_collector_builds_the_ingest_path_and_listens_last(tmp_path: Path) -
         assert [type(p) for p in ctx.listeners] == [OtlpGrpcReceiver, OtlpHttpReceiver]
         assert ctx.services["pipeline"] is parts[0] and ctx.services["pipeline"].max_items == 7
         assert ctx.services["otlp_http"] is ctx.listeners[1]
+        # The CloudEvents receiver and label feedback are the collector's routes on the API.
+        paths = {route.path for route in ctx.routes}
+        assert paths == {"/api/v1/ingest/cloudevents", "/api/v1/labels"}
     finally:
         store.close()
