@@ -40,7 +40,7 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from collector.pipeline import ShuttingDown
-from mlvigil.core.store import StoreUnavailable
+from mlvigil.core.store import Store, StoreUnavailable
 from mlvigil.core.store.duckdb import DuckDBStore
 
 MAGIC = b"MVW1"
@@ -458,6 +458,12 @@ class DuckDBLoader:
 
     def load(self, log: str, tables: Mapping[str, pa.Table], upto: Position) -> None:
         self.store.load_log(log, dict(tables), upto.segment, upto.offset)
+
+
+def loader_for(store: Store) -> DuckDBLoader | None:
+    """The loader for ``store``, or None for a store that takes records directly (PostgreSQL:
+    its replicas share no local log)."""
+    return DuckDBLoader(store) if isinstance(store, DuckDBStore) else None
 
 
 class LoaderThread:

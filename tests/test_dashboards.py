@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from dashboards.__main__ import main as generate
+from dashboards.cli import main as generate
 from dashboards.definitions import DASHBOARDS
 from dashboards.links import FALLBACK, PANELS, panel_url, slug
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from mlvigil.core.records import RecordBatch
 from mlvigil.core.store.duckdb import DuckDBStore
@@ -82,5 +83,81 @@ def test_retention_deletes_in_batches_while_appends_are_acknowledged(tmp_path: P
         during = [took for at, took, _left in acks if began < at < ended]
         assert max(during) < (ended - began) / 4, (max(during), ended - began)
         assert store.retention_batches >= OLD_ROWS // BATCH_ROWS
+    finally:
+        store.close()
+
+
+class _Holds:
+    """The store's write lock, noting what each hold did: ``holds[i]`` lists its deletes
+    (``("delete", rows)``) and checkpoints (``("checkpoint", wal_bytes_before)``)."""
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        self.holds: list[list[tuple[str, int]]] = []
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        taken = self._lock.acquire(blocking, timeout)
+        if taken:
+            self.holds.append([])
+        return taken
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class _RecordingStore(DuckDBStore):
+    def _note(self, step: tuple[str, int]) -> None:
+        if isinstance(self._write_lock, _Holds):  # once the test has put it in place
+            self._write_lock.holds[-1].append(step)
+
+    def _count_written(self, sql: str, params: list[Any], *rest: Any) -> int:
+        rows = super()._count_written(sql, params, *rest)
+        self._note(("delete", rows))
+        return rows
+
+    def _checkpoint_locked(self, checkpoint_bytes: int | None = None) -> None:
+        wal = Path(f"{self.path}.wal")
+        before = wal.stat().st_size if wal.exists() else 0
+        super()._checkpoint_locked(checkpoint_bytes)
+        if before and (not wal.exists() or wal.stat().st_size < before):
+            self._note(("checkpoint", before))
+
+
+def test_each_retention_hold_of_the_write_lock_does_one_bounded_step(tmp_path: Path) -> None:
+    """A hold deletes one batch or checkpoints a small WAL, never both and never a large WAL:
+    what an ingest append may wait for stays bounded however many rows expire (a checkpoint of
+    the whole pass's deletes, 16 MiB on 2.5M rows, held appends for 25-95 ms)."""
+    bound = 256 * 1024
+    store = _RecordingStore(tmp_path, min_free_bytes=0)
+    store.retention_batch_rows = BATCH_ROWS // 2
+    store.retention_checkpoint_bytes = bound
+    now = time.time()
+    try:
+        store.append(_old_points(OLD_ROWS, now))
+        store._con.execute("CHECKPOINT")  # the pass starts from an empty WAL
+        holds = _Holds(store._write_lock)
+        store._write_lock = holds  # type: ignore[assignment]
+
+        deleted = store.apply_retention({"metric_points": now - 7 * 86400})
+
+        assert deleted == {"metric_points": OLD_ROWS}
+        steps = [hold for hold in holds.holds if hold]
+        deletes = [rows for hold in steps for what, rows in hold if what == "delete"]
+        checkpoints = [wal for hold in steps for what, wal in hold if what == "checkpoint"]
+        assert sum(deletes) == OLD_ROWS and max(deletes) <= store.retention_batch_rows
+        assert all(len(hold) == 1 for hold in steps), [hold for hold in steps if len(hold) > 1]
+        # The WAL is checkpointed as it passes the bound (one batch's deletes over it at most),
+        # not once at the end with every delete of the pass in it.
+        assert len(checkpoints) >= 2, checkpoints
+        assert max(checkpoints) < 2 * bound, checkpoints
     finally:
         store.close()

@@ -1,4 +1,4 @@
-"""The HTTP API: health, Prometheus metrics, stats, findings, records, ingest of CloudEvents and labels.
+"""The HTTP API: health, Prometheus metrics, stats, findings, records; the plugins add theirs.
 
 Components add their own routes through ``ServiceContext.routes``. Every route declares its
 parameters and body with ``mlvigil.core.endpoint.endpoint``: the same models validate requests and
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -20,13 +19,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    JsonValue,
     create_model,
     model_validator,
 )
 
-from collector.cloudevents import ingest_event
-from collector.labels import label_batch
 from collector.pipeline import IngestPipeline
 from mlvigil import __version__
 from mlvigil.app.console import auth as console_auth
@@ -35,24 +31,20 @@ from mlvigil.core.config import split_addr
 from mlvigil.core.context import ServiceContext
 from mlvigil.core.endpoint import (
     MAX_BODY_KEY,
-    MAX_JSON_DEPTH,
     MAX_QUERY_VALUE_CHARS,
     MAX_REQUEST_LINE_BYTES,
-    THREAD_PARSE_BYTES,
     ApiError,
-    BodyModel,
-    ListBody,
+    EpochSeconds,
     QueryModel,
     Response,
     endpoint,
     error,
     error_response,
-    json_depth_exceeds,
     json_response,
     openapi_document,
 )
 from mlvigil.core.findings import KINDS, Severity, State
-from mlvigil.core.http_body import read_body, server_options
+from mlvigil.core.http_body import server_options
 from mlvigil.core.records import JSON_COLUMNS, TABLES
 
 log = logging.getLogger(__name__)
@@ -64,8 +56,6 @@ __all__ = ["Api", "error", "json_response"]
 
 #: Label names usable as finding filters: letters, digits, ``_ . - /`` (so ``k8s.namespace`` works).
 LABEL_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_./-]{0,127}$"
-#: Most labels accepted in one POST /api/v1/labels.
-MAX_LABELS_PER_REQUEST = 10_000
 #: Most rows one records query returns.
 MAX_RECORD_ROWS = 100_000
 #: Most findings one query returns.
@@ -89,8 +79,6 @@ def one_of(values: tuple[str, ...]) -> Any:
 
 _SEVERITIES = tuple(str(s) for s in Severity)
 _STATES = tuple(str(s) for s in State)
-EpochSeconds = Annotated[float, Field(description="Unix epoch seconds.")]
-ShortText = Annotated[str, Field(max_length=256)]
 
 
 # -- request models ------------------------------------------------------------------------------
@@ -127,21 +115,6 @@ class FindingsQuery(QueryModel):
 
     def labels(self) -> dict[str, str]:
         return dict(self.model_extra or {})
-
-
-class LabelIn(BodyModel):
-    request_id: str = Field(min_length=1, max_length=256, description="The prediction's request id.")
-    label: JsonValue = Field(description="The ground truth: any JSON value.")
-    ts: EpochSeconds | None = Field(None, description="When the label was known (default: now).")
-    service: ShortText | None = None
-    model: ShortText | None = None
-
-
-class LabelsBody(ListBody):
-    """``{"labels": [...]}`` or the bare list."""
-
-    list_key = "labels"
-    labels: list[LabelIn] = Field(min_length=1, max_length=MAX_LABELS_PER_REQUEST)
 
 
 _COLUMN_TYPES: dict[str, Any] = {
@@ -215,10 +188,6 @@ class FindingOut(BaseModel):
 
 class FindingsOut(BaseModel):
     findings: list[FindingOut]
-
-
-class AcceptedOut(BaseModel):
-    accepted: int
 
 
 class StatsOut(BaseModel):
@@ -412,45 +381,6 @@ class Api:
             await ingest.visible()
 
     @endpoint(
-        "KServe / Seldon payload-logger CloudEvents (binary or structured mode).",
-        description="The body is the CloudEvent's data (binary mode, ce-* headers) or the whole event"
-        " (structured mode, application/cloudevents+json).",
-        ok={202: Response("Stored.", AcceptedOut)},
-        errors=(400, 413, 415, 429, 503),
-        raw_body={
-            "application/json": {"description": "KServe V1/V2 or Seldon payload (binary mode)."},
-            "application/cloudevents+json": {"type": "object", "description": "A structured CloudEvent."},
-        },
-    )
-    async def cloudevents(self, request: web.Request) -> web.Response:
-        ingest = self.ctx.services["ingest"]
-        limits = self.ctx.config.ingest
-        with ingest.admit():
-            body = await read_body(request, limits.max_request_bytes, limits.read_timeout)
-            too_deep = (
-                await asyncio.to_thread(json_depth_exceeds, body, MAX_JSON_DEPTH)
-                if len(body) > THREAD_PARSE_BYTES
-                else json_depth_exceeds(body, MAX_JSON_DEPTH)
-            )
-            if too_deep:
-                raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
-            accepted = await ingest_event(ingest, request.headers, body, time.time())
-        return json_response({"accepted": accepted}, 202)
-
-    @endpoint(
-        "Label feedback: ground truth joined later to predictions by request id.",
-        body=LabelsBody,
-        ok={202: Response("Stored.", AcceptedOut)},
-        errors=(429, 503),
-    )
-    async def labels(self, request: web.Request, body: LabelsBody) -> web.Response:
-        # Holds an in-flight place like every other write; Overloaded (429) and ShuttingDown
-        # (503) answer through error_response.
-        with self.ctx.services["ingest"].admit():
-            await self._pipeline.submit(label_batch(body.labels, time.time()))
-        return json_response({"accepted": len(body.labels)}, 202)
-
-    @endpoint(
         "The OpenAPI 3.1 description of this API, generated from the handlers' own models.",
         ok={200: Response("OpenAPI document.", {"type": "object"})},
     )
@@ -481,8 +411,6 @@ class Api:
             r.add_get(f"/api/v1/records/{table}", self._records_handler(table))
         r.add_get("/api/v1/records/{table}", self.unknown_records)
         r.add_post("/api/v1/evaluate", self.evaluate)
-        r.add_post("/api/v1/ingest/cloudevents", self.cloudevents)
-        r.add_post("/api/v1/labels", self.labels)
         app.add_routes(self.ctx.routes)
         return app
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from alerts.plugin import PLUGIN as ALERTS
+from collector.plugin import PLUGIN as COLLECTOR
+from dashboards.plugin import PLUGIN as DASHBOARDS
 from detectors.carbon.plugin import PLUGIN as CARBON
 from detectors.drift.plugin import PLUGIN as DRIFT
 from detectors.estimation.plugin import PLUGIN as ESTIMATION
@@ -60,6 +62,7 @@ OPERATIONS: Plugin[Any] = Plugin(name="operations", commands=(MIGRATE, DEMO))
 
 PLUGINS: tuple[Plugin[Any], ...] = (
     SERVICE,
+    COLLECTOR,
     GPU,
     TRAINING,
     DRIFT,
@@ -68,6 +71,7 @@ PLUGINS: tuple[Plugin[Any], ...] = (
     ALERTS,
     RETRAIN,
     CONSOLE,
+    DASHBOARDS,
     OPERATIONS,
 )
 

@@ -9,16 +9,9 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping
 from typing import Any
 
-from collector.grpc_receiver import OtlpGrpcReceiver
-from collector.http_receiver import OtlpHttpReceiver
-from collector.llm_metrics import LlmTrafficMetrics
 from collector.native import NotBuilt
-from collector.otlp_ingest import OtlpIngest
-from collector.pipeline import IngestPipeline
-from collector.wal import DuckDBLoader, IngestLog, LoaderThread, WriteAheadLog
 from mlvigil.app.api import Api
 from mlvigil.app.plugins import PLUGINS
 from mlvigil.core.aio import stop_task
@@ -30,7 +23,6 @@ from mlvigil.core.detector_loop import DetectorLoop
 from mlvigil.core.finding_book import FindingBook
 from mlvigil.core.metrics import Telemetry
 from mlvigil.core.store import Store, open_configured
-from mlvigil.core.store.duckdb import DuckDBStore
 
 log = logging.getLogger("mlvigil")
 
@@ -72,8 +64,6 @@ class Service:
         self.components: list[Component] = []
         self.ctx: ServiceContext | None = None
         self.api: Api | None = None
-        self.http: OtlpHttpReceiver | None = None
-        self.grpc: OtlpGrpcReceiver | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -95,27 +85,6 @@ class Service:
             loop.share(coordinator)
         ctx = ServiceContext(config=cfg, store=store, telemetry=self.telemetry, book=book, detector_loop=loop)
         self.ctx = ctx
-        token = cfg.server.auth_token.resolve() if cfg.server.auth_token else None
-
-        llm_metrics = LlmTrafficMetrics(self.telemetry.registry)
-        pipeline = IngestPipeline(
-            store,
-            self.telemetry,
-            max_items=cfg.ingest.queue_max_items,
-            retry_after=cfg.ingest.retry_after_seconds,
-            on_committed=llm_metrics.observe,
-        )
-        ingest_log = None
-        if isinstance(store, DuckDBStore):
-            # OTLP goes through the write-ahead log, loaded into DuckDB by a loader thread.
-            # The PostgreSQL store keeps the direct path (its replicas share no local log).
-            ingest_log, wal = self._ingest_log(store, lambda: ingest.close(), llm_metrics)
-            ingest = OtlpIngest(pipeline, self.telemetry, cfg.ingest, wal=wal)
-        else:
-            ingest = OtlpIngest(pipeline, self.telemetry, cfg.ingest)
-        ctx.services["ingest"] = ingest
-        ctx.services["pipeline"] = pipeline
-
         # Each plugin's parts, from its section (validated once, when the config was loaded).
         extras: list[Component] = []
         for plugin in PLUGINS:
@@ -133,17 +102,17 @@ class Service:
                 else:
                     extras.append(item)
 
-        self.api = Api(ctx, pipeline, token)
-        self.http = OtlpHttpReceiver(ingest, cfg.server.otlp_http_addr, cfg.ingest.max_request_bytes, token)
-        self.grpc = OtlpGrpcReceiver(ingest, cfg.server.otlp_grpc_addr, cfg.ingest.max_request_bytes, token)
+        token = cfg.server.auth_token.resolve() if cfg.server.auth_token else None
+        self.api = Api(ctx, ctx.services["pipeline"], token)
         retention = RetentionTask(store, cfg.storage.retention, cfg.storage.retention_interval)
-        # Start order: the writer before anything that submits; receivers last.
-        # Stop order (the reverse): receivers, then the log (ingest workers, log, loader drain).
-        ordered: list[Component] = [pipeline, loop, retention, *extras, self.api, self.grpc, self.http]
-        if ingest_log is not None:
-            ordered.insert(1, ingest_log)
+        # Start order: each plugin's parts in registry order (the collector's pipeline and
+        # write-ahead log first: the writers before anything that submits), the detector loop
+        # and retention, the API, and the listeners (the OTLP receivers) last. Stop order is
+        # the reverse: receivers first, then the API, the loop, and the plugins' parts (the
+        # log drains what was acknowledged).
+        ordered: list[Component] = [*extras, loop, retention, self.api, *ctx.listeners]
         if coordinator is not None:
-            ordered.insert(1, coordinator)
+            ordered.insert(0, coordinator)  # leases before the loop shares detectors by them
         for comp in ordered:
             await comp.start()
             self.components.append(comp)
@@ -153,42 +122,12 @@ class Service:
                 await result
         self.api.ready = True
 
-    def _ingest_log(
-        self, store: DuckDBStore, before_close: Callable[[], None], llm_metrics: LlmTrafficMetrics
-    ) -> tuple[IngestLog, WriteAheadLog]:
-        cfg = self.config
-        wal = WriteAheadLog(
-            cfg.ingest.log_dir or cfg.storage.data_dir / "wal",
-            segment_bytes=cfg.ingest.log_segment_bytes,
-            max_bytes=cfg.ingest.log_max_bytes,
-            retry_after=cfg.ingest.retry_after_seconds,
-        )
-        written = self.telemetry.records_written
-
-        def count(tables: Mapping[str, Any]) -> None:
-            # On the loader thread, once per loaded group (up to loader_max_records requests):
-            # the Arrow aggregation's fixed cost is paid per group, not per request.
-            for name, table in tables.items():
-                written.labels(table=name).inc(table.num_rows)
-            llm_metrics.observe_arrow(tables)
-
-        def loader() -> LoaderThread:
-            return LoaderThread(
-                wal,
-                DuckDBLoader(store),
-                max_records=cfg.ingest.loader_max_records,
-                registry=self.telemetry.registry,
-                on_loaded=count,
-            )
-
-        return IngestLog(wal, loader, before_close), wal
-
     def addresses(self) -> dict[str, Any]:
-        assert self.api and self.http and self.grpc
+        assert self.api and self.ctx
         return {
             "api": self.api.port,
-            "otlp_http": self.http.port,
-            "otlp_grpc": self.grpc.port,
+            "otlp_http": self.ctx.services["otlp_http"].port,
+            "otlp_grpc": self.ctx.services["otlp_grpc"].port,
             "data_dir": str(self.config.storage.data_dir),
         }
 

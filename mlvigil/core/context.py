@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from mlvigil.core.component import Component
     from mlvigil.core.config import Config
     from mlvigil.core.detector_loop import DetectorLoop
     from mlvigil.core.finding_book import FindingBook
@@ -27,5 +28,8 @@ class ServiceContext:
     routes: list[web.RouteDef] = field(default_factory=list)
     # Named objects components expose to each other through the service (e.g. "ingest").
     services: dict[str, Any] = field(default_factory=dict)
+    # Components that take data from outside (the OTLP receivers): started after every other
+    # component and the API, stopped before them, so nothing arrives after the writers drain.
+    listeners: list[Component] = field(default_factory=list)
     # Callbacks run by the service after all components started.
     on_started: list[Callable[[], Any]] = field(default_factory=list)

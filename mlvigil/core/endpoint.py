@@ -18,11 +18,11 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import models_json_schema
 
 from mlvigil.core.errors import ApiError, format_validation, refusal_of
@@ -57,6 +57,11 @@ class QueryModel(BaseModel):
     """Base of query-parameter models: unknown parameters are errors, numbers must be finite."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=MAX_QUERY_VALUE_CHARS)
+
+
+#: Field types shared by request models of every plugin's routes.
+EpochSeconds = Annotated[float, Field(description="Unix epoch seconds.")]
+ShortText = Annotated[str, Field(max_length=256)]
 
 
 class BodyModel(BaseModel):

@@ -1,6 +1,6 @@
 """The store interface: what receivers write to and detectors, alerts and the API read from.
 
-The embedded default is DuckDB (``mlvigil.core.store.duckdb``). Larger installations implement
+The embedded default is DuckDB (the ``mlvigil.core.store.duckdb`` package). Larger installations implement
 this interface on an existing engine; nothing outside ``mlvigil.core.store`` knows which one runs.
 """
 

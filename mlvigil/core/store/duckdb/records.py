@@ -1,0 +1,168 @@
+"""Writing records: group-committed appends, inference half-row merges, and loading the
+ingest write-ahead log. Batches are appended as Arrow tables because DuckDB scans them
+zero-copy; NULL and NaN stay distinct (a NaN loss is a finding, a missing loss is not)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from mlvigil.core.records import TABLES, RecordBatch
+from mlvigil.core.store.base import StoreError, StoreUnavailable
+from mlvigil.core.store.dialect import ident as _ident
+from mlvigil.core.store.duckdb.connection import DuckDBConnection
+
+_ARROW_TYPES = {
+    "DOUBLE": pa.float64(),
+    "BIGINT": pa.int64(),
+    "INTEGER": pa.int32(),
+    "VARCHAR": pa.string(),
+    "BLOB": pa.binary(),
+    "BOOLEAN": pa.bool_(),
+}
+
+_SCHEMAS = {
+    table: pa.schema([(c.name, _ARROW_TYPES[c.sql_type]) for c in cols]) for table, cols in TABLES.items()
+}
+
+
+class RecordWrites(DuckDBConnection):
+    """Appends (one transaction for a group of batches), merges and log loads."""
+
+    # How far back a second half may find the first (KServe logs both within one request).
+    MERGE_WINDOW_S = 3600.0
+
+    def _merge_inferences_locked(self, rows: list[dict[str, Any]]) -> None:
+        """Merge each half-row into the row its other half wrote, or insert it: one UPDATE and
+        one INSERT for the whole list (a 20,000-instance event is two statements, not 40,000)."""
+        cols = [c.name for c in TABLES["inferences"]]
+        # Merged one after another when a request id repeats in the list (the later half meets
+        # the earlier); otherwise all at once.
+        if len({(r["request_id"], r["source"]) for r in rows}) < len(rows):
+            for row in rows:
+                self._merge_inferences_locked([row])
+            return
+        merge = pa.Table.from_pydict(
+            {c: [r.get(c) for r in rows] for c in cols}, schema=_SCHEMAS["inferences"]
+        )
+        self._con.register("_merge", merge)
+        try:
+            self._con.execute(
+                "UPDATE inferences SET features = coalesce(inferences.features, m.features),"
+                " prediction = coalesce(inferences.prediction, m.prediction),"
+                " score = coalesce(inferences.score, m.score),"
+                " latency_s = coalesce(inferences.latency_s, m.latency_s),"
+                " model_version = coalesce(inferences.model_version, m.model_version)"
+                " FROM _merge AS m WHERE inferences.request_id = m.request_id"
+                " AND inferences.source = m.source AND inferences.ts >= m.ts - ?",
+                [self.MERGE_WINDOW_S],
+            )
+            self._con.execute(
+                f"INSERT INTO inferences SELECT {', '.join('m.' + _ident(c) for c in cols)} FROM _merge AS m"
+                " WHERE NOT EXISTS (SELECT 1 FROM inferences AS i WHERE i.request_id = m.request_id"
+                " AND i.source = m.source AND i.ts >= m.ts - ?)",
+                [self.MERGE_WINDOW_S],
+            )
+        finally:
+            self._con.unregister("_merge")
+
+    def _append_locked(self, batch: RecordBatch) -> None:
+        if batch.inference_merges:
+            self._merge_inferences_locked(batch.inference_merges)
+        for table, cols in batch.columns.items():
+            if not cols or not next(iter(cols.values())):
+                continue
+            schema = _SCHEMAS.get(table)
+            if schema is None:
+                raise StoreError(f"unknown record table {table!r}")
+            try:
+                arrow = pa.Table.from_pydict(cols, schema=schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
+                raise StoreError(f"{table}: {exc}") from exc
+            self._con.register("_batch", arrow)
+            try:
+                self._con.execute(f"INSERT INTO {_ident(table)} SELECT * FROM _batch")
+            finally:
+                self._con.unregister("_batch")
+
+    def log_position(self, log: str) -> tuple[int, int] | None:
+        """(segment, byte offset) up to which write-ahead log ``log`` is loaded; None: nothing yet."""
+        row = self._read(
+            lambda con: con.execute(
+                "SELECT segment, byte_offset FROM log_positions WHERE log = ?", [log]
+            ).fetchone()
+        )
+        return (int(row[0]), int(row[1])) if row else None
+
+    def load_log(self, log: str, tables: dict[str, pa.Table], segment: int, offset: int) -> None:
+        """Insert Arrow ``tables`` (record tables, columns by name; missing ones NULL) and move
+        ``log``'s position to (segment, offset), in one transaction: a replay after a crash
+        starts exactly after what was stored."""
+
+        def statements(con: duckdb.DuckDBPyConnection) -> None:
+            for table, arrow in tables.items():
+                if table not in TABLES:
+                    raise StoreError(f"unknown record table {table!r}")
+                con.register("_log_batch", arrow)
+                try:
+                    con.execute(f"INSERT INTO {_ident(table)} BY NAME SELECT * FROM _log_batch")
+                finally:
+                    con.unregister("_log_batch")
+            con.execute("INSERT OR REPLACE INTO log_positions VALUES (?, ?, ?)", [log, segment, offset])
+
+        self._write(statements)
+
+    def append(self, batch: RecordBatch) -> None:
+        (err,) = self.append_many([batch])
+        if err is not None:
+            raise err
+
+    def append_many(self, batches: Sequence[RecordBatch]) -> list[BaseException | None]:
+        """Group commit: one transaction for all; on failure, each batch alone so one bad
+        batch cannot take the others down with it. When the disk is the problem, every
+        batch gets the same StoreUnavailable (nothing of it was stored)."""
+        with self._write_lock:
+            con = self._writable_locked()
+            try:
+                con.begin()
+                for batch in batches:
+                    self._append_locked(batch)
+                con.commit()
+            except Exception as exc:
+                if _committed_anyway(exc):
+                    self._unavailable(exc)
+                    return [None] * len(batches)
+                self._rollback_locked()
+                if isinstance(failed := self._failed_write(exc), StoreUnavailable):
+                    return [failed] * len(batches)
+                if len(batches) == 1:
+                    return [exc]
+            else:
+                self._after_commit_locked()
+                return [None] * len(batches)
+            results: list[BaseException | None] = []
+            for batch in batches:
+                try:
+                    con.begin()
+                    self._append_locked(batch)
+                    con.commit()
+                    results.append(None)
+                except Exception as exc:
+                    if _committed_anyway(exc):
+                        self._unavailable(exc)
+                        results.append(None)
+                        continue
+                    self._rollback_locked()
+                    results.append(self._failed_write(exc))
+            if any(r is None for r in results):
+                self._after_commit_locked()
+            return results
+
+
+def _committed_anyway(exc: BaseException) -> bool:
+    """DuckDB's words for a COMMIT that is durable although an autocheckpoint after it failed
+    (only possible if the auto-checkpoint threshold is reached despite being turned off)."""
+    return "COMMIT succeeded and is durable" in str(exc)
