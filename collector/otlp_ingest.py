@@ -142,11 +142,16 @@ class OtlpIngest:
         """Run ``fn(*args)`` on a decode worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def visible(self, timeout: float = 5.0) -> None:
+    async def visible(self, timeout: float = 5.0, *, raw_spans: bool = True) -> None:
         """Wait (bounded) until the records of every request acknowledged so far are in the
-        store: queries and evaluations read what was acknowledged before them."""
-        if self.wal is not None and not self.wal.all_loaded():
-            await asyncio.to_thread(self.wal.wait_loaded, timeout)
+        store: queries and evaluations read what was acknowledged before them. With
+        ``raw_spans=False`` (a reader of the other tables) only for the log's primary loader
+        pass, not the lower-priority one that loads the ``spans`` table."""
+        if self.wal is None:
+            return
+        consumers = None if raw_spans else [self.wal.primary]
+        if not self.wal.all_loaded(consumers):
+            await asyncio.to_thread(self.wal.wait_loaded, timeout, consumers)
 
     def close(self) -> None:
         """Wait for the requests on the worker threads (their log appends) and stop them."""

@@ -18,7 +18,7 @@ from collector.llm_metrics import LlmTrafficMetrics
 from collector.native import NotBuilt
 from collector.otlp_ingest import OtlpIngest
 from collector.pipeline import IngestPipeline
-from collector.wal import DuckDBLoader, IngestLog, LoaderThread, WriteAheadLog
+from collector.wal import PASSES, DuckDBLoader, IngestLog, LoaderThread, WriteAheadLog
 from mlvigil.app.api import Api
 from mlvigil.app.plugins import PLUGINS
 from mlvigil.core.aio import stop_task
@@ -162,6 +162,7 @@ class Service:
             segment_bytes=cfg.ingest.log_segment_bytes,
             max_bytes=cfg.ingest.log_max_bytes,
             retry_after=cfg.ingest.retry_after_seconds,
+            consumers=tuple(PASSES),
         )
         written = self.telemetry.records_written
 
