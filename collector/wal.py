@@ -110,16 +110,35 @@ class Record:
     size: int
 
 
-def encode(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> bytes:
-    parts: list[bytes] = []
+@dataclass(frozen=True)
+class Payload:
+    """One record's payload as the parts written back to back (never joined: the Arrow IPC
+    buffers go to the file as they are), with its length and CRC-32."""
+
+    parts: list[bytes | pa.Buffer]
+    size: int
+    crc: int
+
+
+def encode_parts(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> Payload:
+    parts: list[bytes | pa.Buffer] = []
+    size = crc = 0
     for name, table in tables.items():
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write(table)
         ipc = sink.getvalue()
         raw = name.encode()
-        parts += [_NAME.pack(len(raw)), raw, _LEN.pack(ipc.size), ipc.to_pybytes()]
-    return b"".join(parts)
+        for part in (_NAME.pack(len(raw)) + raw + _LEN.pack(ipc.size), ipc):
+            parts.append(part)
+            size += part.size if isinstance(part, pa.Buffer) else len(part)
+            crc = zlib.crc32(part, crc)  # releases the GIL for large buffers
+    return Payload(parts, size, crc)
+
+
+def encode(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> bytes:
+    """The payload of ``tables`` as one bytes object (what ``decode`` reads)."""
+    return b"".join(bytes(part) for part in encode_parts(tables).parts)
 
 
 def decode(payload: bytes, wanted: TableFilter | None = None) -> dict[str, pa.Table]:
@@ -140,10 +159,16 @@ def decode(payload: bytes, wanted: TableFilter | None = None) -> dict[str, pa.Ta
     return out
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, parts: list[bytes | pa.Buffer]) -> None:
+    """Write ``parts`` back to back (one writev, looping over what a short write left)."""
+    views = [memoryview(p) for p in parts]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
 
 
 def _segment_path(directory: Path, n: int) -> Path:
@@ -252,7 +277,7 @@ class WriteAheadLog:
         #: fdatasync calls so far (one per group of appends).
         self.syncs = 0
         self._cond = threading.Condition()
-        self._pending: list[tuple[bytes, Future[Position]]] = []
+        self._pending: list[tuple[Payload, Future[Position]]] = []
         self._closed = False
         #: how far each consumer has loaded
         self._loaded = {c: Position(-1, 0) for c in self.consumers}
@@ -325,7 +350,7 @@ class WriteAheadLog:
         """Queue one request's tables; LogFull while the log is over its bound,
         ShuttingDown once it is closed."""
         self.check_room()
-        payload = encode(tables)
+        payload = encode_parts(tables)  # IPC and CRC here, on the caller's thread
         fut: Future[Position] = Future()
         with self._cond:
             if self._closed:
@@ -418,12 +443,10 @@ class WriteAheadLog:
                             self._roll_locked()
                     now = time.time_ns()
                     with self._count_lock:
-                        _write_all(
-                            self._file.fileno(), HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), now)
-                        )
-                        _write_all(self._file.fileno(), payload)
-                        self._offset += HEADER.size + len(payload)
-                        self._pending_bytes += HEADER.size + len(payload)
+                        header = HEADER.pack(MAGIC, payload.size, payload.crc, now)
+                        _write_all(self._file.fileno(), [header, *payload.parts])
+                        self._offset += HEADER.size + payload.size
+                        self._pending_bytes += HEADER.size + payload.size
                     done.append((fut, Position(self._segment, self._offset), now))
                 os.fdatasync(self._file.fileno())
                 self.syncs += 1

@@ -34,6 +34,7 @@ Needs the extension built (scripts/setup.sh does it). One command for everything
 from __future__ import annotations
 
 import argparse
+import http.client
 import importlib.util
 import os
 import statistics
@@ -212,14 +213,23 @@ def _served(bodies: list[bytes], transport: str, clients: int, repeat: int) -> t
                 response_deserializer=None,
             )
 
+            # One kept-alive connection per sender, as OTLP/HTTP exporters keep theirs.
+            conns = threading.local()
+            host, port = svc.otlp_http.removeprefix("http://").rsplit(":", 1)
+
             def send(body: bytes) -> None:
                 if transport == "grpc":
                     export(body, timeout=60)
                     return
-                status, _, reply = svc.request(
-                    "POST", svc.otlp_http + "/v1/traces", body, {"Content-Type": "application/x-protobuf"}
-                )
-                assert status == 200, reply
+                if not hasattr(conns, "http"):
+                    conns.http = http.client.HTTPConnection(host, int(port), timeout=60)
+                headers = {"Content-Type": "application/x-protobuf"}
+                if svc.token:
+                    headers["Authorization"] = f"Bearer {svc.token}"
+                conns.http.request("POST", "/v1/traces", body, headers)
+                reply = conns.http.getresponse()
+                assert reply.status == 200, reply.read()
+                reply.read()
 
             def client() -> None:
                 while True:
@@ -330,6 +340,10 @@ def _overload(
         f"    server RSS: at rest {rest:,.0f} MB, peak {max(samples[:half]):,.0f} MB (first half)"
         f" / {max(samples[half:] or samples):,.0f} MB (second half), end (all loaded) {end:,.0f} MB"
     )
+    if seconds >= 60:  # long runs: the peak of each tenth, to show whether it levels off
+        step = max(1, len(samples) // 10)
+        peaks = [max(samples[i : i + step]) for i in range(0, len(samples), step)]
+        print(f"    peak RSS per tenth of the run (MB): {' '.join(f'{p:,.0f}' for p in peaks)}")
 
 
 def main() -> None:
@@ -347,6 +361,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5, help="times each request is sent to the service")
     parser.add_argument("--overload-seconds", type=float, default=20.0, help="overload run length (0: none)")
     parser.add_argument("--overload-clients", type=int, default=24, help="senders in the overload run")
+    parser.add_argument("--overload-only", action="store_true", help="only the overload run")
     args = parser.parse_args()
     bodies = [llm_request(SPANS_PER_REQUEST, seed=i) for i in range(args.requests)]
     opts = NormaliseOptions()
@@ -362,6 +377,9 @@ def main() -> None:
         base = _baseline(args.baseline)
         rows["  baseline build: native scan"] = base.scan_traces_count
         rows["  baseline build: to pyarrow"] = base.normalise_traces
+    if args.overload_only:
+        _overload(bodies, args.overload_seconds, args.overload_clients, in_flight=8)
+        return
     if not args.lag_only:
         bound = _rounds(rows, bodies, args.rounds, args.requests)
         if not args.no_server:
