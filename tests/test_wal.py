@@ -320,3 +320,20 @@ def test_a_store_loaded_in_one_pass_continues_with_the_raw_spans_pass_without_du
         loader.stop()
         reopened.close()
         store.close()
+
+
+def test_the_store_checkpoints_between_loads_so_its_own_wal_and_memory_stay_bounded(tmp_path: Path) -> None:
+    """Each load reads its position first; a read left open used to keep a transaction open
+    and every CHECKPOINT refused, so DuckDB's WAL and in-memory tables grew without bound."""
+    store = DuckDBStore(tmp_path / "db", checkpoint_bytes=1)
+    wal = WriteAheadLog(tmp_path / "wal")
+    try:
+        for i in range(3):
+            wal.append(_spans(*range(i * 100, i * 100 + 100))).result(timeout=10)
+            assert load_once(wal, DuckDBLoader(store))[0] == 1
+            duckdb_wal = tmp_path / "db" / "mlvigil.duckdb.wal"
+            assert not duckdb_wal.exists() or duckdb_wal.stat().st_size == 0, "the load was not checkpointed"
+        assert _ids(store) == list(range(300))
+    finally:
+        wal.close()
+        store.close()
