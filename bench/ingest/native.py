@@ -17,7 +17,8 @@ With ``--baseline FILE.so`` (another build of the extension), rows 3-4 are measu
 both builds, interleaved, so that a change is compared within one run.
 
 Then, unless ``--no-server``, the real service (``mlvigil serve`` in a subprocess) over
-OTLP/HTTP and OTLP/gRPC: ``--clients`` concurrent senders of the same requests, measured in
+OTLP/HTTP and OTLP/gRPC: ``--clients`` concurrent senders of the same requests (HTTP on
+kept-alive connections, as exporters send), measured in
 the server process's CPU time (all its threads, from /proc): once at the last
 acknowledgement (receive, normalise, log append + fdatasync) and once when the loader has
 them all in DuckDB; each as a ratio to the decode bound measured in the same run.
