@@ -294,6 +294,6 @@ async def ingest_event(ingest: OtlpIngest, headers: Mapping[str, str], body: byt
     )
     # A merge meets the half that OTLP wrote only once that half is loaded from the log:
     # wait (bounded) for everything acknowledged before this event.
-    await ingest.visible()
+    await ingest.visible(raw_spans=False)
     await ingest.pipeline.submit(RecordBatch(inference_merges=rows))
     return len(rows)

@@ -23,7 +23,7 @@ from mlvigil.core.config import split_addr
 from mlvigil.core.errors import RPC_CODE_OF_HTTP, Refusal, refusal_of
 
 # read_body re-exported: detectors.drift.api reads monitor bodies with it.
-from mlvigil.core.http_body import content_encoding, read_limited, server_options
+from mlvigil.core.http_body import content_encoding, read_chunks, server_options
 from mlvigil.core.http_body import read_body as read_body
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,8 @@ class OtlpHttpReceiver:
         try:
             encoding = content_encoding(request)
             with self._ingest.admit():
-                body = await read_limited(request, self._max, self._ingest.config.read_timeout)
+                # Joined on the decode worker, not here on the event loop.
+                body = await read_chunks(request, self._max, self._ingest.config.read_timeout)
                 result = await self._ingest.export_bytes(
                     signal, body, ctype, "http", gzipped=encoding == "gzip"
                 )
@@ -88,7 +89,7 @@ class OtlpHttpReceiver:
         return web.Response(body=encode_response(result.response, reply_type), content_type=reply_type)
 
     async def start(self) -> None:
-        # client_max_size is a backstop only: read_limited enforces the limit while streaming.
+        # client_max_size is a backstop only: read_chunks enforces the limit while streaming.
         app = web.Application(client_max_size=self._max + 1)
         for path in SIGNALS:
             app.router.add_post(path, self.handle)

@@ -81,6 +81,30 @@ def _response(signal: str, rejected: int, message: str) -> Message:
     return resp
 
 
+def _on_loop(done: Future[Position]) -> asyncio.Future[Position]:
+    """An asyncio future with ``done``'s outcome, set by one hop to the loop. Unlike
+    ``wrap_future`` it never cancels ``done``: a client gone meanwhile must not cancel the
+    log writer's future (so no ``shield`` around it either)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[Position] = loop.create_future()
+
+    def settle(fut: Future[Position]) -> None:
+        if waiter.cancelled():
+            return
+        if (exc := fut.exception()) is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(fut.result())
+
+    def hop(fut: Future[Position]) -> None:
+        # The service's loop may be closed by the time a late group syncs: nobody waits then.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, fut)
+
+    done.add_done_callback(hop)
+    return waiter
+
+
 @dataclass
 class _Logged:
     """One request normalised and queued for the log: ``durable`` is done at its fdatasync
@@ -142,19 +166,26 @@ class OtlpIngest:
         """Run ``fn(*args)`` on a decode worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def visible(self, timeout: float = 5.0) -> None:
+    async def visible(self, timeout: float = 5.0, *, raw_spans: bool = True) -> None:
         """Wait (bounded) until the records of every request acknowledged so far are in the
-        store: queries and evaluations read what was acknowledged before them."""
-        if self.wal is not None and not self.wal.all_loaded():
-            await asyncio.to_thread(self.wal.wait_loaded, timeout)
+        store: queries and evaluations read what was acknowledged before them. With
+        ``raw_spans=False`` (a reader of the other tables) only for the log's primary loader
+        pass, not the lower-priority one that loads the ``spans`` table."""
+        if self.wal is None:
+            return
+        consumers = None if raw_spans else [self.wal.primary]
+        if not self.wal.all_loaded(consumers):
+            await asyncio.to_thread(self.wal.wait_loaded, timeout, consumers)
 
     def close(self) -> None:
         """Wait for the requests on the worker threads (their log appends) and stop them."""
         self._executor.shutdown(wait=True)
 
     def _decode_normalise(
-        self, signal: str, body: bytes, content_type: str, gzipped: bool
+        self, signal: str, chunks: bytes | list[bytes], content_type: str, gzipped: bool
     ) -> Normalised | _Logged:
+        # A list: the chunks an HTTP body arrived in, joined here rather than on the loop.
+        body = b"".join(chunks) if isinstance(chunks, list) else chunks
         if gzipped:
             body = gunzip_limited(body, self.config.max_request_bytes)
         if self.wal is not None:
@@ -212,9 +243,16 @@ class OtlpIngest:
         return _Logged(result, durable)
 
     async def export_bytes(
-        self, signal: str, body: bytes, content_type: str, transport: str, *, gzipped: bool = False
+        self,
+        signal: str,
+        body: bytes | list[bytes],
+        content_type: str,
+        transport: str,
+        *,
+        gzipped: bool = False,
     ) -> ExportResult:
-        """Decode, normalise and durably store one encoded export request. Raises BadRequest,
+        """Decode, normalise and durably store one encoded export request (``body`` may be
+        the chunks it arrived in: joined on the worker thread). Raises BadRequest,
         TooLarge, Overloaded/ShuttingDown, and StoreUnavailable (LogFull, a failed log write)."""
         t0 = time.perf_counter()
         result = await self.off_loop(self._decode_normalise, signal, body, content_type, gzipped)
@@ -236,8 +274,7 @@ class OtlpIngest:
             if outcome.durable is not None:
                 try:
                     # The acknowledgement point: the log's group fdatasync covers this request.
-                    # Shielded: a client gone meanwhile must not cancel the writer's future.
-                    await asyncio.shield(asyncio.wrap_future(outcome.durable))
+                    await _on_loop(outcome.durable)
                 except OSError as exc:
                     raise StoreUnavailable(
                         f"the write-ahead log could not be written: {exc}", self.config.retry_after_seconds

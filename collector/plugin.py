@@ -74,13 +74,14 @@ def _ingest_log(
     before_close: Callable[[], None],
     llm_metrics: LlmTrafficMetrics,
 ) -> tuple[IngestLog, WriteAheadLog]:
-    from collector.wal import IngestLog, LoaderThread, WriteAheadLog
+    from collector.wal import PASSES, IngestLog, LoaderThread, WriteAheadLog
 
     wal = WriteAheadLog(
         ingest.log_dir or ctx.config.storage.data_dir / "wal",
         segment_bytes=ingest.log_segment_bytes,
         max_bytes=ingest.log_max_bytes,
         retry_after=ingest.retry_after_seconds,
+        consumers=tuple(PASSES),
     )
     written = ctx.telemetry.records_written
 

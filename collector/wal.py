@@ -23,6 +23,7 @@ fdatasync; the service's ``IngestLog`` runs one ``LoaderThread`` into the DuckDB
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import struct
@@ -30,7 +31,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,29 @@ class Position:
 
 
 @dataclass(frozen=True)
+class TableFilter:
+    """Which tables of each record a loader pass loads: ``only`` these (None: all) but not
+    ``without``."""
+
+    only: frozenset[str] | None = None
+    without: frozenset[str] = frozenset()
+
+    def selects(self, name: str) -> bool:
+        return (self.only is None or name in self.only) and name not in self.without
+
+
+#: The passes of the service's loader (``LoaderThread``), each with its own position in the
+#: store: the record tables the detectors and queries read first (the hot pass), then the raw
+#: ``spans`` table in its own, lower-priority pass (it was ~40% of the loader's cost).
+HOT = "ingest"
+RAW_SPANS = "ingest-spans"
+PASSES: dict[str, TableFilter] = {
+    HOT: TableFilter(without=frozenset({"spans"})),
+    RAW_SPANS: TableFilter(only=frozenset({"spans"})),
+}
+
+
+@dataclass(frozen=True)
 class Record:
     end: Position
     appended_ns: int
@@ -86,19 +110,40 @@ class Record:
     size: int
 
 
-def encode(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> bytes:
-    parts: list[bytes] = []
+@dataclass(frozen=True)
+class Payload:
+    """One record's payload as the parts written back to back (never joined: the Arrow IPC
+    buffers go to the file as they are), with its length and CRC-32."""
+
+    parts: list[bytes | pa.Buffer]
+    size: int
+    crc: int
+
+
+def encode_parts(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> Payload:
+    parts: list[bytes | pa.Buffer] = []
+    size = crc = 0
     for name, table in tables.items():
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write(table)
         ipc = sink.getvalue()
         raw = name.encode()
-        parts += [_NAME.pack(len(raw)), raw, _LEN.pack(ipc.size), ipc.to_pybytes()]
-    return b"".join(parts)
+        for part in (_NAME.pack(len(raw)) + raw + _LEN.pack(ipc.size), ipc):
+            parts.append(part)
+            size += part.size if isinstance(part, pa.Buffer) else len(part)
+            crc = zlib.crc32(part, crc)  # releases the GIL for large buffers
+    return Payload(parts, size, crc)
 
 
-def decode(payload: bytes) -> dict[str, pa.Table]:
+def encode(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> bytes:
+    """The payload of ``tables`` as one bytes object (what ``decode`` reads)."""
+    return b"".join(bytes(part) for part in encode_parts(tables).parts)
+
+
+def decode(payload: bytes, wanted: TableFilter | None = None) -> dict[str, pa.Table]:
+    """The tables of ``payload``; with ``wanted``, only those it selects (the others are
+    skipped unread)."""
     out: dict[str, pa.Table] = {}
     view = memoryview(payload)
     pos = 0
@@ -108,15 +153,22 @@ def decode(payload: bytes) -> dict[str, pa.Table]:
         pos += 2 + n
         (size,) = _LEN.unpack_from(view, pos)
         pos += 4
-        out[name] = pa.ipc.open_stream(pa.py_buffer(view[pos : pos + size])).read_all()
+        if wanted is None or wanted.selects(name):
+            out[name] = pa.ipc.open_stream(pa.py_buffer(view[pos : pos + size])).read_all()
         pos += size
     return out
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+def _write_all(fd: int, parts: list[bytes | pa.Buffer]) -> None:
+    """Write ``parts`` back to back (one writev, looping over what a short write left)."""
+    views = [memoryview(p) for p in parts]
+    while views:
+        written = os.writev(fd, views)
+        while views and written >= views[0].nbytes:
+            written -= views[0].nbytes
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
 
 
 def _segment_path(directory: Path, n: int) -> Path:
@@ -177,8 +229,11 @@ def _read_records(
             pos = end
 
 
-def read(directory: Path, after: Position | None = None) -> Iterator[Record]:
-    """Every whole record after ``after`` (all of them for None), in log order."""
+def read(
+    directory: Path, after: Position | None = None, wanted: TableFilter | None = None
+) -> Iterator[Record]:
+    """Every whole record after ``after`` (all of them for None), in log order; with
+    ``wanted``, each record's tables it selects only."""
     segs = segments(directory)
     for i, n in enumerate(segs):
         if after is not None and n < after.segment:
@@ -188,14 +243,18 @@ def read(directory: Path, after: Position | None = None) -> Iterator[Record]:
             # only what is past the position, a record at a time: a loader reads each byte once
             path, last = _segment_path(directory, n), i == len(segs) - 1
             for end, appended, payload in _read_records(path, start, last):
-                yield Record(Position(n, end), appended, decode(payload), len(payload))
+                yield Record(Position(n, end), appended, decode(payload, wanted), len(payload))
         except FileNotFoundError:  # loaded and deleted meanwhile
             continue
 
 
 class WriteAheadLog:
     """Appends with group commit on one writer thread; ``append`` returns a Future that is
-    done once the record is durable (its group's fdatasync returned)."""
+    done once the record is durable (its group's fdatasync returned).
+
+    ``consumers`` names the loader passes that each load the whole log, each at its own
+    position (the first is the primary one: the default of ``lag_seconds``, ``wait_loaded``,
+    ``loaded``); a segment is deleted, and the bound freed, once every consumer is past it."""
 
     def __init__(
         self,
@@ -204,8 +263,13 @@ class WriteAheadLog:
         segment_bytes: int = 64 * 1024 * 1024,
         max_bytes: int = 1024 * 1024 * 1024,
         retry_after: int = 5,
+        consumers: Sequence[str] = (HOT,),
     ) -> None:
+        if not consumers:
+            raise ValueError("a write-ahead log needs at least one consumer")
         self.directory = Path(directory)
+        self.consumers = tuple(consumers)
+        self.primary = self.consumers[0]
         self.directory.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
         self.max_bytes = max_bytes
@@ -213,12 +277,13 @@ class WriteAheadLog:
         #: fdatasync calls so far (one per group of appends).
         self.syncs = 0
         self._cond = threading.Condition()
-        self._pending: list[tuple[bytes, Future[Position]]] = []
+        self._pending: list[tuple[Payload, Future[Position]]] = []
         self._closed = False
-        self._loaded = Position(-1, 0)
-        #: (end, append ns) of records not known to be loaded yet (found at start or appended
-        #: since), oldest first: the loader lag is the age of the first.
-        self._unloaded: deque[tuple[Position, int]] = deque()
+        #: how far each consumer has loaded
+        self._loaded = {c: Position(-1, 0) for c in self.consumers}
+        #: per consumer, (end, append ns) of records it is not known to have loaded yet
+        #: (found at start or appended since), oldest first: its lag is the age of the first.
+        self._unloaded: dict[str, deque[tuple[Position, int]]] = {c: deque() for c in self.consumers}
         #: set after each group commit (wakes a loader thread)
         self.appended = threading.Event()
         segs = segments(self.directory)
@@ -241,7 +306,8 @@ class WriteAheadLog:
             for end, appended, _ in _read_records(
                 _segment_path(self.directory, n), 0, last=i == len(segs) - 1, payloads=False
             ):
-                self._unloaded.append((Position(n, end), appended))
+                for pending in self._unloaded.values():
+                    pending.append((Position(n, end), appended))
         # Running count of the bytes not loaded (what the bound and admission check read per
         # request): writes add to it; each ``loaded`` recounts from the files. Both hold the
         # lock, so a recount never misses or doubles a write.
@@ -254,16 +320,21 @@ class WriteAheadLog:
         self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
         self._thread.start()
 
+    def _oldest_position(self) -> Position:
+        """How far every consumer has loaded."""
+        return min(self._loaded.values())
+
     def unloaded_bytes(self) -> int:
-        """Bytes of the log not loaded yet (what the bound counts)."""
+        """Bytes of the log not loaded yet by every consumer (what the bound counts)."""
         total = 0
+        oldest = self._oldest_position()
         for n in segments(self.directory):
             try:
                 total += _segment_path(self.directory, n).stat().st_size
             except FileNotFoundError:  # deleted by a loader meanwhile
                 continue
-            if n == self._loaded.segment:
-                total -= self._loaded.offset
+            if n == oldest.segment:
+                total -= oldest.offset
         return total
 
     def pending_bytes(self) -> int:
@@ -279,7 +350,7 @@ class WriteAheadLog:
         """Queue one request's tables; LogFull while the log is over its bound,
         ShuttingDown once it is closed."""
         self.check_room()
-        payload = encode(tables)
+        payload = encode_parts(tables)  # IPC and CRC here, on the caller's thread
         fut: Future[Position] = Future()
         with self._cond:
             if self._closed:
@@ -288,45 +359,62 @@ class WriteAheadLog:
             self._cond.notify()
         return fut
 
-    def unloaded_records(self) -> int:
-        """Records not loaded yet (those found at start included, until a load passes them)."""
-        return len(self._unloaded)
+    def unloaded_records(self, consumer: str | None = None) -> int:
+        """Records ``consumer`` has not loaded yet (None: not loaded by every consumer), those
+        found at start included until a load passes them."""
+        if consumer is None:
+            return max(len(pending) for pending in self._unloaded.values())
+        return len(self._unloaded[consumer])
 
-    def lag_seconds(self) -> float:
-        """Age of the oldest record not loaded yet (0: none), a restart's replay included."""
+    def lag_seconds(self, consumer: str | None = None) -> float:
+        """Age of the oldest record ``consumer`` (default: the primary) has not loaded yet
+        (0: none), a restart's replay included."""
         try:
-            oldest = self._unloaded[0][1]
+            oldest = self._unloaded[consumer or self.primary][0][1]
         except IndexError:
             return 0.0
         return max(0.0, (time.time_ns() - oldest) / 1e9)
 
     @property
     def loaded_position(self) -> Position:
-        return self._loaded
+        """How far the primary consumer has loaded."""
+        return self._loaded[self.primary]
 
-    def all_loaded(self) -> bool:
-        """Whether every record durable now is loaded."""
+    def position(self, consumer: str) -> Position:
+        return self._loaded[consumer]
+
+    def all_loaded(self, consumers: Sequence[str] | None = None) -> bool:
+        """Whether every record durable now is loaded by ``consumers`` (None: all of them)."""
         target = self._durable
-        return target is None or self._loaded >= target
+        return target is None or all(self._loaded[c] >= target for c in consumers or self.consumers)
 
-    def wait_loaded(self, timeout: float) -> bool:
-        """Wait (at most ``timeout`` s) until every record durable now is loaded: a reader
-        then sees every request acknowledged before it asked. False on timeout."""
+    def wait_loaded(self, timeout: float, consumers: Sequence[str] | None = None) -> bool:
+        """Wait (at most ``timeout`` s) until every record durable now is loaded by
+        ``consumers`` (None: all of them): a reader then sees every request acknowledged
+        before it asked. False on timeout."""
         target = self._durable
         if target is None:
             return True
+        names = consumers or self.consumers
         with self._loaded_cond:
-            return self._loaded_cond.wait_for(lambda: self._loaded >= target, timeout)
+            return self._loaded_cond.wait_for(lambda: all(self._loaded[c] >= target for c in names), timeout)
 
-    def loaded(self, upto: Position) -> None:
-        """A loader has everything up to ``upto`` in the store: older segments can go."""
+    def loaded(self, upto: Position, consumer: str | None = None) -> None:
+        """``consumer`` (default: the primary) has everything up to ``upto`` in the store:
+        segments every consumer is past can go."""
+        consumer = consumer or self.primary
         with self._loaded_cond:
-            self._loaded = max(self._loaded, upto)
+            before = self._oldest_position()
+            self._loaded[consumer] = max(self._loaded[consumer], upto)
+            oldest = self._oldest_position()
             self._loaded_cond.notify_all()
-        while self._unloaded and self._unloaded[0][0] <= upto:
-            self._unloaded.popleft()
+        pending = self._unloaded[consumer]
+        while pending and pending[0][0] <= upto:
+            pending.popleft()
+        if oldest == before:
+            return  # another consumer holds the log back: nothing to delete or recount
         for n in segments(self.directory):
-            if n < upto.segment:
+            if n < oldest.segment:
                 _segment_path(self.directory, n).unlink(missing_ok=True)
         with self._count_lock:
             self._pending_bytes = self.unloaded_bytes()
@@ -355,12 +443,10 @@ class WriteAheadLog:
                             self._roll_locked()
                     now = time.time_ns()
                     with self._count_lock:
-                        _write_all(
-                            self._file.fileno(), HEADER.pack(MAGIC, len(payload), zlib.crc32(payload), now)
-                        )
-                        _write_all(self._file.fileno(), payload)
-                        self._offset += HEADER.size + len(payload)
-                        self._pending_bytes += HEADER.size + len(payload)
+                        header = HEADER.pack(MAGIC, payload.size, payload.crc, now)
+                        _write_all(self._file.fileno(), [header, *payload.parts])
+                        self._offset += HEADER.size + payload.size
+                        self._pending_bytes += HEADER.size + payload.size
                     done.append((fut, Position(self._segment, self._offset), now))
                 os.fdatasync(self._file.fileno())
                 self.syncs += 1
@@ -373,7 +459,8 @@ class WriteAheadLog:
             if done:
                 self._durable = done[-1][1]
             for fut, pos, appended_ns in done:
-                self._unloaded.append((pos, appended_ns))
+                for pending in self._unloaded.values():
+                    pending.append((pos, appended_ns))
                 if fut.set_running_or_notify_cancel():  # False: cancelled, nobody waits
                     fut.set_result(pos)
             self.appended.set()
@@ -420,27 +507,29 @@ def load_once(
     max_records: int = 256,
     max_bytes: int = 64 * 1024 * 1024,
     on_loaded: Callable[[Mapping[str, pa.Table]], None] | None = None,
+    wanted: TableFilter | None = None,
 ) -> tuple[int, float]:
-    """Load what the log holds past ``target``'s position, as one group: up to
-    ``max_records`` records or ``max_bytes`` of payload, one insert per table, in one
-    transaction; (records loaded, lag in seconds of the newest one loaded: load time minus
-    append time, 0 when nothing was pending)."""
+    """Load what the log holds past ``target``'s position for ``log`` (a consumer of
+    ``wal``), as one group: up to ``max_records`` records or ``max_bytes`` of payload, one
+    insert per table (those ``wanted`` selects; None: all), in one transaction; (records
+    loaded, lag in seconds of the newest one loaded: load time minus append time, 0 when
+    nothing was pending)."""
     after = target.log_position(log)
     batch: dict[str, list[pa.Table]] = {}
     n, size, newest, upto = 0, 0, 0, after
-    for rec in read(wal.directory, after):
+    for rec in read(wal.directory, after, wanted):
         for name, table in rec.tables.items():
             batch.setdefault(name, []).append(table)
         n, size, newest, upto = n + 1, size + rec.size, rec.appended_ns, rec.end
         if n >= max_records or size >= max_bytes:
             break
     if not n or upto is None:
-        if after is not None and after > wal.loaded_position:  # loaded before a restart
-            wal.loaded(after)
+        if after is not None and after > wal.position(log):  # loaded before a restart
+            wal.loaded(after, log)
         return 0, 0.0
     tables = {name: pa.concat_tables(ts) for name, ts in batch.items()}
     target.load(log, tables, upto)
-    wal.loaded(upto)
+    wal.loaded(upto, log)
     if on_loaded is not None:
         on_loaded(tables)
     return n, (time.time_ns() - newest) / 1e9
@@ -469,11 +558,19 @@ def loader_for(store: Store) -> DuckDBLoader | None:
 class LoaderThread:
     """Drains the log into ``target`` on a background thread, in bounded groups (at most
     ``max_records`` records / ``max_bytes`` of payload per transaction, one insert per
-    table), woken by each group commit. Exports its lag on ``registry``:
+    table), woken by each group commit.
 
-    - ``mlvigil_wal_loader_lag_seconds``: age of the oldest appended record not loaded yet;
-    - ``mlvigil_wal_unloaded_bytes``: bytes of the log not loaded yet (what the bound counts);
-    - ``mlvigil_wal_loaded_records_total`` / ``mlvigil_wal_loader_errors_total``.
+    A log with one consumer is loaded in one pass, every table. A log whose consumers are
+    ``PASSES`` (the service's) is loaded in one pass per consumer, each with its own position
+    in the store (exactly once each): the primary (hot) pass first, until caught up; the
+    others (the raw ``spans``) one group each whenever it is (its group took all there was),
+    so they never delay the tables detectors and queries read by more than one group. Exports on ``registry``:
+
+    - ``mlvigil_wal_loader_lag_seconds``: age of the oldest appended record the primary pass
+      has not loaded yet; ``mlvigil_wal_loader_pass_lag_seconds{pass}`` the same per pass;
+    - ``mlvigil_wal_unloaded_bytes``: bytes of the log not loaded by every pass (what the
+      bound counts);
+    - ``mlvigil_wal_loaded_records_total`` (primary pass) / ``mlvigil_wal_loader_errors_total``.
 
     A failing load (the store down) is retried after ``retry_seconds``; the log keeps
     taking appends until its bound, then answers LogFull."""
@@ -483,14 +580,18 @@ class LoaderThread:
         wal: WriteAheadLog,
         target: Loader,
         *,
-        log_name: str = "ingest",
         max_records: int = 32,
         max_bytes: int = 16 * 1024 * 1024,
         retry_seconds: float = 1.0,
         registry: CollectorRegistry | None = None,
         on_loaded: Callable[[Mapping[str, pa.Table]], None] | None = None,
     ) -> None:
-        self.wal, self.target, self.log_name = wal, target, log_name
+        self.wal, self.target = wal, target
+        #: each pass: (its consumer name = its position in the store, the tables it loads)
+        self.passes: list[tuple[str, TableFilter | None]] = (
+            [(wal.primary, None)] if len(wal.consumers) == 1 else [(c, PASSES[c]) for c in wal.consumers]
+        )
+        self._seeded = len(self.passes) == 1
         #: called on the loader thread with each group's tables once they are in the store
         self.on_loaded = on_loaded
         self.max_records, self.max_bytes, self.retry_seconds = max_records, max_bytes, retry_seconds
@@ -506,6 +607,14 @@ class LoaderThread:
             registry=registry,
         )
         self.lag.set_function(wal.lag_seconds)
+        pass_lag = Gauge(
+            "mlvigil_wal_loader_pass_lag_seconds",
+            "Age of the oldest record in the write-ahead log a loader pass has not loaded yet.",
+            ["pass"],
+            registry=registry,
+        )
+        for name, _ in self.passes:
+            pass_lag.labels(name).set_function(functools.partial(wal.lag_seconds, name))
         self.unloaded = Gauge(
             "mlvigil_wal_unloaded_bytes",
             "Bytes of the write-ahead log not loaded into the store yet.",
@@ -521,14 +630,36 @@ class LoaderThread:
         self._thread = threading.Thread(target=self._run, name="wal-loader", daemon=True)
         self._thread.start()
 
+    def _seed(self) -> None:
+        """Give each secondary pass a stored position before the primary loads anything: a
+        store loaded before the passes were split (one pass, every table, up to the primary's
+        position) continues from there; a new one from the start of the log. Without a row a
+        secondary pass could not tell these apart after a crash."""
+        primary = self.target.log_position(self.wal.primary)
+        for name, _ in self.passes[1:]:
+            if self.target.log_position(name) is None:
+                self.target.load(name, {}, primary or Position(-1, 0))
+        self._seeded = True
+
+    def _load(self, name: str, wanted: TableFilter | None) -> tuple[int, float]:
+        return load_once(
+            self.wal, self.target, name, self.max_records, self.max_bytes, self.on_loaded, wanted
+        )
+
     def _run(self) -> None:
+        (primary, hot), rest = self.passes[0], self.passes[1:]
         while not self._stop.is_set():
             self.wal.appended.clear()
             self._caught_up.clear()
             try:
-                n, lag = load_once(
-                    self.wal, self.target, self.log_name, self.max_records, self.max_bytes, self.on_loaded
-                )
+                if not self._seeded:
+                    self._seed()
+                n, lag = self._load(primary, hot)
+                # The lower-priority passes: one group each whenever the primary has caught up
+                # (its group took all there was), so under steady load they are not starved.
+                later = 0
+                if n < self.max_records:
+                    later = sum(self._load(name, wanted)[0] for name, wanted in rest)
             except Exception:
                 logger.exception("loading the write-ahead log failed; retrying in %ss", self.retry_seconds)
                 self.errors.inc()
@@ -538,6 +669,8 @@ class LoaderThread:
                 self.loaded_records.inc(n)
                 self.groups.append((n, lag))
                 continue  # more may be waiting: load until caught up
+            if later:
+                continue
             # Caught up: sleep until the next group commit (or stop).
             self._caught_up.set()
             self.wal.appended.wait(0.5)

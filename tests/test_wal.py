@@ -242,3 +242,98 @@ def test_the_lag_after_a_restart_counts_from_the_oldest_record_found_in_the_log(
         assert _ids(store) == list(range(20))
     finally:
         reopened.close()
+
+
+def _calls_and_spans(*ids: int) -> dict[str, pa.Table]:
+    calls = pa.table(
+        {"ts": [float(i) for i in ids], "service": ["svc"] * len(ids), "trace_id": [f"{i:032x}" for i in ids]}
+    )
+    return {"llm_calls": calls, **_spans(*ids)}
+
+
+def _call_ids(store: DuckDBStore) -> list[int]:
+    return sorted(int(ts) for ts in store.query("llm_calls", columns=["ts"])["ts"])
+
+
+def test_raw_spans_load_in_their_own_pass_exactly_once_and_hold_the_log_until_then(tmp_path: Path) -> None:
+    """The service's loader loads every table but ``spans`` in its hot pass and the raw spans
+    in a second one, each with its own position: a segment stays until both are past it,
+    and a crash between the passes loads neither twice."""
+    from collector.wal import HOT, PASSES, RAW_SPANS, LoaderThread
+
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096, consumers=tuple(PASSES))
+    for i in range(20):
+        wal.append(_calls_and_spans(i)).result(timeout=10)
+    segs = segments(tmp_path / "wal")
+    assert len(segs) > 2
+    while load_once(wal, DuckDBLoader(store), HOT, wanted=PASSES[HOT])[0]:
+        pass
+    assert _call_ids(store) == list(range(20)) and _ids(store) == []
+    assert segments(tmp_path / "wal") == segs, "the raw spans pass still needs every segment"
+    assert wal.lag_seconds() == 0 and wal.lag_seconds(RAW_SPANS) > 0
+    assert wal.unloaded_records() == 20 and not wal.all_loaded() and wal.all_loaded([HOT])
+    load_once(wal, DuckDBLoader(store), RAW_SPANS, max_records=7, wanted=PASSES[RAW_SPANS])
+    assert _ids(store) == list(range(7))
+    wal.close()  # a crash between the passes: each resumes at its own stored position
+
+    reopened = WriteAheadLog(tmp_path / "wal", segment_bytes=4096, consumers=tuple(PASSES))
+    reopened.append(_calls_and_spans(20)).result(timeout=10)
+    loader = LoaderThread(reopened, DuckDBLoader(store), max_records=4)
+    try:
+        assert loader.drain(timeout=30), "the loader thread did not catch up"
+        assert _call_ids(store) == list(range(21)) and _ids(store) == list(range(21))
+        assert len(segments(tmp_path / "wal")) == 1, "segments both passes are past are deleted"
+        assert reopened.pending_bytes() == 0 and reopened.all_loaded()
+    finally:
+        loader.stop()
+        reopened.close()
+        store.close()
+
+
+def test_a_store_loaded_in_one_pass_continues_with_the_raw_spans_pass_without_duplicates(
+    tmp_path: Path,
+) -> None:
+    """A store loaded before the passes were split (one pass, every table, position
+    ``ingest``): the raw spans pass starts where that pass stopped."""
+    from prometheus_client import CollectorRegistry
+
+    from collector.wal import PASSES, RAW_SPANS, LoaderThread
+
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096)
+    for i in range(12):
+        wal.append(_calls_and_spans(i)).result(timeout=10)
+    load_once(wal, DuckDBLoader(store), max_records=5)  # every table of 0..4
+    wal.close()
+    assert store.log_position(RAW_SPANS) is None
+
+    reopened = WriteAheadLog(tmp_path / "wal", segment_bytes=4096, consumers=tuple(PASSES))
+    registry = CollectorRegistry()
+    loader = LoaderThread(reopened, DuckDBLoader(store), max_records=4, registry=registry)
+    try:
+        assert loader.drain(timeout=30), "the loader thread did not catch up"
+        assert _call_ids(store) == list(range(12)) and _ids(store) == list(range(12))
+        lag = registry.get_sample_value("mlvigil_wal_loader_pass_lag_seconds", {"pass": RAW_SPANS})
+        assert lag == 0
+    finally:
+        loader.stop()
+        reopened.close()
+        store.close()
+
+
+def test_the_store_checkpoints_between_loads_so_its_own_wal_and_memory_stay_bounded(tmp_path: Path) -> None:
+    """Each load reads its position first; a read left open used to keep a transaction open
+    and every CHECKPOINT refused, so DuckDB's WAL and in-memory tables grew without bound."""
+    store = DuckDBStore(tmp_path / "db", checkpoint_bytes=1)
+    wal = WriteAheadLog(tmp_path / "wal")
+    try:
+        for i in range(3):
+            wal.append(_spans(*range(i * 100, i * 100 + 100))).result(timeout=10)
+            assert load_once(wal, DuckDBLoader(store))[0] == 1
+            duckdb_wal = tmp_path / "db" / "mlvigil.duckdb.wal"
+            assert not duckdb_wal.exists() or duckdb_wal.stat().st_size == 0, "the load was not checkpointed"
+        assert _ids(store) == list(range(300))
+    finally:
+        wal.close()
+        store.close()

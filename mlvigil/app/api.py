@@ -339,7 +339,7 @@ class Api:
         async def records(request: web.Request, query: Any) -> web.Response:
             given = query.model_dump(exclude_unset=True)
             where = {k: v for k, v in given.items() if k not in _RESERVED}
-            await self._visible()
+            await self._visible(raw_spans=table == "spans")
             rows = await asyncio.to_thread(
                 self.ctx.store.query,
                 table,
@@ -367,18 +367,19 @@ class Api:
         ok={200: Response("OK", EvaluateOut)},
     )
     async def evaluate(self, request: web.Request) -> web.Response:
-        await self._visible()
+        await self._visible(raw_spans=False)
         transitions = await asyncio.to_thread(self.ctx.detector_loop.evaluate_all)
         return json_response(
             {"transitions": [{"transition": t, "finding": f.to_dict()} for f, t in transitions]}
         )
 
-    async def _visible(self) -> None:
+    async def _visible(self, *, raw_spans: bool = True) -> None:
         # Read-your-writes: what was acknowledged before this request is in what it reads
-        # (the write-ahead log's loader is normally milliseconds behind; bounded wait).
+        # (the write-ahead log's loader is normally milliseconds behind; bounded wait; the
+        # raw spans load in a lower-priority pass, waited for only by readers of them).
         ingest = self.ctx.services.get("ingest")
         if ingest is not None:
-            await ingest.visible()
+            await ingest.visible(raw_spans=raw_spans)
 
     @endpoint(
         "The OpenAPI 3.1 description of this API, generated from the handlers' own models.",

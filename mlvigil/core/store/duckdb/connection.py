@@ -267,6 +267,12 @@ class DuckDBConnection:
                 return query(self._reader)
             except Exception as exc:
                 err = exc
+            finally:
+                # A result left open (a fetchone) keeps the reader's transaction open, and
+                # with it every CHECKPOINT refused: the DuckDB WAL and the in-memory tables
+                # then grow without bound under steady ingest. Drain it.
+                with contextlib.suppress(duckdb.Error):
+                    self._reader.fetchall()
         raise (self._unavailable(err) or err) from err
 
     def _read_rows(self, work: Callable[[Execute], T]) -> T:
