@@ -138,10 +138,10 @@ def test_shift_robust_dle_runs_and_reports_its_effective_reference() -> None:
 
 
 def test_shift_robust_dle_weights_every_reference_row_beyond_the_domain_classifiers_sample() -> None:
-    from detectors.estimation.density_ratio import MAX_REFERENCE_ROWS
+    from detectors.estimation.density_ratio import CLASSIFIER_ROWS
 
     rng = np.random.default_rng(8)
-    n = MAX_REFERENCE_ROWS + 3000
+    n = CLASSIFIER_ROWS + 3000
     x = rng.normal(size=(n + 1000, 2))
     y = x[:, 0] + rng.normal(size=n + 1000) * (0.2 + np.abs(x[:, 1]))
     est = DLE(["mae"], shift_robust=True).fit(Sample(predictions=x[:n, 0], labels=y[:n], features=x[:n]))
@@ -149,8 +149,8 @@ def test_shift_robust_dle_weights_every_reference_row_beyond_the_domain_classifi
     e = est.estimate(window)[0]
     assert e.realised is not None and abs(e.value - e.realised) < 0.15 * e.realised
     # No shift: the weighted reference is worth about all its rows, not only the
-    # MAX_REFERENCE_ROWS the domain classifier learnt from.
-    assert est.describe()["loss_model"]["effective_reference_rows"] > MAX_REFERENCE_ROWS + 1000
+    # CLASSIFIER_ROWS the domain classifier learnt from.
+    assert est.describe()["loss_model"]["effective_reference_rows"] > CLASSIFIER_ROWS + 1000
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from detectors.estimation.base import BAND_LEVEL, EstimationError, PerformanceEstimator, Sample
-from detectors.estimation.density_ratio import effective_sample_size, importance_weights
+from detectors.estimation.density_ratio import DensityRatio, effective_sample_size
 from detectors.estimation.metrics import REGRESSION_METRICS, regression_metric
 
 
@@ -78,7 +78,7 @@ class _LossModel:
         self.seed = seed
         self.booster: Any = None
 
-    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> _LossModel:
+    def fit(self, x: np.ndarray, y: np.ndarray) -> _LossModel:
         try:
             import lightgbm
         except (ImportError, OSError) as exc:  # OSError: no OpenMP runtime for its library
@@ -88,13 +88,26 @@ class _LossModel:
                 name="lightgbm",
             ) from exc
 
-        data = lightgbm.Dataset(x, y, weight=sample_weight, free_raw_data=True)
+        data = lightgbm.Dataset(x, y, free_raw_data=True)
         params = {**LOSS_MODEL_PARAMS, "seed": self.seed}
         self.booster = lightgbm.train(params, data, num_boost_round=LOSS_MODEL_TREES)
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(x, num_threads=1))
+
+    def fit_weighted(self, data: Any, weight: np.ndarray) -> _LossModel:
+        """Fit on ``data``, a LightGBM Dataset already binned, with the rows weighted by
+        ``weight``: the shift-robust refit, which bins the reference once, not per window."""
+        import lightgbm
+
+        data.set_weight(weight)
+        params = {**LOSS_MODEL_PARAMS, "seed": self.seed}
+        # keep_training_booster: the booster is used as is, not round-tripped through text.
+        self.booster = lightgbm.train(
+            params, data, num_boost_round=LOSS_MODEL_TREES, keep_training_booster=True
+        )
+        return self
 
 
 class DLE(PerformanceEstimator):
@@ -167,6 +180,20 @@ class DLE(PerformanceEstimator):
             var = float(t[hold].var())
             self.quality[f"r2_{name}_loss"] = 1 - float((resid**2).mean()) / var if var > 0 else math.nan
             self._models[name] = self._new_model().fit(x, t)
+        if self.shift_robust:
+            import lightgbm
+
+            if reference.features is None:
+                raise EstimationError("shift_robust DLE needs the features of the reference and the window")
+            # What every window's refit shares, prepared once: the domain classifier's
+            # reference side and the reference binned for LightGBM (only the weights change).
+            # The refit needs the whole reference: on a 5000-row subset car_price's error
+            # was 2-3x the plain DLE's, on 10,000 rows still 1.3x.
+            self._ratio = DensityRatio(self.seed).fit(np.asarray(reference.features, dtype=float))
+            self._ref_data = {
+                name: lightgbm.Dataset(x, t, free_raw_data=False, params=dict(LOSS_MODEL_PARAMS)).construct()
+                for name, t in targets.items()
+            }
 
     def _loss_models(self, analysis: Sample) -> dict[str, Any]:
         if not self.shift_robust:
@@ -175,10 +202,9 @@ class DLE(PerformanceEstimator):
         assert ref is not None
         if ref.features is None or analysis.features is None:
             raise EstimationError("shift_robust DLE needs the features of the reference and the window")
-        w = importance_weights(ref.features, np.asarray(analysis.features, dtype=float), self.seed)
+        w = self._ratio.weights(np.asarray(analysis.features, dtype=float))
         self.quality["effective_reference_rows"] = effective_sample_size(w)
-        x = _design(ref)
-        return {name: self._new_model().fit(x, t, sample_weight=w) for name, t in self._targets(ref).items()}
+        return {name: self._new_model().fit_weighted(data, w) for name, data in self._ref_data.items()}
 
     def _estimate_window(self, analysis: Sample) -> dict[str, tuple[float, float, float, float]]:
         x = _design(analysis)
