@@ -38,7 +38,7 @@ import numpy as np
 MAX_WEIGHT = 20.0
 #: Reference rows, and window rows, the domain classifier learns from (random subsets
 #: beyond this; every reference row is weighted).
-CLASSIFIER_ROWS = 2000
+CLASSIFIER_ROWS = 1000
 CLASSIFIER_TREES = 40
 CLASSIFIER_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -56,8 +56,8 @@ class DensityRatio:
     """Density-ratio weights of the reference's rows, for one window after another.
 
     ``fit`` takes the reference's features (n, d): numbers, NaN for missing; ``weights``
-    a window's (m, d) and returns one weight (mean 1, at most ``MAX_WEIGHT``) per
-    reference row.
+    a window's (m, d) and returns one weight per reference row (mean 1; clipped at
+    ``MAX_WEIGHT`` before the last normalisation).
     """
 
     def __init__(self, seed: int = 0) -> None:
