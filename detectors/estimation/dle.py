@@ -7,13 +7,14 @@ Method: NannyML's DLE
 (https://nannyml.readthedocs.io/en/stable/how_it_works/performance_estimation.html#direct-loss-estimation-dle).
 
 The loss model is LightGBM with its default settings, the model NannyML's DLE uses:
-NannyML's accuracy is the benchmark, and its 100 trees were the most accurate size
-under shift (fewer trees, chosen by cross-validation on the reference, fitted the
-reference as well but followed a shifted window's loss less; docs/estimation.md). Its
-predictor applies the trees about twice as fast as scikit-learn's, and it needs at least
-3 rows in a histogram bin, which keeps a small reference's split points from resting on
-one or two rows. Only the models the metrics need are fitted: |e| for MAE, e² for MSE
-and RMSE.
+NannyML's accuracy is the benchmark, and no smaller model (fewer trees, at the same or a
+higher learning rate) was at least as accurate on both regression datasets
+(docs/estimation.md). Its predictor applies the trees about twice as fast as
+scikit-learn's, and it needs at least 3 rows in a histogram bin, which keeps a small
+reference's split points from resting on one or two rows. Only the models the metrics
+need are fitted: |e| for MAE, e² for MSE and RMSE. Applying the trees is a window's
+whole cost, so each row's predicted loss is kept until the next window (``LossCache``):
+a sliding window predicts only its new rows.
 
 Examples
 --------
