@@ -293,4 +293,13 @@ class DLE(PerformanceEstimator):
         return {m: regression_metric(m, err) for m in self.metrics}
 
     def describe(self) -> dict[str, Any]:
-        return {"estimator": "dle", "shift_robust": self.shift_robust, "loss_model": self.quality}
+        out: dict[str, Any] = {
+            "estimator": "dle",
+            "shift_robust": self.shift_robust,
+            "loss_model": self.quality,
+        }
+        cache = next(iter(self._cache.values()), None)
+        if cache is not None and not self.shift_robust:
+            # Rows the loss model was applied to, and rows whose loss the window before had.
+            out["rows"] = {"predicted": cache.predicted, "from_last_window": cache.reused}
+        return out
