@@ -10,12 +10,14 @@ The classifier is small and fitted per window in tens of milliseconds: LightGBM 
 library DLE's loss model uses), ``CLASSIFIER_TREES`` trees of ``num_leaves`` 15, on at most
 ``CLASSIFIER_ROWS`` reference rows and as many window rows, in two halves: each half's
 model scores the other half's rows, so the classifier cannot memorise the rows it scores
-into extreme weights, and the reference rows it did not learn from are scored by one of
-the two (alternately). What is fixed per reference (its rows as floats, the sample the
-classifier learns from) is prepared once by ``fit``. A logistic regression on the
-standardised features and their squares was 10x cheaper still, but its smooth log odds
-missed the shifts of NannyML's synthetic datasets (car_price shift-robust DLE 12.5 /
-14.9 MAE / RMSE error against 9.0 / 9.6 with these trees; RESULTS.txt).
+into extreme weights, and the reference rows it did not learn from are scored by both
+(their log odds averaged). What is fixed per reference (its rows as floats, the sample
+the classifier learns from) is prepared once by ``fit``. Before, scikit-learn's
+HistGradientBoosting on up to 5000 + 5000 rows took 0.1-0.7 s a window and was no more
+accurate (bench/performance_estimation/RESULTS.txt). A logistic regression on the
+standardised features and their squares was 3-5x cheaper still, but its smooth log odds
+missed the shifts of NannyML's synthetic datasets (car_price shift-robust DLE 12.5 / 14.9
+MAE / RMSE error against 8.8-10.8 / 8.3-10.7 with these trees).
 
 Examples
 --------
@@ -116,13 +118,6 @@ class DensityRatio:
         w = np.exp(np.clip(log_odds - log_odds.max(), -50.0, 0.0))
         w = np.minimum(w / w.mean(), MAX_WEIGHT)
         return w / w.mean()
-
-
-def importance_weights(reference: np.ndarray, analysis: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Weights (mean 1) for the rows of ``reference`` (n_ref, d) that make it look like
-    ``analysis`` (n_an, d), in one call (``DensityRatio`` keeps the reference side for
-    many windows)."""
-    return DensityRatio(seed).fit(reference).weights(analysis)
 
 
 def effective_sample_size(weights: np.ndarray) -> float:
