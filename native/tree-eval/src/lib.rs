@@ -332,8 +332,13 @@ impl Forest {
                     // Every split a plain `<=`: as many steps as the tree is deep, no test for
                     // the end (a row at a leaf stays there), nothing but loads and compares.
                     for _ in 0..depth {
+                        let mut done = true;
                         for (lane, nd) in node.iter_mut().enumerate() {
                             *nd = self.step_plain(*nd, &lanes[lane * width..(lane + 1) * width]);
+                            done &= self.is_leaf(*nd);
+                        }
+                        if done {
+                            break;
                         }
                     }
                 } else {
