@@ -343,7 +343,7 @@ def test_dle_sliding_window_predicts_only_its_new_rows_and_estimates_the_same() 
         return Sample(predictions=rows[start : start + 1000, 0], features=rows[start : start + 1000])
 
     sliding.estimate(window(0))
-    cache = sliding._cache["abs"]
+    cache = sliding._cache
     assert (cache.predicted, cache.reused) == (1000, 0)
     second = sliding.estimate(window(100))
     assert (cache.predicted, cache.reused) == (1000 + 100 + 1, 899)

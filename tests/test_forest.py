@@ -16,7 +16,6 @@ import pytest
 
 from detectors.estimation import DLE, Sample
 from detectors.estimation import forest as forest_module
-from detectors.estimation.dle import LOSS_MODEL_PARAMS
 from detectors.estimation.forest import compile_booster
 
 lightgbm = pytest.importorskip("lightgbm")
@@ -39,7 +38,13 @@ def _rows(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def _target(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     cat_effect = np.where(np.isin(x[:, 5], [1, 3, 7, 12, 25]), 2.0, -1.0)
-    return np.nan_to_num(x[:, 0]) * 2 + np.isnan(x[:, 1]) * 3 + (x[:, 2] == 0) * 1.5 + cat_effect + rng.normal(size=len(x))
+    return (
+        np.nan_to_num(x[:, 0]) * 2
+        + np.isnan(x[:, 1]) * 3
+        + (x[:, 2] == 0) * 1.5
+        + cat_effect
+        + rng.normal(size=len(x))
+    )
 
 
 def _analysis_rows(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -67,7 +72,9 @@ def test_forest_predicts_what_lightgbm_predicts(params: dict[str, Any], categori
     rng = np.random.default_rng(len(str(params)) + categorical)
     x = _rows(rng, 3000)
     data = lightgbm.Dataset(x, _target(x, rng), categorical_feature=[5] if categorical else "auto")
-    booster = lightgbm.train({"verbosity": -1, "num_threads": 1, "seed": 1, **params}, data, num_boost_round=40)
+    booster = lightgbm.train(
+        {"verbosity": -1, "num_threads": 1, "seed": 1, **params}, data, num_boost_round=40
+    )
     dump = booster.dump_model()
     kinds = {n["decision_type"] for t in dump["tree_info"] for n in _splits(t["tree_structure"])}
     assert ("==" in kinds) == categorical or "min_data_in_leaf" in params

@@ -128,22 +128,22 @@ class _LossModel:
 
 
 class LossCache:
-    """The last window's rows and their predicted loss, so that the next window predicts
-    only its new rows.
+    """The last window's rows and each loss model's predicted loss for them, so that the
+    next window predicts only its new rows.
 
     A sliding window (the monitor's default mode) is mostly the rows of the one before; the
     trees are the whole cost of a window (97% on the benchmark's 5000-row windows), so a
     window that shares 90% of its rows costs about a tenth. Rows are matched by their
     design values (features and prediction): a hash of each row's bytes finds candidates
     and the values are compared, so a hit is the same row and a collision costs a
-    prediction, never a wrong value. Only the last window is kept: memory is bounded by
-    the window.
+    prediction, never a wrong value. One match serves every loss model. Only the last
+    window is kept: memory is bounded by the window.
     """
 
     def __init__(self) -> None:
         self.keys = np.zeros(0, dtype=np.uint64)
         self.rows = np.zeros((0, 0))
-        self.loss = np.zeros(0)
+        self.loss: dict[str, np.ndarray] = {}
         #: Rows predicted and rows taken from the cache, over the estimator's life.
         self.predicted = 0
         self.reused = 0
@@ -158,23 +158,34 @@ class LossCache:
                 h ^= h >> np.uint64(29)
         return h
 
-    def predict(self, model: Any, x: np.ndarray) -> np.ndarray:
+    def predict(self, models: dict[str, Any], x: np.ndarray) -> dict[str, np.ndarray]:
+        """Each model's predicted loss per row of ``x`` (arrays the caller must not change:
+        they are kept for the next window)."""
         keys = self._keys(x)
-        loss = np.empty(x.shape[0])
         hit = np.zeros(x.shape[0], dtype=bool)
-        if self.keys.size and self.rows.shape[1] == x.shape[1]:
+        cand = hit.nonzero()[0]
+        if self.keys.size and self.rows.shape[1] == x.shape[1] and set(self.loss) == set(models):
             order = np.argsort(self.keys)
-            at = np.minimum(np.searchsorted(self.keys[order], keys), order.size - 1)
-            cand = order[at]
+            cand = order[np.minimum(np.searchsorted(self.keys[order], keys), order.size - 1)]
             # Same hash and the same values (NaN never equals, so a row with one is predicted).
             hit = (self.keys[cand] == keys) & np.all(self.rows[cand] == x, axis=1)
-            loss[hit] = self.loss[cand[hit]]
-        if not hit.all():
-            loss[~hit] = model.predict(x[~hit])
-        self.predicted += int((~hit).sum())
-        self.reused += int(hit.sum())
-        self.keys, self.rows, self.loss = keys, np.array(x, dtype=float), loss.copy()
-        return loss
+        n_hit = int(hit.sum())
+        out: dict[str, np.ndarray] = {}
+        if n_hit == 0:  # a disjoint window: nothing to pick out
+            out = {name: np.asarray(model.predict(x), dtype=float) for name, model in models.items()}
+        else:
+            new = ~hit
+            new_rows = x[new] if n_hit < x.shape[0] else None
+            for name, model in models.items():
+                loss = np.empty(x.shape[0])
+                loss[hit] = self.loss[name][cand[hit]]
+                if new_rows is not None:
+                    loss[new] = model.predict(new_rows)
+                out[name] = loss
+        self.predicted += x.shape[0] - n_hit
+        self.reused += n_hit
+        self.keys, self.rows, self.loss = keys, np.array(x, dtype=float), out
+        return out
 
 
 class DLE(PerformanceEstimator):
@@ -214,7 +225,7 @@ class DLE(PerformanceEstimator):
         self.quality: dict[str, Any] = {}
         self._models: dict[str, Any] = {}
         self._resid_sd: dict[str, float] = {}
-        self._cache: dict[str, LossCache] = {}
+        self._cache = LossCache()
 
     def _new_model(self) -> _LossModel:
         return _LossModel(self.seed)
@@ -248,7 +259,7 @@ class DLE(PerformanceEstimator):
             var = float(t[hold].var())
             self.quality[f"r2_{name}_loss"] = 1 - float((resid**2).mean()) / var if var > 0 else math.nan
             self._models[name] = self._new_model().fit(x, t).for_windows()
-            self._cache[name] = LossCache()
+        self._cache = LossCache()
         if self.shift_robust:
             import lightgbm
 
@@ -284,8 +295,11 @@ class DLE(PerformanceEstimator):
         mean: dict[str, float] = {}
         se: dict[str, float] = {}
         models = self._loss_models(analysis)
-        for name, model in models.items():
-            loss = self._cache[name].predict(model, x) if models is self._models else model.predict(x)
+        if models is self._models:
+            losses = self._cache.predict(models, x)
+        else:
+            losses = {name: model.predict(x) for name, model in models.items()}
+        for name, loss in losses.items():
             mean[name] = float(np.maximum(loss, 0.0).mean())
             se[name] = self._resid_sd[name] / math.sqrt(n)
         z = NormalDist().inv_cdf(0.5 + BAND_LEVEL / 2)
@@ -314,8 +328,8 @@ class DLE(PerformanceEstimator):
             "shift_robust": self.shift_robust,
             "loss_model": self.quality,
         }
-        cache = next(iter(self._cache.values()), None)
-        if cache is not None and not self.shift_robust:
+        cache = self._cache
+        if self._models and not self.shift_robust:
             # Rows the loss model was applied to, and rows whose loss the window before had.
             out["rows"] = {"predicted": cache.predicted, "from_last_window": cache.reused}
         return out

@@ -7,8 +7,8 @@ use arrow_array::ffi::{to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{Array, RecordBatch, StructArray};
 use otlp_scan::{normalise_logs as scan_logs, normalise_metrics as scan_metrics};
 use otlp_scan::{normalise_traces as scan_traces, Error, Normalised, Options};
-use pyo3::create_exception;
 use pyo3::buffer::PyBuffer;
+use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -143,14 +143,39 @@ fn scan_traces_count(
 /// (bits 0-1 missing type: 0 None, 1 Zero, 2 NaN; bit 2 default left; bit 3 categorical),
 /// left and right child (LightGBM's: a split index, or -1 - leaf index), category list
 /// (categorical splits; empty otherwise); then the leaf values.
-type TreeArrays = (Vec<usize>, Vec<f64>, Vec<u8>, Vec<i64>, Vec<i64>, Vec<Vec<u32>>, Vec<f64>);
+type TreeArrays = (
+    Vec<usize>,
+    Vec<f64>,
+    Vec<u8>,
+    Vec<i64>,
+    Vec<i64>,
+    Vec<Vec<u32>>,
+    Vec<f64>,
+);
 
 fn tree_from(t: usize, (feature, threshold, decision, left, right, categories, leaves): TreeArrays) -> PyResult<Tree> {
     let n = feature.len();
-    if [threshold.len(), decision.len(), left.len(), right.len(), categories.len()].iter().any(|&l| l != n) {
-        return Err(PyValueError::new_err(format!("tree {t}: the split arrays differ in length")));
+    if [
+        threshold.len(),
+        decision.len(),
+        left.len(),
+        right.len(),
+        categories.len(),
+    ]
+    .iter()
+    .any(|&l| l != n)
+    {
+        return Err(PyValueError::new_err(format!(
+            "tree {t}: the split arrays differ in length"
+        )));
     }
-    let child = |c: i64| if c >= 0 { Child::Split(c as usize) } else { Child::Leaf((-1 - c) as usize) };
+    let child = |c: i64| {
+        if c >= 0 {
+            Child::Split(c as usize)
+        } else {
+            Child::Leaf((-1 - c) as usize)
+        }
+    };
     let mut splits = Vec::with_capacity(n);
     for (i, categories) in categories.into_iter().enumerate() {
         let d = decision[i];
@@ -161,11 +186,24 @@ fn tree_from(t: usize, (feature, threshold, decision, left, right, categories, l
                 0 => Missing::None,
                 1 => Missing::Zero,
                 2 => Missing::NaN,
-                _ => return Err(PyValueError::new_err(format!("tree {t}, split {i}: missing type code 3"))),
+                _ => {
+                    return Err(PyValueError::new_err(format!(
+                        "tree {t}, split {i}: missing type code 3"
+                    )))
+                }
             };
-            Test::Numerical { threshold: threshold[i], missing, default_left: d & 4 != 0 }
+            Test::Numerical {
+                threshold: threshold[i],
+                missing,
+                default_left: d & 4 != 0,
+            }
         };
-        splits.push(Split { feature: feature[i], test, left: child(left[i]), right: child(right[i]) });
+        splits.push(Split {
+            feature: feature[i],
+            test,
+            left: child(left[i]),
+            right: child(right[i]),
+        });
     }
     Ok(Tree { splits, leaves })
 }
@@ -182,7 +220,11 @@ impl PyForest {
     #[new]
     #[pyo3(signature = (trees, average_output=false))]
     fn new(trees: Vec<TreeArrays>, average_output: bool) -> PyResult<Self> {
-        let trees = trees.into_iter().enumerate().map(|(t, a)| tree_from(t, a)).collect::<PyResult<Vec<_>>>()?;
+        let trees = trees
+            .into_iter()
+            .enumerate()
+            .map(|(t, a)| tree_from(t, a))
+            .collect::<PyResult<Vec<_>>>()?;
         let inner = Forest::new(&trees, average_output).map_err(|e| PyValueError::new_err(e.to_string()))?;
         Ok(PyForest { inner })
     }
@@ -201,11 +243,16 @@ impl PyForest {
     /// `out` (1-D float64, writable, one per row).
     fn predict(&self, py: Python<'_>, x: PyBuffer<f64>, out: PyBuffer<f64>) -> PyResult<()> {
         if x.dimensions() != 2 || out.dimensions() != 1 || out.readonly() {
-            return Err(PyValueError::new_err("predict needs a 2-D float64 x and a writable 1-D float64 out"));
+            return Err(PyValueError::new_err(
+                "predict needs a 2-D float64 x and a writable 1-D float64 out",
+            ));
         }
         let (rows, cols) = (x.shape()[0], x.shape()[1]);
         if out.shape()[0] != rows {
-            return Err(PyValueError::new_err(format!("out has {} places for {rows} rows", out.shape()[0])));
+            return Err(PyValueError::new_err(format!(
+                "out has {} places for {rows} rows",
+                out.shape()[0]
+            )));
         }
         // A copy, so that nothing Python does while the GIL is released can change the input.
         let values = x.to_vec(py)?;

@@ -6,7 +6,10 @@ use tree_eval::{Child, Forest, Missing, Split, Test, Tree};
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> f64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 }
@@ -39,7 +42,11 @@ fn main() {
                         let i = t.splits.len();
                         t.splits.push(Split {
                             feature: (rng.next() * 10.0) as usize,
-                            test: Test::Numerical { threshold: rng.next() * 2.0 - 1.0, missing: Missing::None, default_left: false },
+                            test: Test::Numerical {
+                                threshold: rng.next() * 2.0 - 1.0,
+                                missing: Missing::None,
+                                default_left: false,
+                            },
                             left: Child::Leaf(0),
                             right: Child::Leaf(0),
                         });
@@ -64,5 +71,9 @@ fn main() {
         forest.predict(&x, n_cols, &mut out).unwrap();
         best = best.min(t.elapsed().as_secs_f64());
     }
-    println!("{n_rows} rows x {n_trees} trees: {:.2} ms (best of 30), checksum {}", best * 1e3, out.iter().sum::<f64>());
+    println!(
+        "{n_rows} rows x {n_trees} trees: {:.2} ms (best of 30), checksum {}",
+        best * 1e3,
+        out.iter().sum::<f64>()
+    );
 }

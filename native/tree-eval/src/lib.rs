@@ -34,7 +34,11 @@ pub enum Missing {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Test {
     /// Left when `value <= threshold`.
-    Numerical { threshold: f64, missing: Missing, default_left: bool },
+    Numerical {
+        threshold: f64,
+        missing: Missing,
+        default_left: bool,
+    },
     /// Left when the value, truncated to an integer, is one of `categories`.
     Categorical { categories: Vec<u32> },
 }
@@ -173,7 +177,9 @@ impl Forest {
                         Child::Leaf(j) => j < tree.leaves.len(),
                     };
                     if !ok {
-                        return Err(Error(format!("tree {t}, split {i}: branch {c:?} out of order or range")));
+                        return Err(Error(format!(
+                            "tree {t}, split {i}: branch {c:?} out of order or range"
+                        )));
                     }
                 }
                 if s.feature >= FEATURE_MASK as usize {
@@ -201,7 +207,11 @@ impl Forest {
                 }
                 match c {
                     Child::Leaf(i) => {
-                        f.node[at] = Node { threshold: f64::NAN, feature_kind: LEAF << FEATURE_BITS, children: at as u32 - 1 };
+                        f.node[at] = Node {
+                            threshold: f64::NAN,
+                            feature_kind: LEAF << FEATURE_BITS,
+                            children: at as u32 - 1,
+                        };
                         f.value[at] = tree.leaves[i];
                     }
                     Child::Split(i) => {
@@ -215,7 +225,11 @@ impl Forest {
                             nan_aware.resize(f.n_features, false);
                         }
                         let (threshold, kind) = match &s.test {
-                            Test::Numerical { threshold, missing, default_left } => {
+                            Test::Numerical {
+                                threshold,
+                                missing,
+                                default_left,
+                            } => {
                                 let mut k = match missing {
                                     Missing::None => PLAIN,
                                     Missing::Zero => NUMERICAL | MISSING_ZERO,
@@ -235,7 +249,11 @@ impl Forest {
                                 if top > MAX_CATEGORY {
                                     return Err(Error(format!("tree {t}, split {i}: category {top} too large")));
                                 }
-                                let words = if categories.is_empty() { 0 } else { top as usize / 32 + 1 };
+                                let words = if categories.is_empty() {
+                                    0
+                                } else {
+                                    top as usize / 32 + 1
+                                };
                                 let b = f.bits.len();
                                 f.bits.resize(b + words, 0);
                                 for &c in categories {
@@ -245,8 +263,11 @@ impl Forest {
                                 (0.0, CATEGORICAL)
                             }
                         };
-                        f.node[at] =
-                            Node { threshold, feature_kind: s.feature as u32 | kind << FEATURE_BITS, children: kids as u32 };
+                        f.node[at] = Node {
+                            threshold,
+                            feature_kind: s.feature as u32 | kind << FEATURE_BITS,
+                            children: kids as u32,
+                        };
                     }
                 }
             }
@@ -267,7 +288,11 @@ impl Forest {
 
     fn push_blank(&mut self, n: usize) {
         for _ in 0..n {
-            self.node.push(Node { threshold: 0.0, feature_kind: 0, children: 0 });
+            self.node.push(Node {
+                threshold: 0.0,
+                feature_kind: 0,
+                children: 0,
+            });
             self.value.push(0.0);
             self.bits_at.push((0, 0));
         }
@@ -290,10 +315,10 @@ impl Forest {
                 self.n_features
             )));
         }
-        let n_rows = if n_cols == 0 { out.len() } else { x.len() / n_cols };
+        let n_rows = x.len().checked_div(n_cols).unwrap_or(out.len());
         if x.len() != n_rows * n_cols || out.len() != n_rows {
             return Err(Error(format!(
-                "{} values are not {} rows of {n_cols} columns, or the output is not {n_rows} long",
+                "{} values in rows of {n_cols} and {} places for the predictions: not one place a row",
                 x.len(),
                 out.len()
             )));
@@ -309,7 +334,11 @@ impl Forest {
                 let dst = &mut block[r * width..][..self.n_features];
                 for ((d, &v), &nan_zero) in dst.iter_mut().zip(src).zip(&self.nan_is_zero) {
                     // As LightGBM's dense rows: a value this close to 0 is 0.
-                    *d = if v.abs() <= ZERO_THRESHOLD || (nan_zero && v.is_nan()) { 0.0 } else { v };
+                    *d = if v.abs() <= ZERO_THRESHOLD || (nan_zero && v.is_nan()) {
+                        0.0
+                    } else {
+                        v
+                    };
                 }
             }
             self.block(&block[..rows * width], width, &mut leaf, out);
@@ -372,7 +401,11 @@ impl Forest {
                     Err(v) => v,
                 };
             }
-            *o = if self.average && !self.order.is_empty() { sum / self.order.len() as f64 } else { sum };
+            *o = if self.average && !self.order.is_empty() {
+                sum / self.order.len() as f64
+            } else {
+                sum
+            };
         }
     }
 
@@ -389,7 +422,10 @@ impl Forest {
         unsafe {
             let n = self.node.get_unchecked(s as usize);
             let v = *row.get_unchecked((n.feature_kind & FEATURE_MASK) as usize);
-            n.children + !(v <= n.threshold) as u32
+            // Not `v > threshold`: NaN (a leaf's threshold) must go right.
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
+            let right = !(v <= n.threshold);
+            n.children + right as u32
         }
     }
 
@@ -402,7 +438,11 @@ impl Forest {
             let n = self.node.get_unchecked(s as usize);
             let v = *row.get_unchecked((n.feature_kind & FEATURE_MASK) as usize);
             let k = n.feature_kind >> FEATURE_BITS;
-            let left = if k & KIND == PLAIN { v <= n.threshold } else { self.slow_test(s as usize, k, v, n.threshold) };
+            let left = if k & KIND == PLAIN {
+                v <= n.threshold
+            } else {
+                self.slow_test(s as usize, k, v, n.threshold)
+            };
             n.children + !left as u32
         }
     }
@@ -413,8 +453,8 @@ impl Forest {
             // C's (int) cast truncates toward zero (-0.5 is category 0); past i32's range it
             // is undefined in C and INT_MIN on x86, so right.
             let t = v.trunc();
-            if v.is_nan() || t < 0.0 || t >= 2147483648.0 {
-                return false;
+            if !(0.0..2147483648.0).contains(&t) {
+                return false; // NaN too
             }
             let c = t as u32;
             let (at, words) = self.bits_at[s];
@@ -435,7 +475,16 @@ mod tests {
     use super::*;
 
     fn num(feature: usize, threshold: f64, missing: Missing, default_left: bool, left: Child, right: Child) -> Split {
-        Split { feature, test: Test::Numerical { threshold, missing, default_left }, left, right }
+        Split {
+            feature,
+            test: Test::Numerical {
+                threshold,
+                missing,
+                default_left,
+            },
+            left,
+            right,
+        }
     }
 
     fn one(tree: Tree, x: &[f64]) -> f64 {
@@ -446,11 +495,23 @@ mod tests {
     }
 
     fn stump(test: Test) -> Tree {
-        Tree { splits: vec![Split { feature: 0, test, left: Child::Leaf(0), right: Child::Leaf(1) }], leaves: vec![-1.0, 1.0] }
+        Tree {
+            splits: vec![Split {
+                feature: 0,
+                test,
+                left: Child::Leaf(0),
+                right: Child::Leaf(1),
+            }],
+            leaves: vec![-1.0, 1.0],
+        }
     }
 
     fn numerical(threshold: f64, missing: Missing, default_left: bool) -> Tree {
-        stump(Test::Numerical { threshold, missing, default_left })
+        stump(Test::Numerical {
+            threshold,
+            missing,
+            default_left,
+        })
     }
 
     #[test]
@@ -506,7 +567,9 @@ mod tests {
 
     #[test]
     fn categorical_left_for_listed_categories_right_for_nan_negative_and_others() {
-        let t = stump(Test::Categorical { categories: vec![0, 3, 40] });
+        let t = stump(Test::Categorical {
+            categories: vec![0, 3, 40],
+        });
         for (v, want) in [
             (0.0, -1.0),
             (3.0, -1.0),
@@ -529,11 +592,18 @@ mod tests {
     fn sums_trees_in_order_averages_when_asked_and_handles_single_leaf_trees() {
         let trees = vec![
             numerical(0.0, Missing::None, false),
-            Tree { splits: vec![], leaves: vec![0.25] },
+            Tree {
+                splits: vec![],
+                leaves: vec![0.25],
+            },
             Tree {
                 splits: vec![Split {
                     feature: 1,
-                    test: Test::Numerical { threshold: 2.0, missing: Missing::None, default_left: false },
+                    test: Test::Numerical {
+                        threshold: 2.0,
+                        missing: Missing::None,
+                        default_left: false,
+                    },
                     left: Child::Leaf(0),
                     right: Child::Leaf(1),
                 }],
@@ -549,7 +619,9 @@ mod tests {
         let mut avg_out = vec![0.0; n];
         Forest::new(&trees, true).unwrap().predict(&x, 3, &mut avg_out).unwrap();
         for i in 0..n {
-            let want = (if i as f64 - 50.0 <= 0.0 { -1.0 } else { 1.0 }) + 0.25 + if (i % 5) as f64 <= 2.0 { 100.0 } else { 200.0 };
+            let want = (if i as f64 - 50.0 <= 0.0 { -1.0 } else { 1.0 })
+                + 0.25
+                + if (i % 5) as f64 <= 2.0 { 100.0 } else { 200.0 };
             assert_eq!(out[i], want, "row {i}");
             assert_eq!(avg_out[i], want / 3.0, "row {i}");
         }
@@ -567,14 +639,23 @@ mod tests {
             leaves: vec![0.0, 0.0, 0.0],
         };
         assert!(Forest::new(&[back], false).is_err());
-        let far = Tree { splits: vec![num(0, 0.0, Missing::None, false, Child::Leaf(0), Child::Leaf(5))], leaves: vec![0.0, 0.0] };
+        let far = Tree {
+            splits: vec![num(0, 0.0, Missing::None, false, Child::Leaf(0), Child::Leaf(5))],
+            leaves: vec![0.0, 0.0],
+        };
         assert!(Forest::new(&[far], false).is_err());
-        let count = Tree { splits: vec![], leaves: vec![] };
+        let count = Tree {
+            splits: vec![],
+            leaves: vec![],
+        };
         assert!(Forest::new(&[count], false).is_err());
         let f = Forest::new(&[stump(Test::Categorical { categories: vec![1] })], false).unwrap();
         let mut out = [0.0; 2];
         assert!(f.predict(&[1.0, 2.0, 3.0], 3, &mut out).is_err()); // 3 values, 2 outputs
-        let wide = Tree { splits: vec![num(4, 0.0, Missing::None, false, Child::Leaf(0), Child::Leaf(1))], leaves: vec![0.0, 0.0] };
+        let wide = Tree {
+            splits: vec![num(4, 0.0, Missing::None, false, Child::Leaf(0), Child::Leaf(1))],
+            leaves: vec![0.0, 0.0],
+        };
         let f = Forest::new(&[wide], false).unwrap();
         assert!(f.predict(&[1.0, 2.0], 2, &mut out[..1]).is_err()); // needs 5 columns
     }
