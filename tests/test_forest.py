@@ -135,9 +135,18 @@ def test_models_forest_does_not_reproduce_are_left_to_lightgbm(monkeypatch: pyte
 
 
 def test_forest_refuses_malformed_trees_and_rows_with_a_reason() -> None:
-    leaf = ([], [], [], [], [], [], [1.0])
-    split = ([0], [0.5], [0], [-1], [-2], [[]], [1.0, 2.0])
-    backward = ([0, 0], [0.5, 0.5], [0, 0], [1, 0], [-1, -2], [[], []], [1.0, 2.0, 3.0])
+    # Per tree: features, thresholds, decision codes, left, right, categories; leaf values.
+    leaf: tuple[list[Any], ...] = ([], [], [], [], [], [], [1.0])
+    split: tuple[list[Any], ...] = ([0], [0.5], [0], [-1], [-2], [[]], [1.0, 2.0])
+    backward: tuple[list[Any], ...] = (
+        [0, 0],
+        [0.5, 0.5],
+        [0, 0],
+        [1, 0],
+        [-1, -2],
+        [[], []],
+        [1.0, 2.0, 3.0],
+    )
     with pytest.raises(ValueError, match="out of order or range"):
         native.Forest([backward])
     with pytest.raises(ValueError, match="leaves for"):
