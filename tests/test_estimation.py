@@ -138,10 +138,10 @@ def test_shift_robust_dle_runs_and_reports_its_effective_reference() -> None:
 
 
 def test_shift_robust_dle_weights_every_reference_row_beyond_the_domain_classifiers_sample() -> None:
-    from detectors.estimation.density_ratio import MAX_REFERENCE_ROWS
+    from detectors.estimation.density_ratio import CLASSIFIER_ROWS
 
     rng = np.random.default_rng(8)
-    n = MAX_REFERENCE_ROWS + 3000
+    n = CLASSIFIER_ROWS + 3000
     x = rng.normal(size=(n + 1000, 2))
     y = x[:, 0] + rng.normal(size=n + 1000) * (0.2 + np.abs(x[:, 1]))
     est = DLE(["mae"], shift_robust=True).fit(Sample(predictions=x[:n, 0], labels=y[:n], features=x[:n]))
@@ -149,8 +149,8 @@ def test_shift_robust_dle_weights_every_reference_row_beyond_the_domain_classifi
     e = est.estimate(window)[0]
     assert e.realised is not None and abs(e.value - e.realised) < 0.15 * e.realised
     # No shift: the weighted reference is worth about all its rows, not only the
-    # MAX_REFERENCE_ROWS the domain classifier learnt from.
-    assert est.describe()["loss_model"]["effective_reference_rows"] > MAX_REFERENCE_ROWS + 1000
+    # CLASSIFIER_ROWS the domain classifier learnt from.
+    assert est.describe()["loss_model"]["effective_reference_rows"] > CLASSIFIER_ROWS + 1000
 
 
 @pytest.mark.parametrize(
@@ -259,3 +259,99 @@ def test_dle_without_lightgbm_says_what_to_install(monkeypatch: pytest.MonkeyPat
     x = np.random.default_rng(9).normal(size=(100, 2))
     with pytest.raises(ImportError, match=r"pip install 'mlvigil\[estimation\]'"):
         DLE(["mae"]).fit(Sample(predictions=x[:, 0], labels=x[:, 1], features=x))
+
+
+def test_soft_auc_is_the_expected_auc_of_labels_drawn_from_the_probabilities() -> None:
+    """CBPE's AUC counts pairs of distinct rows; counting each row with itself, half (as
+    NannyML 0.13 does), pulls the estimate towards 0.5 by more than the draws' noise."""
+    rng = np.random.default_rng(0)
+    n = 40
+    score = np.sort(rng.random(n))
+    q = np.clip(score + rng.normal(0, 0.25, n), 0.05, 0.95)
+    ours = float(soft_auc(score, q[None], hard=False)[0])
+    drawn = (rng.random((100_000, n)) < q).astype(float)
+    monte_carlo = float(np.nanmean(soft_auc(score, drawn, hard=True)))
+    self_pairs = float((q * (1 - q)).sum())
+    distinct_pairs = float(q.sum() * (1 - q).sum()) - self_pairs
+    with_self_pairs = (ours * distinct_pairs + self_pairs / 2) / (distinct_pairs + self_pairs)
+    assert abs(ours - monte_carlo) < 0.001
+    assert abs(with_self_pairs - monte_carlo) > 0.002
+
+
+def test_density_ratio_weights_follow_the_shift_on_every_reference_row() -> None:
+    from detectors.estimation.density_ratio import CLASSIFIER_ROWS, MAX_WEIGHT, DensityRatio
+
+    rng = np.random.default_rng(11)
+    ref = rng.normal(size=(CLASSIFIER_ROWS + 4000, 2))
+    window = rng.normal(loc=[1.0, 0.0], size=(3000, 2))
+    ratio = DensityRatio().fit(ref)
+    w = ratio.weights(window)
+    assert w.shape == (ref.shape[0],)
+    assert w.mean() == pytest.approx(1.0)
+    assert w.max() <= 1.01 * MAX_WEIGHT  # clipped, then normalised once more
+    # The weighted reference looks like the window: its mean moved to about 1 along the
+    # shifted feature and stayed at 0 along the other; so for the rows the classifier did
+    # not learn from as well as for those it did.
+    learnt = np.zeros(ref.shape[0], dtype=bool)
+    learnt[ratio._sample] = True
+    for rows in (learnt, ~learnt):
+        mean = np.average(ref[rows], axis=0, weights=w[rows])
+        assert 0.7 < mean[0] < 1.2, mean
+        assert abs(mean[1]) < 0.15, mean
+    # No shift: the weights stay near 1 (the reference keeps most of its worth).
+    from detectors.estimation.density_ratio import effective_sample_size
+
+    same = ratio.weights(rng.normal(size=(3000, 2)))
+    assert effective_sample_size(same) > 0.8 * ref.shape[0]
+
+
+def test_shift_robust_refit_on_the_binned_reference_equals_a_fresh_weighted_fit() -> None:
+    """The shift-robust DLE bins the reference once and only changes the weights per
+    window: the model must be the one a weighted fit from scratch gives."""
+    import lightgbm
+
+    from detectors.estimation.dle import LOSS_MODEL_PARAMS, LOSS_MODEL_TREES, _LossModel
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(3000, 3))
+    t = np.abs(x[:, 0]) + rng.normal(size=3000) * 0.3
+    binned = lightgbm.Dataset(x, t, free_raw_data=False, params=dict(LOSS_MODEL_PARAMS)).construct()
+    probe = rng.normal(size=(500, 3))
+    plain = _LossModel(0).fit(x, t).predict(probe)
+    for shift in (1.0, -1.0):
+        w = np.exp(shift * x[:, 0])
+        w /= w.mean()
+        reused = _LossModel(0).fit_weighted(binned, w).predict(probe)
+        fresh = lightgbm.train(
+            {**LOSS_MODEL_PARAMS, "seed": 0},
+            lightgbm.Dataset(x, t, weight=w),
+            num_boost_round=LOSS_MODEL_TREES,
+        ).predict(probe, num_threads=1)
+        assert np.allclose(reused, fresh)
+        assert not np.allclose(reused, plain)  # the weights were applied
+
+
+def test_dle_sliding_window_predicts_only_its_new_rows_and_estimates_the_same() -> None:
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(4000, 3))
+    x[150, 1] = np.nan  # a row with a missing value: never matched, always predicted
+    y = x[:, 0] + rng.normal(size=4000) * (0.2 + np.abs(np.nan_to_num(x[:, 1])))
+    ref = Sample(predictions=x[2000:, 0], labels=y[2000:], features=x[2000:])
+    sliding = DLE(["mae", "rmse"]).fit(ref)
+
+    def window(start: int, rows: np.ndarray = x) -> Sample:
+        return Sample(predictions=rows[start : start + 1000, 0], features=rows[start : start + 1000])
+
+    sliding.estimate(window(0))
+    cache = sliding._cache
+    assert (cache.predicted, cache.reused) == (1000, 0)
+    second = sliding.estimate(window(100))
+    assert (cache.predicted, cache.reused) == (1000 + 100 + 1, 899)
+    fresh = DLE(["mae", "rmse"]).fit(ref).estimate(window(100))
+    assert [e.value for e in second] == [e.value for e in fresh]
+    # A row whose values changed is predicted anew, not taken from the cache; so is the
+    # row with a missing value.
+    changed = x.copy()
+    changed[500, 2] += 1.0
+    sliding.estimate(window(0, changed))
+    assert (cache.predicted, cache.reused) == (1101 + 100 + 1 + 1, 899 + 898)

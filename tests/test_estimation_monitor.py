@@ -131,6 +131,28 @@ def test_regression_monitor_estimates_mae_with_dle(store: DuckDBStore) -> None:
     assert found[0].evidence["method"] == "dle"
 
 
+def test_a_sliding_window_applies_the_loss_model_to_its_new_rows_only(store: DuckDBStore) -> None:
+    rng = np.random.default_rng(3)
+
+    def rows(n: int) -> list[dict]:
+        x = rng.normal(size=n)
+        y = x + rng.normal(size=n) * (0.1 + np.abs(x))
+        return [
+            {"x": float(a), "other": 0.0, "prediction": float(a), "score": None, "label": float(t)}
+            for a, t in zip(x, y, strict=True)
+        ]
+
+    det = _monitor(metrics=["mae"], max_drop=0.1)  # window: the latest 400 rows (sliding)
+    det.set_dataset(_columns(rows(1000)))
+    _send(store, rows(400), 1000.0, "a")
+    det.evaluate(store, 2000.0)
+    assert det.last["fit"]["rows"] == {"predicted": 400, "from_last_window": 0}
+    _send(store, rows(40), 2100.0, "b")
+    det.evaluate(store, 3000.0)
+    assert det.last["n_current"] == 400
+    assert det.last["fit"]["rows"] == {"predicted": 440, "from_last_window": 360}
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [

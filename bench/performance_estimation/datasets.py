@@ -62,7 +62,9 @@ def _windows(pool: np.ndarray, tilt: np.ndarray, seed: int) -> tuple[np.ndarray,
     return np.concatenate(rows), np.asarray(window)
 
 
-def _sklearn_case(name: str) -> Case:
+def sklearn_case(name: str, split_seed: int = 0, window_seed: int = 1) -> Case:
+    """One of the scikit-learn cases; the seeds of the train/reference/pool split and of the
+    window draws are the benchmark's by default (other seeds: auc_check.py)."""
     from sklearn import datasets
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import LogisticRegression
@@ -77,12 +79,12 @@ def _sklearn_case(name: str) -> Case:
     data = loader()
     x, y = np.asarray(data.data, dtype=float), np.asarray(data.target)
     names = [f"f{i}" for i in range(x.shape[1])]
-    train, ref, pool = _split(len(y), seed=0)
+    train, ref, pool = _split(len(y), seed=split_seed)
     corr = np.nan_to_num(
         [abs(np.corrcoef(x[:, j], y)[0, 1]) if x[:, j].std() else 0 for j in range(x.shape[1])]
     )
     tilt_feature = int(np.argmax(corr))
-    idx, window = _windows(pool, x[pool, tilt_feature], seed=1)
+    idx, window = _windows(pool, x[pool, tilt_feature], seed=window_seed)
     if name == "diabetes":
         model = HistGradientBoostingRegressor(max_iter=100, random_state=0).fit(x[train], y[train])
         problem, metrics, proba = "regression", ["mae", "rmse"], []
@@ -223,7 +225,7 @@ def _nannyml_case(name: str, data: Path, max_reference: int = 20_000) -> Case:
 
 
 def cases(nannyml_python: str | None) -> list[Case]:
-    out = [_sklearn_case(n) for n in ("breast_cancer", "digits", "diabetes")]
+    out = [sklearn_case(n) for n in ("breast_cancer", "digits", "diabetes")]
     data = nannyml_data_dir(nannyml_python) if nannyml_python else None
     if data is not None:
         out += [_nannyml_case(n, data) for n in ("car_loan", "credit_card", "car_price")]

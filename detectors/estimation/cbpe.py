@@ -85,6 +85,7 @@ class CBPE(PerformanceEstimator):
                 f"CBPE cannot estimate {unknown}; known: {', '.join(CLASSIFICATION_METRICS)}"
             )
         super().__init__(metrics, threshold, seed)
+        self.seed = seed
         self.max_ece = max_ece
         self.calibrator = Calibrator()
         self.calibration: dict[str, Any] = {}

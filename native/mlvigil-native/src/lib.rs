@@ -1,16 +1,19 @@
 //! `mlvigil_native`: the Python face of otlp-scan. OTLP request bytes in; the record
 //! tables out as `pyarrow.RecordBatch`es (moved across the Arrow C data interface, no
 //! copy), with the OTLP partial-success tally. The GIL is released while scanning.
+//! `Forest`: tree-eval's LightGBM tree ensemble, applied to a float64 array without the GIL.
 
 use arrow_array::ffi::{to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{Array, RecordBatch, StructArray};
 use otlp_scan::{normalise_logs as scan_logs, normalise_metrics as scan_metrics};
 use otlp_scan::{normalise_traces as scan_traces, Error, Normalised, Options};
+use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::PyDict;
+use tree_eval::{Child, Forest, Missing, Split, Test, Tree};
 
 create_exception!(
     mlvigil_native,
@@ -136,12 +139,137 @@ fn scan_traces_count(
     }
 }
 
+/// One tree as Python hands it over: per split its feature, threshold, decision code
+/// (bits 0-1 missing type: 0 None, 1 Zero, 2 NaN; bit 2 default left; bit 3 categorical),
+/// left and right child (LightGBM's: a split index, or -1 - leaf index), category list
+/// (categorical splits; empty otherwise); then the leaf values.
+type TreeArrays = (
+    Vec<usize>,
+    Vec<f64>,
+    Vec<u8>,
+    Vec<i64>,
+    Vec<i64>,
+    Vec<Vec<u32>>,
+    Vec<f64>,
+);
+
+fn tree_from(t: usize, (feature, threshold, decision, left, right, categories, leaves): TreeArrays) -> PyResult<Tree> {
+    let n = feature.len();
+    if [
+        threshold.len(),
+        decision.len(),
+        left.len(),
+        right.len(),
+        categories.len(),
+    ]
+    .iter()
+    .any(|&l| l != n)
+    {
+        return Err(PyValueError::new_err(format!(
+            "tree {t}: the split arrays differ in length"
+        )));
+    }
+    let child = |c: i64| {
+        if c >= 0 {
+            Child::Split(c as usize)
+        } else {
+            Child::Leaf((-1 - c) as usize)
+        }
+    };
+    let mut splits = Vec::with_capacity(n);
+    for (i, categories) in categories.into_iter().enumerate() {
+        let d = decision[i];
+        let test = if d & 8 != 0 {
+            Test::Categorical { categories }
+        } else {
+            let missing = match d & 3 {
+                0 => Missing::None,
+                1 => Missing::Zero,
+                2 => Missing::NaN,
+                _ => {
+                    return Err(PyValueError::new_err(format!(
+                        "tree {t}, split {i}: missing type code 3"
+                    )))
+                }
+            };
+            Test::Numerical {
+                threshold: threshold[i],
+                missing,
+                default_left: d & 4 != 0,
+            }
+        };
+        splits.push(Split {
+            feature: feature[i],
+            test,
+            left: child(left[i]),
+            right: child(right[i]),
+        });
+    }
+    Ok(Tree { splits, leaves })
+}
+
+/// Forest(trees, average_output=False): LightGBM's trees (detectors/estimation/forest.py
+/// builds the arrays from `Booster.dump_model()`), applied as LightGBM's predictor does.
+#[pyclass(frozen, name = "Forest", module = "mlvigil_native")]
+struct PyForest {
+    inner: Forest,
+}
+
+#[pymethods]
+impl PyForest {
+    #[new]
+    #[pyo3(signature = (trees, average_output=false))]
+    fn new(trees: Vec<TreeArrays>, average_output: bool) -> PyResult<Self> {
+        let trees = trees
+            .into_iter()
+            .enumerate()
+            .map(|(t, a)| tree_from(t, a))
+            .collect::<PyResult<Vec<_>>>()?;
+        let inner = Forest::new(&trees, average_output).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyForest { inner })
+    }
+
+    #[getter]
+    fn n_trees(&self) -> usize {
+        self.inner.n_trees()
+    }
+
+    #[getter]
+    fn n_features(&self) -> usize {
+        self.inner.n_features()
+    }
+
+    /// predict(x, out): the raw score of each row of `x` (2-D float64, any layout) into
+    /// `out` (1-D float64, writable, one per row).
+    fn predict(&self, py: Python<'_>, x: PyBuffer<f64>, out: PyBuffer<f64>) -> PyResult<()> {
+        if x.dimensions() != 2 || out.dimensions() != 1 || out.readonly() {
+            return Err(PyValueError::new_err(
+                "predict needs a 2-D float64 x and a writable 1-D float64 out",
+            ));
+        }
+        let (rows, cols) = (x.shape()[0], x.shape()[1]);
+        if out.shape()[0] != rows {
+            return Err(PyValueError::new_err(format!(
+                "out has {} places for {rows} rows",
+                out.shape()[0]
+            )));
+        }
+        // A copy, so that nothing Python does while the GIL is released can change the input.
+        let values = x.to_vec(py)?;
+        let mut result = vec![0.0; rows];
+        py.detach(|| self.inner.predict(&values, cols, &mut result))
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        out.copy_from_slice(py, &result)
+    }
+}
+
 #[pymodule]
 fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalise_traces, m)?)?;
     m.add_function(wrap_pyfunction!(scan_traces_count, m)?)?;
     m.add_function(wrap_pyfunction!(normalise_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(normalise_logs, m)?)?;
+    m.add_class::<PyForest>()?;
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     m.add("TooLarge", m.py().get_type::<TooLarge>())?;

@@ -1,0 +1,79 @@
+//! Times Forest::predict on 100 random trees of 31 leaves and 5000 rows of 10 features
+//! (the size of DLE's loss model on the benchmark's windows): `cargo run --release --example bench`.
+use std::time::Instant;
+use tree_eval::{Child, Forest, Missing, Split, Test, Tree};
+
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn main() {
+    let mut rng = Lcg(7);
+    let (n_trees, n_leaves, n_rows, n_cols) = (100, 31, 5000, 10);
+    let trees: Vec<Tree> = (0..n_trees)
+        .map(|_| {
+            // Grow leaf-wise like LightGBM: split a random leaf until n_leaves; renumber pre-order.
+            let mut kids: Vec<Option<(usize, usize)>> = vec![None];
+            let mut leaves = vec![0usize];
+            while leaves.len() < n_leaves {
+                let at = leaves.swap_remove((rng.next() * leaves.len() as f64) as usize);
+                let (a, b) = (kids.len(), kids.len() + 1);
+                kids.push(None);
+                kids.push(None);
+                kids[at] = Some((a, b));
+                leaves.push(a);
+                leaves.push(b);
+            }
+            let mut t = Tree::default();
+            fn walk(n: usize, kids: &[Option<(usize, usize)>], t: &mut Tree, rng: &mut Lcg) -> Child {
+                match kids[n] {
+                    None => {
+                        t.leaves.push(rng.next() - 0.5);
+                        Child::Leaf(t.leaves.len() - 1)
+                    }
+                    Some((a, b)) => {
+                        let i = t.splits.len();
+                        t.splits.push(Split {
+                            feature: (rng.next() * 10.0) as usize,
+                            test: Test::Numerical {
+                                threshold: rng.next() * 2.0 - 1.0,
+                                missing: Missing::None,
+                                default_left: false,
+                            },
+                            left: Child::Leaf(0),
+                            right: Child::Leaf(0),
+                        });
+                        let l = walk(a, kids, t, rng);
+                        let r = walk(b, kids, t, rng);
+                        t.splits[i].left = l;
+                        t.splits[i].right = r;
+                        Child::Split(i)
+                    }
+                }
+            }
+            walk(0, &kids, &mut t, &mut rng);
+            t
+        })
+        .collect();
+    let forest = Forest::new(&trees, false).unwrap();
+    let x: Vec<f64> = (0..n_rows * n_cols).map(|_| rng.next() * 2.0 - 1.0).collect();
+    let mut out = vec![0.0; n_rows];
+    let mut best = f64::INFINITY;
+    for _ in 0..30 {
+        let t = Instant::now();
+        forest.predict(&x, n_cols, &mut out).unwrap();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "{n_rows} rows x {n_trees} trees: {:.2} ms (best of 30), checksum {}",
+        best * 1e3,
+        out.iter().sum::<f64>()
+    );
+}

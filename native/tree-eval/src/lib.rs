@@ -1,0 +1,662 @@
+//! A tree ensemble (LightGBM's trees, as `Booster.dump_model()` describes them) applied to
+//! rows of `f64` features with LightGBM's decision rules, bit for bit: the sum over the
+//! trees, in tree order, of the leaf each row reaches (or its mean, for `average_output`).
+//!
+//! The nodes of all trees lie in flat arrays (one per field); rows are evaluated in blocks
+//! so that a tree's nodes stay in cache while a block's rows pass through it, several rows
+//! at a time so that their independent walks overlap.
+//!
+//! LightGBM's rules (`include/LightGBM/tree.h`, `c_api.cpp`), reproduced here:
+//! - a dense row's values within ±`ZERO_THRESHOLD` of zero are read as 0;
+//! - numerical split: NaN is read as 0 unless the split's missing type is NaN; then a zero
+//!   (missing type Zero) or a NaN (missing type NaN) goes the default side; otherwise left
+//!   when `value <= threshold`;
+//! - categorical split: NaN and negative values go right; otherwise the value truncated to
+//!   an integer goes left when it is in the split's category set.
+
+use std::fmt;
+
+/// LightGBM's `kZeroThreshold` (declared `1e-35f`: the float's value, widened).
+pub const ZERO_THRESHOLD: f64 = 1e-35_f32 as f64;
+
+/// What a split does with a missing value (LightGBM's `missing_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// NaN is read as 0 and compared.
+    None,
+    /// Zero (and NaN, read as 0) goes the default side.
+    Zero,
+    /// NaN goes the default side.
+    NaN,
+}
+
+/// A split's test.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Test {
+    /// Left when `value <= threshold`.
+    Numerical {
+        threshold: f64,
+        missing: Missing,
+        default_left: bool,
+    },
+    /// Left when the value, truncated to an integer, is one of `categories`.
+    Categorical { categories: Vec<u32> },
+}
+
+/// Where a branch leads: another split of the same tree or a leaf, by index in the tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Child {
+    Split(usize),
+    Leaf(usize),
+}
+
+/// One split of a tree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    pub feature: usize,
+    pub test: Test,
+    pub left: Child,
+    pub right: Child,
+}
+
+/// One tree: its splits (index 0 the root; a branch always leads to a later split, as in
+/// a pre-order numbering) and leaf values. No splits: a single leaf.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Tree {
+    pub splits: Vec<Split>,
+    pub leaves: Vec<f64>,
+}
+
+/// Why a forest or an input was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(pub String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The largest category a categorical split may name (LightGBM's own limit is lower).
+pub const MAX_CATEGORY: u32 = 1 << 24;
+
+const PLAIN: u32 = 0; // numerical, no missing handling at the split (NaN read as 0 on the way in)
+const NUMERICAL: u32 = 1;
+const CATEGORICAL: u32 = 2;
+const KIND: u32 = 3;
+const DEFAULT_LEFT: u32 = 4;
+const MISSING_ZERO: u32 = 8;
+const MISSING_NAN: u32 = 16;
+const LEAF: u32 = 32;
+/// A node's feature index sits in the low bits of `Node::feature_kind`, its kind above.
+const FEATURE_BITS: u32 = 24;
+const FEATURE_MASK: u32 = (1 << FEATURE_BITS) - 1;
+
+/// Rows per block: a block's rows pass through one tree before the next tree.
+const BLOCK: usize = 64;
+/// Rows walked through a tree together.
+const LANES: usize = 8;
+
+/// One node, 16 bytes (four to a cache line). A split's children are adjacent: left at
+/// `children`, right at `children + 1`. A leaf's threshold is NaN (so every row goes
+/// "right") and its `children` is its own index - 1: a row at a leaf stays there, so
+/// several rows walk a tree in lockstep without a branch per row until all are at leaves.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(16))]
+struct Node {
+    threshold: f64,
+    feature_kind: u32,
+    children: u32,
+}
+
+/// The trees in one flat array of nodes (each tree breadth-first, siblings side by side),
+/// leaf values and categorical bitsets beside it.
+#[derive(Debug, Clone)]
+pub struct Forest {
+    node: Vec<Node>,
+    /// Leaf value (0 for a split), by node.
+    value: Vec<f64>,
+    /// Categorical splits: the category bitset's range in `bits`, by node.
+    bits_at: Vec<(u32, u32)>,
+    bits: Vec<u32>,
+    /// Each tree's root (trees of one leaf are in `order` instead) and depth.
+    root: Vec<u32>,
+    depth: Vec<u32>,
+    /// Every split is a plain `<=` (no missing handling, no categories).
+    plain: bool,
+    /// Per tree, in order: its root index in `root`, or its single leaf's value.
+    order: Vec<Result<u32, f64>>,
+    /// Per feature: NaN may be read as 0 when the row is copied in (no NaN-aware or
+    /// categorical split reads the feature).
+    nan_is_zero: Vec<bool>,
+    average: bool,
+    n_features: usize,
+}
+
+impl Forest {
+    /// Lays out `trees`; `average` divides the sum by the number of trees (LightGBM's
+    /// `average_output`, random-forest mode). Refuses trees whose branches do not lead
+    /// forward to a split or leaf of the same tree.
+    pub fn new(trees: &[Tree], average: bool) -> Result<Forest, Error> {
+        let n_nodes: usize = trees.iter().map(|t| t.splits.len() + t.leaves.len()).sum();
+        if n_nodes >= u32::MAX as usize / 2 {
+            return Err(Error("too many nodes".into()));
+        }
+        let mut f = Forest {
+            node: Vec::with_capacity(n_nodes),
+            value: Vec::with_capacity(n_nodes),
+            bits_at: Vec::with_capacity(n_nodes),
+            bits: Vec::new(),
+            root: Vec::new(),
+            depth: Vec::new(),
+            plain: true,
+            order: Vec::with_capacity(trees.len()),
+            nan_is_zero: Vec::new(),
+            average,
+            n_features: 0,
+        };
+        let mut nan_aware = Vec::new();
+        for (t, tree) in trees.iter().enumerate() {
+            if tree.leaves.len() != tree.splits.len() + 1 {
+                return Err(Error(format!(
+                    "tree {t}: {} leaves for {} splits (a binary tree has one more)",
+                    tree.leaves.len(),
+                    tree.splits.len()
+                )));
+            }
+            if tree.splits.is_empty() {
+                f.order.push(Err(tree.leaves[0]));
+                continue;
+            }
+            for (i, s) in tree.splits.iter().enumerate() {
+                for c in [s.left, s.right] {
+                    let ok = match c {
+                        Child::Split(j) => j > i && j < tree.splits.len(),
+                        Child::Leaf(j) => j < tree.leaves.len(),
+                    };
+                    if !ok {
+                        return Err(Error(format!(
+                            "tree {t}, split {i}: branch {c:?} out of order or range"
+                        )));
+                    }
+                }
+                if s.feature >= FEATURE_MASK as usize {
+                    return Err(Error(format!("tree {t}, split {i}: feature {} too large", s.feature)));
+                }
+            }
+            // Breadth-first: each node's children are given two adjacent places. Branches
+            // lead forward (checked above), so each node is reached once... unless two
+            // branches name the same node, which `seen` refuses.
+            let mut seen = vec![false; tree.splits.len() + tree.leaves.len()];
+            let root = f.node.len();
+            f.order.push(Ok(f.root.len() as u32));
+            f.root.push(root as u32);
+            let mut queue = std::collections::VecDeque::from([(Child::Split(0), root, 0u32)]);
+            f.push_blank(1);
+            let mut depth = 0;
+            while let Some((c, at, d)) = queue.pop_front() {
+                depth = depth.max(d);
+                let key = match c {
+                    Child::Split(i) => i,
+                    Child::Leaf(i) => tree.splits.len() + i,
+                };
+                if std::mem::replace(&mut seen[key], true) {
+                    return Err(Error(format!("tree {t}: {c:?} reached by two branches")));
+                }
+                match c {
+                    Child::Leaf(i) => {
+                        f.node[at] = Node {
+                            threshold: f64::NAN,
+                            feature_kind: LEAF << FEATURE_BITS,
+                            children: at as u32 - 1,
+                        };
+                        f.value[at] = tree.leaves[i];
+                    }
+                    Child::Split(i) => {
+                        let s = &tree.splits[i];
+                        let kids = f.node.len();
+                        f.push_blank(2);
+                        queue.push_back((s.left, kids, d + 1));
+                        queue.push_back((s.right, kids + 1, d + 1));
+                        f.n_features = f.n_features.max(s.feature + 1);
+                        if nan_aware.len() < f.n_features {
+                            nan_aware.resize(f.n_features, false);
+                        }
+                        let (threshold, kind) = match &s.test {
+                            Test::Numerical {
+                                threshold,
+                                missing,
+                                default_left,
+                            } => {
+                                let mut k = match missing {
+                                    Missing::None => PLAIN,
+                                    Missing::Zero => NUMERICAL | MISSING_ZERO,
+                                    Missing::NaN => {
+                                        nan_aware[s.feature] = true;
+                                        NUMERICAL | MISSING_NAN
+                                    }
+                                };
+                                if *default_left {
+                                    k |= DEFAULT_LEFT;
+                                }
+                                (*threshold, k)
+                            }
+                            Test::Categorical { categories } => {
+                                nan_aware[s.feature] = true;
+                                let top = categories.iter().copied().max().unwrap_or(0);
+                                if top > MAX_CATEGORY {
+                                    return Err(Error(format!("tree {t}, split {i}: category {top} too large")));
+                                }
+                                let words = if categories.is_empty() {
+                                    0
+                                } else {
+                                    top as usize / 32 + 1
+                                };
+                                let b = f.bits.len();
+                                f.bits.resize(b + words, 0);
+                                for &c in categories {
+                                    f.bits[b + c as usize / 32] |= 1 << (c % 32);
+                                }
+                                f.bits_at[at] = (b as u32, words as u32);
+                                (0.0, CATEGORICAL)
+                            }
+                        };
+                        f.node[at] = Node {
+                            threshold,
+                            feature_kind: s.feature as u32 | kind << FEATURE_BITS,
+                            children: kids as u32,
+                        };
+                    }
+                }
+            }
+            f.depth.push(depth);
+        }
+        // A plain split reads a NaN as 0: exact only where no split needs the NaN itself;
+        // elsewhere the split does LightGBM's full test.
+        for n in f.node.iter_mut() {
+            let kind = n.feature_kind >> FEATURE_BITS;
+            if kind & (KIND | LEAF) == PLAIN && nan_aware[(n.feature_kind & FEATURE_MASK) as usize] {
+                n.feature_kind |= NUMERICAL << FEATURE_BITS;
+            }
+            f.plain &= n.feature_kind >> FEATURE_BITS & KIND == PLAIN;
+        }
+        f.nan_is_zero = nan_aware.iter().map(|a| !a).collect();
+        Ok(f)
+    }
+
+    fn push_blank(&mut self, n: usize) {
+        for _ in 0..n {
+            self.node.push(Node {
+                threshold: 0.0,
+                feature_kind: 0,
+                children: 0,
+            });
+            self.value.push(0.0);
+            self.bits_at.push((0, 0));
+        }
+    }
+
+    /// Columns a row needs: one more than the largest feature index a split reads.
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    pub fn n_trees(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The prediction of each row of `x` (row-major, `n_cols` values a row) into `out`.
+    pub fn predict(&self, x: &[f64], n_cols: usize, out: &mut [f64]) -> Result<(), Error> {
+        if n_cols < self.n_features {
+            return Err(Error(format!(
+                "rows have {n_cols} columns; the trees read {} features",
+                self.n_features
+            )));
+        }
+        let n_rows = x.len().checked_div(n_cols).unwrap_or(out.len());
+        if x.len() != n_rows * n_cols || out.len() != n_rows {
+            return Err(Error(format!(
+                "{} values in rows of {n_cols} and {} places for the predictions: not one place a row",
+                x.len(),
+                out.len()
+            )));
+        }
+        // At least one column: a leaf reads feature 0 (and ignores it).
+        let width = self.n_features.max(1);
+        let mut block = vec![0.0; BLOCK * width];
+        let mut leaf = vec![0u32; BLOCK * self.root.len()];
+        for (b, out) in out.chunks_mut(BLOCK).enumerate() {
+            let rows = out.len();
+            for r in 0..rows {
+                let src = &x[(b * BLOCK + r) * n_cols..][..self.n_features];
+                let dst = &mut block[r * width..][..self.n_features];
+                for ((d, &v), &nan_zero) in dst.iter_mut().zip(src).zip(&self.nan_is_zero) {
+                    // As LightGBM's dense rows: a value this close to 0 is 0.
+                    *d = if v.abs() <= ZERO_THRESHOLD || (nan_zero && v.is_nan()) {
+                        0.0
+                    } else {
+                        v
+                    };
+                }
+            }
+            self.block(&block[..rows * width], width, &mut leaf, out);
+        }
+        Ok(())
+    }
+
+    /// Every tree's leaf for every row of the block (tree by tree: the tree's nodes stay in
+    /// cache), then each row's sum over the trees in LightGBM's order.
+    fn block(&self, rows: &[f64], width: usize, leaf: &mut [u32], out: &mut [f64]) {
+        let n = out.len();
+        for (t, &root) in self.root.iter().enumerate() {
+            let leaf = &mut leaf[t * BLOCK..][..n];
+            let mut r = 0;
+            let depth = self.depth[t];
+            while r + LANES <= n {
+                let lanes = &rows[r * width..(r + LANES) * width];
+                let mut node = [root; LANES];
+                if self.plain {
+                    // Every split a plain `<=`: as many steps as the tree is deep, no test for
+                    // the end (a row at a leaf stays there), nothing but loads and compares.
+                    for _ in 0..depth {
+                        let mut done = true;
+                        for (lane, nd) in node.iter_mut().enumerate() {
+                            *nd = self.step_plain(*nd, &lanes[lane * width..(lane + 1) * width]);
+                            done &= self.is_leaf(*nd);
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                } else {
+                    loop {
+                        let mut done = true;
+                        for (lane, nd) in node.iter_mut().enumerate() {
+                            *nd = self.step(*nd, &lanes[lane * width..(lane + 1) * width]);
+                            done &= self.is_leaf(*nd);
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                }
+                leaf[r..r + LANES].copy_from_slice(&node);
+                r += LANES;
+            }
+            for (l, row) in leaf[r..].iter_mut().zip(rows[r * width..].chunks_exact(width)) {
+                let mut nd = root;
+                while !self.is_leaf(nd) {
+                    nd = self.step(nd, row);
+                }
+                *l = nd;
+            }
+        }
+        for (r, o) in out.iter_mut().enumerate() {
+            let mut sum = 0.0;
+            for tree in &self.order {
+                sum += match *tree {
+                    Ok(t) => self.value[leaf[t as usize * BLOCK + r] as usize],
+                    Err(v) => v,
+                };
+            }
+            *o = if self.average && !self.order.is_empty() {
+                sum / self.order.len() as f64
+            } else {
+                sum
+            };
+        }
+    }
+
+    #[inline(always)]
+    fn is_leaf(&self, s: u32) -> bool {
+        // SAFETY: `s` is a node index (see `step`).
+        unsafe { self.node.get_unchecked(s as usize).feature_kind >> FEATURE_BITS & LEAF != 0 }
+    }
+
+    /// `step` where the node is a plain split or a leaf.
+    #[inline(always)]
+    fn step_plain(&self, s: u32, row: &[f64]) -> u32 {
+        // SAFETY: as `step`.
+        unsafe {
+            let n = self.node.get_unchecked(s as usize);
+            let v = *row.get_unchecked((n.feature_kind & FEATURE_MASK) as usize);
+            // Not `v > threshold`: NaN (a leaf's threshold) must go right.
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
+            let right = !(v <= n.threshold);
+            n.children + right as u32
+        }
+    }
+
+    /// The node a row goes to from node `s` (a leaf: itself).
+    #[inline(always)]
+    fn step(&self, s: u32, row: &[f64]) -> u32 {
+        // SAFETY: `new` made every child index a node of the forest and every feature index
+        // below `n_features`; `predict` hands rows of at least `max(n_features, 1)` values.
+        unsafe {
+            let n = self.node.get_unchecked(s as usize);
+            let v = *row.get_unchecked((n.feature_kind & FEATURE_MASK) as usize);
+            let k = n.feature_kind >> FEATURE_BITS;
+            let left = if k & KIND == PLAIN {
+                v <= n.threshold
+            } else {
+                self.slow_test(s as usize, k, v, n.threshold)
+            };
+            n.children + !left as u32
+        }
+    }
+
+    #[inline(never)]
+    fn slow_test(&self, s: usize, k: u32, v: f64, threshold: f64) -> bool {
+        if k & KIND == CATEGORICAL {
+            // C's (int) cast truncates toward zero (-0.5 is category 0); past i32's range it
+            // is undefined in C and INT_MIN on x86, so right.
+            let t = v.trunc();
+            if !(0.0..2147483648.0).contains(&t) {
+                return false; // NaN too
+            }
+            let c = t as u32;
+            let (at, words) = self.bits_at[s];
+            let w = (c / 32) as usize;
+            return w < words as usize && (self.bits[at as usize + w] >> (c % 32)) & 1 == 1;
+        }
+        let nan_missing = k & MISSING_NAN != 0;
+        let v = if v.is_nan() && !nan_missing { 0.0 } else { v };
+        if (k & MISSING_ZERO != 0 && (-ZERO_THRESHOLD..=ZERO_THRESHOLD).contains(&v)) || (nan_missing && v.is_nan()) {
+            return k & DEFAULT_LEFT != 0;
+        }
+        v <= threshold
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(feature: usize, threshold: f64, missing: Missing, default_left: bool, left: Child, right: Child) -> Split {
+        Split {
+            feature,
+            test: Test::Numerical {
+                threshold,
+                missing,
+                default_left,
+            },
+            left,
+            right,
+        }
+    }
+
+    fn one(tree: Tree, x: &[f64]) -> f64 {
+        let f = Forest::new(&[tree], false).unwrap();
+        let mut out = [0.0];
+        f.predict(x, x.len(), &mut out).unwrap();
+        out[0]
+    }
+
+    fn stump(test: Test) -> Tree {
+        Tree {
+            splits: vec![Split {
+                feature: 0,
+                test,
+                left: Child::Leaf(0),
+                right: Child::Leaf(1),
+            }],
+            leaves: vec![-1.0, 1.0],
+        }
+    }
+
+    fn numerical(threshold: f64, missing: Missing, default_left: bool) -> Tree {
+        stump(Test::Numerical {
+            threshold,
+            missing,
+            default_left,
+        })
+    }
+
+    #[test]
+    fn numerical_missing_none_reads_nan_as_zero() {
+        let t = numerical(0.5, Missing::None, false);
+        assert_eq!(one(t.clone(), &[0.5]), -1.0); // <= goes left
+        assert_eq!(one(t.clone(), &[0.6]), 1.0);
+        assert_eq!(one(t.clone(), &[f64::NAN]), -1.0); // 0 <= 0.5
+        let t = numerical(-0.5, Missing::None, true);
+        assert_eq!(one(t, &[f64::NAN]), 1.0); // 0 > -0.5: right, default_left ignored
+    }
+
+    #[test]
+    fn numerical_missing_zero_sends_zero_and_nan_the_default_way() {
+        for default_left in [true, false] {
+            let side = if default_left { -1.0 } else { 1.0 };
+            let t = numerical(-1.0, Missing::Zero, default_left);
+            assert_eq!(one(t.clone(), &[0.0]), side);
+            assert_eq!(one(t.clone(), &[-0.0]), side);
+            assert_eq!(one(t.clone(), &[1e-36]), side); // within kZeroThreshold
+            assert_eq!(one(t.clone(), &[f64::NAN]), side); // NaN read as 0
+            assert_eq!(one(t.clone(), &[-2.0]), -1.0);
+            assert_eq!(one(t.clone(), &[1e-30]), 1.0);
+        }
+    }
+
+    #[test]
+    fn numerical_missing_nan_sends_nan_the_default_way_and_compares_zero() {
+        for default_left in [true, false] {
+            let side = if default_left { -1.0 } else { 1.0 };
+            let t = numerical(-1.0, Missing::NaN, default_left);
+            assert_eq!(one(t.clone(), &[f64::NAN]), side);
+            assert_eq!(one(t.clone(), &[0.0]), 1.0);
+            assert_eq!(one(t.clone(), &[-1.0]), -1.0);
+        }
+    }
+
+    #[test]
+    fn a_plain_split_on_a_feature_another_split_reads_as_nan_still_reads_nan_as_zero() {
+        // Split 0 (feature 0, missing None, threshold 0.5): NaN -> 0 -> left, to split 1
+        // (feature 0, missing NaN, default right): NaN -> leaf 2.
+        let t = Tree {
+            splits: vec![
+                num(0, 0.5, Missing::None, false, Child::Split(1), Child::Leaf(0)),
+                num(0, 0.25, Missing::NaN, false, Child::Leaf(1), Child::Leaf(2)),
+            ],
+            leaves: vec![10.0, 20.0, 30.0],
+        };
+        assert_eq!(one(t.clone(), &[f64::NAN]), 30.0);
+        assert_eq!(one(t.clone(), &[0.1]), 20.0);
+        assert_eq!(one(t, &[0.7]), 10.0);
+    }
+
+    #[test]
+    fn categorical_left_for_listed_categories_right_for_nan_negative_and_others() {
+        let t = stump(Test::Categorical {
+            categories: vec![0, 3, 40],
+        });
+        for (v, want) in [
+            (0.0, -1.0),
+            (3.0, -1.0),
+            (3.9, -1.0), // truncated
+            (40.0, -1.0),
+            (-0.5, -1.0), // truncates to 0
+            (1.0, 1.0),
+            (41.0, 1.0),
+            (1000.0, 1.0), // past the bitset
+            (-1.0, 1.0),
+            (f64::NAN, 1.0),
+            (1e12, 1.0),
+            (f64::INFINITY, 1.0),
+        ] {
+            assert_eq!(one(t.clone(), &[v]), want, "value {v}");
+        }
+    }
+
+    #[test]
+    fn sums_trees_in_order_averages_when_asked_and_handles_single_leaf_trees() {
+        let trees = vec![
+            numerical(0.0, Missing::None, false),
+            Tree {
+                splits: vec![],
+                leaves: vec![0.25],
+            },
+            Tree {
+                splits: vec![Split {
+                    feature: 1,
+                    test: Test::Numerical {
+                        threshold: 2.0,
+                        missing: Missing::None,
+                        default_left: false,
+                    },
+                    left: Child::Leaf(0),
+                    right: Child::Leaf(1),
+                }],
+                leaves: vec![100.0, 200.0],
+            },
+        ];
+        // More rows than a block and not a multiple of the lanes: every loop's tail runs.
+        let n = BLOCK * 2 + LANES + 3;
+        let x: Vec<f64> = (0..n).flat_map(|i| [i as f64 - 50.0, (i % 5) as f64, 7.0]).collect();
+        let mut out = vec![0.0; n];
+        let sum = Forest::new(&trees, false).unwrap();
+        sum.predict(&x, 3, &mut out).unwrap();
+        let mut avg_out = vec![0.0; n];
+        Forest::new(&trees, true).unwrap().predict(&x, 3, &mut avg_out).unwrap();
+        for i in 0..n {
+            let want = (if i as f64 - 50.0 <= 0.0 { -1.0 } else { 1.0 })
+                + 0.25
+                + if (i % 5) as f64 <= 2.0 { 100.0 } else { 200.0 };
+            assert_eq!(out[i], want, "row {i}");
+            assert_eq!(avg_out[i], want / 3.0, "row {i}");
+        }
+        assert_eq!(sum.n_trees(), 3);
+        assert_eq!(sum.n_features(), 2);
+    }
+
+    #[test]
+    fn refuses_backward_branches_bad_leaves_and_narrow_rows() {
+        let back = Tree {
+            splits: vec![
+                num(0, 0.0, Missing::None, false, Child::Split(1), Child::Leaf(0)),
+                num(0, 0.0, Missing::None, false, Child::Split(0), Child::Leaf(1)),
+            ],
+            leaves: vec![0.0, 0.0, 0.0],
+        };
+        assert!(Forest::new(&[back], false).is_err());
+        let far = Tree {
+            splits: vec![num(0, 0.0, Missing::None, false, Child::Leaf(0), Child::Leaf(5))],
+            leaves: vec![0.0, 0.0],
+        };
+        assert!(Forest::new(&[far], false).is_err());
+        let count = Tree {
+            splits: vec![],
+            leaves: vec![],
+        };
+        assert!(Forest::new(&[count], false).is_err());
+        let f = Forest::new(&[stump(Test::Categorical { categories: vec![1] })], false).unwrap();
+        let mut out = [0.0; 2];
+        assert!(f.predict(&[1.0, 2.0, 3.0], 3, &mut out).is_err()); // 3 values, 2 outputs
+        let wide = Tree {
+            splits: vec![num(4, 0.0, Missing::None, false, Child::Leaf(0), Child::Leaf(1))],
+            leaves: vec![0.0, 0.0],
+        };
+        let f = Forest::new(&[wide], false).unwrap();
+        assert!(f.predict(&[1.0, 2.0], 2, &mut out[..1]).is_err()); // needs 5 columns
+    }
+}

@@ -1,0 +1,168 @@
+"""mlvigil_native's Forest (native/tree-eval) applies LightGBM's trees as LightGBM does.
+
+Its predictions are held equal to ``Booster.predict`` on random rows with NaNs, zeros and
+values within LightGBM's zero threshold, categorical features (listed, unlisted, negative,
+fractional, huge categories), each missing-value treatment, several objectives, random
+forests (averaged output), single-leaf trees and DLE's real loss models; what it does not
+reproduce is left to LightGBM (``compile_booster`` returns None).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from detectors.estimation import DLE, Sample
+from detectors.estimation import forest as forest_module
+from detectors.estimation.forest import compile_booster
+
+lightgbm = pytest.importorskip("lightgbm")
+native = pytest.importorskip("mlvigil_native")
+if not hasattr(native, "Forest"):
+    pytest.skip("mlvigil_native predates Forest: bash scripts/setup_native.sh", allow_module_level=True)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Five numerical features (NaNs, zeros, values within 1e-35 of zero) and a category."""
+    x = rng.normal(size=(n, 6))
+    x[rng.random((n, 6)) < 0.08] = np.nan
+    x[rng.random((n, 6)) < 0.08] = 0.0
+    x[rng.random((n, 6)) < 0.01] = 1e-36
+    x[:, 5] = rng.integers(0, 30, n).astype(float)
+    return x
+
+
+def _target(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    cat_effect = np.where(np.isin(x[:, 5], [1, 3, 7, 12, 25]), 2.0, -1.0)
+    return (
+        np.nan_to_num(x[:, 0]) * 2
+        + np.isnan(x[:, 1]) * 3
+        + (x[:, 2] == 0) * 1.5
+        + cat_effect
+        + rng.normal(size=len(x))
+    )
+
+
+def _analysis_rows(rng: np.random.Generator, n: int) -> np.ndarray:
+    x = _rows(rng, n)
+    # Categories never seen, negative, fractional, NaN and past int32 go right.
+    x[:, 5] = rng.choice([-3.0, -0.5, 0.0, 1.0, 3.7, 12.0, 29.0, 31.0, 500.0, 3e9, np.nan], size=n)
+    return x
+
+
+CASES: list[dict[str, Any]] = [
+    {"objective": "regression"},
+    {"objective": "regression", "zero_as_missing": True},
+    {"objective": "regression", "use_missing": False},
+    {"objective": "regression_l1", "num_leaves": 63},
+    {"objective": "huber", "learning_rate": 0.3},
+    {"objective": "quantile", "alpha": 0.8},
+    {"objective": "regression", "boosting": "rf", "bagging_freq": 1, "bagging_fraction": 0.7},
+    {"objective": "regression", "min_data_in_leaf": 5000},  # every tree a single leaf
+]
+
+
+@pytest.mark.parametrize("params", CASES, ids=lambda p: "-".join(f"{k}={v}" for k, v in p.items()))
+@pytest.mark.parametrize("categorical", [False, True], ids=["numerical", "categorical"])
+def test_forest_predicts_what_lightgbm_predicts(params: dict[str, Any], categorical: bool) -> None:
+    rng = np.random.default_rng(len(str(params)) + categorical)
+    x = _rows(rng, 3000)
+    data = lightgbm.Dataset(x, _target(x, rng), categorical_feature=[5] if categorical else "auto")
+    booster = lightgbm.train(
+        {"verbosity": -1, "num_threads": 1, "seed": 1, **params}, data, num_boost_round=40
+    )
+    dump = booster.dump_model()
+    kinds = {n["decision_type"] for t in dump["tree_info"] for n in _splits(t["tree_structure"])}
+    assert ("==" in kinds) == categorical or "min_data_in_leaf" in params
+    forest = compile_booster(booster)
+    assert forest is not None
+    for n in (1, 7, 64, 1001):  # a block's and the lanes' tails
+        window = _analysis_rows(rng, n)
+        expected = booster.predict(window, num_threads=1)
+        got = forest.predict(window)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0)
+        assert np.array_equal(got, expected)  # in fact the same bits: same sums, same order
+
+
+def _splits(node: dict[str, Any]) -> list[dict[str, Any]]:
+    if "split_index" not in node:
+        return []
+    return [node, *_splits(node["left_child"]), *_splits(node["right_child"])]
+
+
+def test_dle_loss_models_are_applied_by_forest_with_lightgbms_predictions() -> None:
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    rng = np.random.default_rng(3)
+    pred = y + rng.normal(size=y.size) * 30
+    ref = Sample(predictions=pred[:300], labels=y[:300], features=x[:300])
+    est = DLE(["mae", "rmse"]).fit(ref)
+    design = np.hstack([x[300:], pred[300:, None]])
+    for model in est._models.values():
+        assert model.native is not None
+        assert np.array_equal(model.predict(design), model.booster.predict(design, num_threads=1))
+    # The estimate is the one LightGBM's predictor gives.
+    lightgbm_only = DLE(["mae", "rmse"]).fit(ref)
+    for model in lightgbm_only._models.values():
+        model.native = None
+    window = Sample(predictions=pred[300:], features=x[300:])
+    assert [e.value for e in est.estimate(window)] == [e.value for e in lightgbm_only.estimate(window)]
+
+
+def test_models_forest_does_not_reproduce_are_left_to_lightgbm(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(500, 3))
+    y = x[:, 0] + rng.normal(size=500)
+    train = {"verbosity": -1, "num_threads": 1}
+    linear = lightgbm.train({**train, "linear_tree": True}, lightgbm.Dataset(x, y), num_boost_round=5)
+    assert compile_booster(linear) is None
+    binary = lightgbm.train({**train, "objective": "binary"}, lightgbm.Dataset(x, y > 0), num_boost_round=5)
+    assert compile_booster(binary) is None  # its output goes through a sigmoid
+    multi = lightgbm.train(
+        {**train, "objective": "multiclass", "num_class": 3}, lightgbm.Dataset(x, np.digitize(y, [-1, 1])), 5
+    )
+    assert compile_booster(multi) is None
+    # An older native build without Forest: DLE still works, through LightGBM.
+    monkeypatch.setattr(forest_module, "_NativeForest", None)
+    est = DLE(["mae"]).fit(Sample(predictions=x[:, 0], labels=y, features=x))
+    assert est._models["abs"].native is None
+    assert np.isfinite(est.estimate(Sample(predictions=x[:100, 0], features=x[:100]))[0].value)
+
+
+def test_forest_refuses_malformed_trees_and_rows_with_a_reason() -> None:
+    # Per tree: features, thresholds, decision codes, left, right, categories; leaf values.
+    leaf: tuple[list[Any], ...] = ([], [], [], [], [], [], [1.0])
+    split: tuple[list[Any], ...] = ([0], [0.5], [0], [-1], [-2], [[]], [1.0, 2.0])
+    backward: tuple[list[Any], ...] = (
+        [0, 0],
+        [0.5, 0.5],
+        [0, 0],
+        [1, 0],
+        [-1, -2],
+        [[], []],
+        [1.0, 2.0, 3.0],
+    )
+    with pytest.raises(ValueError, match="out of order or range"):
+        native.Forest([backward])
+    with pytest.raises(ValueError, match="leaves for"):
+        native.Forest([([0], [0.5], [0], [-1], [-2], [[]], [1.0])])
+    with pytest.raises(ValueError, match="differ in length"):
+        native.Forest([([0], [0.5, 1.0], [0], [-1], [-2], [[]], [1.0, 2.0])])
+    forest = native.Forest([leaf, split])
+    assert (forest.n_trees, forest.n_features) == (2, 1)
+    out = np.empty(2)
+    forest.predict(np.array([[0.5], [0.6]]), out)
+    assert out.tolist() == [2.0, 3.0]
+    with pytest.raises(ValueError, match="columns"):
+        forest.predict(np.empty((2, 0)), out)
+    with pytest.raises(ValueError, match="places"):
+        forest.predict(np.zeros((3, 1)), out)
+    with pytest.raises(ValueError, match="2-D"):
+        forest.predict(np.zeros(2), out)
+    with pytest.raises((ValueError, TypeError, BufferError)):
+        forest.predict(np.zeros((2, 1), dtype=np.float32), out)
