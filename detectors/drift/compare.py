@@ -7,7 +7,7 @@ same ``compare`` runs on columns from the store, from CSV/Parquet files or from 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -85,7 +85,9 @@ class FeatureDrift:
     movement: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow (its movement summary shared, not deep-copied as ``asdict`` would): built
+        # for every feature at every evaluation, and nobody changes it afterwards.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
