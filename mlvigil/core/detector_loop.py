@@ -155,21 +155,14 @@ class DetectorLoop:
                 return []
 
     def evaluate_all(self, now: float | None = None) -> list[tuple[Finding, str]]:
-        """One pass over all detectors (the API's synchronous 'evaluate now'): in the loop's
-        pool of threads once it runs, as scheduled evaluations are, else one after another.
-        Transitions in the detectors' order either way."""
+        """One pass over all detectors, one after another (the API's synchronous 'evaluate now')."""
         now = time.time() if now is None else now
         with self._slots_lock:
             slots = list(self._slots.values())
-        pool = self._pool
-        if pool is not None and len(slots) > 1:
-            try:
-                per_slot = list(pool.map(lambda slot: self._evaluate(slot, now), slots))
-            except RuntimeError:  # the pool was shut down meanwhile (the service stopping)
-                per_slot = [self._evaluate(slot, now) for slot in slots]
-        else:
-            per_slot = [self._evaluate(slot, now) for slot in slots]
-        return [t for transitions in per_slot for t in transitions]
+        out: list[tuple[Finding, str]] = []
+        for slot in slots:
+            out.extend(self._evaluate(slot, now))
+        return out
 
     def _scheduled(self, slot: _Slot) -> None:
         """A scheduled evaluation (pool thread); then the slot's next due time."""
