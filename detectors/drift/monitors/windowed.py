@@ -173,13 +173,14 @@ class DistributionEvaluator(WindowEvaluator):
     ) -> list[Finding]:
         ctx, c = self.ctx, self.ctx.config
         profile: ReferenceProfile = ctx.reference.model
+        # Where and how long the statistics ran, when a worker process ran them.
+        statistics: dict[str, Any] = {}
         if c.backend == "alibi":
             from detectors.drift.alibi_backend import alibi_compare
 
             assert ctx.reference.columns is not None
             report = alibi_compare(c, ctx.reference.columns, cols, profile, compare_options(ctx))
         else:
-            statistics: dict[str, Any] = {}
             try:
                 report = compare(
                     profile, cols, compare_options(ctx, statistics), extra=self._embedding_result(rows)
@@ -195,7 +196,7 @@ class DistributionEvaluator(WindowEvaluator):
             "window_start": start,
             "window_end": end,
             **({"calibration": report.calibration} if report.calibration else {}),
-            **({"statistics": statistics} if c.backend != "alibi" and statistics else {}),
+            **({"statistics": statistics} if statistics else {}),
             "report": report.to_dict(top=10),
         }
         if not report.drifted:
