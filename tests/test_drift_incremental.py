@@ -1,6 +1,6 @@
-"""Every columnar data monitor slides its window incrementally (issue 20): what it keeps
-and reads again must give exactly what a whole read gives, also when a row arrives later
-than the overlap or rows are deleted."""
+"""Every columnar data monitor slides its window incrementally (issue 20): it reads only the
+rows it does not hold yet, and what it keeps and reads must give exactly what a whole read
+gives, also when a row arrives late (inside the kept window) or rows are deleted."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from detectors.drift.config import MonitorConfig, MonitorDefaults
 from detectors.drift.monitor import MonitorDetector
 from detectors.drift.monitors import rows as rows_mod
-from detectors.drift.monitors.rows import INCREMENTAL_OVERLAP_S, ColumnarDataRows
+from detectors.drift.monitors.rows import ColumnarDataRows
 from mlvigil.core.records import RecordBatch
 from mlvigil.core.store.duckdb import DuckDBStore
 
@@ -36,6 +36,12 @@ def _detector() -> MonitorDetector:
         }
     )
     return MonitorDetector(cfg.resolved(MonitorDefaults()))
+
+
+def _as_rows(window: dict[str, list]) -> list[tuple]:
+    """A window as its rows, in order of time and then content: the store orders rows that
+    share a timestamp arbitrarily, a window is the same rows whatever that order."""
+    return sorted(zip(*window.values(), strict=True), key=repr)
 
 
 def _window(det: MonitorDetector, store: DuckDBStore, now: float) -> dict[str, list]:
@@ -69,28 +75,37 @@ def test_incremental_window_equals_a_whole_read(store: DuckDBStore, monkeypatch)
     now = 1300.0
     det.evaluate(store, now)
     for step in range(3):
-        # New rows after the last evaluation: read incrementally (from the overlap on only).
+        # New rows after the last evaluation: only they are read (the first at ``now``).
         _append(store, [now + i * 0.5 for i in range(20)], seed=10 + step)
-        now += 10.0
         reads.clear()
-        got = _window(det, store, now)
-        assert reads and all(s is not None and s >= now - 10.0 - INCREMENTAL_OVERLAP_S for s, _ in reads[:1])
-        assert got == _whole(det, store, now)
-    # A row arriving far later than the overlap, inside the kept window: read whole.
+        got = _window(det, store, now + 10.0)
+        assert reads and reads[0][0] == now
+        now += 10.0
+        assert _as_rows(got) == _as_rows(_whole(det, store, now))
+    # Rows sharing the last kept row's timestamp: read again with it, none kept twice.
+    _append(store, [now - 0.5, now - 0.5], seed=96)
+    now += 10.0
+    got = _window(det, store, now)
+    assert _as_rows(got) == _as_rows(_whole(det, store, now))
+    # A row arriving late, inside the kept window: read from its time on.
     late = now - 100.25
     _append(store, [late], seed=99)
     _append(store, [now + 1.0], seed=98)
     now += 10.0
+    reads.clear()
     got = _window(det, store, now)
+    assert reads[0][0] == late
     assert late in got["ts"]
-    assert got == _whole(det, store, now)
-    # Rows deleted inside the kept window: read whole too.
+    assert _as_rows(got) == _as_rows(_whole(det, store, now))
+    # Rows deleted inside the kept window: read from the first of them on.
     gone = (now - 150.0, now - 120.0)
     store._con.execute("DELETE FROM inferences WHERE ts > ? AND ts < ?", list(gone))
     _append(store, [now + 1.0], seed=97)
     now += 10.0
+    reads.clear()
     got = _window(det, store, now)
-    assert got == _whole(det, store, now)
+    assert reads[0][0] is not None and reads[0][0] >= gone[0]
+    assert _as_rows(got) == _as_rows(_whole(det, store, now))
     assert not any(gone[0] < t < gone[1] for t in got["ts"])
 
 

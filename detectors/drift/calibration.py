@@ -80,10 +80,10 @@ def _compute(
     return [float(x) for x in min_p_null_rows(rows, kinds, family, size, windows, seed)]
 
 
-def _exit_with_parent(parent: int) -> None:
-    """In a worker: yield the CPU to the service (ingest first: a calibration can wait), and
-    exit once the service that started it is gone (killed, not stopped), so no orphan goes on
-    computing a calibration nobody will read."""
+def worker_init(parent: int) -> None:
+    """In a worker process (calibrations, statistics): yield the CPU to the service (ingest
+    first: a calibration can wait), and exit once the service that started it is gone
+    (killed, not stopped), so no orphan goes on computing what nobody will read."""
     with contextlib.suppress(OSError):
         os.nice(CALIBRATION_NICE)
 
@@ -126,7 +126,7 @@ class Calibrations:
                 # spawn, not fork: the service runs threads (DuckDB, the event loop) that a
                 # forked child would inherit in whatever state they were.
                 ctx = multiprocessing.get_context("spawn")
-                self._pool = ctx.Pool(self._workers, initializer=_exit_with_parent, initargs=(os.getpid(),))
+                self._pool = ctx.Pool(self._workers, initializer=worker_init, initargs=(os.getpid(),))
         return self._pool
 
     def null(

@@ -7,7 +7,7 @@ same ``compare`` runs on columns from the store, from CSV/Parquet files or from 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ from detectors.drift.min_p import MISSING, READY, Member, cached_min_p_null
 from detectors.drift.multiple import correct, min_p
 from detectors.drift.profile import (
     CategoricalProfile,
+    FeatureProfile,
     NumericProfile,
     ReferenceProfile,
     counted,
@@ -56,6 +57,15 @@ class CompareOptions:
     null_source: (
         Callable[[ReferenceProfile, list[Member], int, int, int], tuple[np.ndarray | None, str]] | None
     ) = None
+    #: Where the per-feature tests run (``feature_results``): None here, in this thread; a
+    #: monitor in the service passes its worker processes' (``detectors.drift.workers``).
+    run_tests: (
+        Callable[
+            [ReferenceProfile, Mapping[str, Sequence[Any] | np.ndarray], FeaturePlan],
+            tuple[list[FeatureResult], list[Member]],
+        ]
+        | None
+    ) = None
 
 
 @dataclass
@@ -75,7 +85,9 @@ class FeatureDrift:
     movement: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow (its movement summary shared, not deep-copied as ``asdict`` would): built
+        # for every feature at every evaluation, and nobody changes it afterwards.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -168,6 +180,57 @@ def _movement_categorical(prof: CategoricalProfile, cur: np.ndarray, n_missing: 
     }
 
 
+#: One tested column: (name, kind, result, movement summary).
+FeatureResult = tuple[str, str, TestResult, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """Which features of a window to test and how: with the feature profiles and the
+    window's values, all ``feature_results`` needs (picklable: a worker process runs it)."""
+
+    names: list[str]
+    n_current: int
+    test: str
+    feature_tests: dict[str, str]
+    missing: bool
+
+
+def feature_results(
+    features: Mapping[str, FeatureProfile],
+    current: Mapping[str, Sequence[Any] | np.ndarray],
+    plan: FeaturePlan,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[list[FeatureResult], list[Member]]:
+    """Every feature's test (and missing-rate test) with its movement summary, and the
+    family of tests as min-P resamples it. The heavy part of ``compare``: the sorts, tests
+    and counts over the window's values."""
+    results: list[FeatureResult] = []
+    family: list[Member] = []  # what each result tests, for minp's resampling
+    missing_test = MissingRate()
+    for name in plan.names:
+        prof = features[name]
+        raw = current.get(name)
+        values, n_missing = current_values(prof, raw if raw is not None else [None] * plan.n_current)
+        # Numbers sorted once (every EDF test merges into them), labels counted once.
+        values = np.sort(values) if isinstance(prof, NumericProfile) else counted(values)
+        test = test_for(plan.feature_tests.get(name, plan.test), prof, int(values.size))
+        res = test.compare(prof, values)
+        if isinstance(prof, NumericProfile):
+            movement = _movement_numeric(prof, values, n_missing)
+        else:
+            movement = _movement_categorical(prof, values, n_missing)
+        results.append((name, prof.kind, res, movement))
+        family.append(Member(name, res.test))
+        if plan.missing and (prof.n_missing or n_missing):
+            miss = missing_test.compare(prof.n_missing, prof.n_total, n_missing, int(values.size) + n_missing)
+            results.append((f"{name}:missing", prof.kind, miss, {"missing_rate": movement["missing_rate"]}))
+            family.append(Member(name, MISSING))
+        if progress:
+            progress(name)
+    return results, family
+
+
 def compare(
     profile: ReferenceProfile,
     current: Mapping[str, Sequence[Any] | np.ndarray],
@@ -183,30 +246,12 @@ def compare(
     """
     opt = options or CompareOptions()
     names = [f for f in (opt.features or list(profile.features)) if f in profile.features]
-    results: list[tuple[str, str, TestResult, dict[str, Any]]] = []
-    family: list[Member] = []  # what each result tests, for minp's resampling
     n_current = max((len(v) for v in current.values()), default=0)
-    missing_test = MissingRate()
-    for name in names:
-        prof = profile.features[name]
-        raw = current.get(name)
-        values, n_missing = current_values(prof, raw if raw is not None else [None] * n_current)
-        # Numbers sorted once (every EDF test merges into them), labels counted once.
-        values = np.sort(values) if isinstance(prof, NumericProfile) else counted(values)
-        test = test_for(opt.feature_tests.get(name, opt.test), prof, int(values.size))
-        res = test.compare(prof, values)
-        if isinstance(prof, NumericProfile):
-            movement = _movement_numeric(prof, values, n_missing)
-        else:
-            movement = _movement_categorical(prof, values, n_missing)
-        results.append((name, prof.kind, res, movement))
-        family.append(Member(name, res.test))
-        if opt.missing and (prof.n_missing or n_missing):
-            miss = missing_test.compare(prof.n_missing, prof.n_total, n_missing, int(values.size) + n_missing)
-            results.append((f"{name}:missing", prof.kind, miss, {"missing_rate": movement["missing_rate"]}))
-            family.append(Member(name, MISSING))
-        if progress:
-            progress(name)
+    plan = FeaturePlan(names, n_current, opt.test, dict(opt.feature_tests), opt.missing)
+    if opt.run_tests is not None:
+        results, family = opt.run_tests(profile, current, plan)
+    else:
+        results, family = feature_results(profile.features, current, plan, progress)
     results.extend(extra)
 
     features: list[FeatureDrift] = []

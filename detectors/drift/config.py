@@ -338,6 +338,12 @@ class DriftConfig(Strict):
     #: Worker processes computing min-P calibrations off the detector loop (0: one thread in
     #: the service process instead).
     calibration_workers: int = Field(default=1, ge=0, le=8)
+    #: Worker processes computing monitors' window statistics, so that evaluation never
+    #: takes ingest's GIL or CPU share (0: in the detector threads of the service process).
+    statistics_workers: int = Field(default=1, ge=0, le=32)
+    #: Seconds one window's statistics may take in a worker; a worker taking longer is
+    #: stopped and the evaluation is tried again at the next interval.
+    statistics_timeout: float = Field(default=120.0, gt=0, le=3600)
     defaults: MonitorDefaults = Field(default_factory=MonitorDefaults)
     monitors: list[MonitorConfig] = Field(default_factory=list)
 

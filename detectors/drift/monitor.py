@@ -53,6 +53,7 @@ from detectors.drift.monitors.rows import source_for
 from detectors.drift.monitors.streaming import DistributionStreaming, ErrorStreaming, StreamingEvaluator
 from detectors.drift.monitors.windowed import DistributionEvaluator, WindowEvaluator
 from detectors.drift.sources import Columns
+from detectors.drift.workers import StatisticsWorkers
 from detectors.estimation import EstimationError
 from mlvigil.core.detector import Detector
 from mlvigil.core.findings import Finding
@@ -88,6 +89,9 @@ class MonitorDetector(Detector):
         Prometheus metrics to publish each evaluation to (optional).
     calibrations
         Where min-P calibrations come from; None computes them inside the evaluation.
+    workers
+        Worker processes that compute the windows' statistics; None computes them in the
+        evaluating thread.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class MonitorDetector(Detector):
         config: MonitorConfig,
         metrics: DriftMetrics | None = None,
         calibrations: Calibrations | None = None,
+        workers: StatisticsWorkers | None = None,
     ) -> None:
         assert config.window is not None, "resolve the monitor's defaults first"
         self.config = config
@@ -103,7 +108,9 @@ class MonitorDetector(Detector):
         self.metrics = metrics
         kind = KINDS[config.kind]
         reference = Reference(config, fit=lambda columns: self.windowed.fit(columns))
-        self.ctx = MonitorContext(config, metrics, calibrations, reference, source_for(config, reference))
+        self.ctx = MonitorContext(
+            config, metrics, calibrations, reference, source_for(config, reference), workers=workers
+        )
         self.windowed = kind.window(self.ctx)
         self.streaming: StreamingEvaluator | None = None
         if config.streaming is not None:

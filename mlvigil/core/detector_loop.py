@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +25,17 @@ if TYPE_CHECKING:
     from mlvigil.core.coordination import Coordinator
 
 log = logging.getLogger(__name__)
+
+#: Niceness added to the detector threads (Linux schedules threads, so only they yield):
+#: ingest threads keep their CPU share while detectors evaluate; detectors take what is left.
+DETECTOR_NICE = 10
+
+
+def _lower_priority() -> None:
+    """In a detector thread: lower this thread's CPU priority (where the OS allows)."""
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + DETECTOR_NICE)
 
 
 class _Slot:
@@ -206,7 +218,9 @@ class DetectorLoop:
                 metric.remove(name)
 
     async def start(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="detector")
+        self._pool = ThreadPoolExecutor(
+            max_workers=self._workers, thread_name_prefix="detector", initializer=_lower_priority
+        )
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="detector-loop")
 

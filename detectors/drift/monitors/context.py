@@ -11,6 +11,7 @@ from detectors.drift.metrics import DriftMetrics
 from detectors.drift.monitors.reference import Reference
 from detectors.drift.monitors.rows import RowSource
 from detectors.drift.sources import Columns
+from detectors.drift.workers import StatisticsWorkers
 from mlvigil.core.findings import Severity
 
 
@@ -31,6 +32,8 @@ class MonitorContext:
     source: RowSource
     #: The last evaluation, as ``GET /api/v1/monitors/{name}`` shows it.
     last: dict[str, Any] = field(default_factory=lambda: {"status": "not evaluated"})
+    #: Worker processes computing window statistics; None computes them in this process.
+    workers: StatisticsWorkers | None = None
 
     @property
     def name(self) -> str:

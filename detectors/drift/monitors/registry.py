@@ -18,6 +18,7 @@ from detectors.drift.calibration import Calibrations
 from detectors.drift.config import DriftConfig, MonitorConfig
 from detectors.drift.metrics import DriftMetrics
 from detectors.drift.monitor import MonitorDetector
+from detectors.drift.workers import StatisticsWorkers
 from mlvigil.core.aio import stop_task, wait_event
 
 if TYPE_CHECKING:
@@ -38,18 +39,21 @@ class MonitorRegistry:
         ctx: ServiceContext,
         metrics: DriftMetrics | None,
         calibrations: Calibrations | None = None,
+        workers: StatisticsWorkers | None = None,
     ) -> None:
         self.config = config
         self.ctx = ctx
         self.metrics = metrics
         self.calibrations = calibrations
+        self.workers = workers
         self.detectors: dict[str, MonitorDetector] = {}
         self.from_config: set[str] = set()
         # The stored document of each API-added monitor running here (what sync compares).
         self.api_docs: dict[str, dict[str, Any]] = {}
 
     def make(self, cfg: MonitorConfig) -> MonitorDetector:
-        return MonitorDetector(cfg.resolved(self.config.defaults), self.metrics, self.calibrations)
+        resolved = cfg.resolved(self.config.defaults)
+        return MonitorDetector(resolved, self.metrics, self.calibrations, self.workers)
 
     def load(self) -> list[MonitorDetector]:
         """Config monitors, then those added through the API before (config wins on a name clash)."""

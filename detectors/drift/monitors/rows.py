@@ -40,11 +40,7 @@ if TYPE_CHECKING:
 #: cost of a monitor fleet, and a kept window costs ~0.2 KB a row of 25 features (labels
 #: interned: one string object per distinct label).
 INCREMENTAL_MIN_ROWS = 1
-#: An incremental window reads again the rows from this long before its previous end (rows
-#: still in flight when it was read); a row arriving later than that, or one deleted, is
-#: noticed by comparing the kept rows' times with the store's and the window is read whole.
-INCREMENTAL_OVERLAP_S = 10.0
-#: ... and is read whole this often (rows later than the overlap join then).
+#: An incremental window is read whole this often (whatever the check of its kept rows says).
 INCREMENTAL_REFRESH_S = 600.0
 #: Feature columns of a columnar monitor's rows carry this prefix (a feature may be named "ts").
 FEATURE_PREFIX = "feature:"
@@ -316,11 +312,11 @@ class ColumnarDataRows(DataRows):
         self, store: Store, *, since: float | None = None, until: float | None = None, last: int | None = None
     ) -> Columns:
         """The window, incrementally when it slides: the rows of the previous window are
-        kept, and only those from ``INCREMENTAL_OVERLAP_S`` before its end are read again
-        (rows that arrive late, up to that much after their timestamp, still join). Every
-        ``INCREMENTAL_REFRESH_S`` the window is read whole, and so is a window asked for
-        without a lower time bound (a sliding-size window's first read, or its re-read after
-        rows were deleted)."""
+        kept, and only the rows from the first one the store holds and the kept window does
+        not (new rows, or one that arrived late or replaced a deleted one) are read (see
+        ``_resume``). Every ``INCREMENTAL_REFRESH_S`` the window is read whole, and so is a
+        window asked for without a lower time bound (a sliding-size window's first read, or
+        its re-read after rows were deleted)."""
         key = (self.reference.built_at if self.reference is not None else None, self.config.features)
         kept = self._incremental
         self._incremental = None
@@ -334,18 +330,17 @@ class ColumnarDataRows(DataRows):
             and time.monotonic() - kept[3] < INCREMENTAL_REFRESH_S
             and since >= kept[4]
         ):
-            _, old, old_until, read_at, old_since = kept
-            resume = max(old_until - INCREMENTAL_OVERLAP_S, since)
+            _, old, _, read_at, old_since = kept
             old_ts = np.asarray(old["ts"], dtype=np.float64)
             lo = int(np.searchsorted(old_ts, since, side="left"))
-            keep_to = int(np.searchsorted(old_ts, resume, side="left"))
-            n_fresh = self._fresh_rows(store, old_ts[lo:keep_to], since, resume, until)
-            if n_fresh is not None:
+            resume, kept_n, n_fresh = self._resume(store, old_ts[lo:], since, until)
+            fresh: Columns = {}
+            if n_fresh:
                 # Without ``last`` when the fresh rows are fewer: the store's top-N step (a
                 # sort of whole rows) costs more than the read itself.
                 cap = last if last is not None and n_fresh > last else None
                 fresh = self.feature_rows(store, since=resume, until=until, last=cap, discover=False)
-                rows = _concat_rows(old, fresh, keep_to)
+            rows = _concat_rows(old, fresh, lo + kept_n)
         if rows is None:
             rows = self.feature_rows(store, since=since, until=until, last=last, discover=False)
             read_at, old_since = time.monotonic(), since if since is not None else -math.inf
@@ -360,19 +355,26 @@ class ColumnarDataRows(DataRows):
             self._incremental = (key, rows, until, read_at, min(old_since, window_since))
         return rows
 
-    def _fresh_rows(
-        self, store: Store, kept_ts: np.ndarray, since: float, resume: float, until: float
-    ) -> int | None:
-        """How many rows the store holds in [resume, until), or None when its rows in
-        [since, resume) are no longer exactly the kept ones (a row that arrived later than
-        the overlap, or one deleted): then the window is read whole. One narrow read of the
-        ts column (~5-20 ms for 10k rows)."""
+    def _resume(
+        self, store: Store, kept_ts: np.ndarray, since: float, until: float
+    ) -> tuple[float, int, int]:
+        """Where the kept window (rows from ``since`` on, times ``kept_ts``) and the store part:
+        the time from which to read (``resume``), how many kept rows stay (those before it)
+        and how many rows the store holds from it on. One narrow read of the ts column
+        (~5-20 ms for 10k rows): the store's times and the kept ones agree up to the first row
+        one of them has and the other not (the first new row, usually; a row that arrived
+        after the window was read, or a deleted one, further back). Rows of that time are
+        read again, so rows sharing a timestamp are never kept twice."""
         got = store.query(self.table, columns=["ts"], since=since, until=until, where=self.where())["ts"]
         stored = np.sort(np.asarray(got, dtype=np.float64))
-        head = int(np.searchsorted(stored, resume, side="left"))
-        if head != kept_ts.size or not np.array_equal(stored[:head], kept_ts):
-            return None
-        return int(stored.size - head)
+        common = min(stored.size, kept_ts.size)
+        differ = np.flatnonzero(stored[:common] != kept_ts[:common])
+        same = int(differ[0]) if differ.size else common
+        if same == stored.size:
+            return until, same, 0  # nothing new (kept rows beyond ``same`` were deleted)
+        resume = float(stored[same])
+        kept_n = int(np.searchsorted(kept_ts[:same], resume, side="left"))
+        return resume, kept_n, int(stored.size - kept_n)
 
     def columns(self, rows: Columns, store: Store | None) -> Columns:
         return {k[len(FEATURE_PREFIX) :]: v for k, v in rows.items() if k.startswith(FEATURE_PREFIX)}

@@ -10,12 +10,14 @@ evaluators are in ``detectors.drift.monitors.performance``.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from detectors.drift.compare import CompareOptions, DriftReport, compare
+from detectors.drift.compare import CompareOptions, DriftReport, FeaturePlan, FeatureResult, compare
 from detectors.drift.min_p import READY, Member
 from detectors.drift.monitors.context import MonitorContext
 from detectors.drift.monitors.findings import distribution_finding
@@ -25,6 +27,7 @@ from detectors.drift.profile import ReferenceProfile
 from detectors.drift.sources import Columns, feature_columns, hashed_embedding
 from detectors.drift.stats import TestResult
 from detectors.drift.stats.mmd import MMD
+from detectors.drift.workers import StatisticsUnavailable
 from detectors.estimation import EstimationError
 from detectors.estimation.monitor import EstimatedPerformance
 from mlvigil.core.findings import Finding
@@ -102,10 +105,22 @@ class WindowEvaluator(ABC):
         return list(findings)
 
 
-def compare_options(ctx: MonitorContext) -> CompareOptions:
-    """How a monitor's windows are compared with its reference profile."""
+def compare_options(ctx: MonitorContext, statistics: dict[str, Any] | None = None) -> CompareOptions:
+    """How a monitor's windows are compared with its reference profile; with worker
+    processes, where and how long its statistics ran goes to ``statistics``."""
     c = ctx.config
     calibrations = ctx.calibrations
+    workers = ctx.workers
+
+    def run_tests(
+        profile: ReferenceProfile, current: Mapping[str, Sequence[Any] | np.ndarray], plan: FeaturePlan
+    ) -> tuple[list[FeatureResult], list[Member]]:
+        assert workers is not None
+        started = time.perf_counter()
+        results, family, pid = workers.run(profile, current, plan)
+        if statistics is not None:
+            statistics.update(worker_pid=pid, seconds=round(time.perf_counter() - started, 4))
+        return results, family
 
     def null_source(
         profile: ReferenceProfile, family: list[Member], n_current: int, windows: int, seed: int
@@ -123,6 +138,7 @@ def compare_options(ctx: MonitorContext) -> CompareOptions:
         min_drifted_features=c.min_drifted_features,
         null_windows=c.null_windows,
         null_source=null_source if calibrations is not None else None,
+        run_tests=run_tests if workers is not None else None,
     )
 
 
@@ -157,13 +173,22 @@ class DistributionEvaluator(WindowEvaluator):
     ) -> list[Finding]:
         ctx, c = self.ctx, self.ctx.config
         profile: ReferenceProfile = ctx.reference.model
+        # Where and how long the statistics ran, when a worker process ran them.
+        statistics: dict[str, Any] = {}
         if c.backend == "alibi":
             from detectors.drift.alibi_backend import alibi_compare
 
             assert ctx.reference.columns is not None
             report = alibi_compare(c, ctx.reference.columns, cols, profile, compare_options(ctx))
         else:
-            report = compare(profile, cols, compare_options(ctx), extra=self._embedding_result(rows))
+            try:
+                report = compare(
+                    profile, cols, compare_options(ctx, statistics), extra=self._embedding_result(rows)
+                )
+            except StatisticsUnavailable as exc:
+                # Said in the status; raised so that the monitor's findings stay as they were.
+                ctx.error(f"statistics: {exc}", now)
+                raise
         publish(ctx, report)
         ctx.last = {
             "status": "drift" if report.drifted else "ok",
@@ -171,6 +196,7 @@ class DistributionEvaluator(WindowEvaluator):
             "window_start": start,
             "window_end": end,
             **({"calibration": report.calibration} if report.calibration else {}),
+            **({"statistics": statistics} if statistics else {}),
             "report": report.to_dict(top=10),
         }
         if not report.drifted:
