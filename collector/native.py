@@ -19,7 +19,7 @@ from google.protobuf.message import DecodeError, Message
 
 from collector.normalize import NORMALISERS, Normalised, NormaliseOptions
 from collector.otlp_decode import REQUEST_TYPES, BadRequest, TooLarge, count_items
-from mlvigil.core.records import TABLES
+from mlvigil.core.records import TABLES, arrow_schema
 
 try:
     import mlvigil_native
@@ -34,22 +34,8 @@ MISSING = (
 # Columns the store has and the log leaves out (raw spans are the log itself).
 NOT_LOGGED = {"spans": frozenset({"span_proto"})}
 
-_ARROW_TYPES = {
-    "DOUBLE": pa.float64(),
-    "BIGINT": pa.int64(),
-    "INTEGER": pa.int32(),
-    "VARCHAR": pa.string(),
-    "BLOB": pa.binary(),
-    "BOOLEAN": pa.bool_(),
-}
-
 #: Arrow schema of each record table as logged (the Python fallback's tables follow it).
-LOG_SCHEMAS = {
-    table: pa.schema(
-        [(c.name, _ARROW_TYPES[c.sql_type]) for c in cols if c.name not in NOT_LOGGED.get(table, ())]
-    )
-    for table, cols in TABLES.items()
-}
+LOG_SCHEMAS = {table: arrow_schema(table, omit=NOT_LOGGED.get(table, frozenset())) for table in TABLES}
 
 
 class NotBuilt(RuntimeError):

@@ -86,6 +86,29 @@ JSON_COLUMNS: dict[str, frozenset[str]] = {
 # of failing the whole batch in the store. Reasons never include the value: they are metric
 # labels and partial-success messages, and must stay a small, fixed set.
 
+_ARROW_TYPE_NAMES = {
+    "DOUBLE": "float64",
+    "BIGINT": "int64",
+    "INTEGER": "int32",
+    "VARCHAR": "string",
+    "BLOB": "binary",
+    "BOOLEAN": "bool_",
+}
+
+
+def arrow_schema(table: str, *, omit: frozenset[str] = frozenset()) -> Any:
+    """The Arrow schema (``pyarrow.Schema``) of record ``table``, without the ``omit`` columns.
+
+    >>> arrow_schema("labels", omit=frozenset({"label"})).names
+    ['ts', 'request_id', 'service', 'model']
+    """
+    import pyarrow as pa  # here, not at the top: most importers of this module need no Arrow
+
+    return pa.schema(
+        [(c.name, getattr(pa, _ARROW_TYPE_NAMES[c.sql_type])()) for c in TABLES[table] if c.name not in omit]
+    )
+
+
 INT_RANGES = {"BIGINT": (-(2**63), 2**63 - 1), "INTEGER": (-(2**31), 2**31 - 1)}
 # Columns that must hold a finite number (time axes are ordered and bucketed by them).
 FINITE = frozenset({"ts", "end_ts"})

@@ -10,23 +10,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mlvigil.core.records import TABLES, RecordBatch
+from mlvigil.core.records import TABLES, RecordBatch, arrow_schema
 from mlvigil.core.store.base import StoreError, StoreUnavailable
 from mlvigil.core.store.dialect import ident as _ident
 from mlvigil.core.store.duckdb.connection import DuckDBConnection
 
-_ARROW_TYPES = {
-    "DOUBLE": pa.float64(),
-    "BIGINT": pa.int64(),
-    "INTEGER": pa.int32(),
-    "VARCHAR": pa.string(),
-    "BLOB": pa.binary(),
-    "BOOLEAN": pa.bool_(),
-}
-
-_SCHEMAS = {
-    table: pa.schema([(c.name, _ARROW_TYPES[c.sql_type]) for c in cols]) for table, cols in TABLES.items()
-}
+_SCHEMAS = {table: arrow_schema(table) for table in TABLES}
 
 
 class RecordWrites(DuckDBConnection):
