@@ -88,6 +88,22 @@ def test_forest_predicts_what_lightgbm_predicts(params: dict[str, Any], categori
         assert np.array_equal(got, expected)  # in fact the same bits: same sums, same order
 
 
+def test_forest_on_several_threads_predicts_the_same_bits_as_on_one_and_as_lightgbm() -> None:
+    rng = np.random.default_rng(17)
+    x = _rows(rng, 3000)
+    data = lightgbm.Dataset(x, _target(x, rng), categorical_feature=[5])
+    booster = lightgbm.train({"verbosity": -1, "num_threads": 1, "seed": 1}, data, num_boost_round=40)
+    forest = compile_booster(booster)
+    assert forest is not None
+    # Row counts that split unevenly over 2 and 3 threads; the largest is enough for auto (0)
+    # to start a second thread where there is a second core.
+    for n in (1, 5, 2 * 1024 + 3, 4097):
+        window = _analysis_rows(rng, n)
+        expected = booster.predict(window, num_threads=1)
+        for threads in (1, 2, 3, 0):
+            assert np.array_equal(forest.predict(window, threads=threads), expected), (n, threads)
+
+
 def _splits(node: dict[str, Any]) -> list[dict[str, Any]]:
     if "split_index" not in node:
         return []

@@ -118,6 +118,8 @@ def run_nannyml(case: Case, python: str) -> dict[str, Any] | str:
             return f"NannyML failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}"
         result: dict[str, Any] = json.loads((work / "nannyml.json").read_text())
         result["per_window_s"] = result["estimate_s"] / max(result["windows"], 1)
+        # CPU seconds over all the side process's threads (LightGBM's OpenMP ones too).
+        result["per_window_cpu_s"] = result.get("estimate_cpu_s", float("nan")) / max(result["windows"], 1)
         return result
 
 

@@ -239,9 +239,12 @@ impl PyForest {
         self.inner.n_features()
     }
 
-    /// predict(x, out): the raw score of each row of `x` (2-D float64, any layout) into
-    /// `out` (1-D float64, writable, one per row).
-    fn predict(&self, py: Python<'_>, x: PyBuffer<f64>, out: PyBuffer<f64>) -> PyResult<()> {
+    /// predict(x, out, threads=0): the raw score of each row of `x` (2-D float64, any
+    /// layout) into `out` (1-D float64, writable, one per row), on `threads` threads
+    /// (0: one per core, as long as each has at least tree_eval::MIN_ROWS_PER_THREAD rows).
+    /// The scores are the same, bit for bit, for every thread count.
+    #[pyo3(signature = (x, out, threads=0))]
+    fn predict(&self, py: Python<'_>, x: PyBuffer<f64>, out: PyBuffer<f64>, threads: usize) -> PyResult<()> {
         if x.dimensions() != 2 || out.dimensions() != 1 || out.readonly() {
             return Err(PyValueError::new_err(
                 "predict needs a 2-D float64 x and a writable 1-D float64 out",
@@ -257,7 +260,7 @@ impl PyForest {
         // A copy, so that nothing Python does while the GIL is released can change the input.
         let values = x.to_vec(py)?;
         let mut result = vec![0.0; rows];
-        py.detach(|| self.inner.predict(&values, cols, &mut result))
+        py.detach(|| self.inner.predict_on(&values, cols, &mut result, threads))
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         out.copy_from_slice(py, &result)
     }

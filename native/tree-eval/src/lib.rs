@@ -98,6 +98,23 @@ const FEATURE_MASK: u32 = (1 << FEATURE_BITS) - 1;
 const BLOCK: usize = 64;
 /// Rows walked through a tree together.
 const LANES: usize = 8;
+/// Fewer rows than this a thread are not worth a thread's start (tens of microseconds).
+pub const MIN_ROWS_PER_THREAD: usize = 1024;
+/// The most threads `predict_on` starts, whatever it is asked.
+pub const MAX_THREADS: usize = 256;
+
+/// The threads `predict_on` uses for `n_rows` rows when asked for `threads`: 0 picks
+/// `min(available parallelism, n_rows / MIN_ROWS_PER_THREAD)`; any count is at least 1 and
+/// at most `n_rows` and `MAX_THREADS`.
+pub fn threads_for(n_rows: usize, threads: usize) -> usize {
+    let wanted = if threads == 0 {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.min(n_rows / MIN_ROWS_PER_THREAD)
+    } else {
+        threads
+    };
+    wanted.clamp(1, n_rows.clamp(1, MAX_THREADS))
+}
 
 /// One node, 16 bytes (four to a cache line). A split's children are adjacent: left at
 /// `children`, right at `children + 1`. A leaf's threshold is NaN (so every row goes
@@ -307,8 +324,16 @@ impl Forest {
         self.order.len()
     }
 
-    /// The prediction of each row of `x` (row-major, `n_cols` values a row) into `out`.
+    /// The prediction of each row of `x` (row-major, `n_cols` values a row) into `out`,
+    /// on as many threads as `threads_for(rows, 0)` gives.
     pub fn predict(&self, x: &[f64], n_cols: usize, out: &mut [f64]) -> Result<(), Error> {
+        self.predict_on(x, n_cols, out, 0)
+    }
+
+    /// `predict` on `threads_for(rows, threads)` threads (0: as many as pay). Each thread
+    /// takes one contiguous run of rows; a row's sum is the same whichever thread makes it,
+    /// so the predictions are identical, bit for bit, for every thread count.
+    pub fn predict_on(&self, x: &[f64], n_cols: usize, out: &mut [f64], threads: usize) -> Result<(), Error> {
         if n_cols < self.n_features {
             return Err(Error(format!(
                 "rows have {n_cols} columns; the trees read {} features",
@@ -323,6 +348,29 @@ impl Forest {
                 out.len()
             )));
         }
+        let threads = threads_for(n_rows, threads);
+        if threads <= 1 {
+            self.predict_rows(x, n_cols, out);
+            return Ok(());
+        }
+        let per = n_rows.div_ceil(threads);
+        std::thread::scope(|s| {
+            let mut chunks = out.chunks_mut(per).enumerate();
+            // The first run stays on this thread; the others each get one.
+            let first = chunks.next();
+            for (i, chunk) in chunks {
+                let rows = &x[i * per * n_cols..][..chunk.len() * n_cols];
+                s.spawn(move || self.predict_rows(rows, n_cols, chunk));
+            }
+            if let Some((_, chunk)) = first {
+                self.predict_rows(&x[..chunk.len() * n_cols], n_cols, chunk);
+            }
+        });
+        Ok(())
+    }
+
+    /// `predict` on one thread, for inputs `predict_on` has checked.
+    fn predict_rows(&self, x: &[f64], n_cols: usize, out: &mut [f64]) {
         // At least one column: a leaf reads feature 0 (and ignores it).
         let width = self.n_features.max(1);
         let mut block = vec![0.0; BLOCK * width];
@@ -343,7 +391,6 @@ impl Forest {
             }
             self.block(&block[..rows * width], width, &mut leaf, out);
         }
-        Ok(())
     }
 
     /// Every tree's leaf for every row of the block (tree by tree: the tree's nodes stay in
@@ -627,6 +674,100 @@ mod tests {
         }
         assert_eq!(sum.n_trees(), 3);
         assert_eq!(sum.n_features(), 2);
+    }
+
+    /// A random tree of `n_splits` splits over `n_cols` features: plain, NaN-aware,
+    /// zero-as-missing and categorical splits, numbered in pre-order.
+    fn random_tree(seed: &mut u64, n_splits: usize, n_cols: usize) -> Tree {
+        fn next(seed: &mut u64) -> f64 {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (*seed >> 11) as f64 / (1u64 << 53) as f64
+        }
+        fn grow(seed: &mut u64, budget: usize, n_cols: usize, t: &mut Tree) -> Child {
+            if budget == 0 {
+                t.leaves.push(next(seed) - 0.5);
+                return Child::Leaf(t.leaves.len() - 1);
+            }
+            let i = t.splits.len();
+            let feature = (next(seed) * n_cols as f64) as usize;
+            let test = match (next(seed) * 4.0) as usize {
+                0 => Test::Categorical {
+                    categories: vec![0, 2, 5, 9],
+                },
+                k => Test::Numerical {
+                    threshold: next(seed) * 2.0 - 1.0,
+                    missing: [Missing::None, Missing::Zero, Missing::NaN][k - 1],
+                    default_left: next(seed) < 0.5,
+                },
+            };
+            t.splits.push(Split {
+                feature,
+                test,
+                left: Child::Leaf(0),
+                right: Child::Leaf(0),
+            });
+            let left_budget = (next(seed) * budget as f64) as usize;
+            let left = grow(seed, left_budget, n_cols, t);
+            let right = grow(seed, budget - 1 - left_budget, n_cols, t);
+            t.splits[i].left = left;
+            t.splits[i].right = right;
+            Child::Split(i)
+        }
+        let mut t = Tree::default();
+        grow(seed, n_splits, n_cols, &mut t);
+        t
+    }
+
+    #[test]
+    fn every_thread_count_gives_the_same_bits_including_uneven_runs() {
+        let mut seed = 11;
+        let n_cols = 5;
+        let trees: Vec<Tree> = (0..30).map(|_| random_tree(&mut seed, 20, n_cols)).collect();
+        let forest = Forest::new(&trees, false).unwrap();
+        // Row counts that split unevenly over 2 and 3 threads, below and past a block.
+        for n in [
+            0,
+            1,
+            2,
+            3,
+            7,
+            BLOCK + 1,
+            3 * BLOCK + LANES + 2,
+            2 * MIN_ROWS_PER_THREAD + 5,
+        ] {
+            let x: Vec<f64> = (0..n * n_cols)
+                .map(|i| match i % 11 {
+                    0 => f64::NAN,
+                    1 => 0.0,
+                    2 => 1e-36,
+                    3 => (i % 13) as f64,
+                    _ => (i as f64 * 0.618).fract() * 2.0 - 1.0,
+                })
+                .collect();
+            let run = |threads: usize| {
+                let mut out = vec![f64::NAN; n];
+                forest.predict_on(&x, n_cols, &mut out, threads).unwrap();
+                out.iter().map(|v| v.to_bits()).collect::<Vec<u64>>()
+            };
+            let one = run(1);
+            assert!(
+                one.iter().all(|b| !f64::from_bits(*b).is_nan()),
+                "{n} rows: a row left unwritten"
+            );
+            for threads in [2, 3, 0, MAX_THREADS + 7] {
+                assert_eq!(run(threads), one, "{n} rows on {threads} threads");
+            }
+        }
+    }
+
+    #[test]
+    fn thread_count_is_bounded_by_rows_and_the_cap_and_auto_spares_small_inputs() {
+        assert_eq!(threads_for(0, 0), 1);
+        assert_eq!(threads_for(MIN_ROWS_PER_THREAD - 1, 0), 1);
+        assert_eq!(threads_for(2, 3), 2);
+        assert_eq!(threads_for(1 << 30, 1 << 20), MAX_THREADS);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(threads_for(1 << 30, 0), cores.min(MAX_THREADS));
     }
 
     #[test]
