@@ -11,17 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import lightgbm
+import mlvigil_native as native
 import numpy as np
 import pytest
 
 from detectors.estimation import DLE, Sample
 from detectors.estimation import forest as forest_module
 from detectors.estimation.forest import compile_booster
-
-lightgbm = pytest.importorskip("lightgbm")
-native = pytest.importorskip("mlvigil_native")
-if not hasattr(native, "Forest"):
-    pytest.skip("mlvigil_native predates Forest: bash scripts/setup_native.sh", allow_module_level=True)
 
 pytestmark = pytest.mark.timeout(120)
 

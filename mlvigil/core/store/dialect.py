@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar
 
 from mlvigil.core.findings import Finding
 from mlvigil.core.records import TABLES
-from mlvigil.core.store.base import Grid, Store, StoreError
+from mlvigil.core.store.base import Columns, Grid, Store, StoreError
 
 T = TypeVar("T")
 
@@ -231,6 +231,26 @@ class SqlStore(Store):
     def _read_rows(self, work: Callable[[Execute], T]) -> T:
         """``work`` called with a function that runs one query on the read connection and
         returns its rows."""
+
+    def query(
+        self,
+        table: str,
+        *,
+        columns: Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        where: dict[str, Any] | None = None,
+        last: int | None = None,
+        order_by: str = "ts",
+    ) -> Columns:
+        names = list(columns) if columns else [c.name for c in TABLES.get(table, ())]
+        sql, params = self.dialect.select(table, names, since, until, where, last, order_by)
+        rows = self._read_rows(lambda run: run(sql, params))
+        return self._columns(names, rows)
+
+    def _columns(self, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> Columns:
+        """Rows as columns; a backend whose driver returns other Python types converts here."""
+        return {name: [r[i] for r in rows] for i, name in enumerate(names)}
 
     def distinct(
         self,

@@ -9,7 +9,7 @@ import duckdb
 import pyarrow as pa
 
 from mlvigil.core.records import TABLES
-from mlvigil.core.store.base import MAX_WINDOW_FEATURES, WINDOW_META, Columns, window_feature_name_ok
+from mlvigil.core.store.base import MAX_WINDOW_FEATURES, WINDOW_META, window_feature_name_ok
 from mlvigil.core.store.dialect import DUCKDB
 from mlvigil.core.store.dialect import ident as _ident
 from mlvigil.core.store.duckdb.connection import DuckDBConnection
@@ -17,39 +17,6 @@ from mlvigil.core.store.duckdb.connection import DuckDBConnection
 
 class RecordQueries(DuckDBConnection):
     """The record reads of the ``Store`` interface, on the read cursor."""
-
-    def _where(
-        self, since: float | None, until: float | None, where: dict[str, Any] | None
-    ) -> tuple[str, list[Any]]:
-        return DUCKDB.where(since, until, where)
-
-    def _select(
-        self,
-        table: str,
-        names: Sequence[str],
-        since: float | None,
-        until: float | None,
-        where: dict[str, Any] | None,
-        last: int | None,
-        order_by: str,
-    ) -> tuple[str, list[Any]]:
-        return DUCKDB.select(table, names, since, until, where, last, order_by)
-
-    def query(
-        self,
-        table: str,
-        *,
-        columns: Sequence[str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        where: dict[str, Any] | None = None,
-        last: int | None = None,
-        order_by: str = "ts",
-    ) -> Columns:
-        names = list(columns) if columns else [c.name for c in TABLES.get(table, ())]
-        sql, params = self._select(table, names, since, until, where, last, order_by)
-        rows = self._read(lambda cur: cur.execute(sql, params).fetchall())
-        return {name: [r[i] for r in rows] for i, name in enumerate(names)}
 
     def feature_window(
         self,
@@ -66,7 +33,7 @@ class RecordQueries(DuckDBConnection):
         no Python object per row and value. Measured, extracting at read time costs less than
         keeping a second, typed copy of the features at write time unless a row is read more
         than about nine times (docs/drift.md, "Evaluation cost")."""
-        cond, params = self._where(since, until, where)
+        cond, params = DUCKDB.where(since, until, where)
         meta = ", ".join(_ident(c) for c in WINDOW_META)
         if last is not None:
             # The newest N rows by a narrow top-N on ts first: sorting whole rows (features
@@ -77,7 +44,7 @@ class RecordQueries(DuckDBConnection):
             row = self._read(lambda cur: cur.execute(cutoff_sql, params).fetchone())
             if row is None or row[0] is None:
                 return {c: [] for c in WINDOW_META}, {}, {}
-            cond, params = self._where(max(row[0], since) if since is not None else row[0], until, where)
+            cond, params = DUCKDB.where(max(row[0], since) if since is not None else row[0], until, where)
             source = f"(SELECT * FROM inferences{cond} ORDER BY ts DESC LIMIT {int(last)})"
         else:
             source = f"(SELECT * FROM inferences{cond})"
@@ -138,19 +105,19 @@ class RecordQueries(DuckDBConnection):
         last: int | None = None,
     ) -> pa.Table:
         if last is None:
-            sql, params = self._select(table, columns, since, None, where, None, "ts")
+            sql, params = DUCKDB.select(table, columns, since, None, where, None, "ts")
             return self._read(lambda cur: cur.sql(sql, params=params).to_arrow_table())
         # The newest ``last`` rows in two steps: the ts of the cut from the ts column alone,
         # then the rows from it. DuckDB's top-N over every column of the window held ~10x
         # the result's size (285 MB for a 29 MB result of 800,000 candidate rows).
-        cond, params = self._where(since, None, where)
+        cond, params = DUCKDB.where(since, None, where)
         cut_sql = (
             f"SELECT ts FROM {_ident(table)}{cond} ORDER BY ts DESC LIMIT 1 OFFSET {max(int(last) - 1, 0)}"
         )
 
         def read(cur: duckdb.DuckDBPyConnection) -> pa.Table:
             cut = cur.execute(cut_sql, params).fetchall()
-            sql, more = self._select(table, columns, cut[0][0] if cut else since, None, where, None, "ts")
+            sql, more = DUCKDB.select(table, columns, cut[0][0] if cut else since, None, where, None, "ts")
             rows = cur.sql(sql, params=more).to_arrow_table()
             return rows.slice(max(rows.num_rows - int(last), 0))
 

@@ -9,30 +9,16 @@ import psycopg
 from psycopg import sql
 
 from mlvigil.core.records import TABLES
-from mlvigil.core.store.base import Columns, StoreError
-from mlvigil.core.store.dialect import POSTGRES
+from mlvigil.core.store.base import Columns
 from mlvigil.core.store.postgres.connection import PostgresConnection, _ident
 
 
 class RecordQueries(PostgresConnection):
-    """The record reads of the ``Store`` interface not shared in ``SqlStore``."""
+    """The record reads of the ``Store`` interface not shared in ``SqlStore``, and how rows
+    read back become the interface's Python values."""
 
-    def query(
-        self,
-        table: str,
-        *,
-        columns: Sequence[str] | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        where: dict[str, Any] | None = None,
-        last: int | None = None,
-        order_by: str = "ts",
-    ) -> Columns:
-        if table not in TABLES:
-            raise StoreError(f"unknown record table {table!r}")
-        names = list(columns) if columns else [c.name for c in TABLES[table]]
-        stmt, params = POSTGRES.select(table, names, since, until, where, last, order_by)
-        rows = self._read(lambda cur: cur.execute(stmt, params).fetchall())
+    def _columns(self, names: Sequence[str], rows: Sequence[Sequence[Any]]) -> Columns:
+        # bytea comes back as memoryview; the interface returns bytes like DuckDB does.
         return {name: [_py(r[i]) for r in rows] for i, name in enumerate(names)}
 
     def counts(self) -> dict[str, int]:
@@ -47,5 +33,4 @@ class RecordQueries(PostgresConnection):
 
 
 def _py(value: Any) -> Any:
-    # bytea comes back as memoryview; the interface returns bytes like DuckDB does.
     return bytes(value) if isinstance(value, memoryview) else value
