@@ -58,22 +58,42 @@ def scan(
     """(counts and reasons, {table: pyarrow.RecordBatch}) of protobuf ``body``. BadRequest
     for bytes protobuf refuses, TooLarge past ``max_items`` items (counted as ``count_items``
     counts them), ``mlvigil_native.Unsupported`` for a shape left to the Python reference."""
+    result, tables = _scan(signal, body, opts, max_items, log_record=False)
+    return result, tables
+
+
+def scan_to_log(
+    signal: str, body: bytes, opts: NormaliseOptions, max_items: int
+) -> tuple[Normalised, tuple[bytes, int]]:
+    """``scan``, with the tables as one write-ahead log record payload and its CRC-32
+    (``(b"", 0)`` when no table has rows), encoded in Rust without the GIL: no pyarrow
+    objects on the way to the log. Same errors as ``scan``."""
+    result, payload = _scan(signal, body, opts, max_items, log_record=True)
+    return result, payload
+
+
+def _scan(signal: str, body: bytes, opts: NormaliseOptions, max_items: int, *, log_record: bool) -> Any:
     require()
     assert mlvigil_native is not None
     try:
         if signal == "traces":
-            received, rejected, reasons, tables = mlvigil_native.normalise_traces(
-                body, opts.keep_llm_content, opts.keep_raw_spans, opts.max_content_chars, max_items
+            received, rejected, reasons, out = mlvigil_native.normalise_traces(
+                body,
+                opts.keep_llm_content,
+                opts.keep_raw_spans,
+                opts.max_content_chars,
+                max_items,
+                log_record,
             )
         elif signal == "metrics":
-            received, rejected, reasons, tables = mlvigil_native.normalise_metrics(body, max_items)
+            received, rejected, reasons, out = mlvigil_native.normalise_metrics(body, max_items, log_record)
         else:
-            received, rejected, reasons, tables = mlvigil_native.normalise_logs(body, max_items)
+            received, rejected, reasons, out = mlvigil_native.normalise_logs(body, max_items, log_record)
     except mlvigil_native.InvalidRequest as exc:
         raise BadRequest(f"invalid protobuf {REQUEST_TYPES[signal].__name__}: {exc}") from None
     except mlvigil_native.TooLarge as exc:
         raise TooLarge(str(exc)) from None
-    return Normalised(received=received, rejected=rejected, reasons=dict(reasons)), tables
+    return Normalised(received=received, rejected=rejected, reasons=dict(reasons)), out
 
 
 def is_unsupported(exc: BaseException) -> bool:

@@ -36,7 +36,7 @@ from collector import native
 from collector.normalize import Normalised, NormaliseOptions
 from collector.otlp_decode import PROTOBUF, JsonLimits, decode, gunzip_limited
 from collector.pipeline import IngestPipeline, Overloaded
-from collector.wal import Position, WriteAheadLog
+from collector.wal import Payload, Position, WriteAheadLog, encode_parts, payload_of
 from mlvigil.core.config import IngestConfig
 from mlvigil.core.metrics import Telemetry
 from mlvigil.core.records import TABLES
@@ -231,16 +231,33 @@ class OtlpIngest:
             self.fallbacks.labels(signal=signal).inc()
             return native.reference(signal, message if message is not None else body, self.options, limit)
 
-    def _log(self, signal: str, body: bytes, message: Message | None) -> _Logged:
-        """Normalise protobuf ``body`` and queue its tables on the log; runs on a worker thread."""
-        assert self.wal is not None
-        result, tables = self._native(signal, body, message)
-        del body
+    def _native_log(
+        self, signal: str, body: bytes, message: Message | None
+    ) -> tuple[Normalised, Payload | None]:
+        """``_native`` with the tables as one log record payload (None: no rows). Natively the
+        payload is made in Rust (IPC and CRC without the GIL, no pyarrow objects); the
+        reference's tables are encoded with pyarrow."""
+        limit = self.config.max_items_per_request
+        try:
+            result, (data, crc) = native.scan_to_log(signal, body, self.options, limit)
+            return result, payload_of(data, crc) if data else None
+        except Exception as exc:
+            if not native.is_unsupported(exc):
+                raise
+            self.fallbacks.labels(signal=signal).inc()
+        source = message if message is not None else body
+        result, tables = native.reference(signal, source, self.options, limit)
         tables = {name: t for name, t in tables.items() if t.num_rows}
-        if not tables:
+        return result, encode_parts(tables) if tables else None
+
+    def _log(self, signal: str, body: bytes, message: Message | None) -> _Logged:
+        """Normalise protobuf ``body`` and queue its payload on the log; runs on a worker thread."""
+        assert self.wal is not None
+        result, payload = self._native_log(signal, body, message)
+        del body
+        if payload is None:
             return _Logged(result, None)
-        durable = self.wal.append(tables)
-        return _Logged(result, durable)
+        return _Logged(result, self.wal.append(payload))
 
     async def export_bytes(
         self,

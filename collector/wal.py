@@ -11,10 +11,14 @@ Segment files ``seg-<n>.wal`` hold records back to back::
     magic b"MVW1" | payload length u32 | CRC-32 of payload u32 | append time ns u64 | payload
 
 and a payload is a sequence of tables: name length u16, name, Arrow IPC stream length u32,
-Arrow IPC stream (uncompressed). A record cut short by a crash, or whose CRC does not
-match, ends its segment: reopening the log truncates the cut record away (it was never
-acknowledged). The log is bounded: while more than ``max_bytes`` are not yet loaded,
-appends are refused (``LogFull``; the receivers answer 503 with Retry-After).
+Arrow IPC stream (uncompressed). The CRC is zlib's CRC-32 (IEEE). On the OTLP path the
+native normaliser makes the payload and its CRC itself (``mlvigil_native.normalise_*(...,
+log_record=True)``, Rust crate native/wal-record), without the GIL and without pyarrow;
+``encode_parts`` makes the same format from pyarrow tables (the Python fallback, tests).
+A record cut short by a crash, or whose CRC does not match, ends its segment: reopening
+the log truncates the cut record away (it was never acknowledged). The log is bounded:
+while more than ``max_bytes`` are not yet loaded, appends are refused (``LogFull``; the
+receivers answer 503 with Retry-After).
 
 The OTLP receivers append here (collector/otlp_ingest.py) and acknowledge at the group's
 fdatasync; the service's ``IngestLog`` runs one ``LoaderThread`` into the DuckDB store.
@@ -134,6 +138,11 @@ def encode_parts(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> Payload:
             size += part.size if isinstance(part, pa.Buffer) else len(part)
             crc = zlib.crc32(part, crc)  # releases the GIL for large buffers
     return Payload(parts, size, crc)
+
+
+def payload_of(data: bytes, crc: int) -> Payload:
+    """A payload made elsewhere (the native normaliser's ``log_record=True``) with its CRC-32."""
+    return Payload([data], len(data), crc)
 
 
 def encode(tables: Mapping[str, pa.Table | pa.RecordBatch]) -> bytes:
@@ -346,11 +355,12 @@ class WriteAheadLog:
         if (unloaded := self._pending_bytes) > self.max_bytes:
             raise LogFull(self.retry_after, unloaded, self.max_bytes)
 
-    def append(self, tables: Mapping[str, pa.Table | pa.RecordBatch]) -> Future[Position]:
-        """Queue one request's tables; LogFull while the log is over its bound,
-        ShuttingDown once it is closed."""
+    def append(self, tables: Mapping[str, pa.Table | pa.RecordBatch] | Payload) -> Future[Position]:
+        """Queue one request's tables (or their payload, made natively: ``payload_of``);
+        LogFull while the log is over its bound, ShuttingDown once it is closed."""
         self.check_room()
-        payload = encode_parts(tables)  # IPC and CRC here, on the caller's thread
+        # IPC and CRC here, on the caller's thread (unless the native side made them)
+        payload = tables if isinstance(tables, Payload) else encode_parts(tables)
         fut: Future[Position] = Future()
         with self._cond:
             if self._closed:

@@ -9,8 +9,11 @@ from typing import Any, ClassVar
 from mlvigil.app.demo.supervise import ServiceProcess
 
 REPO = Path(__file__).resolve().parents[1]
-# This tree's sources for subprocesses: the server's packages and the producer distribution's.
-SOURCE_PATH = os.pathsep.join([str(REPO), str(REPO / "producer" / "src")])
+# This tree's sources for subprocesses: the server's packages and the producer distribution's,
+# then a PYTHONPATH the caller set (a worktree's own build of mlvigil_native: NATIVE-BUILD).
+SOURCE_PATH = os.pathsep.join(
+    [str(REPO), str(REPO / "producer" / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]
+)
 
 
 class ServiceHandle(ServiceProcess):

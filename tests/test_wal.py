@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -19,7 +21,10 @@ from collector.wal import (
     LogCorrupt,
     LogFull,
     WriteAheadLog,
+    decode,
+    encode_parts,
     load_once,
+    payload_of,
     read,
     segments,
 )
@@ -177,9 +182,9 @@ def test_prompt_and_completion_text_reach_disk_only_when_kept(tmp_path: Path, ke
     assert all(text.encode() in sent for text in CONTENT), "the producers did send the text"
     wal = WriteAheadLog(tmp_path)
     for path in fixtures:
-        _, _, _, tables = native.normalise_traces(path.read_bytes(), keep)
-        if tables:
-            wal.append(tables).result(timeout=10)
+        _, _, _, (data, crc) = native.normalise_traces(path.read_bytes(), keep, log_record=True)
+        if data:
+            wal.append(payload_of(data, crc)).result(timeout=10)
     wal.close()
     on_disk = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     found = [text for text in CONTENT if text.encode() in on_disk]
@@ -337,3 +342,108 @@ def test_the_store_checkpoints_between_loads_so_its_own_wal_and_memory_stay_boun
     finally:
         wal.close()
         store.close()
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "otlp"
+
+
+def _native_records() -> list[tuple[str, bytes]]:
+    """(signal, request bytes) of every recorded producer request."""
+    return [
+        (signal, path.read_bytes())
+        for signal in ("traces", "metrics", "logs")
+        for path in sorted((FIXTURES / signal).glob("*.binpb"))
+    ]
+
+
+def _normalise(native: Any, signal: str, body: bytes, log_record: bool) -> Any:
+    """The normaliser's tables of ``body`` (with ``log_record``: the log payload, its CRC)."""
+    if signal == "traces":
+        return native.normalise_traces(body, True, log_record=log_record)[3]
+    fn = native.normalise_metrics if signal == "metrics" else native.normalise_logs
+    return fn(body, log_record=log_record)[3]
+
+
+def test_native_log_records_read_back_as_the_tables_the_normaliser_made(tmp_path: Path) -> None:
+    """The payload made in Rust (IPC + CRC, native/wal-record) is the log's format: its CRC is
+    zlib's, and ``read`` gives back, table for table, what the normaliser hands Python."""
+    native = pytest.importorskip("mlvigil_native")
+    requests = _native_records()
+    assert len(requests) > 10
+    wal = WriteAheadLog(tmp_path)
+    expected = []
+    for kind, body in requests:
+        data, crc = _normalise(native, kind, body, True)
+        tables = {n: t for n, t in _normalise(native, kind, body, False).items() if t.num_rows}
+        assert crc == zlib.crc32(data)
+        assert bool(data) == bool(tables)
+        if data:
+            wal.append(payload_of(data, crc)).result(timeout=10)
+            expected.append(tables)
+    wal.close()
+    got = [r.tables for r in read(tmp_path)]
+    assert len(got) == len(expected)
+    for record, tables in zip(got, expected, strict=True):
+        assert sorted(record) == sorted(tables)
+        for name, batch in tables.items():
+            want = pa.Table.from_batches([batch])
+            # repr: NaN (a training step's grad_norm) equal to itself
+            assert record[name].schema.equals(want.schema), name
+            assert repr(record[name].to_pylist()) == repr(want.to_pylist()), name
+
+
+def test_a_native_record_failing_its_checksum_is_refused_as_corrupt(tmp_path: Path) -> None:
+    native = pytest.importorskip("mlvigil_native")
+    body = (FIXTURES / "traces").glob("*.binpb").__next__().read_bytes()
+    data, crc = native.normalise_traces(body, log_record=True)[3]
+    wal = WriteAheadLog(tmp_path)
+    for _ in range(3):
+        wal.append(payload_of(data, crc)).result(timeout=10)
+    wal.close()
+    assert len(list(read(tmp_path))) == 3
+    seg = tmp_path / "seg-000000000000.wal"
+    damaged = bytearray(seg.read_bytes())
+    damaged[HEADER.size + len(data) // 2] ^= 0x01  # one bit inside the first record's IPC
+    seg.write_bytes(bytes(damaged))
+    with pytest.raises(LogCorrupt, match="fails its checksum"):
+        list(read(tmp_path))
+
+
+def test_records_encoded_by_pyarrow_and_natively_replay_from_one_log(tmp_path: Path) -> None:
+    """A log written by the previous version (payloads encoded with pyarrow in Python) and
+    continued by this one (payloads from Rust) replays whole, in order, exactly once."""
+    native = pytest.importorskip("mlvigil_native")
+    bodies = [p.read_bytes() for p in sorted((FIXTURES / "traces").glob("*.binpb"))][:6]
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", consumers=("ingest",))
+    old = [native.normalise_traces(b)[3] for b in bodies[:3]]
+    for tables in old:  # what the previous version wrote
+        wal.append(encode_parts({n: t for n, t in tables.items() if t.num_rows})).result(timeout=10)
+    wal.close()
+    wal = WriteAheadLog(tmp_path / "wal", consumers=("ingest",))  # upgraded and restarted
+    for body in bodies[3:]:
+        wal.append(payload_of(*native.normalise_traces(body, log_record=True)[3])).result(timeout=10)
+    records = list(read(tmp_path / "wal"))
+    assert len(records) == 6
+    while load_once(wal, DuckDBLoader(store))[0]:
+        pass
+    span_ids = sorted(store.query("spans", columns=["span_id"])["span_id"])
+    want = sorted(
+        sid
+        for b in bodies
+        for sid in (native.normalise_traces(b)[3].get("spans") or pa.table({"span_id": []}))[
+            "span_id"
+        ].to_pylist()
+    )
+    assert span_ids == want and len(want) > 0
+    wal.close()
+    store.close()
+
+
+def test_the_native_crc32_is_zlibs() -> None:
+    native = pytest.importorskip("mlvigil_native")
+    for size in (0, 1, 63, 64 * 1024 - 1, 64 * 1024, 1 << 20):
+        data = os.urandom(size)
+        assert native.crc32(data) == zlib.crc32(data), size
+        assert native.crc32(memoryview(data)) == zlib.crc32(data), size
+    assert decode(b"") == {}

@@ -9,8 +9,9 @@ a shared machine does not count; each row the median of interleaved rounds):
   2. Python path: decode + the Python normaliser (today's product path);
   3. native scan: bytes -> Arrow record batches inside Rust (no Python objects);
   4. native to pyarrow: the same, exported to ``pyarrow.RecordBatch`` (C data interface);
-  5. end to end into the write-ahead log: native + append, acknowledged after the group's
-     fdatasync (8 requests in flight per group), writer thread included;
+  5. end to end into the write-ahead log: native normalise straight to the log record's
+     payload (Arrow IPC + CRC in Rust, as the service does) + append, acknowledged after the
+     group's fdatasync (8 requests in flight per group), writer thread included;
   6. the DuckDB loader, after the appends, per pass as the service runs it: the hot pass
      (every table but the raw spans: here llm_calls), the raw ``spans`` pass, and both.
 With ``--baseline FILE.so`` (another build of the extension), rows 3-4 are measured for
@@ -50,7 +51,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from bench.ingest.spans import llm_request
 from collector.normalize import NormaliseOptions, normalise_traces
-from collector.wal import HOT, PASSES, RAW_SPANS, DuckDBLoader, LoaderThread, WriteAheadLog, load_once
+from collector.wal import (
+    HOT,
+    PASSES,
+    RAW_SPANS,
+    DuckDBLoader,
+    LoaderThread,
+    Payload,
+    WriteAheadLog,
+    load_once,
+    payload_of,
+)
 from mlvigil.core.store.duckdb import DuckDBStore
 
 SPANS_PER_REQUEST = 1000
@@ -68,7 +79,10 @@ def _wal_rate(bodies: list[bytes], wal: WriteAheadLog) -> float:
 
     t0 = time.process_time()
     for i in range(0, len(bodies), 8):
-        futures = [wal.append(mlvigil_native.normalise_traces(b)[3]) for b in bodies[i : i + 8]]
+        futures = [
+            wal.append(payload_of(*mlvigil_native.normalise_traces(b, log_record=True)[3]))
+            for b in bodies[i : i + 8]
+        ]
         for f in futures:
             f.result()
     return len(bodies) * SPANS_PER_REQUEST / (time.process_time() - t0)
@@ -89,7 +103,10 @@ def _paced_lag(bodies: list[bytes], rate: float, seconds: float, tmp: Path, pren
     this machine's CPUs cannot also normalise at that rate)."""
     import mlvigil_native
 
-    batches = [mlvigil_native.normalise_traces(b)[3] for b in bodies] if prenormalised else []
+    def logged(body: bytes) -> Payload:
+        return payload_of(*mlvigil_native.normalise_traces(body, log_record=True)[3])
+
+    batches = [logged(b) for b in bodies] if prenormalised else []
     wal = WriteAheadLog(tmp / "paced-wal", max_bytes=1 << 40, consumers=tuple(PASSES))
     store = DuckDBStore(tmp / "paced-db")
     loader = LoaderThread(wal, DuckDBLoader(store))
@@ -116,8 +133,7 @@ def _paced_lag(bodies: list[bytes], rate: float, seconds: float, tmp: Path, pren
             time.sleep(min(due - now, 0.01))
             continue
         i = sent % len(bodies)
-        tables = batches[i] if batches else mlvigil_native.normalise_traces(bodies[i])[3]
-        in_flight.append(wal.append(tables))
+        in_flight.append(wal.append(batches[i] if batches else logged(bodies[i])))
         sent += 1
         if len(in_flight) >= 8:
             in_flight.pop(0).result()

@@ -12,7 +12,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use tree_eval::{Child, Forest, Missing, Split, Test, Tree};
 
 create_exception!(
@@ -65,13 +65,63 @@ fn to_python<'py>(py: Python<'py>, out: Normalised) -> PyResult<Bound<'py, PyAny
         .into_any())
 }
 
-/// normalise_traces(body, keep_llm_content=False, keep_raw_spans=True, max_content_chars=8192)
+/// A request's tables as one write-ahead log record payload (wal-record), made while the
+/// GIL is still released.
+struct Logged {
+    received: u64,
+    rejected: u64,
+    reasons: Vec<(String, u64)>,
+    payload: wal_record::Payload,
+}
+
+fn to_log_record(out: Normalised) -> Result<Logged, String> {
+    let payload =
+        wal_record::encode(out.tables.iter().map(|(name, batch)| (&**name, batch))).map_err(|e| e.to_string())?;
+    Ok(Logged {
+        received: out.received,
+        rejected: out.rejected,
+        reasons: out.reasons.into_iter().collect(),
+        payload,
+    })
+}
+
+fn logged_to_python<'py>(py: Python<'py>, out: Logged) -> PyResult<Bound<'py, PyAny>> {
+    let reasons = PyDict::new(py);
+    for (reason, n) in &out.reasons {
+        reasons.set_item(reason, n)?;
+    }
+    let payload = PyBytes::new(py, &out.payload.bytes);
+    Ok((out.received, out.rejected, reasons, (payload, out.payload.crc))
+        .into_pyobject(py)?
+        .into_any())
+}
+
+/// The scan's outcome as Python sees it: with `log_record`, the tables as one write-ahead
+/// log payload `(bytes, crc32)` instead of RecordBatches (encoded without the GIL).
+fn scanned<'py>(
+    py: Python<'py>,
+    log_record: bool,
+    scan: impl FnOnce() -> Result<Normalised, Error> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
+    if !log_record {
+        return result(py, py.detach(scan));
+    }
+    match py.detach(|| scan().map(to_log_record)) {
+        Ok(Ok(out)) => logged_to_python(py, out),
+        Ok(Err(m)) => Err(PyValueError::new_err(m)),
+        Err(e) => result(py, Err(e)),
+    }
+}
+
+/// normalise_traces(body, keep_llm_content=False, keep_raw_spans=True, max_content_chars=8192,
+/// max_items=100000, log_record=False)
 /// -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
 ///
-/// Raises InvalidRequest for bytes protobuf refuses, Unsupported for a shape to hand to
-/// the reference normaliser.
+/// With log_record=True the last element is the write-ahead log payload of the tables with
+/// rows instead, `(bytes, crc32)` (empty bytes when none has rows). Raises InvalidRequest for
+/// bytes protobuf refuses, Unsupported for a shape to hand to the reference normaliser.
 #[pyfunction]
-#[pyo3(signature = (body, keep_llm_content=false, keep_raw_spans=true, max_content_chars=8192, max_items=100_000))]
+#[pyo3(signature = (body, keep_llm_content=false, keep_raw_spans=true, max_content_chars=8192, max_items=100_000, log_record=false))]
 fn normalise_traces<'py>(
     py: Python<'py>,
     body: PyBackedBytes,
@@ -79,6 +129,7 @@ fn normalise_traces<'py>(
     keep_raw_spans: bool,
     max_content_chars: usize,
     max_items: usize,
+    log_record: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let opts = Options {
         keep_llm_content,
@@ -86,8 +137,7 @@ fn normalise_traces<'py>(
         max_content_chars,
         max_items,
     };
-    let r = py.detach(|| scan_traces(&body, &opts));
-    result(py, r)
+    scanned(py, log_record, || scan_traces(&body, &opts))
 }
 
 fn result<'py>(py: Python<'py>, r: Result<Normalised, Error>) -> PyResult<Bound<'py, PyAny>> {
@@ -99,20 +149,49 @@ fn result<'py>(py: Python<'py>, r: Result<Normalised, Error>) -> PyResult<Bound<
     }
 }
 
-/// normalise_metrics(body) -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
+/// normalise_metrics(body, max_items=100000, log_record=False)
+/// -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch} | (bytes, crc32))
 #[pyfunction]
-#[pyo3(signature = (body, max_items=100_000))]
-fn normalise_metrics<'py>(py: Python<'py>, body: PyBackedBytes, max_items: usize) -> PyResult<Bound<'py, PyAny>> {
-    let r = py.detach(|| scan_metrics(&body, max_items));
-    result(py, r)
+#[pyo3(signature = (body, max_items=100_000, log_record=false))]
+fn normalise_metrics<'py>(
+    py: Python<'py>,
+    body: PyBackedBytes,
+    max_items: usize,
+    log_record: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    scanned(py, log_record, || scan_metrics(&body, max_items))
 }
 
-/// normalise_logs(body) -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
+/// normalise_logs(body, max_items=100000, log_record=False)
+/// -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch} | (bytes, crc32))
 #[pyfunction]
-#[pyo3(signature = (body, max_items=100_000))]
-fn normalise_logs<'py>(py: Python<'py>, body: PyBackedBytes, max_items: usize) -> PyResult<Bound<'py, PyAny>> {
-    let r = py.detach(|| scan_logs(&body, max_items));
-    result(py, r)
+#[pyo3(signature = (body, max_items=100_000, log_record=false))]
+fn normalise_logs<'py>(
+    py: Python<'py>,
+    body: PyBackedBytes,
+    max_items: usize,
+    log_record: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    scanned(py, log_record, || scan_logs(&body, max_items))
+}
+
+/// crc32(data) -> int: CRC-32 of a bytes-like object as zlib.crc32 computes it (carry-less
+/// multiplication where the CPU has it; the GIL released for large inputs).
+#[pyfunction]
+fn crc32(py: Python<'_>, data: PyBuffer<u8>) -> PyResult<u32> {
+    if !data.is_c_contiguous() {
+        return Err(PyValueError::new_err("crc32 needs a contiguous buffer"));
+    }
+    // SAFETY: a contiguous u8 buffer of len_bytes() bytes held by `data` for this call; the
+    // exporter (bytes, or a log read buffer) is not resized while we hold the view.
+    let bytes = unsafe { std::slice::from_raw_parts(data.buf_ptr() as *const u8, data.len_bytes()) };
+    if bytes.len() < 64 * 1024 {
+        return Ok(wal_record::crc32(bytes));
+    }
+    let addr = bytes.as_ptr() as usize;
+    let len = bytes.len();
+    // SAFETY: as above; the slice is rebuilt on the other side of detach (raw pointers are not Send).
+    Ok(py.detach(move || wal_record::crc32(unsafe { std::slice::from_raw_parts(addr as *const u8, len) })))
 }
 
 /// Scan only (no Python objects built): the number of rows, for measuring the scanner.
@@ -272,6 +351,7 @@ fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan_traces_count, m)?)?;
     m.add_function(wrap_pyfunction!(normalise_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(normalise_logs, m)?)?;
+    m.add_function(wrap_pyfunction!(crc32, m)?)?;
     m.add_class::<PyForest>()?;
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
