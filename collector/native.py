@@ -63,16 +63,19 @@ def scan(
 
 
 def scan_to_log(
-    signal: str, body: bytes, opts: NormaliseOptions, max_items: int
+    signal: str, body: bytes | list[bytes], opts: NormaliseOptions, max_items: int
 ) -> tuple[Normalised, tuple[bytes, int]]:
     """``scan``, with the tables as one write-ahead log record payload and its CRC-32
     (``(b"", 0)`` when no table has rows), encoded in Rust without the GIL: no pyarrow
-    objects on the way to the log. Same errors as ``scan``."""
+    objects on the way to the log. ``body`` may be the chunks a request arrived in (joined
+    in Rust, without the GIL). Same errors as ``scan``."""
     result, payload = _scan(signal, body, opts, max_items, log_record=True)
     return result, payload
 
 
-def _scan(signal: str, body: bytes, opts: NormaliseOptions, max_items: int, *, log_record: bool) -> Any:
+def _scan(
+    signal: str, body: bytes | list[bytes], opts: NormaliseOptions, max_items: int, *, log_record: bool
+) -> Any:
     require()
     assert mlvigil_native is not None
     try:

@@ -184,7 +184,11 @@ class OtlpIngest:
     def _decode_normalise(
         self, signal: str, chunks: bytes | list[bytes], content_type: str, gzipped: bool
     ) -> Normalised | _Logged:
-        # A list: the chunks an HTTP body arrived in, joined here rather than on the loop.
+        # A list: the chunks an HTTP body arrived in. Protobuf for the log goes to the native
+        # normaliser as they are (it joins them without the GIL); otherwise joined here, off
+        # the loop.
+        if self.wal is not None and content_type == PROTOBUF and not gzipped:
+            return self._log(signal, chunks, None)
         body = b"".join(chunks) if isinstance(chunks, list) else chunks
         if gzipped:
             body = gunzip_limited(body, self.config.max_request_bytes)
@@ -232,7 +236,7 @@ class OtlpIngest:
             return native.reference(signal, message if message is not None else body, self.options, limit)
 
     def _native_log(
-        self, signal: str, body: bytes, message: Message | None
+        self, signal: str, body: bytes | list[bytes], message: Message | None
     ) -> tuple[Normalised, Payload | None]:
         """``_native`` with the tables as one log record payload (None: no rows). Natively the
         payload is made in Rust (IPC and CRC without the GIL, no pyarrow objects); the
@@ -245,12 +249,12 @@ class OtlpIngest:
             if not native.is_unsupported(exc):
                 raise
             self.fallbacks.labels(signal=signal).inc()
-        source = message if message is not None else body
+        source = message if message is not None else b"".join(body) if isinstance(body, list) else body
         result, tables = native.reference(signal, source, self.options, limit)
         tables = {name: t for name, t in tables.items() if t.num_rows}
         return result, encode_parts(tables) if tables else None
 
-    def _log(self, signal: str, body: bytes, message: Message | None) -> _Logged:
+    def _log(self, signal: str, body: bytes | list[bytes], message: Message | None) -> _Logged:
         """Normalise protobuf ``body`` and queue its payload on the log; runs on a worker thread."""
         assert self.wal is not None
         result, payload = self._native_log(signal, body, message)

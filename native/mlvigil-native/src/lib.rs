@@ -34,6 +34,31 @@ create_exception!(
     "A valid request holding a rare shape the native normaliser does not map; use the reference normaliser."
 );
 
+/// A request body: one bytes object, or the chunks it arrived in (an HTTP body as read),
+/// joined here without the GIL rather than in Python with it.
+#[derive(FromPyObject)]
+enum Body {
+    Whole(PyBackedBytes),
+    Chunks(Vec<PyBackedBytes>),
+}
+
+impl Body {
+    /// The bytes, joining chunks into `joined` when there are several.
+    fn bytes<'a>(&'a self, joined: &'a mut Vec<u8>) -> &'a [u8] {
+        match self {
+            Body::Whole(b) => b,
+            Body::Chunks(c) if c.len() == 1 => &c[0],
+            Body::Chunks(c) => {
+                joined.reserve_exact(c.iter().map(|b| b.len()).sum());
+                for b in c {
+                    joined.extend_from_slice(b);
+                }
+                joined
+            }
+        }
+    }
+}
+
 fn to_pyarrow<'py>(py: Python<'py>, batch: RecordBatch) -> PyResult<Bound<'py, PyAny>> {
     let data = StructArray::from(batch).into_data();
     let (array, schema) = to_ffi(&data).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -117,6 +142,7 @@ fn scanned<'py>(
 /// max_items=100000, log_record=False)
 /// -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch})
 ///
+/// `body` is bytes or a list of bytes (the chunks of one request, joined without the GIL).
 /// With log_record=True the last element is the write-ahead log payload of the tables with
 /// rows instead, `(bytes, crc32)` (empty bytes when none has rows). Raises InvalidRequest for
 /// bytes protobuf refuses, Unsupported for a shape to hand to the reference normaliser.
@@ -124,7 +150,7 @@ fn scanned<'py>(
 #[pyo3(signature = (body, keep_llm_content=false, keep_raw_spans=true, max_content_chars=8192, max_items=100_000, log_record=false))]
 fn normalise_traces<'py>(
     py: Python<'py>,
-    body: PyBackedBytes,
+    body: Body,
     keep_llm_content: bool,
     keep_raw_spans: bool,
     max_content_chars: usize,
@@ -137,7 +163,7 @@ fn normalise_traces<'py>(
         max_content_chars,
         max_items,
     };
-    scanned(py, log_record, || scan_traces(&body, &opts))
+    scanned(py, log_record, || scan_traces(body.bytes(&mut Vec::new()), &opts))
 }
 
 fn result<'py>(py: Python<'py>, r: Result<Normalised, Error>) -> PyResult<Bound<'py, PyAny>> {
@@ -155,24 +181,19 @@ fn result<'py>(py: Python<'py>, r: Result<Normalised, Error>) -> PyResult<Bound<
 #[pyo3(signature = (body, max_items=100_000, log_record=false))]
 fn normalise_metrics<'py>(
     py: Python<'py>,
-    body: PyBackedBytes,
+    body: Body,
     max_items: usize,
     log_record: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    scanned(py, log_record, || scan_metrics(&body, max_items))
+    scanned(py, log_record, || scan_metrics(body.bytes(&mut Vec::new()), max_items))
 }
 
 /// normalise_logs(body, max_items=100000, log_record=False)
 /// -> (received, rejected, {reason: count}, {table: pyarrow.RecordBatch} | (bytes, crc32))
 #[pyfunction]
 #[pyo3(signature = (body, max_items=100_000, log_record=false))]
-fn normalise_logs<'py>(
-    py: Python<'py>,
-    body: PyBackedBytes,
-    max_items: usize,
-    log_record: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    scanned(py, log_record, || scan_logs(&body, max_items))
+fn normalise_logs<'py>(py: Python<'py>, body: Body, max_items: usize, log_record: bool) -> PyResult<Bound<'py, PyAny>> {
+    scanned(py, log_record, || scan_logs(body.bytes(&mut Vec::new()), max_items))
 }
 
 /// crc32(data) -> int: CRC-32 of a bytes-like object as zlib.crc32 computes it (carry-less
