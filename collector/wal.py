@@ -48,6 +48,11 @@ from collector.pipeline import ShuttingDown
 from mlvigil.core.store import Store, StoreUnavailable
 from mlvigil.core.store.duckdb import DuckDBStore
 
+try:  # the checksum on read: 6-7x zlib's speed (carry-less multiplication), same value
+    from mlvigil_native import crc32 as payload_crc32
+except ImportError:  # not built (or an older build): zlib computes the same CRC-32
+    payload_crc32 = zlib.crc32
+
 MAGIC = b"MVW1"
 logger = logging.getLogger(__name__)
 
@@ -199,7 +204,7 @@ def _scan(data: bytes, start: int, last: bool) -> Iterator[tuple[int, int, int, 
         if magic != MAGIC or end > len(data):
             break
         payload = data[pos + HEADER.size : end]
-        if zlib.crc32(payload) != crc:
+        if payload_crc32(payload) != crc:
             if end < len(data) or not last:
                 raise LogCorrupt(f"record at byte {pos} fails its checksum")
             break
@@ -230,7 +235,7 @@ def _read_records(
             payload = f.read(size)
             if len(payload) < size:  # the file was cut meanwhile
                 return
-            if zlib.crc32(payload) != crc:
+            if payload_crc32(payload) != crc:
                 if end < length or not last:
                     raise LogCorrupt(f"record at byte {pos} of {path.name} fails its checksum")
                 return
