@@ -81,30 +81,6 @@ def _response(signal: str, rejected: int, message: str) -> Message:
     return resp
 
 
-def _on_loop(done: Future[Position]) -> asyncio.Future[Position]:
-    """An asyncio future with ``done``'s outcome, set by one hop to the loop. Unlike
-    ``wrap_future`` it never cancels ``done``: a client gone meanwhile must not cancel the
-    log writer's future (so no ``shield`` around it either)."""
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[Position] = loop.create_future()
-
-    def settle(fut: Future[Position]) -> None:
-        if waiter.cancelled():
-            return
-        if (exc := fut.exception()) is not None:
-            waiter.set_exception(exc)
-        else:
-            waiter.set_result(fut.result())
-
-    def hop(fut: Future[Position]) -> None:
-        # The service's loop may be closed by the time a late group syncs: nobody waits then.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, fut)
-
-    done.add_done_callback(hop)
-    return waiter
-
-
 @dataclass
 class _Logged:
     """One request normalised and queued for the log: ``durable`` is done at its fdatasync
@@ -165,6 +141,43 @@ class OtlpIngest:
     async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on a decode worker thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _durably(self, fn: Callable[..., Normalised | _Logged], *args: Any) -> Normalised | _Logged:
+        """Run ``fn(*args)`` on a decode worker and, when it queued a log append, wait until
+        that is durable too: one hop back to the loop for both (not one for the worker's
+        result and another for the fdatasync). A client gone meanwhile cancels a job not yet
+        started, never the log writer's future."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Normalised | _Logged] = loop.create_future()
+
+        def settle(outcome: Normalised | _Logged | None, exc: BaseException | None) -> None:
+            if waiter.cancelled():
+                return
+            if exc is not None:
+                waiter.set_exception(exc)
+            else:
+                assert outcome is not None
+                waiter.set_result(outcome)
+
+        def hop(outcome: Normalised | _Logged | None, exc: BaseException | None) -> None:
+            # The service's loop may be closed by the time a late group syncs: nobody waits then.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, outcome, exc)
+
+        def job() -> None:
+            try:
+                outcome = fn(*args)
+            except BaseException as exc:  # every outcome reaches the waiter, or it waits forever
+                hop(None, exc)
+                return
+            if isinstance(outcome, _Logged) and outcome.durable is not None:
+                outcome.durable.add_done_callback(lambda _: hop(outcome, None))
+            else:
+                hop(outcome, None)
+
+        started = self._executor.submit(job)
+        waiter.add_done_callback(lambda w: w.cancelled() and started.cancel())
+        return await waiter
 
     async def visible(self, timeout: float = 5.0, *, raw_spans: bool = True) -> None:
         """Wait (bounded) until the records of every request acknowledged so far are in the
@@ -276,13 +289,13 @@ class OtlpIngest:
         the chunks it arrived in: joined on the worker thread). Raises BadRequest,
         TooLarge, Overloaded/ShuttingDown, and StoreUnavailable (LogFull, a failed log write)."""
         t0 = time.perf_counter()
-        result = await self.off_loop(self._decode_normalise, signal, body, content_type, gzipped)
+        result = await self._durably(self._decode_normalise, signal, body, content_type, gzipped)
         return await self._commit(signal, result, transport, t0)
 
     async def export(self, signal: str, request: Message, transport: str) -> ExportResult:
         """Normalise and durably store an already decoded ``request``."""
         t0 = time.perf_counter()
-        result = await self.off_loop(self._normalise, signal, request)
+        result = await self._durably(self._normalise, signal, request)
         return await self._commit(signal, result, transport, t0)
 
     async def _commit(
@@ -294,8 +307,9 @@ class OtlpIngest:
         if isinstance(outcome, _Logged):
             if outcome.durable is not None:
                 try:
-                    # The acknowledgement point: the log's group fdatasync covers this request.
-                    await _on_loop(outcome.durable)
+                    # The acknowledgement point: the log's group fdatasync covering this request
+                    # has returned (``_durably`` waited for it).
+                    outcome.durable.result(timeout=0)
                 except OSError as exc:
                     raise StoreUnavailable(
                         f"the write-ahead log could not be written: {exc}", self.config.retry_after_seconds
