@@ -162,9 +162,11 @@ def _with_writer(
     return Phase("", sum(deleted.values()), seconds, store.retention_batches, writer.latencies, timer.holds)
 
 
-def measure(rows: int, append_rows: int, idle_s: float, tmp: Path) -> tuple[float, list[Phase]]:
+def measure(
+    rows: int, append_rows: int, idle_s: float, tmp: Path, settings: list[tuple[int, int]]
+) -> tuple[float, list[Phase]]:
     """Fills one store, copies it, and runs the idle phase, the single DELETE on one copy and
-    the batched retention on the other."""
+    the batched retention on one copy per ``(batch rows, checkpoint bytes)`` setting."""
     now = time.time()
     cutoffs = {"metric_points": now - 15 * DAY}
     base = DuckDBStore(tmp / "base", min_free_bytes=0)
@@ -173,10 +175,16 @@ def measure(rows: int, append_rows: int, idle_s: float, tmp: Path) -> tuple[floa
     fill_s = time.perf_counter() - t0
     base.close()  # checkpointed: a settled database, as after hours of ingest
     phases: list[Phase] = []
-    for name in ("single DELETE (before)", "batched (after)"):
-        (tmp / name).mkdir()
-        shutil.copy(base.path, tmp / name / base.path.name)
-        store = DuckDBStore(tmp / name, min_free_bytes=0)
+    names = ["single DELETE (before)"] + [
+        f"batched ({batch:,} rows, checkpoint at {ckpt / 2**20:g} MiB)" for batch, ckpt in settings
+    ]
+    for i, name in enumerate(names):
+        (tmp / str(i)).mkdir()
+        shutil.copy(base.path, tmp / str(i) / base.path.name)
+        batch, ckpt = settings[i - 1] if i else settings[0]
+        store = DuckDBStore(
+            tmp / str(i), min_free_bytes=0, retention_batch_rows=batch, retention_checkpoint_bytes=ckpt
+        )
         try:
             if not phases:
                 idle = Writer(store, append_rows)
@@ -209,9 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=5_000_000)
     ap.add_argument("--append-rows", type=int, default=100)
     ap.add_argument("--idle-s", type=float, default=3.0)
+    ap.add_argument(
+        "--settings",
+        default="20000:2097152",
+        help="batched runs, each BATCH_ROWS:CHECKPOINT_BYTES, comma-separated (default: the store's)",
+    )
     args = ap.parse_args(argv)
+    settings = [(int(b), int(c)) for b, c in (s.split(":") for s in args.settings.split(","))]
     with tempfile.TemporaryDirectory(prefix="mlvigil-retention-") as tmp:
-        fill_s, phases = measure(args.rows, args.append_rows, args.idle_s, Path(tmp))
+        fill_s, phases = measure(args.rows, args.append_rows, args.idle_s, Path(tmp), settings)
     print(
         f"store: {args.rows:,} metric_points rows (filled in {fill_s:.1f} s); {args.append_rows}-row appends"
     )
@@ -229,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"    retention's write-lock holds: {len(ph.holds)}, longest {1000 * max(ph.holds):.1f} ms,"
                 f" p99 {1000 * sorted(ph.holds)[int(0.99 * (len(ph.holds) - 1))]:.1f} ms"
             )
-    after = phases[-1].latencies
-    worst = max(after) if after else 0.0
-    verdict = "met" if worst < 0.050 else "NOT met"
-    print(f"goal: appends during retention under 50 ms: {verdict} (max {1000 * worst:.1f} ms)")
+    for ph in phases[2:]:
+        worst = max(ph.latencies) if ph.latencies else 0.0
+        verdict = "met" if worst < 0.050 else "NOT met"
+        print(f"goal: appends during retention under 50 ms: {verdict} (max {1000 * worst:.1f} ms, {ph.name})")
     return 0
 
 
