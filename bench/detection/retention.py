@@ -69,13 +69,17 @@ def _point_batch(rows: int, now: float) -> RecordBatch:
 
 
 class HoldTimer:
-    """Stands in for the store's write lock and times each hold taken by one thread."""
+    """Stands in for the store's write lock and times each hold taken by one thread, with
+    what took it (the store method holding it: ``_write`` a delete batch, ``_checkpoint`` a
+    checkpoint of the deletes, ``_retention_mode`` the pass's start and end)."""
 
     def __init__(self, lock: threading.Lock, thread: threading.Thread) -> None:
         self._lock = lock
         self._thread = thread
         self._since = 0.0
+        self._what = ""
         self.holds: list[float] = []
+        self.by_what: dict[str, list[float]] = {}
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         taken = self._lock.acquire(blocking, timeout)
@@ -85,13 +89,17 @@ class HoldTimer:
 
     def release(self) -> None:
         if threading.current_thread() is self._thread:
-            self.holds.append(time.perf_counter() - self._since)
+            held = time.perf_counter() - self._since
+            self.holds.append(held)
+            self.by_what.setdefault(self._what, []).append(held)
         self._lock.release()
 
     def locked(self) -> bool:
         return self._lock.locked()
 
     def __enter__(self) -> bool:
+        if threading.current_thread() is self._thread:
+            self._what = sys._getframe(1).f_code.co_name
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:
@@ -141,6 +149,7 @@ class Phase:
     batches: int
     latencies: list[float]
     holds: list[float] = field(default_factory=list)
+    by_what: dict[str, list[float]] = field(default_factory=dict)
 
 
 def _with_writer(
@@ -159,7 +168,15 @@ def _with_writer(
     writer.stop.set()
     writer.join()
     store._write_lock = timer._lock
-    return Phase("", sum(deleted.values()), seconds, store.retention_batches, writer.latencies, timer.holds)
+    return Phase(
+        "",
+        sum(deleted.values()),
+        seconds,
+        store.retention_batches,
+        writer.latencies,
+        timer.holds,
+        timer.by_what,
+    )
 
 
 def measure(
@@ -243,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"    retention's write-lock holds: {len(ph.holds)}, longest {1000 * max(ph.holds):.1f} ms,"
                 f" p99 {1000 * sorted(ph.holds)[int(0.99 * (len(ph.holds) - 1))]:.1f} ms"
             )
+            for what, holds in sorted(ph.by_what.items()):
+                busy = [h for h in holds if h >= 0.001]  # a checkpoint of a small WAL does nothing
+                print(
+                    f"      {what}: {len(holds)} ({len(busy)} of 1 ms or more),"
+                    f" median {1000 * statistics.median(busy or holds):.1f} ms,"
+                    f" longest {1000 * max(holds):.1f} ms"
+                )
     for ph in phases[2:]:
         worst = max(ph.latencies) if ph.latencies else 0.0
         verdict = "met" if worst < 0.050 else "NOT met"
