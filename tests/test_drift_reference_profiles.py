@@ -4,6 +4,7 @@ the same; rows added to its range since build it again."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from detectors.drift.profile import Labels, ReferenceProfile
-from detectors.drift.profile_store import decode_profile, encode_profile
+from detectors.drift.profile_store import decode_profile, encode_profile, load_profile
 from tests.harness import ServiceHandle
 from tests.otel_helpers import post_kserve
 
@@ -38,7 +39,7 @@ def _evaluated(svc: ServiceHandle) -> dict[str, Any]:
         status = _status(svc)
         return status if status["status"] != "not evaluated" else {}
 
-    return svc.wait_for(done, timeout=30, interval=0.5)
+    return svc.wait_for(done, timeout=90, interval=0.5)
 
 
 @pytest.mark.parametrize("backend", ["duckdb", "postgres"])
@@ -112,3 +113,19 @@ def test_the_binary_form_gives_back_the_same_profile() -> None:
         else:
             assert got.tolist() == col.tolist()
     assert back.matrix is not None and np.array_equal(back.matrix, profile.matrix)  # type: ignore[arg-type]
+
+
+def test_a_stored_profile_that_is_not_one_is_built_again_not_trusted() -> None:
+    rng = np.random.default_rng(5)
+    meta, data = encode_profile(ReferenceProfile.from_columns({"x": rng.normal(size=500)}))
+    doc = {"meta": meta, "arrays": base64.b64encode(data).decode()}
+    assert load_profile(doc, "m") is not None
+    as_objects = {**meta, "arrays": [[k, "|O", shape, off] for k, _, shape, off in meta["arrays"]]}
+    past_the_end = {**meta, "arrays": [[k, dt, [10**9], off] for k, dt, _, off in meta["arrays"]]}
+    for bad in (
+        {**doc, "meta": as_objects},
+        {**doc, "meta": past_the_end},
+        {**doc, "arrays": "not base64!"},
+        {"meta": meta},
+    ):
+        assert load_profile(bad, "m") is None
