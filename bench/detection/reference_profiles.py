@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{label}: median {statistics.median(vals):.3f} s per monitor"
             f" (min {min(vals):.3f}, max {max(vals):.3f}; {len(vals)} monitors)"
         )
-    print(f"stored profile: {statistics.median(out['bytes']) / 2**20:.2f} MiB (npz, before base64)")
+    print(f"stored profile: {statistics.median(out['bytes']) / 2**20:.2f} MiB (arrays, before base64)")
     return 0
 
 
