@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from detectors.drift.calibration import profile_digest
 from detectors.drift.profile import Labels, ReferenceProfile
 from detectors.drift.profile_store import decode_profile, encode_profile, load_profile
 from tests.harness import ServiceHandle
@@ -113,6 +114,8 @@ def test_the_binary_form_gives_back_the_same_profile() -> None:
         else:
             assert got.tolist() == col.tolist()
     assert back.matrix is not None and np.array_equal(back.matrix, profile.matrix)  # type: ignore[arg-type]
+    # The calibrations stored for the profile are found for the loaded one.
+    assert profile_digest(back) == profile_digest(profile)
 
 
 def test_a_stored_profile_that_is_not_one_is_built_again_not_trusted() -> None:
