@@ -141,12 +141,12 @@ struct Node {
 }
 
 /// A plain forest laid out for QuickScorer (Lucchese et al., SIGIR 2015): each tree's
-/// leaves numbered left to right as bits of a `u64`; each split, listed by feature in
+/// leaves numbered left to right as bits of a `u32`; each split, listed by feature in
 /// ascending threshold, carries the bits of the leaves of its left subtree. A row's leaf in
 /// a tree is the lowest bit left after clearing, for every split the row fails (`value >
-/// threshold`: it goes right), that split's left leaves. Rows are compared four to an AVX2
-/// vector, and a feature's list stops at the first threshold no row of the four exceeds;
-/// no walk, no branch per node.
+/// threshold`: it goes right), that split's left leaves. Eight rows share a pass (their
+/// values compared in two AVX2 vectors, their masks in one), and a feature's list stops at
+/// the first threshold no row of the eight exceeds; no walk, no branch per split.
 #[derive(Debug, Clone, Default)]
 struct QuickScorer {
     /// Each feature's distinct thresholds (`at[f]..at[f + 1]`), ascending; threshold `g`'s
@@ -155,8 +155,8 @@ struct QuickScorer {
     threshold: Vec<f64>,
     end: Vec<u32>,
     tree: Vec<u32>,
-    left_leaves: Vec<u64>,
-    /// Per tree (index in `Forest::root`), its 64 leaf node indices by leaf number.
+    left_leaves: Vec<u32>,
+    /// Per tree (index in `Forest::root`), its 32 leaf node indices by leaf number.
     leaf_node: Vec<u32>,
 }
 
@@ -180,7 +180,7 @@ pub struct Forest {
     /// Per feature: NaN may be read as 0 when the row is copied in (no NaN-aware or
     /// categorical split reads the feature).
     nan_is_zero: Vec<bool>,
-    /// A plain forest of trees of at most 64 leaves, on a CPU with AVX2: its QuickScorer
+    /// A plain forest of trees of at most 32 leaves, on a CPU with AVX2: its QuickScorer
     /// layout, which `predict` uses instead of walking `node`.
     qs: Option<QuickScorer>,
     average: bool,
@@ -342,7 +342,7 @@ impl Forest {
         Ok(f)
     }
 
-    /// The QuickScorer layout of a plain forest, or None where a tree has more than 64
+    /// The QuickScorer layout of a plain forest, or None where a tree has more than 32
     /// leaves, a threshold is NaN or the CPU lacks AVX2.
     fn quick_scorer(&self) -> Option<QuickScorer> {
         if !avx2()
@@ -354,7 +354,7 @@ impl Forest {
             return None;
         }
         let mut qs = QuickScorer {
-            leaf_node: vec![0; self.root.len() * 64],
+            leaf_node: vec![0; self.root.len() * 32],
             ..QuickScorer::default()
         };
         // (feature, threshold, tree, left leaves) of every split.
@@ -367,16 +367,16 @@ impl Forest {
             while let Some((at, close)) = stack.pop() {
                 if let Some((entry, first)) = close {
                     // The left subtree is done: its leaves are first..next_leaf.
-                    let bits = (first..next_leaf).fold(0u64, |b, l| b | 1 << l);
-                    let entry: &mut (u32, f64, u32, u64) = &mut splits[entry];
+                    let bits = (first..next_leaf).fold(0u32, |b, l| b | 1 << l);
+                    let entry: &mut (u32, f64, u32, u32) = &mut splits[entry];
                     entry.3 = bits;
                 }
                 let n = self.node[at as usize];
                 if n.feature_kind >> FEATURE_BITS & LEAF != 0 {
-                    if next_leaf == 64 {
+                    if next_leaf == 32 {
                         return None;
                     }
-                    qs.leaf_node[t * 64 + next_leaf as usize] = at;
+                    qs.leaf_node[t * 32 + next_leaf as usize] = at;
                     next_leaf += 1;
                     continue;
                 }
@@ -516,7 +516,7 @@ impl Forest {
         }
     }
 
-    /// `predict_rows` by QuickScorer: per block, rows four at a time, every tree's leaf
+    /// `predict_rows` by QuickScorer: per block, rows eight at a time, every tree's leaf
     /// found from the splits each row fails, then the sums as the walk makes them.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
@@ -525,15 +525,17 @@ impl Forest {
         let n_trees = self.root.len();
         let mut leaf = vec![0u32; BLOCK * n_trees];
         let mut bits = vec![_mm256_setzero_si256(); n_trees];
-        let mut lanes = [0u64; 4];
-        let ones = _mm256_set1_epi64x(-1);
+        let mut lanes = [0u32; 8];
+        // Mask lane i holds row ROW_OF_LANE[i] of the eight (`_mm256_shuffle_ps` below).
+        const ROW_OF_LANE: [usize; 8] = [0, 2, 1, 3, 4, 6, 5, 7];
+        let ones = _mm256_set1_epi32(-1);
         for (b, out) in out.chunks_mut(BLOCK).enumerate() {
             let rows = out.len();
-            for r0 in (0..rows).step_by(4) {
+            for r0 in (0..rows).step_by(8) {
                 bits.fill(ones);
                 for f in 0..self.n_features {
-                    // The four rows' values (a block's last rows repeat its last row).
-                    let mut v = [0.0; 4];
+                    // The eight rows' values (past a block's last row, its last row again).
+                    let mut v = [0.0; 8];
                     for (k, v) in v.iter_mut().enumerate() {
                         let x = *x.get_unchecked((b * BLOCK + (r0 + k).min(rows - 1)) * n_cols + f);
                         // As LightGBM's dense rows: a value this close to 0 is 0, and a plain
@@ -544,7 +546,10 @@ impl Forest {
                             x
                         };
                     }
-                    let v = _mm256_loadu_pd(v.as_ptr());
+                    // Rows 0, 2, 4, 6 and 1, 3, 5, 7: their comparisons' low halves, shuffled
+                    // together, are the mask lanes in ROW_OF_LANE's order.
+                    let even = _mm256_setr_pd(v[0], v[2], v[4], v[6]);
+                    let odd = _mm256_setr_pd(v[1], v[3], v[5], v[7]);
                     let groups = qs.at[f] as usize..qs.at[f + 1] as usize;
                     let mut s = if groups.start == 0 {
                         0
@@ -553,17 +558,18 @@ impl Forest {
                     };
                     for g in groups {
                         // Right, where not `value <= threshold`.
-                        let right = _mm256_castpd_si256(_mm256_cmp_pd::<_CMP_NLE_UQ>(
-                            v,
-                            _mm256_set1_pd(*qs.threshold.get_unchecked(g)),
+                        let t = _mm256_set1_pd(*qs.threshold.get_unchecked(g));
+                        let right = _mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(
+                            _mm256_castpd_ps(_mm256_cmp_pd::<_CMP_NLE_UQ>(even, t)),
+                            _mm256_castpd_ps(_mm256_cmp_pd::<_CMP_NLE_UQ>(odd, t)),
                         ));
                         if _mm256_testz_si256(right, right) != 0 {
-                            break; // thresholds ascend: no row of the four goes right again
+                            break; // thresholds ascend: no row of the eight goes right again
                         }
                         let end = *qs.end.get_unchecked(g) as usize;
                         while s < end {
                             let lost =
-                                _mm256_and_si256(right, _mm256_set1_epi64x(*qs.left_leaves.get_unchecked(s) as i64));
+                                _mm256_and_si256(right, _mm256_set1_epi32(*qs.left_leaves.get_unchecked(s) as i32));
                             let t = bits.get_unchecked_mut(*qs.tree.get_unchecked(s) as usize);
                             *t = _mm256_andnot_si256(lost, *t);
                             s += 1;
@@ -572,11 +578,14 @@ impl Forest {
                 }
                 for (t, tb) in bits.iter().enumerate() {
                     _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *tb);
-                    let nodes = qs.leaf_node.get_unchecked(t * 64..t * 64 + 64);
+                    let nodes = qs.leaf_node.get_unchecked(t * 32..t * 32 + 32);
                     let leaf = leaf.get_unchecked_mut(t * BLOCK..t * BLOCK + BLOCK);
-                    for k in 0..4.min(rows - r0) {
-                        // The exit leaf always survives: lanes[k] is never 0.
-                        *leaf.get_unchecked_mut(r0 + k) = *nodes.get_unchecked(lanes[k].trailing_zeros() as usize & 63);
+                    for (lane, &k) in ROW_OF_LANE.iter().enumerate() {
+                        if r0 + k < rows {
+                            // The exit leaf always survives: the lane is never 0.
+                            *leaf.get_unchecked_mut(r0 + k) =
+                                *nodes.get_unchecked(lanes[lane].trailing_zeros() as usize & 31);
+                        }
                     }
                 }
             }
@@ -956,10 +965,10 @@ mod tests {
     }
 
     #[test]
-    fn quick_scorer_gives_the_walks_bits_for_plain_forests_of_up_to_64_leaves() {
+    fn quick_scorer_gives_the_walks_bits_for_plain_forests_of_up_to_32_leaves() {
         let mut seed = 5;
         let n_cols = 4;
-        for (n_trees, n_splits) in [(1, 1), (7, 5), (40, 30), (10, 63)] {
+        for (n_trees, n_splits) in [(1, 1), (7, 5), (40, 30), (10, 31)] {
             let trees: Vec<Tree> = (0..n_trees)
                 .map(|_| random_tree_of(&mut seed, n_splits, n_cols, true))
                 .collect();
@@ -981,7 +990,7 @@ mod tests {
                 let walking = quick.clone().walking();
                 assert!(!walking.is_quick_scorer());
                 // Row counts past and short of a block, and not a multiple of the four lanes.
-                for n in [0, 1, 3, 4, 5, BLOCK - 1, BLOCK + 3, 2 * MIN_ROWS_PER_THREAD + 7] {
+                for n in [0, 1, 3, 7, 8, 9, BLOCK - 1, BLOCK + 3, 2 * MIN_ROWS_PER_THREAD + 7] {
                     let x = awkward_rows(&mut seed, n, n_cols + 1);
                     for threads in [1, 2] {
                         assert_eq!(
@@ -996,10 +1005,10 @@ mod tests {
     }
 
     #[test]
-    fn quick_scorer_is_left_out_past_64_leaves_and_for_splits_that_handle_missing_values() {
+    fn quick_scorer_is_left_out_past_32_leaves_and_for_splits_that_handle_missing_values() {
         let mut seed = 9;
-        let wide = Forest::new(&[random_tree_of(&mut seed, 64, 3, true)], false).unwrap();
-        assert!(!wide.is_quick_scorer()); // 65 leaves
+        let wide = Forest::new(&[random_tree_of(&mut seed, 32, 3, true)], false).unwrap();
+        assert!(!wide.is_quick_scorer()); // 33 leaves
         let mixed: Vec<Tree> = (0..5).map(|_| random_tree_of(&mut seed, 20, 3, false)).collect();
         assert!(!Forest::new(&mixed, false).unwrap().is_quick_scorer());
     }
