@@ -2,9 +2,14 @@
 //! rows of `f64` features with LightGBM's decision rules, bit for bit: the sum over the
 //! trees, in tree order, of the leaf each row reaches (or its mean, for `average_output`).
 //!
-//! The nodes of all trees lie in flat arrays (one per field); rows are evaluated in blocks
-//! so that a tree's nodes stay in cache while a block's rows pass through it, several rows
-//! at a time so that their independent walks overlap.
+//! A plain forest (every split a `<=` with no missing-value handling: LightGBM's trees when
+//! the training data had no missing values) of trees of at most 32 leaves is applied by
+//! QuickScorer on CPUs with AVX2 (`QuickScorer`): no walk, each split's threshold compared
+//! with eight rows at once, 2.5x faster than the walk on DLE's loss models. Other forests
+//! are walked: the nodes of all trees lie in flat arrays (one per field); rows are
+//! evaluated in blocks so that a tree's nodes stay in cache while a block's rows pass
+//! through it, several rows at a time so that their independent walks overlap. Both give
+//! the same bits (tests).
 //!
 //! LightGBM's rules (`include/LightGBM/tree.h`, `c_api.cpp`), reproduced here:
 //! - a dense row's values within ±`ZERO_THRESHOLD` of zero are read as 0;
