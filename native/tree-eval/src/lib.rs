@@ -161,8 +161,8 @@ struct QuickScorer {
     end: Vec<u32>,
     tree: Vec<u32>,
     left_leaves: Vec<u32>,
-    /// Per tree (index in `Forest::root`), its 32 leaf node indices by leaf number.
-    leaf_node: Vec<u32>,
+    /// Per tree (index in `Forest::root`), its 32 leaf values by leaf number.
+    leaf_value: Vec<f64>,
 }
 
 /// The trees in one flat array of nodes (each tree breadth-first, siblings side by side),
@@ -359,7 +359,7 @@ impl Forest {
             return None;
         }
         let mut qs = QuickScorer {
-            leaf_node: vec![0; self.root.len() * 32],
+            leaf_value: vec![0.0; self.root.len() * 32],
             ..QuickScorer::default()
         };
         // (feature, threshold, tree, left leaves) of every split.
@@ -381,7 +381,7 @@ impl Forest {
                     if next_leaf == 32 {
                         return None;
                     }
-                    qs.leaf_node[t * 32 + next_leaf as usize] = at;
+                    qs.leaf_value[t * 32 + next_leaf as usize] = self.value[at as usize];
                     next_leaf += 1;
                     continue;
                 }
@@ -528,7 +528,9 @@ impl Forest {
     unsafe fn predict_quick(&self, qs: &QuickScorer, x: &[f64], n_cols: usize, out: &mut [f64]) {
         use std::arch::x86_64::*;
         let n_trees = self.root.len();
-        let mut leaf = vec![0u32; BLOCK * n_trees];
+        const STRIDE: usize = BLOCK + 8;
+        // Each tree's leaf value for each row of the block.
+        let mut leaf = vec![0.0f64; STRIDE * n_trees];
         let mut bits = vec![_mm256_setzero_si256(); n_trees];
         let mut lanes = [0u32; 8];
         // Mask lane i holds row ROW_OF_LANE[i] of the eight (`_mm256_shuffle_ps` below).
@@ -583,18 +585,17 @@ impl Forest {
                 }
                 for (t, tb) in bits.iter().enumerate() {
                     _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *tb);
-                    let nodes = qs.leaf_node.get_unchecked(t * 32..t * 32 + 32);
-                    let leaf = leaf.get_unchecked_mut(t * BLOCK..t * BLOCK + BLOCK);
+                    let values = qs.leaf_value.get_unchecked(t * 32..t * 32 + 32);
+                    // A block's rows and eight more: a last pass's rows past the block land
+                    // there, unread.
+                    let leaf = leaf.get_unchecked_mut(t * STRIDE + r0..t * STRIDE + r0 + 8);
                     for (lane, &k) in ROW_OF_LANE.iter().enumerate() {
-                        if r0 + k < rows {
-                            // The exit leaf always survives: the lane is never 0.
-                            *leaf.get_unchecked_mut(r0 + k) =
-                                *nodes.get_unchecked(lanes[lane].trailing_zeros() as usize & 31);
-                        }
+                        // The exit leaf always survives: the lane is never 0.
+                        *leaf.get_unchecked_mut(k) = *values.get_unchecked(lanes[lane].trailing_zeros() as usize & 31);
                     }
                 }
             }
-            self.sum(&leaf, out);
+            self.sum_by(out, |t, r| *leaf.get_unchecked(t * STRIDE + r));
         }
     }
 
@@ -603,12 +604,18 @@ impl Forest {
     /// loop would make them (the same bits), but the rows' additions are independent, not
     /// one chain of a hundred dependent ones.
     fn sum(&self, leaf: &[u32], out: &mut [f64]) {
+        self.sum_by(out, |t, r| self.value[leaf[t * BLOCK + r] as usize]);
+    }
+
+    /// `sum` with each tree's (index in `root`) leaf value for each row from `leaf_value`.
+    #[inline(always)]
+    fn sum_by(&self, out: &mut [f64], leaf_value: impl Fn(usize, usize) -> f64) {
         out.fill(0.0);
         for tree in &self.order {
             match *tree {
                 Ok(t) => {
-                    for (o, &l) in out.iter_mut().zip(&leaf[t as usize * BLOCK..]) {
-                        *o += self.value[l as usize];
+                    for (r, o) in out.iter_mut().enumerate() {
+                        *o += leaf_value(t as usize, r);
                     }
                 }
                 Err(v) => out.iter_mut().for_each(|o| *o += v),
