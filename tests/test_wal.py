@@ -13,13 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from collector.loader import DuckDBLoader, load_once
 from collector.wal import (
     HEADER,
-    DuckDBLoader,
     LogCorrupt,
     LogFull,
     WriteAheadLog,
-    load_once,
     read,
     segments,
 )
@@ -189,7 +188,7 @@ def test_prompt_and_completion_text_reach_disk_only_when_kept(tmp_path: Path, ke
 def test_the_loader_thread_drains_the_log_in_bounded_groups_and_exports_its_lag(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 
-    from collector.wal import LoaderThread
+    from collector.loader import LoaderThread
 
     store = DuckDBStore(tmp_path / "db")
     wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096)
@@ -259,7 +258,8 @@ def test_raw_spans_load_in_their_own_pass_exactly_once_and_hold_the_log_until_th
     """The service's loader loads every table but ``spans`` in its hot pass and the raw spans
     in a second one, each with its own position: a segment stays until both are past it,
     and a crash between the passes loads neither twice."""
-    from collector.wal import HOT, PASSES, RAW_SPANS, LoaderThread
+    from collector.loader import LoaderThread
+    from collector.wal import HOT, PASSES, RAW_SPANS
 
     store = DuckDBStore(tmp_path / "db")
     wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096, consumers=tuple(PASSES))
@@ -298,7 +298,8 @@ def test_a_store_loaded_in_one_pass_continues_with_the_raw_spans_pass_without_du
     ``ingest``): the raw spans pass starts where that pass stopped."""
     from prometheus_client import CollectorRegistry
 
-    from collector.wal import PASSES, RAW_SPANS, LoaderThread
+    from collector.loader import LoaderThread
+    from collector.wal import PASSES, RAW_SPANS
 
     store = DuckDBStore(tmp_path / "db")
     wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096)

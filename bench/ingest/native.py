@@ -49,8 +49,9 @@ from types import ModuleType
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from bench.ingest.spans import llm_request
+from collector.loader import DuckDBLoader, LoaderThread, load_once
 from collector.normalize import NormaliseOptions, normalise_traces
-from collector.wal import HOT, PASSES, RAW_SPANS, DuckDBLoader, LoaderThread, WriteAheadLog, load_once
+from collector.wal import HOT, PASSES, RAW_SPANS, WriteAheadLog
 from mlvigil.core.store.duckdb import DuckDBStore
 
 SPANS_PER_REQUEST = 1000
