@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -33,6 +34,10 @@ class Loader(Protocol):
 
     def load(self, log: str, tables: Mapping[str, pa.Table], upto: Position) -> None:
         """Store ``tables`` and ``upto`` as ``log``'s position, in one transaction."""
+
+    def maintain(self, log: str) -> None:
+        """Housekeeping the loads leave to a thread that can wait (DuckDB: checkpoint its
+        WAL), called by the loader's lowest-priority pass ``log`` between its loads."""
 
 
 def load_once(
@@ -83,6 +88,9 @@ class DuckDBLoader:
     def load(self, log: str, tables: Mapping[str, pa.Table], upto: Position) -> None:
         self.store.load_log(log, dict(tables), upto.segment, upto.offset)
 
+    def maintain(self, log: str) -> None:
+        self.store.checkpoint_loads(log)
+
 
 def loader_for(store: Store) -> DuckDBLoader | None:
     """The loader for ``store``, or None for a store that takes records directly (PostgreSQL:
@@ -91,15 +99,17 @@ def loader_for(store: Store) -> DuckDBLoader | None:
 
 
 class LoaderThread:
-    """Drains the log into ``target`` on a background thread, in bounded groups (at most
+    """Drains the log into ``target`` in the background, in bounded groups (at most
     ``max_records`` records / ``max_bytes`` of payload per transaction, one insert per
-    table), woken by each group commit.
+    table).
 
     A log with one consumer is loaded in one pass, every table. A log whose consumers are
-    ``PASSES`` (the service's) is loaded in one pass per consumer, each with its own position
-    in the store (exactly once each): the primary (hot) pass first, until caught up; the
-    others (the raw ``spans``) one group each whenever it is (its group took all there was),
-    so they never delay the tables detectors and queries read by more than one group. Exports on ``registry``:
+    ``PASSES`` (the service's) is loaded in one pass per consumer, each on a thread of its own
+    with its own position in the store (exactly once each) and its own store connection: the
+    primary (hot) pass, woken by each group commit, never waits for another pass's group;
+    the others (the raw ``spans``) are woken by each hot load and run at a lower CPU priority
+    (``secondary_nice``). The last pass also does the store's housekeeping between its loads
+    (``Loader.maintain``: DuckDB's checkpoints), off the hot pass's path. Exports on ``registry``:
 
     - ``mlvigil_wal_loader_lag_seconds``: age of the oldest appended record the primary pass
       has not loaded yet; ``mlvigil_wal_loader_pass_lag_seconds{pass}`` the same per pass;
@@ -118,6 +128,7 @@ class LoaderThread:
         max_records: int = 32,
         max_bytes: int = 16 * 1024 * 1024,
         retry_seconds: float = 1.0,
+        secondary_nice: int = 5,
         registry: CollectorRegistry | None = None,
         on_loaded: Callable[[Mapping[str, pa.Table]], None] | None = None,
     ) -> None:
@@ -126,15 +137,20 @@ class LoaderThread:
         self.passes: list[tuple[str, TableFilter | None]] = (
             [(wal.primary, None)] if len(wal.consumers) == 1 else [(c, PASSES[c]) for c in wal.consumers]
         )
-        self._seeded = len(self.passes) == 1
-        #: called on the loader thread with each group's tables once they are in the store
+        #: called on the pass's thread with each group's tables once they are in the store
         self.on_loaded = on_loaded
         self.max_records, self.max_bytes, self.retry_seconds = max_records, max_bytes, retry_seconds
-        #: per group loaded: (records, seconds from the append of its newest record to its load)
+        self.secondary_nice = secondary_nice
+        #: per group the primary pass loaded: (records, seconds from the append of its newest
+        #: record to its load)
         self.groups: deque[tuple[int, float]] = deque(maxlen=100_000)
         self._stop = threading.Event()
-        # Set by a pass that found nothing to load (and so counted everything before it).
-        self._caught_up = threading.Event()
+        # Per pass: set when it found nothing to load (and so loaded everything before it).
+        self._caught_up = {name: threading.Event() for name, _ in self.passes}
+        # Wakes the secondary passes: set after each load of the primary pass.
+        self._primary_loaded = threading.Event()
+        # The secondary passes start once every pass has a stored position (``_seed``).
+        self._seeded = threading.Event()
         registry = registry if registry is not None else CollectorRegistry()
         self.lag = Gauge(
             "mlvigil_wal_loader_lag_seconds",
@@ -162,8 +178,12 @@ class LoaderThread:
         self.errors = Counter(
             "mlvigil_wal_loader_errors", "Failed loads of the log (retried).", registry=registry
         )
-        self._thread = threading.Thread(target=self._run, name="wal-loader", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"wal-loader-{name}", daemon=True)
+            for i, (name, _) in enumerate(self.passes)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def _seed(self) -> None:
         """Give each secondary pass a stored position before the primary loads anything: a
@@ -174,46 +194,59 @@ class LoaderThread:
         for name, _ in self.passes[1:]:
             if self.target.log_position(name) is None:
                 self.target.load(name, {}, primary or Position(-1, 0))
-        self._seeded = True
+        self._seeded.set()
 
-    def _load(self, name: str, wanted: TableFilter | None) -> tuple[int, float]:
-        return load_once(
-            self.wal, self.target, name, self.max_records, self.max_bytes, self.on_loaded, wanted
-        )
+    def _lower_priority(self) -> None:
+        """This thread's CPU priority lowered by ``secondary_nice`` (Linux: per thread)."""
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + self.secondary_nice)
+        except (AttributeError, OSError) as exc:
+            logger.debug("loader pass keeps its CPU priority: %s", exc)
 
-    def _run(self) -> None:
-        (primary, hot), rest = self.passes[0], self.passes[1:]
+    def _run(self, index: int) -> None:
+        name, wanted = self.passes[index]
+        primary, last = index == 0, index == len(self.passes) - 1
+        # Woken by group commits (the primary) or by the primary's loads (the others).
+        wake = self.wal.appended if primary else self._primary_loaded
+        if not primary:
+            self._lower_priority()
+        caught_up = self._caught_up[name]
         while not self._stop.is_set():
-            self.wal.appended.clear()
-            self._caught_up.clear()
+            wake.clear()
+            caught_up.clear()
             try:
-                if not self._seeded:
+                if primary and not self._seeded.is_set():
                     self._seed()
-                n, lag = self._load(primary, hot)
-                # The lower-priority passes: one group each whenever the primary has caught up
-                # (its group took all there was), so under steady load they are not starved.
-                later = 0
-                if n < self.max_records:
-                    later = sum(self._load(name, wanted)[0] for name, wanted in rest)
+                elif not self._seeded.is_set():
+                    self._seeded.wait(0.5)
+                    continue
+                n, lag = load_once(
+                    self.wal, self.target, name, self.max_records, self.max_bytes, self.on_loaded, wanted
+                )
+                if last:
+                    self.target.maintain(name)
             except Exception:
-                logger.exception("loading the write-ahead log failed; retrying in %ss", self.retry_seconds)
+                logger.exception(
+                    "loading the write-ahead log (pass %s) failed; retrying in %ss", name, self.retry_seconds
+                )
                 self.errors.inc()
                 self._stop.wait(self.retry_seconds)
                 continue
             if n:
-                self.loaded_records.inc(n)
-                self.groups.append((n, lag))
+                if primary:
+                    self.loaded_records.inc(n)
+                    self.groups.append((n, lag))
+                    self._primary_loaded.set()
                 continue  # more may be waiting: load until caught up
-            if later:
-                continue
-            # Caught up: sleep until the next group commit (or stop).
-            self._caught_up.set()
-            self.wal.appended.wait(0.5)
+            # Caught up: sleep until woken (or stop).
+            caught_up.set()
+            wake.wait(0.5)
 
     def drain(self, timeout: float) -> bool:
-        """Wait (bounded) until everything appended so far is loaded."""
+        """Wait (bounded) until everything appended so far is loaded by every pass."""
         deadline = time.monotonic() + timeout
-        while self.wal.unloaded_records() or not self._caught_up.is_set():
+        while self.wal.unloaded_records() or not all(e.is_set() for e in self._caught_up.values()):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
@@ -222,7 +255,10 @@ class LoaderThread:
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
         self.wal.appended.set()
-        self._thread.join(timeout)
+        self._primary_loaded.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class IngestLog:
