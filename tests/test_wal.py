@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from collector.wal import (
     HEADER,
     LogCorrupt,
     LogFull,
+    Position,
     WriteAheadLog,
     read,
     segments,
@@ -337,5 +339,63 @@ def test_the_store_checkpoints_between_loads_so_its_own_wal_and_memory_stay_boun
             assert not duckdb_wal.exists() or duckdb_wal.stat().st_size == 0, "the load was not checkpointed"
         assert _ids(store) == list(range(300))
     finally:
+        wal.close()
+        store.close()
+
+
+class _GatedRawPass:
+    """The real DuckDB loader, with each raw spans load held at a gate until the test opens
+    it: a raw spans pass as slow as the test wants, without a sleep."""
+
+    def __init__(self, store: DuckDBStore) -> None:
+        import threading
+
+        self.inner = DuckDBLoader(store)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def log_position(self, log: str) -> Position | None:
+        return self.inner.log_position(log)
+
+    def load(self, log: str, tables: Mapping[str, pa.Table], upto: Position) -> None:
+        if "spans" in tables:
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        self.inner.load(log, tables, upto)
+
+    def maintain(self, log: str) -> None:
+        self.inner.maintain(log)
+
+
+def test_a_slow_raw_spans_pass_does_not_hold_back_the_hot_pass(tmp_path: Path) -> None:
+    """Each pass loads on its own thread: while a raw spans group is stuck in the store, the
+    hot pass keeps loading what is appended (its position and rows move), and once the raw
+    pass moves again both end with every record exactly once."""
+    from collector.loader import LoaderThread
+    from collector.wal import HOT, PASSES, RAW_SPANS
+
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", consumers=tuple(PASSES))
+    target = _GatedRawPass(store)
+    loader = LoaderThread(wal, target, max_records=4)
+    try:
+        wal.append(_calls_and_spans(0)).result(timeout=10)
+        assert target.entered.wait(30), "the raw spans pass never started a load"
+        # The raw spans pass is inside a load now; the hot pass must not wait for it.
+        last = None
+        for i in range(1, 10):
+            last = wal.append(_calls_and_spans(i)).result(timeout=10)
+        assert last is not None
+        assert wal.wait_loaded(30, [HOT]), "the hot pass waited for the raw spans pass"
+        assert wal.position(HOT) == last
+        assert _call_ids(store) == list(range(10)) and _ids(store) == []
+        assert store.log_position(RAW_SPANS) != (last.segment, last.offset)
+        target.gate.set()
+        assert loader.drain(timeout=30), "the loader did not catch up once the gate opened"
+        assert _call_ids(store) == list(range(10)) and _ids(store) == list(range(10))
+        assert store.log_position(RAW_SPANS) == store.log_position(HOT) == (last.segment, last.offset)
+    finally:
+        target.gate.set()
+        loader.stop()
         wal.close()
         store.close()
