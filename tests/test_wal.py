@@ -399,3 +399,65 @@ def test_a_slow_raw_spans_pass_does_not_hold_back_the_hot_pass(tmp_path: Path) -
         loader.stop()
         wal.close()
         store.close()
+
+
+def test_checkpoints_wait_for_the_hot_pass_only_once_duckdbs_wal_is_past_four_thresholds(
+    tmp_path: Path,
+) -> None:
+    """The raw spans pass checkpoints DuckDB; DuckDB refuses while another load's transaction
+    is open. Under its force bound the hot pass is never waited for (the checkpoint is left
+    for later); past it, the checkpoint waits for the hot load in progress, then runs, so
+    DuckDB's WAL (and what it holds in memory) stays bounded under constant loading."""
+    import threading
+
+    import duckdb
+
+    from collector.wal import HOT, RAW_SPANS
+
+    store = DuckDBStore(tmp_path / "db", checkpoint_bytes=64 * 1024)
+    duckdb_wal = tmp_path / "db" / "mlvigil.duckdb.wal"
+    calls = _calls_and_spans(*range(1000))["llm_calls"]
+    in_load, release = threading.Event(), threading.Event()
+
+    def slow_hot_load() -> None:
+        def statements(con: duckdb.DuckDBPyConnection) -> None:
+            # what a load does: DuckDB refuses a CHECKPOINT while an UPDATE is uncommitted
+            con.execute("UPDATE log_positions SET byte_offset = byte_offset WHERE log = ?", [HOT])
+            in_load.set()
+            assert release.wait(60)
+
+        store._channel_write(HOT, statements)
+
+    try:
+        store.load_log(HOT, {"llm_calls": calls}, 0, 1)
+        assert duckdb_wal.stat().st_size > 64 * 1024
+        hot = threading.Thread(target=slow_hot_load)
+        hot.start()
+        assert in_load.wait(30)
+        # Over the threshold, under the force bound (4 x): refused, and no wait for the hot load.
+        assert duckdb_wal.stat().st_size < 4 * 64 * 1024
+        assert store.checkpoint_loads(RAW_SPANS) is False
+        release.set()
+        hot.join(30)
+        # Past the force bound while a hot load is open: the checkpoint waits for it, then runs.
+        store.load_log(HOT, {"llm_calls": pa.concat_tables([calls] * 4)}, 0, 2)
+        assert duckdb_wal.stat().st_size > 4 * 64 * 1024
+        in_load.clear()
+        release.clear()
+        hot = threading.Thread(target=slow_hot_load)
+        hot.start()
+        assert in_load.wait(30)
+        done: list[bool] = []
+        checkpoint = threading.Thread(target=lambda: done.append(store.checkpoint_loads(RAW_SPANS)))
+        checkpoint.start()
+        checkpoint.join(0.5)  # bounded: it must still be waiting for the hot load
+        assert checkpoint.is_alive() and not done, "the forced checkpoint did not wait for the open load"
+        release.set()
+        checkpoint.join(30)
+        hot.join(30)
+        assert done == [True]
+        assert not duckdb_wal.exists() or duckdb_wal.stat().st_size < 64 * 1024
+        assert store.log_position(HOT) == (0, 2)
+    finally:
+        release.set()
+        store.close()
