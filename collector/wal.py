@@ -1,4 +1,4 @@
-"""The write-ahead log: the durability point of ingest (issue 15), and its loaders.
+"""The write-ahead log: the durability point of ingest (issue 15); its loaders are in collector/loader.py.
 
 A request is acknowledged once its record batches are in the log: appended to the current
 segment and covered by an ``fdatasync`` that serves every request of its group (group
