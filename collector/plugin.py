@@ -1,7 +1,7 @@
 """The ``ingest`` section's plugin: the ingest path and the OTLP receivers.
 
 ``build`` makes the ingest pipeline (the writer every receiver submits to), the write-ahead
-log and its loader thread (embedded DuckDB store only, see ``collector.wal.loader_for``:
+log and its loader thread (embedded DuckDB store only, see ``collector.loader.loader_for``:
 PostgreSQL replicas share no local log), and the OTLP/HTTP and OTLP/gRPC receivers on
 ``server.otlp_http_addr`` / ``server.otlp_grpc_addr``, and adds the CloudEvents and label
 routes to the API (``collector.routes``). Its section is the existing ``ingest`` one (model
@@ -25,7 +25,8 @@ from mlvigil.core.plugin import Plugin
 
 if TYPE_CHECKING:
     from collector.llm_metrics import LlmTrafficMetrics
-    from collector.wal import DuckDBLoader, IngestLog, WriteAheadLog
+    from collector.loader import DuckDBLoader, IngestLog
+    from collector.wal import WriteAheadLog
     from mlvigil.core.component import Component
     from mlvigil.core.config import IngestConfig
     from mlvigil.core.context import ServiceContext
@@ -35,10 +36,10 @@ def build(ingest: IngestConfig, ctx: ServiceContext) -> list[Component]:
     from collector.grpc_receiver import OtlpGrpcReceiver
     from collector.http_receiver import OtlpHttpReceiver
     from collector.llm_metrics import LlmTrafficMetrics
+    from collector.loader import loader_for
     from collector.otlp_ingest import OtlpIngest
     from collector.pipeline import IngestPipeline
     from collector.routes import routes
-    from collector.wal import loader_for
 
     server = ctx.config.server
     token = server.auth_token.resolve() if server.auth_token else None
@@ -74,7 +75,8 @@ def _ingest_log(
     before_close: Callable[[], None],
     llm_metrics: LlmTrafficMetrics,
 ) -> tuple[IngestLog, WriteAheadLog]:
-    from collector.wal import PASSES, IngestLog, LoaderThread, WriteAheadLog
+    from collector.loader import IngestLog, LoaderThread
+    from collector.wal import PASSES, WriteAheadLog
 
     wal = WriteAheadLog(
         ingest.log_dir or ctx.config.storage.data_dir / "wal",

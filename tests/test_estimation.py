@@ -355,3 +355,13 @@ def test_dle_sliding_window_predicts_only_its_new_rows_and_estimates_the_same() 
     changed[500, 2] += 1.0
     sliding.estimate(window(0, changed))
     assert (cache.predicted, cache.reused) == (1101 + 100 + 1 + 1, 899 + 898)
+    # A window sharing no rows with the last: every row predicted, none looked up past the
+    # bitmap's few false candidates, the estimate a fresh estimator's.
+    disjoint = sliding.estimate(window(3000))
+    assert (cache.predicted, cache.reused) == (1203 + 1000, 899 + 898)
+    assert [e.value for e in disjoint] == [
+        e.value for e in DLE(["mae", "rmse"]).fit(ref).estimate(window(3000))
+    ]
+    # And a window that comes back to rows two windows ago shares nothing with the last.
+    sliding.estimate(window(0))
+    assert (cache.predicted, cache.reused) == (2203 + 1000, 1797)

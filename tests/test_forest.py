@@ -101,6 +101,45 @@ def test_forest_on_several_threads_predicts_the_same_bits_as_on_one_and_as_light
             assert np.array_equal(forest.predict(window, threads=threads), expected), (n, threads)
 
 
+def _avx2() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx2" in f.read()
+    except OSError:
+        return False
+
+
+def test_quick_scorer_applies_plain_trees_with_lightgbms_bits_nan_and_zeros_included() -> None:
+    # Trained without missing values: every split a plain `<=` (missing type None), which
+    # QuickScorer applies; the analysis rows' NaNs are read as 0, as LightGBM reads them.
+    rng = np.random.default_rng(23)
+    x = np.nan_to_num(_rows(rng, 3000))
+    booster = lightgbm.train(
+        {"verbosity": -1, "num_threads": 1, "seed": 1},
+        lightgbm.Dataset(x, _target(x, rng)),
+        num_boost_round=60,
+    )
+    forest = compile_booster(booster)
+    assert forest is not None
+    assert forest._forest.quick_scorer == _avx2()
+    for n in (1, 7, 8, 9, 64, 65, 1001, 2 * 1024 + 3):  # the eight rows' and a block's tails
+        window = _analysis_rows(rng, n)
+        window[::3, 0] = np.nan
+        window[1::5, 1] = -0.0
+        expected = booster.predict(window, num_threads=1)
+        for threads in (1, 2, 0):
+            assert np.array_equal(forest.predict(window, threads=threads), expected), (n, threads)
+    # Missing values in training make NaN-aware splits: those trees are walked.
+    nan_aware = compile_booster(
+        lightgbm.train(
+            {"verbosity": -1, "num_threads": 1},
+            lightgbm.Dataset(_rows(rng, 3000), _target(x, rng)),
+            num_boost_round=5,
+        )
+    )
+    assert nan_aware is not None and not nan_aware._forest.quick_scorer
+
+
 def _splits(node: dict[str, Any]) -> list[dict[str, Any]]:
     if "split_index" not in node:
         return []
@@ -118,6 +157,7 @@ def test_dle_loss_models_are_applied_by_forest_with_lightgbms_predictions() -> N
     design = np.hstack([x[300:], pred[300:, None]])
     for model in est._models.values():
         assert model.native is not None
+        assert model.native._forest.quick_scorer == _avx2()
         assert np.array_equal(model.predict(design), model.booster.predict(design, num_threads=1))
     # The estimate is the one LightGBM's predictor gives.
     lightgbm_only = DLE(["mae", "rmse"]).fit(ref)

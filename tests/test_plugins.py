@@ -117,9 +117,9 @@ def test_the_collector_builds_the_ingest_path_and_listens_last(tmp_path: Path) -
     puts the receivers on ``ctx.listeners``, the last to start and the first to stop."""
     from collector.grpc_receiver import OtlpGrpcReceiver
     from collector.http_receiver import OtlpHttpReceiver
+    from collector.loader import IngestLog
     from collector.pipeline import IngestPipeline
     from collector.plugin import PLUGIN as COLLECTOR
-    from collector.wal import IngestLog
     from mlvigil.core.context import ServiceContext
     from mlvigil.core.detector_loop import DetectorLoop
     from mlvigil.core.finding_book import FindingBook

@@ -9,21 +9,22 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
+from collector.loader import DuckDBLoader, load_once
 from collector.wal import (
     HEADER,
-    DuckDBLoader,
     LogCorrupt,
     LogFull,
+    Position,
     WriteAheadLog,
     decode,
     encode_parts,
-    load_once,
     payload_of,
     read,
     segments,
@@ -194,7 +195,7 @@ def test_prompt_and_completion_text_reach_disk_only_when_kept(tmp_path: Path, ke
 def test_the_loader_thread_drains_the_log_in_bounded_groups_and_exports_its_lag(tmp_path: Path) -> None:
     from prometheus_client import CollectorRegistry
 
-    from collector.wal import LoaderThread
+    from collector.loader import LoaderThread
 
     store = DuckDBStore(tmp_path / "db")
     wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096)
@@ -264,7 +265,8 @@ def test_raw_spans_load_in_their_own_pass_exactly_once_and_hold_the_log_until_th
     """The service's loader loads every table but ``spans`` in its hot pass and the raw spans
     in a second one, each with its own position: a segment stays until both are past it,
     and a crash between the passes loads neither twice."""
-    from collector.wal import HOT, PASSES, RAW_SPANS, LoaderThread
+    from collector.loader import LoaderThread
+    from collector.wal import HOT, PASSES, RAW_SPANS
 
     store = DuckDBStore(tmp_path / "db")
     wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096, consumers=tuple(PASSES))
@@ -303,7 +305,8 @@ def test_a_store_loaded_in_one_pass_continues_with_the_raw_spans_pass_without_du
     ``ingest``): the raw spans pass starts where that pass stopped."""
     from prometheus_client import CollectorRegistry
 
-    from collector.wal import PASSES, RAW_SPANS, LoaderThread
+    from collector.loader import LoaderThread
+    from collector.wal import PASSES, RAW_SPANS
 
     store = DuckDBStore(tmp_path / "db")
     wal = WriteAheadLog(tmp_path / "wal", segment_bytes=4096)
@@ -336,6 +339,7 @@ def test_the_store_checkpoints_between_loads_so_its_own_wal_and_memory_stay_boun
         for i in range(3):
             wal.append(_spans(*range(i * 100, i * 100 + 100))).result(timeout=10)
             assert load_once(wal, DuckDBLoader(store))[0] == 1
+            DuckDBLoader(store).maintain("ingest")  # what the loader thread's last pass calls
             duckdb_wal = tmp_path / "db" / "mlvigil.duckdb.wal"
             assert not duckdb_wal.exists() or duckdb_wal.stat().st_size == 0, "the load was not checkpointed"
         assert _ids(store) == list(range(300))
@@ -464,3 +468,123 @@ def test_a_body_in_chunks_is_normalised_as_the_joined_bytes() -> None:
         native.normalise_traces([body[:10], b"\xff" * 3], log_record=True)
     with pytest.raises(native.TooLarge):
         native.normalise_traces([body[:100], body[100:]], max_items=0, log_record=True)
+
+
+class _GatedRawPass:
+    """The real DuckDB loader, with each raw spans load held at a gate until the test opens
+    it: a raw spans pass as slow as the test wants, without a sleep."""
+
+    def __init__(self, store: DuckDBStore) -> None:
+        import threading
+
+        self.inner = DuckDBLoader(store)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def log_position(self, log: str) -> Position | None:
+        return self.inner.log_position(log)
+
+    def load(self, log: str, tables: Mapping[str, pa.Table], upto: Position) -> None:
+        if "spans" in tables:
+            self.entered.set()
+            assert self.gate.wait(60), "the test never opened the gate"
+        self.inner.load(log, tables, upto)
+
+    def maintain(self, log: str) -> None:
+        self.inner.maintain(log)
+
+
+def test_a_slow_raw_spans_pass_does_not_hold_back_the_hot_pass(tmp_path: Path) -> None:
+    """Each pass loads on its own thread: while a raw spans group is stuck in the store, the
+    hot pass keeps loading what is appended (its position and rows move), and once the raw
+    pass moves again both end with every record exactly once."""
+    from collector.loader import LoaderThread
+    from collector.wal import HOT, PASSES, RAW_SPANS
+
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", consumers=tuple(PASSES))
+    target = _GatedRawPass(store)
+    loader = LoaderThread(wal, target, max_records=4)
+    try:
+        wal.append(_calls_and_spans(0)).result(timeout=10)
+        assert target.entered.wait(30), "the raw spans pass never started a load"
+        # The raw spans pass is inside a load now; the hot pass must not wait for it.
+        last = None
+        for i in range(1, 10):
+            last = wal.append(_calls_and_spans(i)).result(timeout=10)
+        assert last is not None
+        assert wal.wait_loaded(30, [HOT]), "the hot pass waited for the raw spans pass"
+        assert wal.position(HOT) == last
+        assert _call_ids(store) == list(range(10)) and _ids(store) == []
+        assert store.log_position(RAW_SPANS) != (last.segment, last.offset)
+        target.gate.set()
+        assert loader.drain(timeout=30), "the loader did not catch up once the gate opened"
+        assert _call_ids(store) == list(range(10)) and _ids(store) == list(range(10))
+        assert store.log_position(RAW_SPANS) == store.log_position(HOT) == (last.segment, last.offset)
+    finally:
+        target.gate.set()
+        loader.stop()
+        wal.close()
+        store.close()
+
+
+def test_checkpoints_wait_for_the_hot_pass_only_once_duckdbs_wal_is_past_four_thresholds(
+    tmp_path: Path,
+) -> None:
+    """The raw spans pass checkpoints DuckDB; DuckDB refuses while another load's transaction
+    is open. Under its force bound the hot pass is never waited for (the checkpoint is left
+    for later); past it, the checkpoint waits for the hot load in progress, then runs, so
+    DuckDB's WAL (and what it holds in memory) stays bounded under constant loading."""
+    import threading
+
+    import duckdb
+
+    from collector.wal import HOT, RAW_SPANS
+
+    store = DuckDBStore(tmp_path / "db", checkpoint_bytes=64 * 1024)
+    duckdb_wal = tmp_path / "db" / "mlvigil.duckdb.wal"
+    calls = _calls_and_spans(*range(1000))["llm_calls"]
+    in_load, release = threading.Event(), threading.Event()
+
+    def slow_hot_load() -> None:
+        def statements(con: duckdb.DuckDBPyConnection) -> None:
+            # what a load does: DuckDB refuses a CHECKPOINT while an UPDATE is uncommitted
+            con.execute("UPDATE log_positions SET byte_offset = byte_offset WHERE log = ?", [HOT])
+            in_load.set()
+            assert release.wait(60)
+
+        store._channel_write(HOT, statements)
+
+    try:
+        store.load_log(HOT, {"llm_calls": calls}, 0, 1)
+        assert duckdb_wal.stat().st_size > 64 * 1024
+        hot = threading.Thread(target=slow_hot_load)
+        hot.start()
+        assert in_load.wait(30)
+        # Over the threshold, under the force bound (4 x): refused, and no wait for the hot load.
+        assert duckdb_wal.stat().st_size < 4 * 64 * 1024
+        assert store.checkpoint_loads(RAW_SPANS) is False
+        release.set()
+        hot.join(30)
+        # Past the force bound while a hot load is open: the checkpoint waits for it, then runs.
+        store.load_log(HOT, {"llm_calls": pa.concat_tables([calls] * 4)}, 0, 2)
+        assert duckdb_wal.stat().st_size > 4 * 64 * 1024
+        in_load.clear()
+        release.clear()
+        hot = threading.Thread(target=slow_hot_load)
+        hot.start()
+        assert in_load.wait(30)
+        done: list[bool] = []
+        checkpoint = threading.Thread(target=lambda: done.append(store.checkpoint_loads(RAW_SPANS)))
+        checkpoint.start()
+        checkpoint.join(0.5)  # bounded: it must still be waiting for the hot load
+        assert checkpoint.is_alive() and not done, "the forced checkpoint did not wait for the open load"
+        release.set()
+        checkpoint.join(30)
+        hot.join(30)
+        assert done == [True]
+        assert not duckdb_wal.exists() or duckdb_wal.stat().st_size < 64 * 1024
+        assert store.log_position(HOT) == (0, 2)
+    finally:
+        release.set()
+        store.close()

@@ -21,6 +21,7 @@ from detectors.drift.monitor import MonitorDetector
 from detectors.drift.monitors.reference import REFERENCE_DOCS
 from detectors.drift.monitors.registry import MONITOR_DOCS, MonitorRegistry
 from detectors.drift.profile import rows_to_columns
+from detectors.drift.profile_store import PROFILE_DOCS
 from mlvigil.core.endpoint import (
     ApiError,
     ListBody,
@@ -193,6 +194,7 @@ class MonitorRoutes:
         self.registry.api_docs.pop(name, None)
         await asyncio.to_thread(self.ctx.store.delete_doc, MONITOR_DOCS, name)
         await asyncio.to_thread(self.ctx.store.delete_doc, REFERENCE_DOCS, name)
+        await asyncio.to_thread(self.ctx.store.delete_doc, PROFILE_DOCS, name)
         await asyncio.to_thread(self.ctx.detector_loop.remove, det.name)
         if self.metrics:
             self.metrics.forget(name)

@@ -49,7 +49,7 @@ from detectors.drift.metrics import DriftMetrics
 from detectors.drift.monitors.context import MonitorContext
 from detectors.drift.monitors.performance import EstimatedPerformanceEvaluator, PerformanceEvaluator
 from detectors.drift.monitors.reference import REFERENCE_DOCS, Reference
-from detectors.drift.monitors.rows import source_for
+from detectors.drift.monitors.rows import is_columnar, source_for
 from detectors.drift.monitors.streaming import DistributionStreaming, ErrorStreaming, StreamingEvaluator
 from detectors.drift.monitors.windowed import DistributionEvaluator, WindowEvaluator
 from detectors.drift.sources import Columns
@@ -107,7 +107,10 @@ class MonitorDetector(Detector):
         self.name = f"drift:{config.name}"
         self.metrics = metrics
         kind = KINDS[config.kind]
-        reference = Reference(config, fit=lambda columns: self.windowed.fit(columns))
+        # Columnar monitors need only the profile of a reference: it is kept in the store.
+        reference = Reference(
+            config, fit=lambda columns: self.windowed.fit(columns), persist=is_columnar(config)
+        )
         self.ctx = MonitorContext(
             config, metrics, calibrations, reference, source_for(config, reference), workers=workers
         )
@@ -157,7 +160,12 @@ class MonitorDetector(Detector):
 
     def status(self) -> dict[str, Any]:
         ref = self.ctx.reference
-        return {"reference_rows": ref.rows, "reference_built_at": ref.built_at, **self.ctx.last}
+        return {
+            "reference_rows": ref.rows,
+            "reference_built_at": ref.built_at,
+            "reference_profile": ref.origin,
+            **self.ctx.last,
+        }
 
 
 __all__ = ["KINDS", "REFERENCE_DOCS", "MonitorDetector", "MonitorKind"]

@@ -2,13 +2,15 @@
 
 A DLE window's cost is applying the loss models' trees (97% of it on the benchmark's
 5000-row windows); LightGBM's predictor spends most of that per row (a row copied to
-pairs, then to a buffer). ``Forest`` lays the trees out in flat arrays and walks blocks
-of rows through them with LightGBM's decision rules, so the predictions are LightGBM's to
-the last bit (tests/test_forest.py holds them equal on random rows with NaNs, zeros and
-categorical features). ``compile_booster`` returns None where the native module lacks
-``Forest`` (an older build) or the model has something it does not reproduce (linear
-trees, several trees per iteration, an objective whose output is transformed): the caller
-then uses LightGBM's own predictor.
+pairs, then to a buffer). ``Forest`` applies them with LightGBM's decision rules, so the
+predictions are LightGBM's to the last bit (tests/test_forest.py holds them equal on random
+rows with NaNs, zeros and categorical features): by QuickScorer (bit masks of each tree's
+leaves, eight rows compared with each threshold at once) when every split is a plain
+``<=`` and a tree has at most 32 leaves, as DLE's loss models usually are; otherwise by
+walking blocks of rows through the trees laid out in flat arrays. ``compile_booster``
+returns None where the native module lacks ``Forest`` (an older build) or the model has
+something it does not reproduce (linear trees, several trees per iteration, an objective
+whose output is transformed): the caller then uses LightGBM's own predictor.
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ through the API (kept in the store's ``drift_references`` documents), or a range
 traffic (``last``: rolling, rebuilt every ``refresh``; ``start``/``end``: fixed, rebuilt
 only while the range is still filling). What is fitted on the columns depends on the
 monitor's evaluator (a profile, a labelled evaluation or a performance estimator).
+
+A profile built from traffic by a monitor that needs nothing else of its reference
+(``persist``) is kept in the store (``detectors.drift.profile_store``): after a restart, or
+on a replica, it is loaded instead of built again when the reference's rows are the same.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from typing import Any
 from detectors.drift.config import MonitorConfig
 from detectors.drift.files import InputError, read_reference_file
 from detectors.drift.monitors.rows import RowSource
+from detectors.drift.profile import ReferenceProfile
+from detectors.drift.profile_store import (
+    content_digest,
+    load_profile,
+    save_profile,
+    settings_digest,
+    stored_doc,
+)
 from detectors.drift.sources import Columns
 from detectors.estimation.monitor import EstimatedPerformance
 from mlvigil.core.store import Store
@@ -49,11 +61,19 @@ class Reference:
         The monitor, defaults applied.
     fit
         Fits the monitor's evaluator on a reference's columns.
+    persist
+        Whether a profile built from traffic is kept in the store and loaded from it (for
+        monitors that need nothing else of the reference: no columns, texts or estimator).
     """
 
-    def __init__(self, config: MonitorConfig, fit: Callable[[Columns], Fitted]) -> None:
+    def __init__(
+        self, config: MonitorConfig, fit: Callable[[Columns], Fitted], persist: bool = False
+    ) -> None:
         self.config = config
         self.fit = fit
+        self.persist = persist
+        #: Where the current model came from: ``built`` here, or ``stored`` (loaded).
+        self.origin: str | None = None
         self.model: Any = None
         self.impact: EstimatedPerformance | None = None
         self.columns: Columns | None = None
@@ -76,6 +96,7 @@ class Reference:
             self.impact = fitted.impact
         self.texts = texts
         self.built_at = now
+        self.origin = "built"
 
     def ensure(self, store: Store, now: float, source: RowSource) -> bool:
         """Build or refresh the reference as its config asks; whether one is ready."""
@@ -111,12 +132,65 @@ class Reference:
             )
         if self.traffic_until is None:
             self.traffic_until = until
+        if stale and self.model is None and self.persist and self._load(store, now, source):
+            stale = False
         if stale:
             rows = source.reference_rows(store, since=since, until=until, last=ref.max_rows)
             if rows.get("ts"):
                 cols = source.columns(rows, store)
                 self.build(cols, rows.get("prompt", []), now)
+                if self.persist and isinstance(self.model, ReferenceProfile):
+                    key = {
+                        "settings": self._settings(source),
+                        "since": since,
+                        "until": until,
+                        "content": content_digest(rows["ts"]),
+                        "built_at": now,
+                    }
+                    save_profile(store, self.config.name, self.model, key)
         return self.model is not None and self.rows > 0
+
+    def _settings(self, source: RowSource) -> str:
+        """Digest of the monitor's settings that shape its traffic profile."""
+        c, ref = self.config, self.config.reference
+        rng = ("last", ref.last, ref.offset) if ref.last is not None else ("fixed", ref.start, ref.end)
+        return settings_digest(
+            {
+                "kind": c.kind,
+                "table": source.table,
+                "where": source.where(),
+                "features": c.features,
+                "test": c.test,
+                "max_rows": ref.max_rows,
+                "range": rng,
+            }
+        )
+
+    def _load(self, store: Store, now: float, source: RowSource) -> bool:
+        """Take the stored profile when a build now would give the same: same settings, the
+        same rows (times) in its range, and, for a rolling range, younger than ``refresh``."""
+        ref = self.config.reference
+        doc = stored_doc(store, self.config.name)
+        if doc is None or doc.get("settings") != self._settings(source):
+            return False
+        try:
+            since, until, built_at = float(doc["since"]), float(doc["until"]), float(doc["built_at"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        if ref.last is not None and not 0 <= now - built_at < ref.refresh:
+            return False
+        ts = store.query(
+            source.table, columns=["ts"], since=since, until=until, where=source.where(), last=ref.max_rows
+        )["ts"]
+        if not ts or content_digest(ts) != doc.get("content"):
+            return False
+        profile = load_profile(doc, self.config.name)
+        if profile is None:
+            return False
+        self.model, self.rows, self.columns, self.texts = profile, profile.n_rows, {}, []
+        self.built_at = built_at
+        self.origin = "stored"
+        return True
 
 
 __all__ = ["REFERENCE_DOCS", "Fitted", "Reference"]

@@ -339,6 +339,13 @@ impl PyForest {
         self.inner.n_features()
     }
 
+    /// Whether the trees are applied by QuickScorer (every split a plain `<=`, at most 32
+    /// leaves a tree, an AVX2 CPU) rather than walked: the same predictions either way.
+    #[getter]
+    fn quick_scorer(&self) -> bool {
+        self.inner.is_quick_scorer()
+    }
+
     /// predict(x, out, threads=0): the raw score of each row of `x` (2-D float64, any
     /// layout) into `out` (1-D float64, writable, one per row), on `threads` threads
     /// (0: one per core, as long as each has at least tree_eval::MIN_ROWS_PER_THREAD rows).

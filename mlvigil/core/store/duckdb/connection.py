@@ -1,6 +1,8 @@
 """The DuckDB connection: open and reopen, free space, readiness, and one transaction at a time.
 
-Writes go through one connection (the ingest writer thread); reads use their own cursor.
+Writes go through one connection (the ingest writer thread); reads use their own cursor;
+each write-ahead log loader pass writes on a channel of its own (``_channel_write``): a
+cursor and lock per pass, so passes loading different tables commit concurrently.
 A commit returns only after DuckDB has synced its write-ahead log, so "acknowledged" means
 "survives kill -9".
 
@@ -86,8 +88,18 @@ class DuckDBConnection:
         # Why the last write failed for a disk reason (None once a write succeeds again).
         self._write_failed: str | None = None
         self._next_probe = 0.0
+        #: Bumped by each reopen: a channel's cursor of an older connection is made again.
+        self._generation = 0
+        #: channel name -> (its lock, (generation, cursor) once made)
+        self._channels: dict[str, tuple[threading.Lock, list[tuple[int, duckdb.DuckDBPyConnection]]]] = {}
+        self._channels_lock = threading.Lock()
+        # ``threads`` is a database-wide setting: loads run single-threaded while any runs.
+        self._single_threaded = 0
+        self._threads_lock = threading.Lock()
         self._con = duckdb.connect(str(self.path), config=self._config)
         self._reader = self._con.cursor()
+        row = self._con.execute("SELECT current_setting('threads')").fetchone()
+        self._threads = int(row[0]) if row else 1
         with self._write_lock:
             self._create_schema_locked()
 
@@ -166,9 +178,10 @@ class DuckDBConnection:
         if self._broken is None or now < self._next_reopen:
             return
         self._next_reopen = now + self.reopen_interval
-        for handle in (self._reader, self._con):
+        for handle in (self._reader, *self._channel_cursors(), self._con):
             with contextlib.suppress(Exception):
                 handle.close()
+        self._generation += 1
         try:
             self._con = duckdb.connect(str(self.path), config=self._config)
             self._reader = self._con.cursor()
@@ -212,29 +225,54 @@ class DuckDBConnection:
         self._write_failed = None
         self._checkpoint_locked(checkpoint_bytes)
 
-    def _checkpoint_locked(self, checkpoint_bytes: int | None = None) -> None:
+    def _wal_bytes(self) -> int:
+        try:
+            return os.stat(f"{self.path}.wal").st_size
+        except OSError:
+            return 0
+
+    def _checkpoint_locked(
+        self,
+        checkpoint_bytes: int | None = None,
+        con: duckdb.DuckDBPyConnection | None = None,
+        vacuum: bool = True,
+    ) -> bool:
         """Checkpoint a WAL larger than ``checkpoint_bytes`` (default: the store's) now that
-        every commit in it is durable. A failure here never turns an acknowledged write into
-        an error: the data is in the WAL; the database is reopened before its next use if
-        DuckDB gave up on it."""
+        every commit in it is durable, on ``con`` (default: the write connection; the write
+        lock is held either way); False when DuckDB refused it (another write transaction was
+        open) or it failed. ``vacuum=False``: without DuckDB's vacuum, which merges row groups
+        and on an append-only table grows with the table (0.5-1.1 CPU-s every second 16 MB
+        checkpoint of ``llm_calls`` after a few 100k rows, against ~0.1 s without); appends
+        leave nothing to reclaim, and retention's checkpoints vacuum what deletes free. A failure here
+        never turns an acknowledged write into an error: the data is in the WAL; the database
+        is reopened before its next use if DuckDB gave up on it."""
         try:
             wal = os.stat(f"{self.path}.wal").st_size
             room = self._free_bytes()
         except OSError:
-            return
+            return True
         if wal < (self.checkpoint_bytes if checkpoint_bytes is None else checkpoint_bytes):
-            return
+            return True
         if self._free_space_reason() is not None or room < wal:
             # A checkpoint writes up to the WAL's contents into the database file, and one
             # that runs out of room invalidates the database: wait until there is room.
-            return
+            return False
+        con = con or self._con
         try:
-            self._con.execute("CHECKPOINT")
+            if not vacuum:
+                con.execute("SET max_vacuum_tasks = 0")  # database-wide: the write lock is held
+            try:
+                con.execute("CHECKPOINT")
+            finally:
+                if not vacuum:
+                    con.execute("RESET max_vacuum_tasks")
         except Exception as exc:
             if self._unavailable(exc) is None:
                 log.debug("store: checkpoint deferred: %s", exc)
             else:
                 log.warning("store: checkpoint failed (committed data is kept in the WAL): %s", exc)
+            return False
+        return True
 
     def _rollback_locked(self) -> None:
         # After a failed COMMIT DuckDB has already ended the transaction.
@@ -256,6 +294,97 @@ class DuckDBConnection:
                 self._rollback_locked()
                 raise self._failed_write(exc) from exc
             self._after_commit_locked(checkpoint_bytes)
+
+    # -- channels: a connection and lock per writer that needs no other's lock -----------------
+    def _channel(self, channel: str) -> tuple[threading.Lock, list[tuple[int, duckdb.DuckDBPyConnection]]]:
+        with self._channels_lock:
+            return self._channels.setdefault(channel, (threading.Lock(), []))
+
+    def _channel_cursors(self) -> list[duckdb.DuckDBPyConnection]:
+        with self._channels_lock:
+            return [cur[0][1] for _, cur in self._channels.values() if cur]
+
+    def _channel_con_locked(
+        self, cur: list[tuple[int, duckdb.DuckDBPyConnection]]
+    ) -> duckdb.DuckDBPyConnection:
+        """The channel's cursor (its lock held), made again after a reopen; StoreUnavailable
+        while the database waits to be reopened or the disk is short of its reserve."""
+        if self._broken is not None:
+            self._recover()
+        if self._broken is not None:
+            raise StoreUnavailable(self._broken, self.retry_after)
+        if cur and cur[0][0] == self._generation:
+            return cur[0][1]
+        with self._write_lock:  # the write connection is replaced only under this lock
+            if self._broken is not None:
+                raise StoreUnavailable(self._broken, self.retry_after)
+            cur[:] = [(self._generation, self._con.cursor())]
+        return cur[0][1]
+
+    def _channel_write(self, channel: str, statements: Callable[[duckdb.DuckDBPyConnection], object]) -> None:
+        """Run ``statements`` in one transaction on ``channel``'s own cursor, under its own lock:
+        channels writing different tables commit concurrently, and none waits for the write
+        connection (retention, the pipeline). No checkpoint here: ``_channel_checkpoint``,
+        called where a wait costs nothing."""
+        lock, cur = self._channel(channel)
+        with lock:
+            if (reason := self._free_space_reason()) is not None:
+                raise StoreUnavailable(reason, self.retry_after)
+            con = self._channel_con_locked(cur)
+            try:
+                con.begin()
+                statements(con)
+                con.commit()
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    con.rollback()
+                raise self._failed_write(exc) from exc
+            self._write_failed = None
+
+    def _channel_read(self, channel: str, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``query`` on ``channel``'s cursor (no wait for the shared read cursor)."""
+        lock, cur = self._channel(channel)
+        with lock:
+            con = self._channel_con_locked(cur)
+            try:
+                return query(con)
+            except Exception as exc:
+                raise (self._unavailable(exc) or exc) from exc
+            finally:
+                with contextlib.suppress(duckdb.Error):
+                    con.fetchall()  # no result left open (it would hold a transaction open)
+
+    def _channel_checkpoint(self, channel: str, force_bytes: int) -> bool:
+        """Checkpoint a WAL over ``checkpoint_bytes`` from ``channel``'s cursor. DuckDB refuses
+        a checkpoint while another write transaction is open (another channel's load): then
+        it is left to the next call, until the WAL is over ``force_bytes``; past that every
+        channel's lock and the write lock are taken (each waits for its current transaction)
+        and the checkpoint runs, so DuckDB's WAL and memory stay bounded under constant load.
+        True when the WAL is under the threshold afterwards."""
+        lock, cur = self._channel(channel)
+        with lock:
+            con = self._channel_con_locked(cur)
+            with self._write_lock:
+                if self._checkpoint_locked(None, con, vacuum=False):
+                    return True
+        if self._wal_bytes() < force_bytes:
+            return False
+        with self._channels_lock:
+            locks = sorted(self._channels.items())
+        with contextlib.ExitStack() as held:
+            for _, (other, _) in locks:
+                held.enter_context(other)
+            held.enter_context(self._write_lock)
+            return self._checkpoint_locked(None, con, vacuum=False)
+
+    def _single_thread(self, con: duckdb.DuckDBPyConnection, enter: bool) -> None:
+        """Loads insert on one thread: a log group (thousands of rows) costs about half the CPU
+        that way; DuckDB's parallel insert spends the rest coordinating. ``threads`` is
+        database-wide, so it is restored when the last concurrent load ends."""
+        with self._threads_lock:
+            self._single_threaded += 1 if enter else -1
+            if self._single_threaded == (1 if enter else 0):
+                con.execute(f"SET threads = {1 if enter else self._threads}")
 
     def _read(self, query: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run ``query`` on the read cursor; disk errors become StoreUnavailable."""
@@ -333,8 +462,9 @@ class DuckDBConnection:
 
     def close(self) -> None:
         with self._write_lock, self._read_lock:
-            with contextlib.suppress(Exception):
-                self._reader.close()
+            for handle in (self._reader, *self._channel_cursors()):
+                with contextlib.suppress(Exception):
+                    handle.close()
             try:
                 if self._broken is None:
                     self._con.execute("CHECKPOINT")

@@ -79,23 +79,23 @@ class RecordWrites(DuckDBConnection):
 
     def log_position(self, log: str) -> tuple[int, int] | None:
         """(segment, byte offset) up to which write-ahead log ``log`` is loaded; None: nothing yet."""
-        row = self._read(
+        row = self._channel_read(
+            log,
             lambda con: con.execute(
                 "SELECT segment, byte_offset FROM log_positions WHERE log = ?", [log]
-            ).fetchone()
+            ).fetchone(),
         )
         return (int(row[0]), int(row[1])) if row else None
 
     def load_log(self, log: str, tables: dict[str, pa.Table], segment: int, offset: int) -> None:
         """Insert Arrow ``tables`` (record tables, columns by name; missing ones NULL) and move
         ``log``'s position to (segment, offset), in one transaction: a replay after a crash
-        starts exactly after what was stored."""
+        starts exactly after what was stored. Each ``log`` (a loader pass) writes on its own
+        cursor: passes loading different tables commit concurrently. No checkpoint here
+        (``checkpoint_loads``, from the pass that can wait)."""
 
         def statements(con: duckdb.DuckDBPyConnection) -> None:
-            # One thread for the inserts: a log group (thousands of rows) costs about half
-            # the CPU that way; DuckDB's parallel insert spends the rest coordinating.
-            threads = con.execute("SELECT current_setting('threads')").fetchone()
-            con.execute("SET threads = 1")
+            self._single_thread(con, True)
             try:
                 for table, arrow in tables.items():
                     if table not in TABLES:
@@ -106,7 +106,7 @@ class RecordWrites(DuckDBConnection):
                     finally:
                         con.unregister("_log_batch")
             finally:
-                con.execute(f"SET threads = {int(threads[0]) if threads else 1}")
+                self._single_thread(con, False)
             # UPDATE first: cheaper than INSERT OR REPLACE (a delete and an insert) per group.
             moved = con.execute(
                 "UPDATE log_positions SET segment = ?, byte_offset = ? WHERE log = ?", [segment, offset, log]
@@ -114,7 +114,13 @@ class RecordWrites(DuckDBConnection):
             if not moved or not moved[0]:
                 con.execute("INSERT INTO log_positions VALUES (?, ?, ?)", [log, segment, offset])
 
-        self._write(statements)
+        self._channel_write(log, statements)
+
+    def checkpoint_loads(self, log: str) -> bool:
+        """Checkpoint DuckDB's WAL once it is over ``checkpoint_bytes``, on ``log``'s cursor
+        (the loader's lowest-priority pass calls this after its loads: no hot load waits for
+        it while DuckDB accepts it); see ``_channel_checkpoint`` for the bound."""
+        return self._channel_checkpoint(log, force_bytes=4 * self.checkpoint_bytes)
 
     def append(self, batch: RecordBatch) -> None:
         (err,) = self.append_many([batch])
