@@ -42,7 +42,7 @@ fi
 native_tests() (
   cd native \
     && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} MLVIGIL_FUZZ_ITERATIONS=${MLVIGIL_FUZZ_ITERATIONS:-200000} \
-      cargo test --release -p otlp-scan -p tree-eval -p wal-record \
+      cargo test --release -p otlp-scan -p tree-eval -p wal-record -p feature-json \
     && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo clippy --workspace --all-targets -- -D warnings
 )
 step .venv/setup.log "native: cargo test (mutation fuzz) and clippy" native_tests

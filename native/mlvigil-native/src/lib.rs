@@ -15,6 +15,8 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
 use tree_eval::{Child, Forest, Missing, Split, Test, Tree};
 
+mod features;
+
 create_exception!(
     mlvigil_native,
     InvalidRequest,
@@ -381,6 +383,7 @@ fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalise_logs, m)?)?;
     m.add_function(wrap_pyfunction!(crc32, m)?)?;
     m.add_class::<PyForest>()?;
+    m.add_function(wrap_pyfunction!(features::extract_features, m)?)?;
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     m.add("TooLarge", m.py().get_type::<TooLarge>())?;
