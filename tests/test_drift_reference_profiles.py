@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detectors.drift.calibration import profile_digest
+from detectors.drift.calibration import CALIBRATION_DOCS, Calibrations, calibration_key, profile_digest
+from detectors.drift.min_p import READY, Member, calibration_size
 from detectors.drift.profile import Labels, ReferenceProfile
 from detectors.drift.profile_store import (
     PROFILE_DOCS,
@@ -176,5 +177,29 @@ def test_monitors_after_a_restart_read_the_stored_profiles_once(tmp_path: Path) 
         assert stored_doc(store, "old-format") is None
         assert stored_doc(store, "never-stored") is None
         assert store.reads == 1
+    finally:
+        store.close()
+
+
+def test_calibrations_after_a_restart_are_read_from_the_store_at_once(tmp_path: Path) -> None:
+    store = _CountingStore(str(tmp_path))
+    try:
+        rng = np.random.default_rng(8)
+        profiles = [ReferenceProfile.from_columns({"x": rng.normal(size=200)}) for _ in range(10)]
+        family = [Member("x", "ks")]
+        size = calibration_size(300)
+        for i, profile in enumerate(profiles):
+            key = calibration_key(profile_digest(profile), family, size, 100, 0)
+            store.put_doc(CALIBRATION_DOCS, key, {"monitor": f"m{i}", "null": [i / 10] * 100})
+        store.reads = 0
+        calibrations = Calibrations(store, workers=0)  # a restarted service's
+        try:
+            for i, profile in enumerate(profiles):
+                null, state = calibrations.null(profile, family, 300, 100, 0, monitor=f"m{i}")
+                assert state == READY and null is not None and null[0] == i / 10
+            assert store.reads == 1
+            assert calibrations.computed == 0 and calibrations.pending() == 0
+        finally:
+            calibrations.close()
     finally:
         store.close()
