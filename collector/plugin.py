@@ -58,6 +58,7 @@ def build(ingest: IngestConfig, ctx: ServiceContext) -> list[Component]:
         ingest_log, wal = _ingest_log(ingest, ctx, target, lambda: otlp.close(), llm_metrics)
         otlp = OtlpIngest(pipeline, ctx.telemetry, ingest, wal=wal)
         parts.append(ingest_log)
+        ctx.readiness.append(wal.unavailable_reason)
     else:
         otlp = OtlpIngest(pipeline, ctx.telemetry, ingest)
     http = OtlpHttpReceiver(otlp, server.otlp_http_addr, ingest.max_request_bytes, token)

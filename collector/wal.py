@@ -52,6 +52,8 @@ MAGIC = b"MVW1"
 logger = logging.getLogger(__name__)
 
 HEADER = struct.Struct("<4sIIQ")
+#: the readiness probe's write after a failed group: room for a typical group of exports
+PROBE_BYTES = 4 * 1024 * 1024
 _NAME = struct.Struct("<H")
 _LEN = struct.Struct("<I")
 
@@ -326,6 +328,10 @@ class WriteAheadLog:
         # found, so reads after a restart wait for the replay too.
         self._durable: Position | None = Position(self._segment, good) if good else None
         self._loaded_cond = threading.Condition()
+        #: why the last group could not be written (disk full, I/O error); None once one is
+        #: written or the readiness probe's write succeeds (``unavailable_reason``)
+        self._write_failed: str | None = None
+        self._next_probe = 0.0
         self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
         self._thread.start()
 
@@ -354,6 +360,27 @@ class WriteAheadLog:
         """LogFull while more than ``max_bytes`` are not loaded yet."""
         if (unloaded := self._pending_bytes) > self.max_bytes:
             raise LogFull(self.retry_after, unloaded, self.max_bytes)
+
+    def unavailable_reason(self) -> str | None:
+        """Why appends fail now (readiness), or None. After a failed group the log is not
+        ready until a group is written again; since clients back off meanwhile, a probe (a
+        file of ``PROBE_BYTES`` allocated and synced beside the segments, at most once per
+        ``retry_after`` s) finds out when space has returned."""
+        if self._write_failed is not None and time.monotonic() >= self._next_probe:
+            self._next_probe = time.monotonic() + self.retry_after
+            probe = self.directory / "write-probe.tmp"
+            try:
+                fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                try:
+                    os.posix_fallocate(fd, 0, PROBE_BYTES)
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
+                    probe.unlink(missing_ok=True)
+                self._write_failed = None
+            except OSError as exc:
+                self._write_failed = f"the write-ahead log cannot be written: {exc}"
+        return self._write_failed
 
     def append(self, tables: Mapping[str, pa.Table | pa.RecordBatch] | Payload) -> Future[Position]:
         """Queue one request's tables (or their payload, made natively: ``payload_of``);
@@ -461,11 +488,13 @@ class WriteAheadLog:
                 os.fdatasync(self._file.fileno())
                 self.syncs += 1
             except OSError as exc:  # disk full, I/O error: none of the group is acknowledged
+                self._write_failed = f"the write-ahead log cannot be written: {exc}"
                 self._rewind(start)
                 for _, fut in group:
                     if fut.set_running_or_notify_cancel():
                         fut.set_exception(exc)
                 continue
+            self._write_failed = None
             if done:
                 self._durable = done[-1][1]
             for fut, pos, appended_ns in done:

@@ -257,3 +257,32 @@ def test_findings_wait_for_the_store_and_no_transition_is_lost(tmp_path: Path) -
     assert heard == ["fired"]
     assert [f.state for f in store.findings()] == ["firing"]
     store.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_full_disk_makes_the_log_unready_until_space_returns(small_disk: Path) -> None:
+    """The write-ahead log acknowledges ingest, so a group it could not write must show in
+    readiness even when the query store never tried a write meanwhile; and since clients back
+    off while it is unready, the log's own probe finds out that space has returned."""
+    import pyarrow as pa
+
+    from collector.wal import WriteAheadLog
+
+    wal = WriteAheadLog(small_disk / "wal", retry_after=0)
+    try:
+        rows = pa.table({"pad": ["x" * 1000] * 1000})
+        wal.append({"spans": rows}).result(timeout=10)
+        assert wal.unavailable_reason() is None
+        ballast = small_disk / "ballast"
+        _fill(ballast, 0)
+        with pytest.raises(OSError):
+            wal.append({"spans": rows}).result(timeout=10)
+        reason = wal.unavailable_reason()
+        assert reason is not None and "write-ahead log" in reason, reason
+        assert wal.unavailable_reason() is not None  # the probe's write fails too: still full
+        ballast.unlink()
+        assert wal.unavailable_reason() is None  # no append needed to find out
+        wal.append({"spans": rows}).result(timeout=10)
+        assert wal.unavailable_reason() is None
+    finally:
+        wal.close()

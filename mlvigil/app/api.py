@@ -265,18 +265,25 @@ class Api:
         return json_response({"status": "ok", "version": __version__})
 
     @endpoint(
-        "Readiness: started, not shutting down, and the store takes writes (a full ingest queue is "
-        "answered per request with 429, not here).",
+        "Readiness: started, not shutting down, and the store and the write-ahead log take writes "
+        "(a full ingest queue is answered per request with 429, not here).",
         ok={200: Response("Ready.", _STATUS_SCHEMA)},
         errors=(503,),
     )
     async def readyz(self, request: web.Request) -> web.Response:
         if not self.ready:
             return error(503, "not ready: starting or shutting down", **{"Retry-After": "5"})
-        reason = await asyncio.to_thread(self.ctx.store.unavailable_reason)
+        reason = await asyncio.to_thread(self._unavailable_reason)
         if reason is not None:
             return error(503, f"not ready: {reason}", **{"Retry-After": "5"})
         return json_response({"status": "ready"})
+
+    def _unavailable_reason(self) -> str | None:
+        """The store's reason, else the first other component's (the write-ahead log)."""
+        for check in (self.ctx.store.unavailable_reason, *self.ctx.readiness):
+            if (reason := check()) is not None:
+                return reason
+        return None
 
     @endpoint(
         "Prometheus exposition of mlvigil's own and its detectors' metrics.",

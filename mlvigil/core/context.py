@@ -33,3 +33,7 @@ class ServiceContext:
     listeners: list[Component] = field(default_factory=list)
     # Callbacks run by the service after all components started.
     on_started: list[Callable[[], Any]] = field(default_factory=list)
+    # Why a component other than the store cannot take writes now (None: it can), read by
+    # /readyz beside the store's own reason: the write-ahead log, which acknowledges ingest.
+    # Called on a worker thread; must answer without waiting for writes in progress.
+    readiness: list[Callable[[], str | None]] = field(default_factory=list)
