@@ -152,3 +152,35 @@ def test_rules_can_be_switched_off(tmp_path: Path) -> None:
     rules = GpuRules.model_validate({"power": {"enabled": False}})
     findings, _, _ = _run(tmp_path, "power_over_limit", 30, rules=rules)
     assert findings == []
+
+
+H200_RECORDING = Path(__file__).parent / "fixtures" / "gpu" / "nvml_h200_recorded.yaml"
+
+
+def test_a_real_h200_recording_replays_and_its_power_capped_load_is_routine(tmp_path: Path) -> None:
+    """``mlvigil agent --record`` on a real NVIDIA H200 (driver 580.159.04): 20 s idle, 35 s
+    of bf16 matrix products (649 TFLOP/s), idle again. Under that load the GPU sat at its
+    700 W limit and NVML reported ``sw_power_cap`` while the SM clock fell from 1980 to
+    1170-1470 MHz: routine, so no rule may fire; read as unexplained, the same clocks are."""
+    scenario = Scenario.load(H200_RECORDING)
+    findings, sim, store = _run(tmp_path, scenario, 80, step=1.0)
+    assert sim.latest is not None
+    gpu = sim.latest[0]
+    assert gpu.name == "NVIDIA H200" and gpu.uuid.startswith("GPU-")
+    assert gpu.unsupported == ["nvlink", "retired_pages"]  # as NVML answered on that machine
+    assert findings == []
+
+    points = store.query("metric_points", columns=["name", "value", "attributes"])
+    util = [
+        v for name, v in zip(points["name"], points["value"], strict=True) if name == "hw.gpu.utilization"
+    ]
+    assert max(util) >= 0.99 and min(util) == 0.0  # the load and the idle on either side replayed
+    capped = GpuRules.model_validate({"clocks": {"max_clock_ratio": 0.8, "min_samples": 10}})
+    assert list(GpuHealthDetector(capped).evaluate(store, sim.now)) == []  # explained by the power cap
+    unexplained = GpuRules.model_validate(
+        {"clocks": {"max_clock_ratio": 0.8, "min_samples": 10, "explained_by": []}}
+    )
+    (held,) = GpuHealthDetector(unexplained).evaluate(store, sim.now)
+    assert held.kind == "gpu_degraded" and held.evidence["rule"] == "clocks_low"
+    assert 0.55 < held.evidence["median_clock_ratio"] < 0.8
+    store.close()
