@@ -191,3 +191,55 @@ def test_xid_events_arrive_through_the_event_set(scripted: Callable[..., Scripte
     (sample,) = sampler.sample()
     assert (n.XID_EVENTS, 1.0, (("xid", "79"),)) in sample.points
     sampler.close()
+
+
+def _violation_times(sample: Any) -> dict[str, float]:
+    return {dict(attrs)["policy"]: value for name, value, attrs in sample.points if name == n.VIOLATION_TIME}
+
+
+def test_costly_reads_are_made_once_or_batched(scripted: Callable[..., ScriptedNvml]) -> None:
+    """On a real H200 nvmlDeviceGetMaxClockInfo costs ~1.5 ms and nvmlDeviceGetViolationStatus
+    ~0.7 ms per policy: the maxima are read once per GPU, the six violation counters in one
+    nvmlDeviceGetFieldValues call (fields of 20 us)."""
+    from gpu_health.nvml import VIOLATION_FIELDS
+
+    lib = scripted(outputs={"nvmlDeviceGetClockInfo": 1410, "nvmlDeviceGetMaxClockInfo": 1980})
+    ns = {field: (i + 1) * 500_000_000 for i, field in enumerate(VIOLATION_FIELDS.values())}
+
+    asked: list[list[int]] = []
+
+    def field_values(handle: Any, count: Any, values: Any) -> int:
+        asked.append([v.fieldId for v in values._obj[: count.value]])
+        for v in values._obj[: count.value]:
+            v.nvmlReturn = pynvml.NVML_SUCCESS
+            v.value.ullVal = ns.get(v.fieldId, 40)  # 40: the memory temperature's field
+        return pynvml.NVML_SUCCESS
+
+    pynvml._nvmlGetFunctionPointer_cache["nvmlDeviceGetFieldValues"] = field_values
+    sampler = Sampler(NvmlBackend(), processes=False)
+    sampler.open()
+    first = sampler.sample()[0]
+    second = sampler.sample()[0]
+    assert lib.calls.count("nvmlDeviceGetMaxClockInfo") == 2  # SM and memory, first pass only
+    assert asked.count(list(VIOLATION_FIELDS.values())) == 2  # one call a pass
+    assert "nvmlDeviceGetViolationStatus" not in lib.calls
+    for sample in (first, second):
+        values = {(name, attrs): value for name, value, attrs in sample.points}
+        assert values[(n.CLOCK_SM_MAX, ())] == 1980.0 and values[(n.CLOCK_SM, ())] == 1410.0
+        assert _violation_times(sample) == {name: (i + 1) * 0.5 for i, name in enumerate(VIOLATION_FIELDS)}
+    sampler.close()
+
+
+def test_violations_fall_back_to_one_call_per_policy(scripted: Callable[..., ScriptedNvml]) -> None:
+    from gpu_health.backend import VIOLATION_POLICIES
+
+    lib = scripted(
+        {"nvmlDeviceGetFieldValues": pynvml.NVML_ERROR_FUNCTION_NOT_FOUND},
+        outputs={"nvmlDeviceGetViolationStatus": 2_000_000_000},
+    )
+    sampler = Sampler(NvmlBackend(), processes=False)
+    sampler.open()
+    (sample,) = sampler.sample()
+    assert lib.calls.count("nvmlDeviceGetViolationStatus") == len(VIOLATION_POLICIES)
+    assert set(_violation_times(sample)) == set(VIOLATION_POLICIES)
+    sampler.close()

@@ -1,7 +1,10 @@
-"""Cost of one GPU agent sampling pass, against the bare NVML calls it makes (fake backend).
+"""Cost of one GPU agent sampling pass, against the bare NVML calls it makes.
 
-Run: ``python bench/gpu/run.py [--gpus 8] [--passes 300]``. Measures CPU time (process
-time, so waiting never counts) of:
+Run: ``python bench/gpu/run.py [--gpus 8] [--passes 300]`` (the fake backend), or
+``python bench/gpu/run.py --backend nvml`` on a machine with NVIDIA GPUs (every GPU it
+has; the groups NVML answers NotSupported for are left out of the bare calls, as the
+sampler leaves them out after its first pass). Measures CPU time (process time, so
+waiting never counts) of:
 
 - bare: the backend calls of one pass, made directly (one per field group, per GPU);
 - pass: ``Sampler.sample()`` (the same calls plus turning results into points);
@@ -15,6 +18,7 @@ of one core at 1 Hz for the GPU count, against the target of at most 1 % for 8 G
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -46,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--passes", type=int, default=300)
+    ap.add_argument("--backend", choices=("fake", "nvml"), default="fake")
     args = ap.parse_args(argv)
+    if args.backend == "nvml":
+        return _real_nvml(args.passes)
 
     scenario = Scenario(
         {
@@ -107,6 +114,48 @@ def main(argv: list[str] | None = None) -> int:
     )
     sampler.close()
     return 0 if share <= 0.01 else 1
+
+
+def _real_nvml(n: int) -> int:
+    """The same rows against libnvidia-ml: what a pass costs on real GPUs."""
+    import pynvml
+
+    from gpu_health.nvml import NvmlBackend
+
+    backend = NvmlBackend()
+    sampler = Sampler(backend)
+    try:
+        sampler.open()
+    except pynvml.NVMLError as exc:
+        print(f"no NVIDIA GPU to measure here: {exc}", file=sys.stderr)
+        return 2
+    latest = sampler.sample()
+    g = len(latest)
+    handles = [(gpu.handle, set(s.unsupported)) for gpu, s in zip(sampler.gpus, latest, strict=True)]
+
+    def bare() -> None:
+        backend.xid_events()
+        for h, unsupported in handles:
+            for group in FIELD_GROUPS:
+                if group not in unsupported:
+                    with contextlib.suppress(pynvml.NVMLError):
+                        getattr(backend, group)(h)
+
+    shared = resource_attributes("bench-node", {})
+    t_bare = _cpu(bare, n)
+    t_pass = _cpu(sampler.sample, n)
+    t_ship = _cpu(lambda: build_request(sampler.sample(), shared, time.time()).SerializeToString(), n)
+    points = sum(len(s.points) for s in latest) / g
+    system = sampler.system
+    print(f"GPU agent, real NVML (driver {system.driver_version}): {g} x {latest[0].name},")
+    print(f"  {points:.0f} points per GPU per pass, unsupported {latest[0].unsupported}, {n} passes x 3")
+    print(f"  bare NVML calls   {t_bare / g * 1e6:8.1f} us CPU per GPU")
+    print(f"  sampling pass     {t_pass / g * 1e6:8.1f} us CPU per GPU (x{t_pass / t_bare:.2f} bare)")
+    print(f"  pass + OTLP ship  {t_ship / g * 1e6:8.1f} us CPU per GPU (x{t_ship / t_bare:.2f} bare)")
+    print(f"  agent's own work  {(t_ship - t_bare) / g * 1e6:8.1f} us CPU per GPU beyond the bare calls")
+    print(f"  at 1 Hz: {t_ship * 100:.3f}% of one core per {g} GPU(s), NVML's calls included")
+    sampler.close()
+    return 0
 
 
 if __name__ == "__main__":
