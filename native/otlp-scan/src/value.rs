@@ -10,8 +10,9 @@ use std::borrow::Cow;
 use crate::wire::{Error, Res};
 
 /// A decoded value: an AnyValue (`value_of`), or a JSON document (`json.loads`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Val<'a> {
+    #[default]
     None,
     Str(Cow<'a, str>),
     /// An AnyValue's bytes_value: `value_of` makes it hex text, but its `string_value` is "".
@@ -22,7 +23,8 @@ pub enum Val<'a> {
     BigInt(String),
     Double(f64),
     List(Vec<Val<'a>>),
-    Dict(Dict<'a>),
+    /// Boxed: a value is then 32 bytes, and values are moved a lot (attributes, lists).
+    Dict(Box<Dict<'a>>),
 }
 
 /// A Python dict built by assignment: a repeated key keeps its first position, last value.
@@ -98,6 +100,17 @@ impl<'a> Dict<'a> {
             lengths: 0,
             known: vec![0; crate::keys::NK],
         }
+    }
+
+    /// Empty the dict and keep its memory (a dict refilled item by item). An index grown
+    /// for a large item goes back to 128 slots, so that clearing stays cheap.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        let keep = self.slots.len().min(128);
+        self.slots.truncate(keep);
+        self.slots.fill(0);
+        self.known.fill(0);
+        self.lengths = 0;
     }
 
     pub fn insert(&mut self, key: Cow<'a, str>, value: Val<'a>) {
@@ -660,7 +673,7 @@ impl<'a> JsonParser<'a> {
                 self.ws();
                 if self.s.get(self.pos) == Some(&b'}') {
                     self.pos += 1;
-                    return Ok(Val::Dict(d));
+                    return Ok(Val::Dict(Box::new(d)));
                 }
                 loop {
                     self.ws();
@@ -681,7 +694,7 @@ impl<'a> JsonParser<'a> {
                         Some(b',') => self.pos += 1,
                         Some(b'}') => {
                             self.pos += 1;
-                            return Ok(Val::Dict(d));
+                            return Ok(Val::Dict(Box::new(d)));
                         }
                         _ => return Err(JsonErr::Bad),
                     }
