@@ -14,7 +14,9 @@ use crate::tables::{
     check_row, Cell, Normalised, TableBuilder, INFERENCES, LABELS, LLM_CALLS, LOGS, METRIC_POINTS, SPANS,
     TRAINING_STEPS,
 };
-use crate::value::{dict_json, json_text, parse_json, py_float, py_int_or_float, py_str, Dict, Num, Val};
+use crate::value::{
+    dict_json, json_text, keep_lists, new_list, parse_json, py_float, py_int_or_float, py_str, recycle, Dict, Num, Val,
+};
 use crate::wire::{
     child_depth, validate, Error, ItemCount, Reader, Res, ENTITY_REF, I32, I64, LEN, LINK, SCOPE, VARINT,
 };
@@ -81,7 +83,7 @@ pub(crate) fn any_value<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Val<'a>> {
                 (5, LEN) => {
                     let sub = r.len_bytes()?;
                     if kind != 5 {
-                        list = Vec::new();
+                        list = new_list();
                         kind = 5;
                     }
                     array_into(sub, child_depth(depth)?, &mut list)?;
@@ -972,57 +974,50 @@ pub(crate) fn resource_info<'b>(a: &'b Dict) -> Resource<'b> {
     }
 }
 
+/// The tables of one request, each made on its first row (a request fills one or two of
+/// the seven), with room for the request's items.
 pub(crate) struct Builders {
-    spans: TableBuilder,
-    llm: TableBuilder,
-    inferences: TableBuilder,
-    labels: TableBuilder,
-    training: TableBuilder,
-    metric_points: TableBuilder,
-    logs: TableBuilder,
+    items: usize,
+    /// In the order the tables are handed back.
+    tables: [Option<TableBuilder>; 7],
 }
+
+const TABLE_ORDER: [(&str, &[(&str, crate::tables::Col)]); 7] = [
+    ("llm_calls", LLM_CALLS),
+    ("training_steps", TRAINING_STEPS),
+    ("inferences", INFERENCES),
+    ("labels", LABELS),
+    ("spans", SPANS),
+    ("metric_points", METRIC_POINTS),
+    ("logs", LOGS),
+];
 
 impl Builders {
     pub(crate) fn new() -> Self {
         Self::with_capacity(0)
     }
 
-    /// Builders for requests of `items` items: the tables an item of every kind lands in
-    /// (spans, and one of the record tables) get room for `items` rows up front.
+    /// Builders for a request of `items` items: a table gets room for `items` rows when
+    /// it is made (0: Arrow's default room).
     pub(crate) fn with_capacity(items: usize) -> Self {
         Builders {
-            metric_points: TableBuilder::new("metric_points", METRIC_POINTS, 0),
-            logs: TableBuilder::new("logs", LOGS, 0),
-            spans: TableBuilder::new("spans", SPANS, items),
-            llm: TableBuilder::new("llm_calls", LLM_CALLS, items),
-            inferences: TableBuilder::new("inferences", INFERENCES, 0),
-            labels: TableBuilder::new("labels", LABELS, 0),
-            training: TableBuilder::new("training_steps", TRAINING_STEPS, 0),
+            items,
+            tables: Default::default(),
         }
     }
 
     pub(crate) fn get(&mut self, name: &str) -> &mut TableBuilder {
-        match name {
-            "metric_points" => &mut self.metric_points,
-            "logs" => &mut self.logs,
-            "spans" => &mut self.spans,
-            "llm_calls" => &mut self.llm,
-            "inferences" => &mut self.inferences,
-            "labels" => &mut self.labels,
-            _ => &mut self.training,
-        }
+        let i = TABLE_ORDER
+            .iter()
+            .position(|(n, _)| *n == name)
+            .expect("one of the record tables");
+        let (name, cols) = TABLE_ORDER[i];
+        let items = self.items;
+        self.tables[i].get_or_insert_with(|| TableBuilder::new(name, cols, items))
     }
 
     pub(crate) fn finish(self, out: &mut Normalised) {
-        for b in [
-            self.llm,
-            self.training,
-            self.inferences,
-            self.labels,
-            self.spans,
-            self.metric_points,
-            self.logs,
-        ] {
+        for b in self.tables.into_iter().flatten() {
             if b.rows > 0 {
                 let name = b.name;
                 out.tables.push((name, b.finish()));
@@ -1033,15 +1028,55 @@ impl Builders {
 
 type Names<'a> = HashMap<&'a [u8], (Option<Cow<'a, str>>, Option<Cow<'a, str>>, &'a [u8])>;
 
+/// Memory the scanner keeps on each thread from request to request (emptied, lifetimes
+/// erased by [`recycle`]): the decoded spans, the attribute dict, the staged rows.
+#[derive(Default)]
+struct Scratch {
+    attrs: Vec<(&'static str, Val<'static>)>,
+    events: Vec<Event<'static>>,
+    event_attrs: Vec<(&'static str, Val<'static>)>,
+    spans: Vec<SpanRec<'static>>,
+    dict: Option<Dict<'static>>,
+    bufs: RowBufs,
+}
+
+/// A request's vectors larger than this many entries are not kept for the next one.
+const KEPT_ENTRIES: usize = 1 << 16;
+
+impl Scratch {
+    fn keep<T>(v: Vec<T>) -> Vec<T> {
+        if v.capacity() > KEPT_ENTRIES {
+            Vec::new()
+        } else {
+            v
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
 /// Normalise one ExportTraceServiceRequest.
 pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
+    let mut scratch = SCRATCH.with(std::cell::Cell::take);
+    let out = normalise_traces_in(body, opts, &mut scratch);
+    SCRATCH.with(|s| s.set(scratch));
+    out
+}
+
+fn normalise_traces_in(body: &[u8], opts: &Options, scratch: &mut Scratch) -> Res<Normalised> {
     let mut out = Normalised::default();
     let mut r = Reader::new(body);
     // The whole request is checked before anything is mapped (a request protobuf refuses
     // is refused whole), so every span is decoded first (into flat vectors: nothing is
     // allocated per span) and mapped after.
-    let mut arena = Arena::default();
-    let mut spans: Vec<SpanRec> = Vec::new();
+    let mut arena = Arena {
+        attrs: recycle(std::mem::take(&mut scratch.attrs)),
+        events: recycle(std::mem::take(&mut scratch.events)),
+        event_attrs: recycle(std::mem::take(&mut scratch.event_attrs)),
+    };
+    let mut spans: Vec<SpanRec> = recycle(std::mem::take(&mut scratch.spans));
     // Each resource's attributes and its spans (a range of `spans`).
     let mut resources: Vec<(Dict, Range<usize>)> = Vec::new();
     let mut count = ItemCount::new(opts.max_items);
@@ -1098,8 +1133,8 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
     count.check()?;
     let mut builders = Builders::with_capacity(spans.len());
     // One attribute dict for every span, refilled (its memory kept) span by span.
-    let mut a = Dict::indexed(32);
-    let mut bufs = RowBufs::default();
+    let mut a = scratch.dict.take().map_or_else(|| Dict::indexed(32), Dict::recycle);
+    let bufs = &mut scratch.bufs;
     for (attrs, range) in &resources {
         let spans = &spans[range.clone()];
         out.received += spans.len() as u64;
@@ -1121,6 +1156,7 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
                 out.reject("span ends before it starts".into());
                 continue;
             }
+            keep_lists(a.entries.iter_mut().map(|(_, v)| v));
             a.clear();
             for (k, v) in &mut arena.attrs[s.attrs.clone()] {
                 a.insert(Cow::Borrowed(*k), std::mem::take(v));
@@ -1132,7 +1168,7 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
                 event_attrs: &arena.event_attrs,
             };
             let mut rows = bufs.rows();
-            match span_rows(&item, &res, &names, opts, &mut rows, &mut bufs)? {
+            match span_rows(&item, &res, &names, opts, &mut rows, bufs)? {
                 Ok(()) => {
                     for (table, row) in &mut rows {
                         builders.get(table).append(row.drain(..));
@@ -1144,6 +1180,12 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
         }
     }
     builders.finish(&mut out);
+    keep_lists(a.entries.iter_mut().map(|(_, v)| v));
+    scratch.dict = Some(a.recycle());
+    scratch.attrs = Scratch::keep(recycle(arena.attrs));
+    scratch.events = Scratch::keep(recycle(arena.events));
+    scratch.event_attrs = Scratch::keep(recycle(arena.event_attrs));
+    scratch.spans = Scratch::keep(recycle(spans));
     Ok(out)
 }
 
@@ -1173,13 +1215,6 @@ impl RowBufs {
         }
         self.rows = recycle(rows);
     }
-}
-
-/// An empty vector with the memory of `v`: the same layout under another lifetime, so the
-/// in-place `collect` keeps the allocation (tested below).
-pub(crate) fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
-    v.clear();
-    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
 }
 
 /// One span being mapped: its record, its attributes as a dict, its events.

@@ -51,6 +51,47 @@ impl PartialEq for Dict<'_> {
 
 const INDEX_AT: usize = 8;
 
+/// An empty vector with the memory of `v`: the same layout under another lifetime, so the
+/// in-place `collect` keeps the allocation (tested in traces.rs). Scratch memory kept from
+/// item to item or request to request goes through here, since what it held borrowed the
+/// item or the request.
+pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
+}
+
+thread_local! {
+    /// Emptied list vectors, for the next ArrayValues decoded on this thread (a list per
+    /// span is common: finish reasons). Filled by [`keep_list`].
+    static LISTS: std::cell::RefCell<Vec<Vec<Val<'static>>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many vectors of at most [`POOLED_LIST_CAPACITY`] values are kept a thread.
+const POOLED_LISTS: usize = 4096;
+const POOLED_LIST_CAPACITY: usize = 8;
+
+/// An empty vector for a list: a kept one when there is one.
+pub fn new_list<'a>() -> Vec<Val<'a>> {
+    LISTS
+        .with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+        .map(recycle)
+        .unwrap_or_default()
+}
+
+/// Keep the lists among these values (now emptied) for [`new_list`].
+pub fn keep_lists<'x, 'a: 'x>(values: impl Iterator<Item = &'x mut Val<'a>>) {
+    LISTS.with(|p| {
+        let Ok(mut pool) = p.try_borrow_mut() else { return };
+        for v in values {
+            if let Val::List(items) = v {
+                if pool.len() < POOLED_LISTS && items.capacity() <= POOLED_LIST_CAPACITY {
+                    pool.push(recycle(std::mem::take(items)));
+                }
+            }
+        }
+    })
+}
+
 /// A fast hash of a key, 8 bytes at a time (keys are short; collisions cost one compare).
 #[inline]
 pub fn key_hash(key: &str) -> u64 {
@@ -111,6 +152,18 @@ impl<'a> Dict<'a> {
         self.slots.fill(0);
         self.known.fill(0);
         self.lengths = 0;
+    }
+
+    /// This dict's memory, emptied, for values of another lifetime (a dict kept between
+    /// requests).
+    pub fn recycle<'b>(mut self) -> Dict<'b> {
+        self.clear();
+        Dict {
+            entries: recycle(self.entries),
+            slots: self.slots,
+            lengths: 0,
+            known: self.known,
+        }
     }
 
     pub fn insert(&mut self, key: Cow<'a, str>, value: Val<'a>) {
