@@ -1040,12 +1040,13 @@ struct Scratch {
     bufs: RowBufs,
 }
 
-/// A request's vectors larger than this many entries are not kept for the next one.
-const KEPT_ENTRIES: usize = 1 << 16;
+/// A vector holding more than this many bytes after a request is not kept for the next one:
+/// what a thread keeps is at most ~5 x 2 MiB here (with the attribute dict), plus the pooled lists (value.rs, 1 MiB).
+const KEPT_BYTES: usize = 2 << 20;
 
 impl Scratch {
     fn keep<T>(v: Vec<T>) -> Vec<T> {
-        if v.capacity() > KEPT_ENTRIES {
+        if v.capacity() * std::mem::size_of::<T>() > KEPT_BYTES {
             Vec::new()
         } else {
             v
@@ -1181,7 +1182,9 @@ fn normalise_traces_in(body: &[u8], opts: &Options, scratch: &mut Scratch) -> Re
     }
     builders.finish(&mut out);
     keep_lists(a.entries.iter_mut().map(|(_, v)| v));
-    scratch.dict = Some(a.recycle());
+    let a = a.recycle();
+    let entry = std::mem::size_of::<(Cow<str>, Val)>();
+    scratch.dict = (a.entries.capacity() * entry <= KEPT_BYTES).then_some(a);
     scratch.attrs = Scratch::keep(recycle(arena.attrs));
     scratch.events = Scratch::keep(recycle(arena.events));
     scratch.event_attrs = Scratch::keep(recycle(arena.event_attrs));
