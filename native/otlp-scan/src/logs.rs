@@ -140,10 +140,13 @@ pub fn normalise_logs(body: &[u8], max_items: usize) -> Res<Normalised> {
             let a = &rec.attrs;
             let mut rows: Rows = Vec::new();
             if a.contains_key(&RUN_ID) {
-                rows.push(("training_steps", training_cells(a, &res, ts, None)?));
+                let mut cells = Vec::new();
+                training_cells(a, &res, ts, None, &mut cells)?;
+                rows.push(("training_steps", cells));
             } else if is_inference(a) {
-                match inference_cells(a, &res, ts, None)? {
-                    Ok(cells) => rows.push(("inferences", cells)),
+                let mut cells = Vec::new();
+                match inference_cells(a, &res, ts, None, &mut cells)? {
+                    Ok(()) => rows.push(("inferences", cells)),
                     Err(reason) => {
                         out.reject(reason);
                         continue;
@@ -151,7 +154,9 @@ pub fn normalise_logs(body: &[u8], max_items: usize) -> Res<Normalised> {
                 }
             }
             if a.contains_key(&LABEL_REQUEST_ID) {
-                rows.push(("labels", label_cells(a, &res, ts)));
+                let mut cells = Vec::new();
+                label_cells(a, &res, ts, &mut cells);
+                rows.push(("labels", cells));
             }
             let body_text: Option<Cow<str>> = match body {
                 Val::None => None,

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 
 use crate::k;
 use crate::keys::{key, Key};
@@ -13,7 +14,9 @@ use crate::tables::{
     check_row, Cell, Normalised, TableBuilder, INFERENCES, LABELS, LLM_CALLS, LOGS, METRIC_POINTS, SPANS,
     TRAINING_STEPS,
 };
-use crate::value::{dict_json, json_text, parse_json, py_float, py_int_or_float, py_str, Dict, Num, Val};
+use crate::value::{
+    dict_json, json_text, keep_lists, new_list, parse_json, py_float, py_int_or_float, py_str, recycle, Dict, Num, Val,
+};
 use crate::wire::{
     child_depth, validate, Error, ItemCount, Reader, Res, ENTITY_REF, I32, I64, LEN, LINK, SCOPE, VARINT,
 };
@@ -80,7 +83,7 @@ pub(crate) fn any_value<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Val<'a>> {
                 (5, LEN) => {
                     let sub = r.len_bytes()?;
                     if kind != 5 {
-                        list = Vec::new();
+                        list = new_list();
                         kind = 5;
                     }
                     array_into(sub, child_depth(depth)?, &mut list)?;
@@ -108,7 +111,7 @@ pub(crate) fn any_value<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Val<'a>> {
     }
     Ok(match kind {
         5 => Val::List(list),
-        6 => Val::Dict(dict),
+        6 => Val::Dict(Box::new(dict)),
         _ => val,
     })
 }
@@ -177,9 +180,12 @@ pub(crate) fn key_value<'a>(buf: &'a [u8], depth: u32) -> Res<(&'a str, Val<'a>)
 struct Event<'a> {
     time: u64,
     name: &'a str,
-    attrs: Vec<(&'a str, Val<'a>)>,
+    /// Its attributes: a range of [`Arena::event_attrs`].
+    attrs: Range<usize>,
 }
 
+/// A span as the first pass decodes it; its attributes and events are ranges of the
+/// request's [`Arena`], so decoding a span allocates nothing of its own.
 struct SpanRec<'a> {
     trace_id: &'a [u8],
     span_id: &'a [u8],
@@ -188,18 +194,30 @@ struct SpanRec<'a> {
     kind: i32,
     start: u64,
     end: u64,
-    attrs: Dict<'a>,
-    events: Vec<Event<'a>>,
+    /// Its attributes as sent (repeats kept, in order): a range of [`Arena::attrs`].
+    attrs: Range<usize>,
+    /// Whether `traceloop.span.kind` is among them (the span names its children's workflow).
+    named: bool,
+    events: Range<usize>,
     status_code: i32,
     status_message: &'a str,
 }
 
-fn event<'a>(buf: &'a [u8], depth: u32) -> Res<Event<'a>> {
+/// What the first pass decodes, for every span of the request, in flat vectors.
+#[derive(Default)]
+struct Arena<'a> {
+    attrs: Vec<(&'a str, Val<'a>)>,
+    events: Vec<Event<'a>>,
+    event_attrs: Vec<(&'a str, Val<'a>)>,
+}
+
+fn event<'a>(buf: &'a [u8], depth: u32, attrs: &mut Vec<(&'a str, Val<'a>)>) -> Res<Event<'a>> {
     let mut r = Reader::new(buf);
+    let first = attrs.len();
     let mut ev = Event {
         time: 0,
         name: "",
-        attrs: Vec::new(),
+        attrs: 0..0,
     };
     while !r.done() {
         let (f, w) = r.tag()?;
@@ -208,16 +226,20 @@ fn event<'a>(buf: &'a [u8], depth: u32) -> Res<Event<'a>> {
             (2, LEN) => ev.name = r.string()?,
             (3, LEN) => {
                 let sub = r.len_bytes()?;
-                ev.attrs.push(key_value(sub, child_depth(depth)?)?);
+                attrs.push(key_value(sub, child_depth(depth)?)?);
             }
             _ => r.skip(f, w, depth)?,
         }
     }
+    ev.attrs = first..attrs.len();
     Ok(ev)
 }
 
-fn span<'a>(buf: &'a [u8], depth: u32) -> Res<SpanRec<'a>> {
+const SPAN_KIND_KEY: Key = k!("traceloop.span.kind");
+
+fn span<'a>(buf: &'a [u8], depth: u32, arena: &mut Arena<'a>) -> Res<SpanRec<'a>> {
     let mut r = Reader::new(buf);
+    let (first_attr, first_event) = (arena.attrs.len(), arena.events.len());
     let mut s = SpanRec {
         trace_id: b"",
         span_id: b"",
@@ -226,8 +248,9 @@ fn span<'a>(buf: &'a [u8], depth: u32) -> Res<SpanRec<'a>> {
         kind: 0,
         start: 0,
         end: 0,
-        attrs: Dict::indexed(32),
-        events: Vec::new(),
+        attrs: 0..0,
+        named: false,
+        events: 0..0,
         status_code: 0,
         status_message: "",
     };
@@ -247,11 +270,13 @@ fn span<'a>(buf: &'a [u8], depth: u32) -> Res<SpanRec<'a>> {
             (9, LEN) => {
                 let sub = r.len_bytes()?;
                 let (k, v) = key_value(sub, child_depth(depth)?)?;
-                s.attrs.insert(Cow::Borrowed(k), v);
+                s.named |= k == SPAN_KIND_KEY.name;
+                arena.attrs.push((k, v));
             }
             (11, LEN) => {
                 let sub = r.len_bytes()?;
-                s.events.push(event(sub, child_depth(depth)?)?);
+                let ev = event(sub, child_depth(depth)?, &mut arena.event_attrs)?;
+                arena.events.push(ev);
             }
             (13, LEN) => {
                 let sub = r.len_bytes()?;
@@ -277,7 +302,27 @@ fn span<'a>(buf: &'a [u8], depth: u32) -> Res<SpanRec<'a>> {
             _ => r.skip(f, w, depth)?,
         }
     }
+    s.attrs = first_attr..arena.attrs.len();
+    s.events = first_event..arena.events.len();
     Ok(s)
+}
+
+/// `get` over attributes as sent (a dict built from them keeps the last value of a key).
+fn raw_get<'x, 'a>(attrs: &'x [(&'a str, Val<'a>)], keys: &[Key]) -> Option<&'x Val<'a>> {
+    for k in keys {
+        if let Some((_, v)) = attrs.iter().rev().find(|(name, _)| *name == k.name) {
+            return if matches!(v, Val::None) { None } else { Some(v) };
+        }
+    }
+    None
+}
+
+/// `get_str` over attributes as sent, not borrowing them (text is the request's).
+fn raw_get_str<'a>(attrs: &[(&'a str, Val<'a>)], keys: &[Key]) -> Option<Cow<'a, str>> {
+    raw_get(attrs, keys).map(|v| match v {
+        Val::Str(Cow::Borrowed(s)) => Cow::Borrowed(*s),
+        other => Cow::Owned(str_of(other).into_owned()),
+    })
 }
 
 pub(crate) fn resource<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Dict<'a>> {
@@ -422,14 +467,38 @@ const MARKERS: &[Key] = &[
     key("llm.model_name"),
 ];
 
-fn oi_kind_upper(a: &Dict) -> Option<String> {
-    a.get_key(&k!("openinference.span.kind"))
-        .map(|v| string_value(v).to_uppercase())
+/// `openinference.span.kind`, upper-cased (Unicode rules: only non-ASCII text needs them,
+/// and only then is a copy made).
+fn oi_kind_upper(a: &Dict) -> Option<OiKind> {
+    a.get_key(&k!("openinference.span.kind")).map(|v| {
+        let t = string_value(v);
+        let is = |word: &str| {
+            if t.is_ascii() {
+                t.eq_ignore_ascii_case(word)
+            } else {
+                t.to_uppercase() == word
+            }
+        };
+        if is("LLM") {
+            OiKind::Llm
+        } else if is("EMBEDDING") {
+            OiKind::Embedding
+        } else {
+            OiKind::Other
+        }
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OiKind {
+    Llm,
+    Embedding,
+    Other,
 }
 
 fn is_llm_span(a: &Dict) -> bool {
     if let Some(kind) = oi_kind_upper(a) {
-        return kind == "LLM" || kind == "EMBEDDING";
+        return kind != OiKind::Other;
     }
     MARKERS.iter().any(|k| a.contains_key(k))
 }
@@ -514,20 +583,30 @@ fn into_owned<'x>(v: Val<'_>) -> Val<'x> {
             for (k, v) in d.entries {
                 out.insert(Cow::Owned(k.into_owned()), into_owned(v));
             }
-            Val::Dict(out)
+            Val::Dict(Box::new(out))
         }
     }
 }
 
-fn join_str(values: &[&Val]) -> Res<String> {
+/// `",".join(str(v) for v in values)`; one text value is borrowed, not copied.
+fn join_str<'x>(mut values: impl ExactSizeIterator<Item = &'x Val<'x>>) -> Res<Cow<'x, str>> {
+    if values.len() == 1 {
+        let v = values.next().unwrap();
+        if let Some(t) = v.as_str() {
+            return Ok(Cow::Borrowed(t));
+        }
+        let mut out = String::new();
+        py_str(v, &mut out)?;
+        return Ok(Cow::Owned(out));
+    }
     let mut out = String::new();
-    for (i, v) in values.iter().enumerate() {
+    for (i, v) in values.enumerate() {
         if i > 0 {
             out.push(',');
         }
         py_str(v, &mut out)?;
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
 }
 
 fn text(v: &Val, max_chars: usize) -> Option<String> {
@@ -554,7 +633,7 @@ struct LlmRow<'b> {
     total_tokens: Option<Num>,
     latency: Option<f64>,
     ttft: Option<f64>,
-    finish_reasons: Option<String>,
+    finish_reasons: Option<Cow<'b, str>>,
     error: Option<Cow<'b, str>>,
     temperature: Option<f64>,
     max_tokens: Option<Num>,
@@ -564,7 +643,8 @@ struct LlmRow<'b> {
     completion: Option<String>,
 }
 
-fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>) -> Res<LlmRow<'b>> {
+fn llm_row<'b>(item: &SpanItem<'b>, opts: &Options, latency: Option<f64>) -> Res<LlmRow<'b>> {
+    let (s, a) = (item.s, item.a);
     let (mut has_traceloop, mut has_indexed_completion, mut has_oi_messages) = (false, false, false);
     for key in a.keys() {
         if key.starts_with("traceloop.")
@@ -593,13 +673,13 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
             Some(v) => match v.as_str() {
                 Some(t) => match parse_json(t)? {
                     Some(Val::Dict(d)) => match into_owned(Val::Dict(d)) {
-                        Val::Dict(d) => d,
+                        Val::Dict(d) => *d,
                         _ => unreachable!(),
                     },
                     _ => Dict::new(),
                 },
                 None => match v {
-                    Val::Dict(d) => d.clone(),
+                    Val::Dict(d) => (**d).clone(),
                     _ => Dict::new(),
                 },
             },
@@ -616,7 +696,7 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
 
     let mut ttft = get_float(a, TTFT)?;
     if ttft.is_none() {
-        for ev in &s.events {
+        for ev in item.events {
             if FIRST_TOKEN_EVENTS.contains(&ev.name) && ev.time >= start {
                 ttft = Some((ev.time - start) as f64 / 1e9);
                 break;
@@ -633,8 +713,8 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
         a,
         &[k!("gen_ai.response.finish_reasons"), k!("llm.response.finish_reason")],
     ) {
-        Some(Val::List(items)) if !items.is_empty() => Some(join_str(&items.iter().collect::<Vec<_>>())?),
-        Some(v) => v.as_str().filter(|t| !t.is_empty()).map(str::to_string),
+        Some(Val::List(items)) if !items.is_empty() => Some(join_str(items.iter())?),
+        Some(v) => v.as_str().filter(|t| !t.is_empty()).map(Cow::Borrowed),
         None => None,
     };
     let mut output_messages = Val::None;
@@ -659,7 +739,7 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
             }
         }
         if !found.is_empty() {
-            reasons = Some(join_str(&found)?);
+            reasons = Some(Cow::Owned(join_str(found.into_iter())?.into_owned()));
         }
     }
 
@@ -672,8 +752,9 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
         }));
     }
     if error.is_none() {
-        if let Some(ev) = s.events.iter().find(|ev| ev.name == "exception") {
-            error = Some(match ev.attrs.iter().find(|(k, _)| *k == "exception.type") {
+        if let Some(ev) = item.events.iter().find(|ev| ev.name == "exception") {
+            let attrs = &item.event_attrs[ev.attrs.clone()];
+            error = Some(match attrs.iter().find(|(k, _)| *k == "exception.type") {
                 Some((_, v)) => Cow::Borrowed(string_value(v)),
                 None => Cow::Borrowed("exception"),
             });
@@ -692,7 +773,11 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
     let mut operation = get_str(a, OPERATION);
     if operation.is_none() {
         if let Some(kind) = &oi_kind {
-            operation = Some(Cow::Borrowed(if kind == "EMBEDDING" { "embeddings" } else { "chat" }));
+            operation = Some(Cow::Borrowed(if *kind == OiKind::Embedding {
+                "embeddings"
+            } else {
+                "chat"
+            }));
         }
     }
 
@@ -724,13 +809,13 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
         if matches!(prompt_value, Val::None) {
             let items = indexed(a, "gen_ai.prompt.", &["role", "content"])?;
             if !items.is_empty() {
-                prompt_value = Val::List(items.into_iter().map(Val::Dict).collect());
+                prompt_value = Val::List(items.into_iter().map(|d| Val::Dict(Box::new(d))).collect());
             }
         }
         if matches!(prompt_value, Val::None) && has_oi_messages {
             let items = indexed(a, "llm.input_messages.", &["message.role", "message.content"])?;
             if !items.is_empty() {
-                prompt_value = Val::List(items.into_iter().map(Val::Dict).collect());
+                prompt_value = Val::List(items.into_iter().map(|d| Val::Dict(Box::new(d))).collect());
             }
         }
         if matches!(prompt_value, Val::None) {
@@ -747,7 +832,7 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
                             d.insert(k.clone(), v.clone());
                         }
                     }
-                    Val::Dict(d)
+                    Val::Dict(Box::new(d))
                 })
                 .collect();
             completion_value = Val::List(items);
@@ -755,7 +840,7 @@ fn llm_row<'b>(s: &'b SpanRec, a: &'b Dict, opts: &Options, latency: Option<f64>
         if matches!(completion_value, Val::None) && has_oi_messages {
             let items = indexed(a, "llm.output_messages.", &["message.role", "message.content"])?;
             if !items.is_empty() {
-                completion_value = Val::List(items.into_iter().map(Val::Dict).collect());
+                completion_value = Val::List(items.into_iter().map(|d| Val::Dict(Box::new(d))).collect());
             }
         }
         if matches!(completion_value, Val::None) {
@@ -864,7 +949,7 @@ pub(crate) fn features_json(a: &Dict) -> Res<Result<String, String>> {
             feats.insert(Cow::Owned(name.to_string()), v.clone());
         }
     }
-    Ok(Ok(json_text(&Val::Dict(feats), true)))
+    Ok(Ok(dict_json(&feats, true)))
 }
 
 // -- the request ----------------------------------------------------------------------------
@@ -889,51 +974,50 @@ pub(crate) fn resource_info<'b>(a: &'b Dict) -> Resource<'b> {
     }
 }
 
+/// The tables of one request, each made on its first row (a request fills one or two of
+/// the seven), with room for the request's items.
 pub(crate) struct Builders {
-    spans: TableBuilder,
-    llm: TableBuilder,
-    inferences: TableBuilder,
-    labels: TableBuilder,
-    training: TableBuilder,
-    metric_points: TableBuilder,
-    logs: TableBuilder,
+    items: usize,
+    /// In the order the tables are handed back.
+    tables: [Option<TableBuilder>; 7],
 }
+
+const TABLE_ORDER: [(&str, &[(&str, crate::tables::Col)]); 7] = [
+    ("llm_calls", LLM_CALLS),
+    ("training_steps", TRAINING_STEPS),
+    ("inferences", INFERENCES),
+    ("labels", LABELS),
+    ("spans", SPANS),
+    ("metric_points", METRIC_POINTS),
+    ("logs", LOGS),
+];
 
 impl Builders {
     pub(crate) fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// Builders for a request of `items` items: a table gets room for `items` rows when
+    /// it is made (0: Arrow's default room).
+    pub(crate) fn with_capacity(items: usize) -> Self {
         Builders {
-            metric_points: TableBuilder::new("metric_points", METRIC_POINTS),
-            logs: TableBuilder::new("logs", LOGS),
-            spans: TableBuilder::new("spans", SPANS),
-            llm: TableBuilder::new("llm_calls", LLM_CALLS),
-            inferences: TableBuilder::new("inferences", INFERENCES),
-            labels: TableBuilder::new("labels", LABELS),
-            training: TableBuilder::new("training_steps", TRAINING_STEPS),
+            items,
+            tables: Default::default(),
         }
     }
 
     pub(crate) fn get(&mut self, name: &str) -> &mut TableBuilder {
-        match name {
-            "metric_points" => &mut self.metric_points,
-            "logs" => &mut self.logs,
-            "spans" => &mut self.spans,
-            "llm_calls" => &mut self.llm,
-            "inferences" => &mut self.inferences,
-            "labels" => &mut self.labels,
-            _ => &mut self.training,
-        }
+        let i = TABLE_ORDER
+            .iter()
+            .position(|(n, _)| *n == name)
+            .expect("one of the record tables");
+        let (name, cols) = TABLE_ORDER[i];
+        let items = self.items;
+        self.tables[i].get_or_insert_with(|| TableBuilder::new(name, cols, items))
     }
 
     pub(crate) fn finish(self, out: &mut Normalised) {
-        for b in [
-            self.llm,
-            self.training,
-            self.inferences,
-            self.labels,
-            self.spans,
-            self.metric_points,
-            self.logs,
-        ] {
+        for b in self.tables.into_iter().flatten() {
             if b.rows > 0 {
                 let name = b.name;
                 out.tables.push((name, b.finish()));
@@ -944,14 +1028,58 @@ impl Builders {
 
 type Names<'a> = HashMap<&'a [u8], (Option<Cow<'a, str>>, Option<Cow<'a, str>>, &'a [u8])>;
 
+/// Memory the scanner keeps on each thread from request to request (emptied, lifetimes
+/// erased by [`recycle`]): the decoded spans, the attribute dict, the staged rows.
+#[derive(Default)]
+struct Scratch {
+    attrs: Vec<(&'static str, Val<'static>)>,
+    events: Vec<Event<'static>>,
+    event_attrs: Vec<(&'static str, Val<'static>)>,
+    spans: Vec<SpanRec<'static>>,
+    dict: Option<Dict<'static>>,
+    bufs: RowBufs,
+}
+
+/// A vector holding more than this many bytes after a request is not kept for the next one:
+/// what a thread keeps is at most ~5 x 2 MiB here (with the attribute dict), plus the pooled lists (value.rs, 1 MiB).
+const KEPT_BYTES: usize = 2 << 20;
+
+impl Scratch {
+    fn keep<T>(v: Vec<T>) -> Vec<T> {
+        if v.capacity() * std::mem::size_of::<T>() > KEPT_BYTES {
+            Vec::new()
+        } else {
+            v
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
+}
+
 /// Normalise one ExportTraceServiceRequest.
 pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
+    let mut scratch = SCRATCH.with(std::cell::Cell::take);
+    let out = normalise_traces_in(body, opts, &mut scratch);
+    SCRATCH.with(|s| s.set(scratch));
+    out
+}
+
+fn normalise_traces_in(body: &[u8], opts: &Options, scratch: &mut Scratch) -> Res<Normalised> {
     let mut out = Normalised::default();
-    let mut builders = Builders::new();
     let mut r = Reader::new(body);
     // The whole request is checked before anything is mapped (a request protobuf refuses
-    // is refused whole), so resource entries are decoded first and mapped after.
-    let mut resources: Vec<(Dict, Vec<SpanRec>)> = Vec::new();
+    // is refused whole), so every span is decoded first (into flat vectors: nothing is
+    // allocated per span) and mapped after.
+    let mut arena = Arena {
+        attrs: recycle(std::mem::take(&mut scratch.attrs)),
+        events: recycle(std::mem::take(&mut scratch.events)),
+        event_attrs: recycle(std::mem::take(&mut scratch.event_attrs)),
+    };
+    let mut spans: Vec<SpanRec> = recycle(std::mem::take(&mut scratch.spans));
+    // Each resource's attributes and its spans (a range of `spans`).
+    let mut resources: Vec<(Dict, Range<usize>)> = Vec::new();
     let mut count = ItemCount::new(opts.max_items);
     while !r.done() {
         let (f, w) = r.tag()?;
@@ -964,7 +1092,7 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
         let d_rs = 1;
         let mut rr = Reader::new(rs);
         let mut res_parts: Vec<&[u8]> = Vec::new();
-        let mut spans = Vec::new();
+        let first_span = spans.len();
         while !rr.done() {
             let (f, w) = rr.tag()?;
             match (f, w) {
@@ -980,7 +1108,7 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
                             (1, LEN) => validate(sr.len_bytes()?, &SCOPE, child_depth(d_ss)?)?,
                             (2, LEN) => {
                                 let sub = sr.len_bytes()?;
-                                let sp = span(sub, child_depth(d_ss)?)?;
+                                let sp = span(sub, child_depth(d_ss)?, &mut arena)?;
                                 if count.add(1) {
                                     spans.push(sp);
                                 }
@@ -1000,21 +1128,25 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
         }
         let attrs = resource(&res_parts, child_depth(d_rs)?)?;
         if !count.over() {
-            resources.push((attrs, spans));
+            resources.push((attrs, first_span..spans.len()));
         }
     }
     count.check()?;
-    for (attrs, spans) in &resources {
+    let mut builders = Builders::with_capacity(spans.len());
+    // One attribute dict for every span, refilled (its memory kept) span by span.
+    let mut a = scratch.dict.take().map_or_else(|| Dict::indexed(32), Dict::recycle);
+    let bufs = &mut scratch.bufs;
+    for (attrs, range) in &resources {
+        let spans = &spans[range.clone()];
         out.received += spans.len() as u64;
         let res = resource_info(attrs);
         let mut names: Names = HashMap::new();
-        for s in spans {
-            if s.attrs.contains_key(&k!("traceloop.span.kind")) {
-                names.insert(
-                    s.span_id,
-                    (get_str(&s.attrs, WORKFLOW), get_str(&s.attrs, ENTITY), s.parent),
-                );
-            }
+        for s in spans.iter().filter(|s| s.named) {
+            let attrs = &arena.attrs[s.attrs.clone()];
+            names.insert(
+                s.span_id,
+                (raw_get_str(attrs, WORKFLOW), raw_get_str(attrs, ENTITY), s.parent),
+            );
         }
         for s in spans {
             if s.trace_id.len() != 16 || s.span_id.len() != 8 {
@@ -1025,36 +1157,100 @@ pub fn normalise_traces(body: &[u8], opts: &Options) -> Res<Normalised> {
                 out.reject("span ends before it starts".into());
                 continue;
             }
-            match span_rows(s, &res, &names, opts)? {
-                Ok(rows) => {
-                    for (table, row) in rows {
-                        builders.get(table).append(row);
+            keep_lists(a.entries.iter_mut().map(|(_, v)| v));
+            a.clear();
+            for (k, v) in &mut arena.attrs[s.attrs.clone()] {
+                a.insert(Cow::Borrowed(*k), std::mem::take(v));
+            }
+            let item = SpanItem {
+                s,
+                a: &a,
+                events: &arena.events[s.events.clone()],
+                event_attrs: &arena.event_attrs,
+            };
+            let mut rows = bufs.rows();
+            match span_rows(&item, &res, &names, opts, &mut rows, bufs)? {
+                Ok(()) => {
+                    for (table, row) in &mut rows {
+                        builders.get(table).append(row.drain(..));
                     }
                 }
                 Err(reason) => out.reject(reason),
             }
+            bufs.put_back(rows);
         }
     }
     builders.finish(&mut out);
+    keep_lists(a.entries.iter_mut().map(|(_, v)| v));
+    let a = a.recycle();
+    let entry = std::mem::size_of::<(Cow<str>, Val)>();
+    scratch.dict = (a.entries.capacity() * entry <= KEPT_BYTES).then_some(a);
+    scratch.attrs = Scratch::keep(recycle(arena.attrs));
+    scratch.events = Scratch::keep(recycle(arena.events));
+    scratch.event_attrs = Scratch::keep(recycle(arena.event_attrs));
+    scratch.spans = Scratch::keep(recycle(spans));
     Ok(out)
 }
 
 pub(crate) type Rows<'b> = Vec<(&'static str, Vec<Cell<'b>>)>;
 
-fn span_rows<'b>(s: &'b SpanRec, res: &'b Resource, names: &'b Names, opts: &Options) -> Res<Result<Rows<'b>, String>> {
-    let a = &s.attrs;
+/// The staged rows of one item, kept from item to item. The rows borrow the item's
+/// attributes, so the vectors go back empty with their lifetime erased ([`recycle`]) and
+/// are reused: staging an item allocates nothing once the first few have been staged.
+#[derive(Default)]
+pub(crate) struct RowBufs {
+    rows: Vec<(&'static str, Vec<Cell<'static>>)>,
+    cells: Vec<Vec<Cell<'static>>>,
+}
+
+impl RowBufs {
+    pub(crate) fn rows<'b>(&mut self) -> Rows<'b> {
+        recycle(std::mem::take(&mut self.rows))
+    }
+
+    pub(crate) fn cells<'b>(&mut self) -> Vec<Cell<'b>> {
+        self.cells.pop().map(recycle).unwrap_or_default()
+    }
+
+    pub(crate) fn put_back(&mut self, mut rows: Rows<'_>) {
+        for (_, cells) in rows.drain(..) {
+            self.cells.push(recycle(cells));
+        }
+        self.rows = recycle(rows);
+    }
+}
+
+/// One span being mapped: its record, its attributes as a dict, its events.
+struct SpanItem<'b> {
+    s: &'b SpanRec<'b>,
+    a: &'b Dict<'b>,
+    events: &'b [Event<'b>],
+    event_attrs: &'b [(&'b str, Val<'b>)],
+}
+
+/// A cell borrowing an optional resource column (no copy of owned text).
+fn cell_of<'b>(v: &'b Option<Cow<'_, str>>) -> Cell<'b> {
+    v.as_deref().map_or(Cell::Null, |s| Cell::Str(Cow::Borrowed(s)))
+}
+
+fn span_rows<'b>(
+    item: &SpanItem<'b>,
+    res: &'b Resource,
+    names: &'b Names,
+    opts: &Options,
+    rows: &mut Rows<'b>,
+    bufs: &mut RowBufs,
+) -> Res<Result<(), String>> {
+    let (s, a) = (item.s, item.a);
     let ts = s.start as f64 / 1e9;
     let duration = if s.end != 0 {
         Some((s.end - s.start) as f64 / 1e9)
     } else {
         None
     };
-    let trace_hex = hex(s.trace_id);
-    let span_hex = hex(s.span_id);
-    let mut rows: Rows = Vec::new();
     let mut kind = "span";
     if is_llm_span(a) {
-        let mut row = llm_row(s, a, opts, duration)?;
+        let mut row = llm_row(item, opts, duration)?;
         if row.workflow.is_none() || row.entity.is_none() {
             let mut parent = s.parent;
             let mut hops = 0;
@@ -1066,71 +1262,76 @@ fn span_rows<'b>(s: &'b SpanRec, res: &'b Resource, names: &'b Names, opts: &Opt
                 hops += 1;
             }
         }
-        rows.push((
-            "llm_calls",
-            vec![
-                Cell::F64(ts),
-                res.service.clone().into(),
-                res.service_version.clone().into(),
-                res.host.clone().into(),
-                Cell::Str(Cow::Owned(trace_hex.clone())),
-                Cell::Str(Cow::Owned(span_hex.clone())),
-                Cell::Str(Cow::Borrowed(row.dialect)),
-                row.provider.into(),
-                row.operation.into(),
-                row.request_model.into(),
-                row.response_model.into(),
-                row.input_tokens.into(),
-                row.output_tokens.into(),
-                row.total_tokens.into(),
-                row.latency.into(),
-                row.ttft.into(),
-                row.finish_reasons.into(),
-                row.error.into(),
-                row.temperature.into(),
-                row.max_tokens.into(),
-                row.workflow.into(),
-                row.entity.into(),
-                row.prompt.into(),
-                row.completion.into(),
-            ],
-        ));
+        let mut cells = bufs.cells();
+        cells.extend([
+            Cell::F64(ts),
+            cell_of(&res.service),
+            cell_of(&res.service_version),
+            cell_of(&res.host),
+            Cell::Hex(s.trace_id),
+            Cell::Hex(s.span_id),
+            Cell::Str(Cow::Borrowed(row.dialect)),
+            row.provider.into(),
+            row.operation.into(),
+            row.request_model.into(),
+            row.response_model.into(),
+            row.input_tokens.into(),
+            row.output_tokens.into(),
+            row.total_tokens.into(),
+            row.latency.into(),
+            row.ttft.into(),
+            row.finish_reasons.into(),
+            row.error.into(),
+            row.temperature.into(),
+            row.max_tokens.into(),
+            row.workflow.into(),
+            row.entity.into(),
+            row.prompt.into(),
+            row.completion.into(),
+        ]);
+        rows.push(("llm_calls", cells));
         kind = "llm";
     } else if a.contains_key(&RUN_ID) {
-        rows.push(("training_steps", training_cells(a, res, ts, duration)?));
+        let mut cells = bufs.cells();
+        training_cells(a, res, ts, duration, &mut cells)?;
+        rows.push(("training_steps", cells));
         kind = "training";
     } else if is_inference(a) {
-        match inference_cells(a, res, ts, duration)? {
-            Ok(cells) => rows.push(("inferences", cells)),
-            Err(reason) => return Ok(Err(reason)),
+        let mut cells = bufs.cells();
+        if let Err(reason) = inference_cells(a, res, ts, duration, &mut cells)? {
+            bufs.cells.push(recycle(cells));
+            return Ok(Err(reason));
         }
+        rows.push(("inferences", cells));
         kind = "inference";
     }
     if a.contains_key(&LABEL_REQUEST_ID) {
-        rows.push(("labels", label_cells(a, res, ts)));
+        let mut cells = bufs.cells();
+        label_cells(a, res, ts, &mut cells);
+        rows.push(("labels", cells));
     }
     if opts.keep_raw_spans {
-        rows.push((
-            "spans",
-            vec![
-                Cell::F64(ts),
-                (if s.end != 0 { Some(s.end as f64 / 1e9) } else { None }).into(),
-                Cell::Str(Cow::Owned(trace_hex)),
-                Cell::Str(Cow::Owned(span_hex)),
-                (if s.parent.is_empty() { None } else { Some(hex(s.parent)) }).into(),
-                Cell::Str(Cow::Borrowed(s.name)),
-                Cell::I64(s.kind as i64),
-                Cell::I64(s.status_code as i64),
-                res.service.clone().into(),
-                Cell::Str(Cow::Borrowed(kind)),
-                Cell::Str(Cow::Borrowed(&res.attrs_json)),
-            ],
-        ));
+        let mut cells = bufs.cells();
+        cells.extend([
+            Cell::F64(ts),
+            (if s.end != 0 { Some(s.end as f64 / 1e9) } else { None }).into(),
+            Cell::Hex(s.trace_id),
+            Cell::Hex(s.span_id),
+            (if s.parent.is_empty() {
+                Cell::Null
+            } else {
+                Cell::Hex(s.parent)
+            }),
+            Cell::Str(Cow::Borrowed(s.name)),
+            Cell::I64(s.kind as i64),
+            Cell::I64(s.status_code as i64),
+            cell_of(&res.service),
+            Cell::Str(Cow::Borrowed(kind)),
+            Cell::Str(Cow::Borrowed(&res.attrs_json)),
+        ]);
+        rows.push(("spans", cells));
     }
-    if let Err(reason) = check_rows(&mut rows) {
-        return Ok(Err(reason));
-    }
-    Ok(Ok(rows))
+    Ok(check_rows(rows))
 }
 
 /// `RecordBatch.add_item`'s check: every row of an item, in order; the first failure rejects it.
@@ -1150,58 +1351,108 @@ pub(crate) fn check_rows(rows: &mut Rows<'_>) -> Result<(), String> {
     Ok(())
 }
 
-/// `ml.training_row` with the resource columns.
-pub(crate) fn training_cells<'b>(a: &'b Dict, res: &'b Resource, ts: f64, duration: Option<f64>) -> Res<Vec<Cell<'b>>> {
-    let mut cells = vec![
+/// `ml.training_row` with the resource columns, into `cells`.
+pub(crate) fn training_cells<'b>(
+    a: &'b Dict,
+    res: &'b Resource,
+    ts: f64,
+    duration: Option<f64>,
+    cells: &mut Vec<Cell<'b>>,
+) -> Res<()> {
+    cells.extend([
         Cell::F64(ts),
-        res.service.clone().into(),
+        cell_of(&res.service),
         get_str(a, &[RUN_ID]).into(),
         get_int(a, &TRAIN_INT[0..1])?.into(),
         get_int(a, &TRAIN_INT[1..2])?.into(),
         get_int(a, &TRAIN_INT[2..3])?.into(),
-        res.host.clone().into(),
-        res.k8s_pod.clone().into(),
-        or(get_str(a, GPU_UUID), res.hw_id.clone()).into(),
+        cell_of(&res.host),
+        cell_of(&res.k8s_pod),
+        or(get_str(a, GPU_UUID), res.hw_id.as_deref().map(Cow::Borrowed)).into(),
         get_float(a, STEP_TIME)?.or(duration).into(),
-    ];
+    ]);
     for k in TRAIN_FLOAT {
         cells.push(get_float(a, std::slice::from_ref(k))?.into());
     }
-    Ok(cells)
+    Ok(())
 }
 
-/// `ml.inference_row` with the resource columns; Err(reason) rejects the item.
+/// `ml.inference_row` with the resource columns, into `cells`; Err(reason) rejects the item.
 pub(crate) fn inference_cells<'b>(
     a: &'b Dict,
     res: &'b Resource,
     ts: f64,
     latency: Option<f64>,
-) -> Res<Result<Vec<Cell<'b>>, String>> {
+    cells: &mut Vec<Cell<'b>>,
+) -> Res<Result<(), String>> {
     let features = match features_json(a)? {
         Ok(f) => f,
         Err(reason) => return Ok(Err(reason)),
     };
-    Ok(Ok(vec![
+    let service = res.service.as_deref().map(Cow::Borrowed);
+    let version = res.service_version.as_deref().map(Cow::Borrowed);
+    cells.extend([
         Cell::F64(ts),
-        res.service.clone().into(),
-        or(get_str(a, MODEL), res.service.clone()).into(),
-        or(get_str(a, MODEL_VERSION), res.service_version.clone()).into(),
+        cell_of(&res.service),
+        or(get_str(a, MODEL), service).into(),
+        or(get_str(a, MODEL_VERSION), version).into(),
         get_str(a, REQUEST_ID).into(),
         Cell::Str(Cow::Owned(features)),
         get(a, PREDICTION).map(|v| json_text(v, true)).into(),
         get_float(a, SCORE)?.into(),
         latency.into(),
         Cell::Str(Cow::Borrowed("otlp")),
-    ]))
+    ]);
+    Ok(Ok(()))
 }
 
-/// `ml.label_row` with the resource columns.
-pub(crate) fn label_cells<'b>(a: &'b Dict, res: &'b Resource, ts: f64) -> Vec<Cell<'b>> {
-    vec![
+/// `ml.label_row` with the resource columns, into `cells`.
+pub(crate) fn label_cells<'b>(a: &'b Dict, res: &'b Resource, ts: f64, cells: &mut Vec<Cell<'b>>) {
+    cells.extend([
         Cell::F64(ts),
         get_str(a, &[LABEL_REQUEST_ID]).into(),
-        res.service.clone().into(),
-        or(get_str(a, MODEL), res.service.clone()).into(),
+        cell_of(&res.service),
+        or(get_str(a, MODEL), res.service.as_deref().map(Cow::Borrowed)).into(),
         get(a, LABEL_VALUE).map(|v| json_text(v, true)).into(),
-    ]
+    ]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recycled_vectors_keep_their_memory() {
+        let text = String::from("a value");
+        let mut cells: Vec<Cell> = Vec::with_capacity(24);
+        cells.push(Cell::Str(Cow::Borrowed(&text)));
+        let at = cells.as_ptr() as usize;
+        let kept: Vec<Cell<'static>> = recycle(cells);
+        assert_eq!((kept.len(), kept.capacity(), kept.as_ptr() as usize), (0, 24, at));
+        let mut bufs = RowBufs::default();
+        let mut rows = bufs.rows();
+        let mut cells = bufs.cells();
+        cells.push(Cell::Hex(b"\x01"));
+        let at = cells.as_ptr() as usize;
+        rows.push(("spans", cells));
+        bufs.put_back(rows);
+        let again = bufs.cells();
+        assert_eq!(again.as_ptr() as usize, at);
+        assert_eq!(bufs.rows().capacity(), 4);
+    }
+
+    #[test]
+    fn a_cleared_dict_is_a_new_dict() {
+        let mut d = Dict::indexed(32);
+        for i in 0..300 {
+            d.insert(Cow::Owned(format!("k{i}")), Val::Int(i));
+        }
+        d.insert(Cow::Borrowed("gen_ai.system"), Val::Int(1));
+        d.clear();
+        assert!(d.is_empty() && d.get("k1").is_none() && d.get_key(&k!("gen_ai.system")).is_none());
+        d.insert(Cow::Borrowed("gen_ai.system"), Val::Int(2));
+        d.insert(Cow::Borrowed("gen_ai.system"), Val::Int(3));
+        assert_eq!(d.get_key(&k!("gen_ai.system")), Some(&Val::Int(3)));
+        assert_eq!(d.len(), 1);
+    }
 }

@@ -10,8 +10,9 @@ use std::borrow::Cow;
 use crate::wire::{Error, Res};
 
 /// A decoded value: an AnyValue (`value_of`), or a JSON document (`json.loads`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Val<'a> {
+    #[default]
     None,
     Str(Cow<'a, str>),
     /// An AnyValue's bytes_value: `value_of` makes it hex text, but its `string_value` is "".
@@ -22,7 +23,8 @@ pub enum Val<'a> {
     BigInt(String),
     Double(f64),
     List(Vec<Val<'a>>),
-    Dict(Dict<'a>),
+    /// Boxed: a value is then 32 bytes, and values are moved a lot (attributes, lists).
+    Dict(Box<Dict<'a>>),
 }
 
 /// A Python dict built by assignment: a repeated key keeps its first position, last value.
@@ -48,6 +50,47 @@ impl PartialEq for Dict<'_> {
 }
 
 const INDEX_AT: usize = 8;
+
+/// An empty vector with the memory of `v`: the same layout under another lifetime, so the
+/// in-place `collect` keeps the allocation (tested in traces.rs). Scratch memory kept from
+/// item to item or request to request goes through here, since what it held borrowed the
+/// item or the request.
+pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("the vector is empty")).collect()
+}
+
+thread_local! {
+    /// Emptied list vectors, for the next ArrayValues decoded on this thread (a list per
+    /// span is common: finish reasons). Filled by [`keep_list`].
+    static LISTS: std::cell::RefCell<Vec<Vec<Val<'static>>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// At most this many vectors of at most [`POOLED_LIST_CAPACITY`] values are kept a thread.
+const POOLED_LISTS: usize = 4096;
+const POOLED_LIST_CAPACITY: usize = 8;
+
+/// An empty vector for a list: a kept one when there is one.
+pub fn new_list<'a>() -> Vec<Val<'a>> {
+    LISTS
+        .with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+        .map(recycle)
+        .unwrap_or_default()
+}
+
+/// Keep the lists among these values (now emptied) for [`new_list`].
+pub fn keep_lists<'x, 'a: 'x>(values: impl Iterator<Item = &'x mut Val<'a>>) {
+    LISTS.with(|p| {
+        let Ok(mut pool) = p.try_borrow_mut() else { return };
+        for v in values {
+            if let Val::List(items) = v {
+                if pool.len() < POOLED_LISTS && items.capacity() <= POOLED_LIST_CAPACITY {
+                    pool.push(recycle(std::mem::take(items)));
+                }
+            }
+        }
+    })
+}
 
 /// A fast hash of a key, 8 bytes at a time (keys are short; collisions cost one compare).
 #[inline]
@@ -97,6 +140,29 @@ impl<'a> Dict<'a> {
             slots: vec![0; (4 * n).next_power_of_two().max(16)],
             lengths: 0,
             known: vec![0; crate::keys::NK],
+        }
+    }
+
+    /// Empty the dict and keep its memory (a dict refilled item by item). An index grown
+    /// for a large item goes back to 128 slots, so that clearing stays cheap.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        let keep = self.slots.len().min(128);
+        self.slots.truncate(keep);
+        self.slots.fill(0);
+        self.known.fill(0);
+        self.lengths = 0;
+    }
+
+    /// This dict's memory, emptied, for values of another lifetime (a dict kept between
+    /// requests).
+    pub fn recycle<'b>(mut self) -> Dict<'b> {
+        self.clear();
+        Dict {
+            entries: recycle(self.entries),
+            slots: self.slots,
+            lengths: 0,
+            known: self.known,
         }
     }
 
@@ -660,7 +726,7 @@ impl<'a> JsonParser<'a> {
                 self.ws();
                 if self.s.get(self.pos) == Some(&b'}') {
                     self.pos += 1;
-                    return Ok(Val::Dict(d));
+                    return Ok(Val::Dict(Box::new(d)));
                 }
                 loop {
                     self.ws();
@@ -681,7 +747,7 @@ impl<'a> JsonParser<'a> {
                         Some(b',') => self.pos += 1,
                         Some(b'}') => {
                             self.pos += 1;
-                            return Ok(Val::Dict(d));
+                            return Ok(Val::Dict(Box::new(d)));
                         }
                         _ => return Err(JsonErr::Bad),
                     }

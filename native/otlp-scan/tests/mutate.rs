@@ -198,3 +198,31 @@ fn the_item_limit_counts_as_count_items_does() {
         }
     }
 }
+
+/// The scanner keeps memory on each thread from request to request (decoded spans, the
+/// attribute dict, staged rows, list vectors): a request scanned after hundreds of others,
+/// valid, invalid and rejected, must come out exactly as on a fresh thread.
+#[test]
+fn memory_kept_between_requests_changes_no_output() {
+    let seeds = fixtures("traces");
+    let mut rng = XorShift(7);
+    let mut bodies: Vec<Vec<u8>> = seeds.clone();
+    for i in 0..300 {
+        bodies.push(mutate(&mut rng, &seeds[i % seeds.len()]));
+    }
+    let opts = Options {
+        keep_llm_content: true,
+        ..Options::default()
+    };
+    let summary = |r: Result<Normalised, Error>| match r {
+        Ok(out) => Ok((out.received, out.rejected, out.reasons, out.tables)),
+        Err(e) => Err(format!("{e:?}")),
+    };
+    for body in &bodies {
+        let (b, o) = (body.clone(), opts.clone());
+        let fresh = std::thread::spawn(move || summary(normalise_traces(&b, &o)))
+            .join()
+            .unwrap();
+        assert_eq!(summary(normalise_traces(body, &opts)), fresh);
+    }
+}
