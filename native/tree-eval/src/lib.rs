@@ -21,6 +21,8 @@
 
 use std::fmt;
 
+mod pool;
+
 /// LightGBM's `kZeroThreshold` (declared `1e-35f`: the float's value, widened).
 pub const ZERO_THRESHOLD: f64 = 1e-35_f32 as f64;
 
@@ -720,16 +722,18 @@ impl Forest {
     }
 }
 
-/// Rows a thread applies every forest to before its next rows (`predict_each`): 1024 rows
-/// of DLE's 9 columns are 72 KiB, in L2 while each forest passes over them.
-const TILE: usize = 1024;
+/// Rows a thread takes at a time and applies every forest to (`predict_each`): 768 rows of
+/// DLE's 9 columns are 54 KiB, in L2 while each forest passes over them; a 5000-row window
+/// is 7 chunks, so two threads share it about evenly.
+const CHUNK: usize = 768;
 
 /// Each of `forests` applied to the same rows (row-major, `n_cols` values a row): forest
-/// `i`'s prediction of row `r` into `out[i * rows + r]`, on `threads_for(rows, threads)`
-/// threads. One check of the input and one start of the threads for all the forests; each
-/// thread takes one contiguous run of rows and applies every forest to it a tile of rows at
-/// a time, while the tile is in cache. Each forest's predictions are its `predict_on`'s,
-/// bit for bit, for every thread count.
+/// `i`'s prediction of row `r` into `out[i * rows + r]`, on up to `threads_for(rows,
+/// threads)` threads: the caller's and the pool's helpers (started once, `pool`). One
+/// check of the input for all the forests; the threads claim chunks of `CHUNK` rows and
+/// apply every forest to a chunk while its rows are in cache, and the call returns once
+/// every chunk is done (a helper that wakes late finds none left). Each forest's
+/// predictions are its `predict_on`'s, bit for bit, for every thread count.
 pub fn predict_each(
     forests: &[&Forest],
     x: &[f64],
@@ -761,35 +765,24 @@ pub fn predict_each(
         return Ok(());
     }
     let threads = threads_for(n_rows, threads);
-    let per = n_rows.div_ceil(threads);
-    // Per thread, its run of each forest's predictions.
-    let mut runs: Vec<Vec<&mut [f64]>> = (0..threads).map(|_| Vec::with_capacity(forests.len())).collect();
-    for forest_out in out.chunks_exact_mut(n_rows) {
-        for (k, run) in forest_out.chunks_mut(per).enumerate() {
-            runs[k].push(run);
-        }
-    }
-    let apply = |k: usize, outs: &mut [&mut [f64]]| {
-        let n = outs[0].len();
-        let rows = &x[k * per * n_cols..][..n * n_cols];
-        for start in (0..n).step_by(TILE) {
-            let end = (start + TILE).min(n);
-            for (f, o) in forests.iter().zip(outs.iter_mut()) {
-                f.predict_rows(&rows[start * n_cols..end * n_cols], n_cols, &mut o[start..end]);
-            }
+    // The chunks' outputs are disjoint runs of `out`, written through a shared pointer.
+    struct Out(*mut f64);
+    // SAFETY: each chunk writes only its own rows of each forest's run (below).
+    unsafe impl Sync for Out {}
+    let place = Out(out.as_mut_ptr());
+    let place = &place;
+    let chunk = |c: usize| {
+        let start = c * CHUNK;
+        let end = (start + CHUNK).min(n_rows);
+        let rows = &x[start * n_cols..end * n_cols];
+        for (i, f) in forests.iter().enumerate() {
+            // SAFETY: rows start..end of forest i's run of `out` (n_rows places each): in
+            // bounds, and no other chunk's.
+            let o = unsafe { std::slice::from_raw_parts_mut(place.0.add(i * n_rows + start), end - start) };
+            f.predict_rows(rows, n_cols, o);
         }
     };
-    let mut runs = runs.into_iter().enumerate().filter(|(_, r)| !r.is_empty());
-    // The first run stays on this thread; the others each get one.
-    let first = runs.next();
-    std::thread::scope(|s| {
-        for (k, mut outs) in runs {
-            s.spawn(move || apply(k, &mut outs));
-        }
-        if let Some((k, mut outs)) = first {
-            apply(k, &mut outs);
-        }
-    });
+    pool::run(n_rows.div_ceil(CHUNK), threads, &chunk);
     Ok(())
 }
 
@@ -1158,15 +1151,15 @@ mod tests {
             Forest::new(&narrow, false).unwrap(),
         ];
         let all: Vec<&Forest> = forests.iter().collect();
-        // Past a tile and a thread's minimum, short of a block, and tails of the eight rows.
+        // Past a chunk and a thread's minimum, short of a block, and tails of the eight rows.
         for n in [
             0,
             1,
             9,
             BLOCK + 5,
-            TILE + 3,
+            CHUNK + 3,
             2 * MIN_ROWS_PER_THREAD + 11,
-            2 * TILE + 3 * BLOCK + 1,
+            7 * CHUNK + 3 * BLOCK + 1,
         ] {
             let x = awkward_rows(&mut seed, n, n_cols + 1);
             let alone: Vec<u64> = all.iter().flat_map(|f| bits_of(f, &x, n_cols + 1, 1)).collect();
@@ -1183,6 +1176,32 @@ mod tests {
             assert_eq!(two[..n], alone[3 * n..], "{n} rows");
             assert_eq!(two[n..], alone[..n], "{n} rows");
         }
+    }
+
+    #[test]
+    fn predict_each_called_from_several_threads_at_once_gives_each_call_its_own_bits() {
+        // Calls that find the pool's helpers taken by another call run on their own thread.
+        let mut seed = 19;
+        let n_cols = 5;
+        let trees: Vec<Tree> = (0..25).map(|_| random_tree_of(&mut seed, 20, n_cols, true)).collect();
+        let forest = Forest::new(&trees, false).unwrap();
+        let inputs: Vec<Vec<f64>> = (0..6)
+            .map(|k| awkward_rows(&mut seed, 3 * MIN_ROWS_PER_THREAD + k, n_cols))
+            .collect();
+        let alone: Vec<Vec<u64>> = inputs.iter().map(|x| bits_of(&forest, x, n_cols, 1)).collect();
+        std::thread::scope(|s| {
+            for (x, want) in inputs.iter().zip(&alone) {
+                let forest = &forest;
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        let mut out = vec![f64::NAN; x.len() / n_cols];
+                        predict_each(&[forest], x, n_cols, &mut out, 2).unwrap();
+                        let bits: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(&bits, want);
+                    }
+                });
+            }
+        });
     }
 
     #[test]
