@@ -122,9 +122,9 @@ const LANES: usize = 8;
 /// and 6 no faster). A multiple of `PASS` and of `LANES`, `BLOCK` wastes no pass.
 const HALVES: usize = 3;
 const PASS: usize = 8 * HALVES;
-/// Fewer rows than this a thread are not worth a thread's start (tens of microseconds).
+/// Fewer rows than this a thread are not worth waking a helper thread (tens of microseconds).
 pub const MIN_ROWS_PER_THREAD: usize = 1024;
-/// The most threads `predict_on` starts, whatever it is asked.
+/// The most threads `predict_on` uses, whatever it is asked.
 pub const MAX_THREADS: usize = 256;
 
 /// The threads `predict_on` uses for `n_rows` rows when asked for `threads`: 0 picks
