@@ -219,3 +219,94 @@ def test_forest_refuses_malformed_trees_and_rows_with_a_reason() -> None:
         forest.predict(np.zeros(2), out)
     with pytest.raises((ValueError, TypeError, BufferError)):
         forest.predict(np.zeros((2, 1), dtype=np.float32), out)
+
+
+def test_predict_together_gives_each_forests_own_predictions_in_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DLE's case: two loss models on the same rows, one plain (QuickScorer where the CPU has
+    # AVX2) and one with NaN-aware and categorical splits (walked).
+    rng = np.random.default_rng(29)
+    plain_x = np.nan_to_num(_rows(rng, 3000))
+    plain = lightgbm.train(
+        {"verbosity": -1, "num_threads": 1, "seed": 1},
+        lightgbm.Dataset(plain_x, _target(plain_x, rng)),
+        num_boost_round=50,
+    )
+    x = _rows(rng, 3000)
+    mixed = lightgbm.train(
+        {"verbosity": -1, "num_threads": 1, "seed": 2},
+        lightgbm.Dataset(x, _target(x, rng), categorical_feature=[5]),
+        num_boost_round=30,
+    )
+    forests = [compile_booster(plain), compile_booster(mixed)]
+    assert forests[0] is not None and forests[1] is not None
+    together = [f for f in forests if f is not None]
+    for n in (0, 1, 9, 1025, 2 * 1024 + 3, 4099):  # tails of the eight rows, a tile, the threads
+        window = _analysis_rows(rng, n)
+        window[::7, 0] = np.inf
+        window[1::7, 1] = -np.inf
+        window[2::7, 2] = 1e-36
+        expected = np.stack([plain.predict(window, num_threads=1), mixed.predict(window, num_threads=1)])
+        for threads in (1, 2, 0):
+            for f in together:
+                f.threads = threads
+            got = forest_module.predict_together(together, window)
+            assert got.shape == (2, n)
+            assert np.array_equal(got, expected), (n, threads)
+            # Any layout of the window: a transposed copy's view, every other row.
+            assert np.array_equal(
+                forest_module.predict_together(together, np.asfortranarray(window)[::2]), expected[:, ::2]
+            )
+    # A native build without predict_forests: one call per forest, the same predictions.
+    monkeypatch.setattr(forest_module, "_predict_forests", None)
+    window = _analysis_rows(rng, 500)
+    assert np.array_equal(
+        forest_module.predict_together(together, window),
+        np.stack([plain.predict(window, num_threads=1), mixed.predict(window, num_threads=1)]),
+    )
+
+
+def test_predict_forests_refuses_misshapen_outputs_and_narrow_rows_with_a_reason() -> None:
+    split: tuple[list[Any], ...] = ([0], [0.5], [0], [-1], [-2], [[]], [1.0, 2.0])
+    wide: tuple[list[Any], ...] = ([3], [0.5], [0], [-1], [-2], [[]], [1.0, 2.0])
+    one, four = native.Forest([split]), native.Forest([wide])
+    x = np.array([[0.5, 0.0], [0.6, 0.0], [np.nan, 0.0]])
+    out = np.full((2, 3), np.nan)
+    native.predict_forests([one, one], x, out)
+    assert out.tolist() == [[1.0, 2.0, 1.0]] * 2
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        native.predict_forests([one, one], x, np.empty((2, 2)))
+    with pytest.raises(ValueError, match=r"\(1, 3\)"):
+        native.predict_forests([one], x, out)
+    with pytest.raises(ValueError, match="4 features"):
+        native.predict_forests([one, four], x, out)
+    with pytest.raises(ValueError, match="2-D"):
+        native.predict_forests([one], x, np.empty(3))
+    with pytest.raises(TypeError):
+        native.predict_forests([one, "not a forest"], x, out)
+    native.predict_forests([], x, np.empty((0, 3)))
+
+
+def test_dle_reuses_every_shared_row_when_rows_crowd_the_cache_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    from detectors.estimation.dle import LossCache
+
+    # 8 slots for 600 rows: nearly every row loses its slot to another and is found by the
+    # search among the crowded rows instead.
+    monkeypatch.setattr(LossCache, "SLOT_BITS", 3)
+    rng = np.random.default_rng(31)
+    x = rng.normal(size=(3000, 3))
+    y = x[:, 0] + rng.normal(size=3000) * (0.2 + np.abs(x[:, 1]))
+    ref = Sample(predictions=x[1500:, 0], labels=y[1500:], features=x[1500:])
+    est = DLE(["mae", "rmse"]).fit(ref)
+
+    def window(start: int) -> Sample:
+        return Sample(predictions=x[start : start + 600, 0], features=x[start : start + 600])
+
+    est.estimate(window(0))
+    shifted = est.estimate(window(60))
+    assert (est._cache.predicted, est._cache.reused) == (600 + 60, 540)
+    fresh = DLE(["mae", "rmse"]).fit(ref)
+    assert [e.value for e in shifted] == [e.value for e in fresh.estimate(window(60))]
+    # Both loss models were applied in one native call (where the native module has it).
+    assert all(isinstance(m.native, forest_module.NativeForest) for m in est._models.values())

@@ -3,10 +3,11 @@
     PYTHONPATH=. python -m bench.performance_estimation.forest_check --nannyml /tmp/nannyml-venv/bin/python
 
 One DLE fitted per regression case; its disjoint windows estimated with Forest (a thread
-per core, as DLE runs it), with Forest on one thread, then with the same models' ``native``
-set to None (LightGBM's predictor on one thread, everything else the same), three passes
-each, best kept; NannyML's DLE on the same windows beside them (with --nannyml; car_price
-needs it for its data; its LightGBM uses OpenMP threads on every core). Prints wall and CPU
+per core, as DLE runs it: both loss models in one native call), with Forest on one
+thread, then with the same models' ``native`` set to None (LightGBM's predictor on one
+thread, everything else the same), three passes each, best kept; NannyML's DLE on the
+same windows beside them (with --nannyml; car_price needs it for its data; its LightGBM
+uses OpenMP threads on every core). Prints wall and CPU
 seconds per window (CPU: all the process's threads) and whether the estimates are identical.
 """
 
@@ -21,17 +22,6 @@ import numpy as np
 from bench.performance_estimation.datasets import Case, _nannyml_case, nannyml_data_dir, sklearn_case
 from bench.performance_estimation.run import _sample, run_nannyml
 from detectors.estimation import DLE
-from detectors.estimation.forest import NativeForest
-
-
-class _OnThreads:
-    """A NativeForest held to a fixed thread count (its default, 0, picks one per core)."""
-
-    def __init__(self, forest: NativeForest, threads: int) -> None:
-        self._forest, self._threads = forest, threads
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self._forest.predict(x, threads=self._threads)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,11 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 for name, model in est._models.items():
                     native = natives[name]
-                    model.native = (
-                        None
-                        if mode == "lightgbm" or native is None
-                        else _OnThreads(native, 1 if mode == "forest_1" else 0)
-                    )
+                    model.native = None if mode == "lightgbm" else native
+                    if native is not None:
+                        native.threads = 1 if mode == "forest_1" else 0
                 t0, c0 = time.perf_counter(), time.process_time()
                 values[mode] = [[e.value for e in est.estimate(w)] for w in windows]
                 wall[mode] = min(wall[mode], (time.perf_counter() - t0) / len(windows))

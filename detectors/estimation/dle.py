@@ -44,17 +44,23 @@ import numpy as np
 
 from detectors.estimation.base import BAND_LEVEL, EstimationError, PerformanceEstimator, Sample
 from detectors.estimation.density_ratio import DensityRatio, effective_sample_size
-from detectors.estimation.forest import NativeForest, compile_booster
+from detectors.estimation.forest import NativeForest, compile_booster, predict_together
 from detectors.estimation.metrics import REGRESSION_METRICS, regression_metric
 
 
 def _design(sample: Sample) -> np.ndarray:
+    """The loss models' input: the features, then the prediction, one row a row (a new
+    array, which the caller may keep)."""
     if sample.predictions is None:
         raise EstimationError("DLE needs the model's prediction for every row")
-    pred = np.asarray(sample.predictions, dtype=float)[:, None]
+    pred = np.asarray(sample.predictions, dtype=float)
     if sample.features is None:
-        return pred
-    return np.hstack([np.asarray(sample.features, dtype=float), pred])
+        return pred[:, None].copy()
+    features = np.asarray(sample.features, dtype=float)
+    x = np.empty((features.shape[0], features.shape[1] + 1))
+    x[:, :-1] = features
+    x[:, -1] = pred
+    return x
 
 
 #: LightGBM's defaults, spelled out so that a new LightGBM release cannot change them,
@@ -127,6 +133,15 @@ class _LossModel:
         return self
 
 
+def _predict_losses(models: dict[str, _LossModel], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Each model's predicted loss for the rows of ``x``: models applied by ``Forest`` in one
+    native call (one copy of the rows, one start of the threads), others one by one."""
+    natives = [model.native for model in models.values()]
+    if len(natives) > 1 and all(isinstance(f, NativeForest) for f in natives):
+        return dict(zip(models, predict_together(natives, x), strict=True))  # type: ignore[arg-type]
+    return {name: np.asarray(model.predict(x), dtype=float) for name, model in models.items()}
+
+
 class LossCache:
     """The last window's rows and each loss model's predicted loss for them, so that the
     next window predicts only its new rows.
@@ -134,71 +149,99 @@ class LossCache:
     A sliding window (the monitor's default mode) is mostly the rows of the one before; the
     trees are the whole cost of a window (97% on the benchmark's 5000-row windows), so a
     window that shares 90% of its rows costs about a tenth. Rows are matched by their
-    design values (features and prediction): a hash of each row's bytes finds candidates
+    design values (features and prediction): a hash of each row's bytes finds a candidate
     and the values are compared, so a hit is the same row and a collision costs a
     prediction, never a wrong value. One match serves every loss model. Only the last
-    window is kept: memory is bounded by the window. A bitmap of the last window's hashes
-    (``SEEN_BITS`` of each) picks the rows worth looking up, so a window that shares no
-    rows with the last one (the tumbling mode) costs its hashes and a few lookups (false
-    positives), not a lookup per row.
+    window is kept: memory is bounded by the window and the index. The index maps the top
+    ``SLOT_BITS`` of a row's hash to a last-window row; a slot several rows share is marked
+    crowded and its other rows are kept, sorted by hash, for a search. So a window costs
+    its hashes and one look-up each, plus a search for the few rows that land in a crowded
+    slot; one that shares no rows with the last (the tumbling mode) only that.
     """
 
-    #: Bits of each hash the bitmap keys on: 2^18 flags (256 KiB), about 2% false candidates
-    #: a row after a 5000-row window.
-    SEEN_BITS = 18
+    #: Bits of each hash the index keys on: 2^16 slots (256 KiB); about 4% of a 5000-row
+    #: window's rows share a slot with another row of it.
+    SLOT_BITS = 16
 
     def __init__(self) -> None:
         self.keys = np.zeros(0, dtype=np.uint64)
-        self.seen = np.zeros(0, dtype=bool)
+        self.slots = np.zeros(0, dtype=np.intp)
+        #: Per slot, 1 + the last window's row there, negated where the slot is crowded
+        #: (0: none).
+        self.index = np.zeros(1 << self.SLOT_BITS, dtype=np.int32)
+        #: The rows whose slot another row holds, and their hashes, sorted by hash.
+        self.crowded_keys = np.zeros(0, dtype=np.uint64)
+        self.crowded_rows = np.zeros(0, dtype=np.intp)
         self.rows = np.zeros((0, 0))
         self.loss: dict[str, np.ndarray] = {}
+        self._mult = np.zeros(0, dtype=np.uint64)
         #: Rows predicted and rows taken from the cache, over the estimator's life.
         self.predicted = 0
         self.reused = 0
 
-    @staticmethod
-    def _keys(x: np.ndarray) -> np.ndarray:
+    def _keys(self, x: np.ndarray) -> np.ndarray:
+        """A 64-bit hash of each row's bytes: the sum of its words times odd constants (rows
+        that differ in one word always differ), then mixed so that the top bits are even."""
         words = np.ascontiguousarray(x, dtype=float).view(np.uint64)
-        h = np.full(x.shape[0], 0xCBF29CE484222325, dtype=np.uint64)
+        if self._mult.size != words.shape[1]:
+            odd = np.random.default_rng(0x10553CAC4E).integers(0, 1 << 63, words.shape[1], np.uint64)
+            self._mult = odd * np.uint64(2) + np.uint64(1)
         with np.errstate(over="ignore"):
-            for j in range(words.shape[1]):
-                h = (h ^ words[:, j]) * np.uint64(0x100000001B3)
-                h ^= h >> np.uint64(29)
+            h = words @ self._mult
+            h ^= h >> np.uint64(29)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(32)
         return h
 
     def predict(self, models: dict[str, Any], x: np.ndarray) -> dict[str, np.ndarray]:
         """Each model's predicted loss per row of ``x`` (arrays the caller must not change:
         they are kept for the next window)."""
         keys = self._keys(x)
-        slot = keys >> np.uint64(64 - self.SEEN_BITS)
-        hit = np.zeros(x.shape[0], dtype=bool)
-        cand = np.zeros(x.shape[0], dtype=np.intp)
+        slots = (keys >> np.uint64(64 - self.SLOT_BITS)).astype(np.intp)
+        hit = src = np.zeros(0, dtype=np.intp)
         if self.keys.size and self.rows.shape[1] == x.shape[1] and set(self.loss) == set(models):
-            look = np.flatnonzero(self.seen[slot])
-            if look.size:
-                order = np.argsort(self.keys)
-                at = order[np.minimum(np.searchsorted(self.keys[order], keys[look]), order.size - 1)]
-                # Same hash and the same values (NaN never equals, so a row with one is predicted).
-                hit[look] = (self.keys[at] == keys[look]) & np.all(self.rows[at] == x[look], axis=1)
-                cand[look] = at
-        n_hit = int(hit.sum())
-        out: dict[str, np.ndarray] = {}
+            held = self.index[slots]
+            at = np.abs(held).astype(np.intp) - 1
+            look = np.flatnonzero(held)
+            same_key = self.keys[at[look]] == keys[look]
+            match = look[same_key]
+            # In a crowded slot, not its holder: one of the rows that lost the slot?
+            crowded = look[~same_key & (held[look] < 0)]
+            if crowded.size:
+                pos = np.searchsorted(self.crowded_keys, keys[crowded])
+                pos = np.minimum(pos, self.crowded_keys.size - 1)
+                found = self.crowded_keys[pos] == keys[crowded]
+                at[crowded[found]] = self.crowded_rows[pos[found]]
+                match = np.concatenate([match, crowded[found]])
+            # Same hash and the same values (NaN never equals, so a row with one is predicted).
+            hit = match[np.all(self.rows[at[match]] == x[match], axis=1)]
+            src = at[hit]
+        n_hit = hit.size
         if n_hit == 0:  # a disjoint window: nothing to pick out
-            out = {name: np.asarray(model.predict(x), dtype=float) for name, model in models.items()}
+            out = _predict_losses(models, x)
         else:
-            new = ~hit
-            new_rows = x[new] if n_hit < x.shape[0] else None
-            for name, model in models.items():
+            new = np.ones(x.shape[0], dtype=bool)
+            new[hit] = False
+            fresh = _predict_losses(models, x[new]) if n_hit < x.shape[0] else {}
+            out = {}
+            for name in models:
                 loss = np.empty(x.shape[0])
-                loss[hit] = self.loss[name][cand[hit]]
-                if new_rows is not None:
-                    loss[new] = model.predict(new_rows)
+                loss[hit] = self.loss[name][src]
+                if fresh:
+                    loss[new] = fresh[name]
                 out[name] = loss
         self.predicted += x.shape[0] - n_hit
         self.reused += n_hit
-        self.keys, self.rows, self.loss = keys, np.array(x, dtype=float), out
-        self.seen = np.zeros(1 << self.SEEN_BITS, dtype=bool)
-        self.seen[slot] = True
+        self.index[self.slots] = 0
+        row = np.arange(1, x.shape[0] + 1, dtype=np.int32)
+        self.index[slots] = row
+        holder = self.index[slots]
+        lost = np.flatnonzero(holder != row)  # rows whose slot another row holds
+        self.index[slots[lost]] = -holder[lost]
+        order = np.argsort(keys[lost])
+        self.crowded_keys, self.crowded_rows = keys[lost][order], lost[order]
+        self.keys, self.slots, self.loss = keys, slots, out
+        self.rows = np.array(x, dtype=float)
         return out
 
 

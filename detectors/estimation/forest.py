@@ -4,7 +4,8 @@ A DLE window's cost is applying the loss models' trees (97% of it on the benchma
 5000-row windows); LightGBM's predictor spends most of that per row (a row copied to
 pairs, then to a buffer). ``Forest`` applies them with LightGBM's decision rules, so the
 predictions are LightGBM's to the last bit (tests/test_forest.py holds them equal on random
-rows with NaNs, zeros and categorical features): by QuickScorer (bit masks of each tree's
+rows with NaNs, zeros and categorical features; ``predict_together`` applies several
+forests, DLE's loss models, to one window in one call): by QuickScorer (bit masks of each tree's
 leaves, eight rows compared with each threshold at once) when every split is a plain
 ``<=`` and a tree has at most 32 leaves, as DLE's loss models usually are; otherwise by
 walking blocks of rows through the trees laid out in flat arrays. ``compile_booster``
@@ -15,6 +16,7 @@ whose output is transformed): the caller then uses LightGBM's own predictor.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,10 @@ try:
     from mlvigil_native import Forest as _NativeForest
 except ImportError:  # no native module, or one built before Forest existed
     _NativeForest = None
+try:
+    from mlvigil_native import predict_forests as _predict_forests
+except ImportError:  # a build before predict_forests: one call per forest
+    _predict_forests = None
 
 #: Objectives whose prediction is the raw score (LightGBM's ConvertOutput is the identity).
 _RAW_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
@@ -38,13 +44,38 @@ class NativeForest:
 
     def __init__(self, forest: Any) -> None:
         self._forest = forest
+        #: Threads ``predict`` and ``predict_together`` use unless told: 0, a thread per core
+        #: once each has enough rows (1024) to pay for its start.
+        self.threads = 0
 
-    def predict(self, x: np.ndarray, threads: int = 0) -> np.ndarray:
-        """The booster's prediction of each row; ``threads`` 0 uses a thread per core once
-        each has enough rows (1024) to pay for its start. Identical for any ``threads``."""
+    def predict(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """The booster's prediction of each row, on ``threads`` threads (default
+        ``self.threads``). Identical for any ``threads``."""
         out = np.empty(x.shape[0])
-        self._forest.predict(np.ascontiguousarray(x, dtype=np.float64), out, threads=threads)
+        self._forest.predict(
+            np.ascontiguousarray(x, dtype=np.float64),
+            out,
+            threads=self.threads if threads is None else threads,
+        )
         return out
+
+
+def predict_together(forests: Sequence[NativeForest], x: np.ndarray) -> np.ndarray:
+    """Each forest's prediction of each row of ``x`` (row ``i`` of the result: forest
+    ``i``'s, identical to its ``predict``), in one native call: one copy of the window and one
+    start of the threads for all of them (the first forest's ``threads``), each thread
+    applying every forest to its rows while they are in cache."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty((len(forests), x.shape[0]))
+    if not forests:
+        return out
+    threads = forests[0].threads
+    if _predict_forests is None:
+        for i, forest in enumerate(forests):
+            out[i] = forest.predict(x, threads)
+    else:
+        _predict_forests([f._forest for f in forests], x, out, threads=threads)
+    return out
 
 
 def _tree_arrays(root: dict[str, Any]) -> tuple[list[Any], ...]:

@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
-use tree_eval::{Child, Forest, Missing, Split, Test, Tree};
+use tree_eval::{predict_each, Child, Forest, Missing, Split, Test, Tree};
 
 mod features;
 
@@ -375,6 +375,43 @@ impl PyForest {
     }
 }
 
+/// predict_forests(forests, x, out, threads=0): each Forest's raw score of each row of `x`
+/// (2-D float64, any layout) into its row of `out` (2-D float64, writable, one row per
+/// forest, one column per row of `x`), on `threads` threads as `Forest.predict`: one copy of
+/// the input and one start of the threads for all the forests. The scores are each forest's
+/// `predict`, bit for bit.
+#[pyfunction]
+#[pyo3(signature = (forests, x, out, threads=0))]
+fn predict_forests(
+    py: Python<'_>,
+    forests: Vec<Bound<'_, PyForest>>,
+    x: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+    threads: usize,
+) -> PyResult<()> {
+    if x.dimensions() != 2 || out.dimensions() != 2 || out.readonly() {
+        return Err(PyValueError::new_err(
+            "predict_forests needs a 2-D float64 x and a writable 2-D float64 out",
+        ));
+    }
+    let (rows, cols) = (x.shape()[0], x.shape()[1]);
+    if out.shape() != [forests.len(), rows] {
+        return Err(PyValueError::new_err(format!(
+            "out has shape {:?}; {} forests and {rows} rows need ({}, {rows})",
+            out.shape(),
+            forests.len(),
+            forests.len()
+        )));
+    }
+    let forests: Vec<&Forest> = forests.iter().map(|f| &f.get().inner).collect();
+    // A copy, so that nothing Python does while the GIL is released can change the input.
+    let values = x.to_vec(py)?;
+    let mut result = vec![0.0; forests.len() * rows];
+    py.detach(|| predict_each(&forests, &values, cols, &mut result, threads))
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    out.copy_from_slice(py, &result)
+}
+
 #[pymodule]
 fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalise_traces, m)?)?;
@@ -383,6 +420,7 @@ fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalise_logs, m)?)?;
     m.add_function(wrap_pyfunction!(crc32, m)?)?;
     m.add_class::<PyForest>()?;
+    m.add_function(wrap_pyfunction!(predict_forests, m)?)?;
     m.add_function(wrap_pyfunction!(features::extract_features, m)?)?;
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
