@@ -17,12 +17,9 @@ from detectors.drift.calibration import CALIBRATION_DOCS, Calibrations, calibrat
 from detectors.drift.min_p import READY, Member, calibration_size
 from detectors.drift.profile import Labels, ReferenceProfile
 from detectors.drift.profile_store import (
-    PROFILE_DOCS,
     decode_profile,
     encode_profile,
     load_profile,
-    save_profile,
-    stored_doc,
 )
 from mlvigil.core.store.duckdb import DuckDBStore
 from tests.harness import ServiceHandle
@@ -156,29 +153,6 @@ class _CountingStore(DuckDBStore):
     def list_docs(self, collection: str, **kw: Any) -> dict[str, dict[str, Any]]:
         self.reads += 1
         return super().list_docs(collection, **kw)
-
-
-def test_monitors_after_a_restart_read_the_stored_profiles_once(tmp_path: Path) -> None:
-    # A point lookup in DuckDB reads the body of every stored document beside the one it
-    # finds (~0.5 s each with fifty 4-5 MB profiles): fifty monitors must not pay it fifty times.
-    store = _CountingStore(str(tmp_path))
-    try:
-        rng = np.random.default_rng(7)
-        profiles = {f"m{i}": ReferenceProfile.from_columns({"x": rng.normal(size=200)}) for i in range(20)}
-        for name, profile in profiles.items():
-            assert save_profile(store, name, profile, {"content": name}) > 0
-        store.put_doc(PROFILE_DOCS, "old-format", {"format": -1})
-        store.reads = 0
-        for name, profile in profiles.items():
-            doc = stored_doc(store, name)
-            assert doc is not None and doc["content"] == name
-            loaded = load_profile(doc, name)
-            assert loaded is not None and profile_digest(loaded) == profile_digest(profile)
-        assert stored_doc(store, "old-format") is None
-        assert stored_doc(store, "never-stored") is None
-        assert store.reads == 1
-    finally:
-        store.close()
 
 
 def test_calibrations_after_a_restart_are_read_from_the_store_at_once(tmp_path: Path) -> None:

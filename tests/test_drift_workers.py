@@ -83,3 +83,45 @@ def test_statistics_run_in_a_worker_and_a_dead_or_stalled_worker_never_stops_the
     recovered = _new_verdict(svc, rng, "again")
     assert recovered["status"] == "drift"
     assert recovered["statistics"]["worker_pid"] not in (worker, stalled)
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(_stat(int(stat.parent.name))[1]) == pid:
+                out.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue
+    return out
+
+
+SCHED_IDLE = 5  # the policy field of /proc/PID/stat ([38] after the command name)
+
+
+def test_a_calibration_yields_the_cpu_to_the_statistics_of_steady_verdicts(service_factory) -> None:
+    # At the same priority, a calibration's seconds of CPU made each window's statistics wait
+    # behind it: a calibration runs in the idle scheduling class, the statistics at nice +10.
+    svc: ServiceHandle = service_factory({"detectors": {"interval": 3600}})
+    assert svc.proc is not None
+    rng = np.random.default_rng(5)
+    svc.post("/api/v1/monitors", _monitor("slow", null_windows=100_000))  # minutes of calibration
+    svc.post("/api/v1/monitors/slow/reference", _reference(rng))
+    _send(svc, rng, 400)
+    svc.wait_for(lambda: svc.stats()["inferences"] >= 400)
+    svc.evaluate()
+    status = _status(svc, "slow")
+    assert status["calibration"] == "pending"
+    statistics = status["statistics"]["worker_pid"]
+    service = svc.proc.pid
+    service_nice = int(_stat(service)[16])
+
+    def calibration_worker() -> int | None:
+        idle = [p for p in _children(service) if p != statistics and int(_stat(p)[38]) == SCHED_IDLE]
+        return idle[0] if idle else None
+
+    calibration = svc.wait_for(calibration_worker, timeout=30)
+    assert calibration is not None
+    assert int(_stat(statistics)[38]) != SCHED_IDLE
+    assert int(_stat(statistics)[16]) == min(19, service_nice + 10)
+    assert int(_stat(calibration)[16]) >= int(_stat(statistics)[16])

@@ -185,6 +185,10 @@ def test_documents_and_their_states(store: Store) -> None:
     assert store.delete_doc("outbox", "m3") is True
     assert store.delete_doc("outbox", "m3") is False
     assert store.get_doc("other", "m1") is None
+    # One id in two collections: each lookup finds its own collection's document.
+    store.put_doc("other", "m1", {"state": "x", "big": "y" * 100_000})
+    assert store.get_doc("other", "m1") == {"state": "x", "big": "y" * 100_000}
+    assert store.get_doc("outbox", "m1") == {"state": "delivered"}
 
 
 def test_unknown_table_and_bad_identifiers_are_refused(store: Store) -> None:

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -344,12 +345,21 @@ def service_run(
         out["peak_rss_mb"] = _peak_rss_mb(svc.proc.pid)
         if not restart:
             return out
-        svc.restart()
+        # Opening a 5M-row store takes 15-20 s on a loaded 2-core machine: more than
+        # restart()'s default wait for readiness.
+        svc.kill()
+        svc.start(timeout=300)
         _, took = _post(svc.api + "/api/v1/evaluate", b"{}", "application/json")
         out["first_pass_after_restart_s"] = took
         out["calibrated_after_restart"] = sum(s.get("calibration") == "ready" for s in _statuses(svc))
     finally:
-        svc.stop()
+        try:
+            svc.stop(timeout=120)
+        except subprocess.TimeoutExpired:
+            # A graceful stop can take long on a loaded machine (its last checkpoint, say):
+            # the figures are taken; the next count starts a fresh service on the same store.
+            print("  (the service did not stop within 120 s; killed)", file=sys.stderr)
+            svc.kill()
     return out
 
 

@@ -15,11 +15,6 @@ reference content: the digest of the ``ts`` column of the reference's rows (one 
 read, ~5-20 ms for 10k rows), so rows added to or deleted from a fixed range rebuild it. A
 rolling reference (``last``) is used while it is younger than its ``refresh``, as it would
 have been had the service not restarted.
-
-The stored documents are read all at once, by the first monitor that looks for its own after
-a restart, and handed out from memory (each once, for ``PREFETCH_TTL_S``): DuckDB reads the
-``body`` of every document beside the one a point lookup finds (~0.5 s per lookup with fifty
-4-5 MB profiles stored), so fifty monitors looking one by one took ~25 s more than one read.
 """
 
 from __future__ import annotations
@@ -30,9 +25,6 @@ import hashlib
 import json
 import logging
 import math
-import threading
-import time
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,14 +50,6 @@ FORMAT = 1
 MAX_STORED_BYTES = 32 * 1024 * 1024
 #: Most labels one categorical column of the kept rows may hold in a stored profile.
 MAX_LABELS = 100_000
-#: How long the stored profiles read at once stay in memory for the monitors still to load.
-PREFETCH_TTL_S = 300.0
-
-# Per store: when its profile documents were read, and those not handed out yet.
-_prefetched: weakref.WeakKeyDictionary[Store, tuple[float, dict[str, dict[str, Any]]]] = (
-    weakref.WeakKeyDictionary()
-)
-_prefetch_lock = threading.Lock()
 
 
 class NotEncodable(ValueError):
@@ -252,19 +236,9 @@ def save_profile(store: Store, monitor: str, profile: ReferenceProfile, key: dic
 
 
 def stored_doc(store: Store, monitor: str) -> dict[str, Any] | None:
-    """``monitor``'s stored profile document when it is of this ``FORMAT``, else None.
-
-    The first call reads every stored profile (one scan); later calls within
-    ``PREFETCH_TTL_S`` take theirs from that read, each document once."""
+    """``monitor``'s stored profile document when it is of this ``FORMAT``, else None."""
     try:
-        with _prefetch_lock:
-            read_at, docs = _prefetched.get(store, (0.0, {}))
-            if not 0 <= time.monotonic() - read_at < PREFETCH_TTL_S:
-                read_at, docs = time.monotonic(), store.list_docs(PROFILE_DOCS)
-            # Each document handed out once; a profile saved after the read is not seen
-            # until the read expires (the monitor builds its own meanwhile: the same profile).
-            doc = docs.pop(monitor, None)
-            _prefetched[store] = (read_at, docs)
+        doc = store.get_doc(PROFILE_DOCS, monitor)
     except Exception as exc:
         log.warning("drift: stored reference profile of monitor %s not readable: %s", monitor, exc)
         return None
@@ -286,7 +260,6 @@ def load_profile(doc: Mapping[str, Any], monitor: str) -> ReferenceProfile | Non
 __all__ = [
     "FORMAT",
     "MAX_STORED_BYTES",
-    "PREFETCH_TTL_S",
     "PROFILE_DOCS",
     "NotEncodable",
     "content_digest",

@@ -6,8 +6,8 @@ ships the window's feature values to a worker, which runs ``compare.feature_resu
 sorts, tests and counts) and sends the results back; the correction and the verdict are
 decided in the service. A worker keeps the feature profiles it was sent (most recently used
 first, ``MAX_WORKER_PROFILES``), so a steady evaluation ships only the window. Workers run
-at a lower CPU priority (``calibration.CALIBRATION_NICE``, as calibrations do): on a small
-machine ingest keeps the CPU and the statistics take what is left.
+at a lower CPU priority (``calibration.WORKER_NICE``): on a small machine ingest keeps the
+CPU and the statistics take what is left, before calibrations (idle scheduling class).
 
 A worker that dies (killed, out of memory) costs one retry in a fresh pool; one that takes
 longer than ``timeout`` is stopped with its pool and the evaluation fails (the monitor's
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.drift.calibration import worker_init
+from detectors.drift.calibration import worker_init, worker_nice
 from detectors.drift.compare import FeaturePlan, FeatureResult, feature_results
 from detectors.drift.min_p import Member
 from detectors.drift.profile import FeatureProfile, ReferenceProfile
@@ -105,7 +105,7 @@ class StatisticsWorkers:
                     self.workers,
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=worker_init,
-                    initargs=(os.getpid(),),
+                    initargs=(os.getpid(), worker_nice()),
                 )
             return self._pool
 
