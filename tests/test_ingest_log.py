@@ -171,7 +171,12 @@ def test_llm_traffic_metrics_from_arrow_equal_the_per_row_ones() -> None:
     LlmTrafficMetrics(per_row).observe(batch)
     cols = batch.columns["llm_calls"]
     schema = LOG_SCHEMAS["llm_calls"]
-    table = pa.Table.from_pydict({f.name: cols[f.name] for f in schema}, schema=schema)
+    # In chunks, one a log record, as the loader hands over a group of records.
+    table = pa.concat_tables(
+        pa.Table.from_pydict({f.name: cols[f.name][a:b] for f in schema}, schema=schema)
+        for a, b in ((0, 2), (2, 5), (5, len(rows)))
+    )
+    assert table["service"].num_chunks == 3
     LlmTrafficMetrics(arrow).observe_arrow({"llm_calls": table})
 
     def series(registry: CollectorRegistry) -> list[str]:
