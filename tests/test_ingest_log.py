@@ -190,6 +190,43 @@ def test_llm_traffic_metrics_from_arrow_equal_the_per_row_ones() -> None:
     assert any("Timeout" in line for line in series(arrow))
 
 
+def test_llm_traffic_metrics_from_log_records_write_nothing_to_stderr(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Tables read back from log records have unaligned buffers (each IPC stream starts after
+    its table's name); counting them must not make Arrow's Acero print its "poorly aligned"
+    warning, which it did ten times a record, for every loaded group, into the service's log."""
+    from prometheus_client import CollectorRegistry
+
+    from collector.llm_metrics import LlmTrafficMetrics
+    from collector.native import LOG_SCHEMAS
+    from collector.wal import decode, encode
+
+    schema = LOG_SCHEMAS["llm_calls"]
+    n = 50
+    cols: dict[str, list[Any]] = {f.name: [None] * n for f in schema}
+    cols.update(
+        ts=[float(i) for i in range(n)],
+        service=["svc"] * n,
+        response_model=[f"m{i % 3}" for i in range(n)],
+        error=[None if i % 7 else "Timeout" for i in range(n)],
+        input_tokens=list(range(n)),
+        finish_reasons=["stop"] * n,
+        latency_s=[0.1 * i for i in range(n)],
+    )
+    tables = [
+        decode(encode({"llm_calls": pa.Table.from_pydict(cols, schema=schema)}))["llm_calls"]
+        for _ in range(2)
+    ]
+    capfd.readouterr()
+    registry = CollectorRegistry()
+    LlmTrafficMetrics(registry).observe_arrow({"llm_calls": pa.concat_tables(tables)})
+    assert "poorly aligned" not in capfd.readouterr().err
+    assert registry.get_sample_value(
+        "mlvigil_llm_calls_total", {"service": "svc", "model": "m0", "outcome": "ok"}
+    )
+
+
 def test_on_postgresql_the_native_normaliser_commits_and_no_prompt_text_is_stored(
     service_factory: Callable[..., ServiceHandle], postgres_dsn: str
 ) -> None:
