@@ -130,6 +130,30 @@ def test_loading_is_exactly_once_across_a_lost_loader(tmp_path: Path) -> None:
     store.close()
 
 
+def test_the_loader_remembers_its_position_and_asks_the_store_again_after_a_failed_load(
+    tmp_path: Path,
+) -> None:
+    """The DuckDB loader reads a log's position once and then keeps it as it stores it; a
+    load that fails (rolled back) must not move it: the next load starts where the store is."""
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal")
+    for i in range(3):
+        wal.append(_spans(i))
+    wal.append(_spans(3)).result(timeout=10)
+    loader = DuckDBLoader(store)
+    assert load_once(wal, loader, max_records=2)[0] == 2
+    assert loader.log_position("ingest") == Position(*store.log_position("ingest") or (-1, -1))
+    stored = loader.log_position("ingest")
+    with pytest.raises(Exception, match="unknown record table"):
+        loader.load("ingest", {"no_such_table": pa.table({"x": [1]})}, Position(99, 0))
+    assert loader.log_position("ingest") == stored, "a failed load leaves the stored position"
+    while load_once(wal, loader)[0]:
+        pass
+    assert _ids(store) == [0, 1, 2, 3]
+    wal.close()
+    store.close()
+
+
 def test_sigkill_of_the_writer_loses_nothing_acknowledged_and_duplicates_nothing(tmp_path: Path) -> None:
     log_dir = tmp_path / "wal"
     acked: list[int] = []

@@ -382,9 +382,10 @@ class DuckDBConnection:
             return self._checkpoint_locked(None, con, vacuum=False)
 
     def _single_thread(self, con: duckdb.DuckDBPyConnection, enter: bool) -> None:
-        """Loads insert on one thread: a log group (thousands of rows) costs about half the CPU
-        that way; DuckDB's parallel insert spends the rest coordinating. ``threads`` is
-        database-wide, so it is restored when the last concurrent load ends."""
+        """Large loads insert on one thread: a log group of tens of thousands of rows costs
+        less CPU that way; DuckDB's parallel insert spends the rest coordinating (small groups
+        skip this: ``records.SINGLE_THREAD_ROWS``). ``threads`` is database-wide, so it is
+        restored when the last concurrent load ends."""
         with self._threads_lock:
             self._single_threaded += 1 if enter else -1
             if self._single_threaded == (1 if enter else 0):
