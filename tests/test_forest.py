@@ -310,3 +310,52 @@ def test_dle_reuses_every_shared_row_when_rows_crowd_the_cache_index(monkeypatch
     assert [e.value for e in shifted] == [e.value for e in fresh.estimate(window(60))]
     # Both loss models were applied in one native call (where the native module has it).
     assert all(isinstance(m.native, forest_module.NativeForest) for m in est._models.values())
+
+
+@pytest.mark.parametrize("slot_bits", [16, 2])
+def test_last_rows_finds_the_rows_the_numpy_version_finds(slot_bits: int) -> None:
+    from detectors.estimation.dle import _LastRows
+
+    if not hasattr(native, "LastRows"):
+        pytest.skip("this mlvigil_native build has no LastRows (DLE uses _LastRows)")
+    rng = np.random.default_rng(41)
+    x = rng.normal(size=(3000, 4))
+    x[7, 2] = np.nan  # never found
+    x[8] = [0.0, -0.0, np.inf, -np.inf]
+    both = (native.LastRows(slot_bits), _LastRows(slot_bits))
+    # Tumbling, sliding by 10%, a column fewer (none found), back, and non-contiguous input.
+    views = [x[:1000], x[100:1100], x[2000:3000], x[1900:2900, :3], x[1800:2800, :3], x[1000:2000:1, ::1]]
+    views.append(np.asfortranarray(x[1500:2500]))
+    for view in views:
+        got = []
+        for last in both:
+            found = np.full(view.shape[0], 99, dtype=np.int64)
+            last.match_and_keep(view, found)
+            got.append(found)
+        assert np.array_equal(got[0], got[1])
+        assert len(both[0]) == len(both[1]) == view.shape[0]
+    # Sliding by 100 rows: the 900 shared found at their place in the last window.
+    last = native.LastRows(slot_bits)
+    found = np.empty(1000, dtype=np.int64)
+    last.match_and_keep(x[:1000], found)
+    last.match_and_keep(x[100:1100], found)
+    want = np.r_[np.arange(100, 1000), np.full(100, -1)]
+    assert np.array_equal(found, want)
+
+
+def test_last_rows_refuses_wrong_shapes_and_read_only_places() -> None:
+    if not hasattr(native, "LastRows"):
+        pytest.skip("this mlvigil_native build has no LastRows")
+    last = native.LastRows()
+    x = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="3 places for 4 rows"):
+        last.match_and_keep(x, np.empty(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="2-D"):
+        last.match_and_keep(np.zeros(4), np.empty(4, dtype=np.int64))
+    read_only = np.empty(4, dtype=np.int64)
+    read_only.flags.writeable = False
+    with pytest.raises((ValueError, BufferError)):
+        last.match_and_keep(x, read_only)
+    with pytest.raises((ValueError, BufferError, TypeError)):
+        last.match_and_keep(x, np.empty(4, dtype=np.int32))
+    assert len(last) == 0  # nothing kept from a refused call

@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
-use tree_eval::{predict_each, Child, Forest, Missing, Split, Test, Tree};
+use tree_eval::{predict_each, Child, Forest, LastRows, Missing, Split, Test, Tree};
 
 mod features;
 
@@ -412,6 +412,71 @@ fn predict_forests(
     out.copy_from_slice(py, &result)
 }
 
+/// LastRows(slot_bits=16): the rows of the last window, to find in the next (tree_eval::last_rows; DLE's
+/// LossCache keeps each row's predicted loss for one window).
+#[pyclass(name = "LastRows", module = "mlvigil_native")]
+struct PyLastRows {
+    inner: LastRows,
+}
+
+#[pymethods]
+impl PyLastRows {
+    #[new]
+    #[pyo3(signature = (slot_bits=tree_eval::last_rows::SLOT_BITS))]
+    fn new(slot_bits: u32) -> Self {
+        PyLastRows {
+            inner: LastRows::with_slot_bits(slot_bits),
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// match_and_keep(x, found): for each row of `x` (2-D float64, any layout), the index
+    /// of an equal row (every value ==; a row with a NaN never is) among the last call's
+    /// rows, or -1, into `found` (writable 1-D int64, one per row); then keeps `x`'s rows
+    /// (a copy) as the last. Rows of another width than the last call's find none.
+    fn match_and_keep(&mut self, py: Python<'_>, x: PyBuffer<f64>, found: PyBuffer<i64>) -> PyResult<()> {
+        if x.dimensions() != 2 || found.dimensions() != 1 || found.readonly() {
+            return Err(PyValueError::new_err(
+                "match_and_keep needs a 2-D float64 x and a writable 1-D int64 found",
+            ));
+        }
+        let (rows, cols) = (x.shape()[0], x.shape()[1]);
+        if found.shape()[0] != rows {
+            return Err(PyValueError::new_err(format!(
+                "found has {} places for {rows} rows",
+                found.shape()[0]
+            )));
+        }
+        // In place where the arrays are C-contiguous (DLE's are): the GIL is held throughout,
+        // so nothing changes them meanwhile; else through copies.
+        let copied;
+        let values: &[f64] = if x.is_c_contiguous() {
+            // SAFETY: a C-contiguous buffer of rows * cols f64 values, alive and unchanged
+            // while `x` is held with the GIL.
+            unsafe { std::slice::from_raw_parts(x.buf_ptr() as *const f64, rows * cols) }
+        } else {
+            copied = x.to_vec(py)?;
+            &copied
+        };
+        if found.is_c_contiguous() && !found.readonly() {
+            // SAFETY: as `x`; writable, and no other reference to it is live in this call.
+            let out = unsafe { std::slice::from_raw_parts_mut(found.buf_ptr() as *mut i64, rows) };
+            return self
+                .inner
+                .match_and_keep(values, cols, out)
+                .map_err(|e| PyValueError::new_err(e.to_string()));
+        }
+        let mut result = vec![-1i64; rows];
+        self.inner
+            .match_and_keep(values, cols, &mut result)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        found.copy_from_slice(py, &result)
+    }
+}
+
 #[pymodule]
 fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalise_traces, m)?)?;
@@ -421,6 +486,7 @@ fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32, m)?)?;
     m.add_class::<PyForest>()?;
     m.add_function(wrap_pyfunction!(predict_forests, m)?)?;
+    m.add_class::<PyLastRows>()?;
     m.add_function(wrap_pyfunction!(features::extract_features, m)?)?;
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;

@@ -21,7 +21,10 @@
 
 use std::fmt;
 
+pub mod last_rows;
 mod pool;
+
+pub use last_rows::LastRows;
 
 /// LightGBM's `kZeroThreshold` (declared `1e-35f`: the float's value, widened).
 pub const ZERO_THRESHOLD: f64 = 1e-35_f32 as f64;
