@@ -354,6 +354,8 @@ impl Forest {
         if f.plain {
             f.qs = f.quick_scorer();
         }
+        // A forest is made to be applied: its threads started now, not by its first call.
+        pool::start();
         Ok(f)
     }
 
