@@ -359,3 +359,59 @@ def test_last_rows_refuses_wrong_shapes_and_read_only_places() -> None:
     with pytest.raises((ValueError, BufferError, TypeError)):
         last.match_and_keep(x, np.empty(4, dtype=np.int32))
     assert len(last) == 0  # nothing kept from a refused call
+
+
+def test_joined_forests_give_lightgbms_predictions_and_dle_joins_its_loss_models() -> None:
+    # Two plain models on the same features (DLE's two loss models): one joint layout where
+    # the CPU has AVX2, LightGBM's predictions either way; a third model not joined.
+    rng = np.random.default_rng(37)
+    x = np.nan_to_num(_rows(rng, 3000))
+    boosters = [
+        lightgbm.train(
+            {"verbosity": -1, "num_threads": 1, "seed": seed},
+            lightgbm.Dataset(x, _target(x, rng) ** power),
+            num_boost_round=60,
+        )
+        for seed, power in ((1, 1), (2, 2), (3, 1))
+    ]
+    forests = [compile_booster(b) for b in boosters]
+    assert all(f is not None for f in forests)
+    pair = [f for f in forests[:2] if f is not None]
+    forest_module.join(pair)
+    if hasattr(native, "Forests"):
+        assert pair[0]._joint is not None and pair[0]._joint[1].joint == _avx2()
+    for n in (0, 1, 25, 1025, 4099):
+        window = np.nan_to_num(_analysis_rows(rng, n))
+        window[::5, 0] = np.inf
+        window[1::5, 1] = -0.0
+        expected = np.stack([b.predict(window, num_threads=1) for b in boosters[:2]])
+        for threads in (1, 2, 0):
+            for f in pair:
+                f.threads = threads
+            assert np.array_equal(forest_module.predict_together(pair, window), expected), (n, threads)
+        # Other forests, or these in another order: not the joint layout, the same values.
+        swapped = forest_module.predict_together(pair[::-1], window)
+        assert np.array_equal(swapped, expected[::-1])
+    # DLE lays its two loss models out together at fit.
+    ref = Sample(predictions=x[:, 0], labels=x[:, 0] + rng.normal(size=3000), features=x)
+    est = DLE(["mae", "rmse"]).fit(ref)
+    natives = [m.native for m in est._models.values()]
+    if hasattr(native, "Forests"):
+        assert natives[0]._joint is not None and list(natives[0]._joint[0]) == natives
+
+
+def test_forests_refuses_wrong_shapes() -> None:
+    if not hasattr(native, "Forests"):
+        pytest.skip("this mlvigil_native build has no Forests")
+    split: tuple[list[Any], ...] = ([0], [0.5], [0], [-1], [-2], [[]], [1.0, 2.0])
+    one = native.Forest([split])
+    both = native.Forests([one, one])
+    assert len(both) == 2
+    x = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        both.predict(x, np.empty((1, 3)))
+    with pytest.raises(ValueError, match="2-D"):
+        both.predict(x, np.empty(6))
+    out = np.empty((2, 3))
+    both.predict(np.array([[0.5, 0.0], [0.6, 0.0], [np.nan, 0.0]]), out)
+    assert np.array_equal(out, [[1.0, 2.0, 1.0], [1.0, 2.0, 1.0]])

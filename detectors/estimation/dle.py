@@ -44,7 +44,7 @@ import numpy as np
 
 from detectors.estimation.base import BAND_LEVEL, EstimationError, PerformanceEstimator, Sample
 from detectors.estimation.density_ratio import DensityRatio, effective_sample_size
-from detectors.estimation.forest import NativeForest, compile_booster, predict_together
+from detectors.estimation.forest import NativeForest, compile_booster, join, predict_together
 
 try:
     from mlvigil_native import LastRows as _NativeLastRows
@@ -351,6 +351,9 @@ class DLE(PerformanceEstimator):
             var = float(t[hold].var())
             self.quality[f"r2_{name}_loss"] = 1 - float((resid**2).mean()) / var if var > 0 else math.nan
             self._models[name] = self._new_model().fit(x, t).for_windows()
+        natives = [model.native for model in self._models.values()]
+        if all(isinstance(f, NativeForest) for f in natives):
+            join(natives)
         self._cache = LossCache()
         if self.shift_robust:
             import lightgbm

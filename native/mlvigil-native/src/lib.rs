@@ -389,27 +389,77 @@ fn predict_forests(
     out: PyBuffer<f64>,
     threads: usize,
 ) -> PyResult<()> {
+    let forests: Vec<&Forest> = forests.iter().map(|f| &f.get().inner).collect();
+    predict_into(py, "predict_forests", forests.len(), x, out, |values, cols, result| {
+        predict_each(&forests, values, cols, result, threads)
+    })
+}
+
+/// The checks and copies of `predict_forests` and `Forests.predict` around `apply`.
+fn predict_into(
+    py: Python<'_>,
+    name: &str,
+    n_forests: usize,
+    x: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+    apply: impl FnOnce(&[f64], usize, &mut [f64]) -> Result<(), tree_eval::Error> + Send,
+) -> PyResult<()> {
     if x.dimensions() != 2 || out.dimensions() != 2 || out.readonly() {
-        return Err(PyValueError::new_err(
-            "predict_forests needs a 2-D float64 x and a writable 2-D float64 out",
-        ));
-    }
-    let (rows, cols) = (x.shape()[0], x.shape()[1]);
-    if out.shape() != [forests.len(), rows] {
         return Err(PyValueError::new_err(format!(
-            "out has shape {:?}; {} forests and {rows} rows need ({}, {rows})",
-            out.shape(),
-            forests.len(),
-            forests.len()
+            "{name} needs a 2-D float64 x and a writable 2-D float64 out"
         )));
     }
-    let forests: Vec<&Forest> = forests.iter().map(|f| &f.get().inner).collect();
+    let (rows, cols) = (x.shape()[0], x.shape()[1]);
+    if out.shape() != [n_forests, rows] {
+        return Err(PyValueError::new_err(format!(
+            "out has shape {:?}; {n_forests} forests and {rows} rows need ({n_forests}, {rows})",
+            out.shape(),
+        )));
+    }
     // A copy, so that nothing Python does while the GIL is released can change the input.
     let values = x.to_vec(py)?;
-    let mut result = vec![0.0; forests.len() * rows];
-    py.detach(|| predict_each(&forests, &values, cols, &mut result, threads))
+    let mut result = vec![0.0; n_forests * rows];
+    py.detach(|| apply(&values, cols, &mut result))
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     out.copy_from_slice(py, &result)
+}
+
+/// Forests(forests): Forests applied to the same rows together (tree_eval::Forests): where
+/// every one is applied by QuickScorer, in one joint layout (each row's value of a feature
+/// read once, a threshold several share tested once). `predict` is `predict_forests`'s, bit
+/// for bit.
+#[pyclass(frozen, name = "Forests", module = "mlvigil_native")]
+struct PyForests {
+    inner: tree_eval::Forests,
+}
+
+#[pymethods]
+impl PyForests {
+    #[new]
+    fn new(forests: Vec<Bound<'_, PyForest>>) -> Self {
+        PyForests {
+            inner: tree_eval::Forests::new(forests.iter().map(|f| f.get().inner.clone()).collect()),
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.forests().len()
+    }
+
+    /// Whether the forests share one QuickScorer layout (else each is applied alone).
+    #[getter]
+    fn joint(&self) -> bool {
+        self.inner.is_joint()
+    }
+
+    /// predict(x, out, threads=0): as predict_forests(these forests, x, out, threads).
+    #[pyo3(signature = (x, out, threads=0))]
+    fn predict(&self, py: Python<'_>, x: PyBuffer<f64>, out: PyBuffer<f64>, threads: usize) -> PyResult<()> {
+        let inner = &self.inner;
+        predict_into(py, "predict", inner.forests().len(), x, out, |values, cols, result| {
+            inner.predict_on(values, cols, result, threads)
+        })
+    }
 }
 
 /// LastRows(slot_bits=16): the rows of the last window, to find in the next (tree_eval::last_rows; DLE's
@@ -487,6 +537,7 @@ fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyForest>()?;
     m.add_function(wrap_pyfunction!(predict_forests, m)?)?;
     m.add_class::<PyLastRows>()?;
+    m.add_class::<PyForests>()?;
     m.add_function(wrap_pyfunction!(features::extract_features, m)?)?;
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
