@@ -71,7 +71,8 @@ def run_mlvigil(case: Case) -> dict[str, Any]:
         values: dict[str, list[float]] = {m: [] for m in case.metrics}
         alarms: dict[str, list[bool]] = {m: [] for m in case.metrics}
         # Timed from the same data frame NannyML gets: converted to arrays once (mlvigil's
-        # estimators take arrays, as the service holds rows), then split into windows.
+        # estimators take arrays, as the service holds rows), then split into windows (views of
+        # one run of rows each, where the rows come window by window).
         t0 = time.perf_counter()
         analysis = _sample(case, case.analysis, labels=False)
         for window in _windows(analysis, case.analysis["window"].to_numpy()):
