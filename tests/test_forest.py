@@ -310,3 +310,108 @@ def test_dle_reuses_every_shared_row_when_rows_crowd_the_cache_index(monkeypatch
     assert [e.value for e in shifted] == [e.value for e in fresh.estimate(window(60))]
     # Both loss models were applied in one native call (where the native module has it).
     assert all(isinstance(m.native, forest_module.NativeForest) for m in est._models.values())
+
+
+@pytest.mark.parametrize("slot_bits", [16, 2])
+def test_last_rows_finds_the_rows_the_numpy_version_finds(slot_bits: int) -> None:
+    from detectors.estimation.dle import _LastRows
+
+    if not hasattr(native, "LastRows"):
+        pytest.skip("this mlvigil_native build has no LastRows (DLE uses _LastRows)")
+    rng = np.random.default_rng(41)
+    x = rng.normal(size=(3000, 4))
+    x[7, 2] = np.nan  # never found
+    x[8] = [0.0, -0.0, np.inf, -np.inf]
+    both = (native.LastRows(slot_bits), _LastRows(slot_bits))
+    # Tumbling, sliding by 10%, a column fewer (none found), back, and non-contiguous input.
+    views = [x[:1000], x[100:1100], x[2000:3000], x[1900:2900, :3], x[1800:2800, :3], x[1000:2000:1, ::1]]
+    views.append(np.asfortranarray(x[1500:2500]))
+    for view in views:
+        got = []
+        for last in both:
+            found = np.full(view.shape[0], 99, dtype=np.int64)
+            last.match_and_keep(view, found)
+            got.append(found)
+        assert np.array_equal(got[0], got[1])
+        assert len(both[0]) == len(both[1]) == view.shape[0]
+    # Sliding by 100 rows: the 900 shared found at their place in the last window.
+    last = native.LastRows(slot_bits)
+    found = np.empty(1000, dtype=np.int64)
+    last.match_and_keep(x[:1000], found)
+    last.match_and_keep(x[100:1100], found)
+    want = np.r_[np.arange(100, 1000), np.full(100, -1)]
+    assert np.array_equal(found, want)
+
+
+def test_last_rows_refuses_wrong_shapes_and_read_only_places() -> None:
+    if not hasattr(native, "LastRows"):
+        pytest.skip("this mlvigil_native build has no LastRows")
+    last = native.LastRows()
+    x = np.zeros((4, 3))
+    with pytest.raises(ValueError, match="3 places for 4 rows"):
+        last.match_and_keep(x, np.empty(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="2-D"):
+        last.match_and_keep(np.zeros(4), np.empty(4, dtype=np.int64))
+    read_only = np.empty(4, dtype=np.int64)
+    read_only.flags.writeable = False
+    with pytest.raises((ValueError, BufferError)):
+        last.match_and_keep(x, read_only)
+    with pytest.raises((ValueError, BufferError, TypeError)):
+        last.match_and_keep(x, np.empty(4, dtype=np.int32))
+    assert len(last) == 0  # nothing kept from a refused call
+
+
+def test_joined_forests_give_lightgbms_predictions_and_dle_joins_its_loss_models() -> None:
+    # Two plain models on the same features (DLE's two loss models): one joint layout where
+    # the CPU has AVX2, LightGBM's predictions either way; a third model not joined.
+    rng = np.random.default_rng(37)
+    x = np.nan_to_num(_rows(rng, 3000))
+    boosters = [
+        lightgbm.train(
+            {"verbosity": -1, "num_threads": 1, "seed": seed},
+            lightgbm.Dataset(x, _target(x, rng) ** power),
+            num_boost_round=60,
+        )
+        for seed, power in ((1, 1), (2, 2), (3, 1))
+    ]
+    forests = [compile_booster(b) for b in boosters]
+    assert all(f is not None for f in forests)
+    pair = [f for f in forests[:2] if f is not None]
+    forest_module.join(pair)
+    if hasattr(native, "Forests"):
+        assert pair[0]._joint is not None and pair[0]._joint[1].joint == _avx2()
+    for n in (0, 1, 25, 1025, 4099):
+        window = np.nan_to_num(_analysis_rows(rng, n))
+        window[::5, 0] = np.inf
+        window[1::5, 1] = -0.0
+        expected = np.stack([b.predict(window, num_threads=1) for b in boosters[:2]])
+        for threads in (1, 2, 0):
+            for f in pair:
+                f.threads = threads
+            assert np.array_equal(forest_module.predict_together(pair, window), expected), (n, threads)
+        # Other forests, or these in another order: not the joint layout, the same values.
+        swapped = forest_module.predict_together(pair[::-1], window)
+        assert np.array_equal(swapped, expected[::-1])
+    # DLE lays its two loss models out together at fit.
+    ref = Sample(predictions=x[:, 0], labels=x[:, 0] + rng.normal(size=3000), features=x)
+    est = DLE(["mae", "rmse"]).fit(ref)
+    natives = [m.native for m in est._models.values()]
+    if hasattr(native, "Forests"):
+        assert natives[0]._joint is not None and list(natives[0]._joint[0]) == natives
+
+
+def test_forests_refuses_wrong_shapes() -> None:
+    if not hasattr(native, "Forests"):
+        pytest.skip("this mlvigil_native build has no Forests")
+    split: tuple[list[Any], ...] = ([0], [0.5], [0], [-1], [-2], [[]], [1.0, 2.0])
+    one = native.Forest([split])
+    both = native.Forests([one, one])
+    assert len(both) == 2
+    x = np.zeros((3, 2))
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        both.predict(x, np.empty((1, 3)))
+    with pytest.raises(ValueError, match="2-D"):
+        both.predict(x, np.empty(6))
+    out = np.empty((2, 3))
+    both.predict(np.array([[0.5, 0.0], [0.6, 0.0], [np.nan, 0.0]]), out)
+    assert np.array_equal(out, [[1.0, 2.0, 1.0], [1.0, 2.0, 1.0]])

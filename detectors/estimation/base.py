@@ -73,7 +73,7 @@ class Sample:
                 return int(a.shape[0])
         return 0
 
-    def take(self, idx: np.ndarray) -> Sample:
+    def take(self, idx: np.ndarray | slice) -> Sample:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[idx]
 

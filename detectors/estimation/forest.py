@@ -16,6 +16,7 @@ whose output is transformed): the caller then uses LightGBM's own predictor.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +30,10 @@ try:
     from mlvigil_native import predict_forests as _predict_forests
 except ImportError:  # a build before predict_forests: one call per forest
     _predict_forests = None
+try:
+    from mlvigil_native import Forests as _NativeForests
+except ImportError:  # a build before Forests: predict_forests
+    _NativeForests = None
 
 #: Objectives whose prediction is the raw score (LightGBM's ConvertOutput is the identity).
 _RAW_OBJECTIVES = {"regression", "regression_l1", "huber", "fair", "quantile", "mape"}
@@ -47,6 +52,8 @@ class NativeForest:
         #: Threads ``predict`` and ``predict_together`` use unless told: 0, a thread per core
         #: once each has enough rows (1024) to pay for its start.
         self.threads = 0
+        #: The forests ``join`` laid out together with this one (first), and their layout.
+        self._joint: tuple[tuple[NativeForest, ...], Any] | None = None
 
     def predict(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
         """The booster's prediction of each row, on ``threads`` threads (default
@@ -60,17 +67,30 @@ class NativeForest:
         return out
 
 
+def join(forests: Sequence[NativeForest]) -> None:
+    """Lay out forests that will be applied to the same rows (``predict_together``) in one
+    joint QuickScorer layout (mlvigil_native's ``Forests``; ~0.1 s, once per fit): each row's
+    value of a feature read once and a threshold the forests share tested once, 5-14% less
+    CPU for DLE's two loss models. Kept on the first forest; the predictions do not change."""
+    if len(forests) > 1 and _NativeForests is not None:
+        forests[0]._joint = (tuple(forests), _NativeForests([f._forest for f in forests]))
+
+
 def predict_together(forests: Sequence[NativeForest], x: np.ndarray) -> np.ndarray:
     """Each forest's prediction of each row of ``x`` (row ``i`` of the result: forest
     ``i``'s, identical to its ``predict``), in one native call: one copy of the window and one
     start of the threads for all of them (the first forest's ``threads``), each thread
-    applying every forest to its rows while they are in cache."""
+    applying every forest to its rows while they are in cache; by their joint layout where
+    ``join`` made one for these forests in this order."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty((len(forests), x.shape[0]))
     if not forests:
         return out
     threads = forests[0].threads
-    if _predict_forests is None:
+    joint = forests[0]._joint
+    if joint is not None and len(joint[0]) == len(forests) and all(map(operator.is_, joint[0], forests)):
+        joint[1].predict(x, out, threads=threads)
+    elif _predict_forests is None:
         for i, forest in enumerate(forests):
             out[i] = forest.predict(x, threads)
     else:

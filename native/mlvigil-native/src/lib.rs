@@ -13,7 +13,7 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyDict};
-use tree_eval::{predict_each, Child, Forest, Missing, Split, Test, Tree};
+use tree_eval::{predict_each, Child, Forest, LastRows, Missing, Split, Test, Tree};
 
 mod features;
 
@@ -389,27 +389,142 @@ fn predict_forests(
     out: PyBuffer<f64>,
     threads: usize,
 ) -> PyResult<()> {
+    let forests: Vec<&Forest> = forests.iter().map(|f| &f.get().inner).collect();
+    predict_into(py, "predict_forests", forests.len(), x, out, |values, cols, result| {
+        predict_each(&forests, values, cols, result, threads)
+    })
+}
+
+/// The checks and copies of `predict_forests` and `Forests.predict` around `apply`.
+fn predict_into(
+    py: Python<'_>,
+    name: &str,
+    n_forests: usize,
+    x: PyBuffer<f64>,
+    out: PyBuffer<f64>,
+    apply: impl FnOnce(&[f64], usize, &mut [f64]) -> Result<(), tree_eval::Error> + Send,
+) -> PyResult<()> {
     if x.dimensions() != 2 || out.dimensions() != 2 || out.readonly() {
-        return Err(PyValueError::new_err(
-            "predict_forests needs a 2-D float64 x and a writable 2-D float64 out",
-        ));
-    }
-    let (rows, cols) = (x.shape()[0], x.shape()[1]);
-    if out.shape() != [forests.len(), rows] {
         return Err(PyValueError::new_err(format!(
-            "out has shape {:?}; {} forests and {rows} rows need ({}, {rows})",
-            out.shape(),
-            forests.len(),
-            forests.len()
+            "{name} needs a 2-D float64 x and a writable 2-D float64 out"
         )));
     }
-    let forests: Vec<&Forest> = forests.iter().map(|f| &f.get().inner).collect();
+    let (rows, cols) = (x.shape()[0], x.shape()[1]);
+    if out.shape() != [n_forests, rows] {
+        return Err(PyValueError::new_err(format!(
+            "out has shape {:?}; {n_forests} forests and {rows} rows need ({n_forests}, {rows})",
+            out.shape(),
+        )));
+    }
     // A copy, so that nothing Python does while the GIL is released can change the input.
     let values = x.to_vec(py)?;
-    let mut result = vec![0.0; forests.len() * rows];
-    py.detach(|| predict_each(&forests, &values, cols, &mut result, threads))
+    let mut result = vec![0.0; n_forests * rows];
+    py.detach(|| apply(&values, cols, &mut result))
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     out.copy_from_slice(py, &result)
+}
+
+/// Forests(forests): Forests applied to the same rows together (tree_eval::Forests): where
+/// every one is applied by QuickScorer, in one joint layout (each row's value of a feature
+/// read once, a threshold several share tested once). `predict` is `predict_forests`'s, bit
+/// for bit.
+#[pyclass(frozen, name = "Forests", module = "mlvigil_native")]
+struct PyForests {
+    inner: tree_eval::Forests,
+}
+
+#[pymethods]
+impl PyForests {
+    #[new]
+    fn new(forests: Vec<Bound<'_, PyForest>>) -> Self {
+        PyForests {
+            inner: tree_eval::Forests::new(forests.iter().map(|f| f.get().inner.clone()).collect()),
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.forests().len()
+    }
+
+    /// Whether the forests share one QuickScorer layout (else each is applied alone).
+    #[getter]
+    fn joint(&self) -> bool {
+        self.inner.is_joint()
+    }
+
+    /// predict(x, out, threads=0): as predict_forests(these forests, x, out, threads).
+    #[pyo3(signature = (x, out, threads=0))]
+    fn predict(&self, py: Python<'_>, x: PyBuffer<f64>, out: PyBuffer<f64>, threads: usize) -> PyResult<()> {
+        let inner = &self.inner;
+        predict_into(py, "predict", inner.forests().len(), x, out, |values, cols, result| {
+            inner.predict_on(values, cols, result, threads)
+        })
+    }
+}
+
+/// LastRows(slot_bits=16): the rows of the last window, to find in the next (tree_eval::last_rows; DLE's
+/// LossCache keeps each row's predicted loss for one window).
+#[pyclass(name = "LastRows", module = "mlvigil_native")]
+struct PyLastRows {
+    inner: LastRows,
+}
+
+#[pymethods]
+impl PyLastRows {
+    #[new]
+    #[pyo3(signature = (slot_bits=tree_eval::last_rows::SLOT_BITS))]
+    fn new(slot_bits: u32) -> Self {
+        PyLastRows {
+            inner: LastRows::with_slot_bits(slot_bits),
+        }
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// match_and_keep(x, found): for each row of `x` (2-D float64, any layout), the index
+    /// of an equal row (every value ==; a row with a NaN never is) among the last call's
+    /// rows, or -1, into `found` (writable 1-D int64, one per row); then keeps `x`'s rows
+    /// (a copy) as the last. Rows of another width than the last call's find none.
+    fn match_and_keep(&mut self, py: Python<'_>, x: PyBuffer<f64>, found: PyBuffer<i64>) -> PyResult<()> {
+        if x.dimensions() != 2 || found.dimensions() != 1 || found.readonly() {
+            return Err(PyValueError::new_err(
+                "match_and_keep needs a 2-D float64 x and a writable 1-D int64 found",
+            ));
+        }
+        let (rows, cols) = (x.shape()[0], x.shape()[1]);
+        if found.shape()[0] != rows {
+            return Err(PyValueError::new_err(format!(
+                "found has {} places for {rows} rows",
+                found.shape()[0]
+            )));
+        }
+        // In place where the arrays are C-contiguous (DLE's are): the GIL is held throughout,
+        // so nothing changes them meanwhile; else through copies.
+        let copied;
+        let values: &[f64] = if x.is_c_contiguous() {
+            // SAFETY: a C-contiguous buffer of rows * cols f64 values, alive and unchanged
+            // while `x` is held with the GIL.
+            unsafe { std::slice::from_raw_parts(x.buf_ptr() as *const f64, rows * cols) }
+        } else {
+            copied = x.to_vec(py)?;
+            &copied
+        };
+        if found.is_c_contiguous() && !found.readonly() {
+            // SAFETY: as `x`; writable, and no other reference to it is live in this call.
+            let out = unsafe { std::slice::from_raw_parts_mut(found.buf_ptr() as *mut i64, rows) };
+            return self
+                .inner
+                .match_and_keep(values, cols, out)
+                .map_err(|e| PyValueError::new_err(e.to_string()));
+        }
+        let mut result = vec![-1i64; rows];
+        self.inner
+            .match_and_keep(values, cols, &mut result)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        found.copy_from_slice(py, &result)
+    }
 }
 
 #[pymodule]
@@ -421,6 +536,8 @@ fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crc32, m)?)?;
     m.add_class::<PyForest>()?;
     m.add_function(wrap_pyfunction!(predict_forests, m)?)?;
+    m.add_class::<PyLastRows>()?;
+    m.add_class::<PyForests>()?;
     m.add_function(wrap_pyfunction!(features::extract_features, m)?)?;
     m.add("InvalidRequest", m.py().get_type::<InvalidRequest>())?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;

@@ -21,7 +21,10 @@
 
 use std::fmt;
 
+pub mod last_rows;
 mod pool;
+
+pub use last_rows::LastRows;
 
 /// LightGBM's `kZeroThreshold` (declared `1e-35f`: the float's value, widened).
 pub const ZERO_THRESHOLD: f64 = 1e-35_f32 as f64;
@@ -170,6 +173,94 @@ struct QuickScorer {
     left_leaves: Vec<u32>,
     /// Per tree (index in `Forest::root`), its 32 leaf values by leaf number.
     leaf_value: Vec<f64>,
+}
+
+impl QuickScorer {
+    /// Lays out `splits` (feature, threshold, tree, left leaves) by feature and ascending
+    /// threshold; splits of one feature and one threshold (-0 and 0 are one) are tested once.
+    fn group(&mut self, mut splits: Vec<(u32, f64, u32, u32)>, n_features: usize) {
+        splits.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        self.at = vec![0; n_features + 1];
+        self.threshold.clear();
+        self.end.clear();
+        for (i, s) in splits.iter().enumerate() {
+            if i == 0 || splits[i - 1].0 != s.0 || splits[i - 1].1 != s.1 {
+                self.at[s.0 as usize + 1] += 1;
+                self.threshold.push(s.1);
+                self.end.push(i as u32);
+            }
+            *self.end.last_mut().expect("pushed above") += 1;
+        }
+        for f in 0..n_features {
+            self.at[f + 1] += self.at[f];
+        }
+        self.tree = splits.iter().map(|s| s.2).collect();
+        self.left_leaves = splits.iter().map(|s| s.3).collect();
+    }
+
+    /// The splits `group` was given, trees numbered from `first`.
+    fn splits(&self, first: u32) -> Vec<(u32, f64, u32, u32)> {
+        let mut out = Vec::with_capacity(self.tree.len());
+        for f in 0..self.at.len().saturating_sub(1) {
+            for g in self.at[f] as usize..self.at[f + 1] as usize {
+                let start = if g == 0 { 0 } else { self.end[g - 1] as usize };
+                for s in start..self.end[g] as usize {
+                    out.push((f as u32, self.threshold[g], first + self.tree[s], self.left_leaves[s]));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Forests applied to the same rows together (DLE's loss models, which read the same
+/// features): where every one is applied by QuickScorer, their splits lie in one layout, so
+/// a pass reads each row's value of a feature once and tests a threshold that several
+/// forests share (the same data's histogram bins) once for all of them. The predictions
+/// are each forest's own, bit for bit (the same leaves, summed in each forest's order).
+#[derive(Debug, Clone)]
+pub struct Forests {
+    forests: Vec<Forest>,
+    /// The joint layout, and each forest's first tree in it.
+    qs: Option<(QuickScorer, Vec<usize>)>,
+}
+
+impl Forests {
+    pub fn new(forests: Vec<Forest>) -> Forests {
+        let qs = if forests.len() > 1 && forests.iter().all(|f| f.qs.is_some()) {
+            let mut joint = QuickScorer::default();
+            let mut splits = Vec::new();
+            let mut first = Vec::with_capacity(forests.len());
+            for f in &forests {
+                let q = f.qs.as_ref().expect("checked above");
+                first.push(joint.leaf_value.len() / 32);
+                splits.extend(q.splits(first[first.len() - 1] as u32));
+                joint.leaf_value.extend_from_slice(&q.leaf_value);
+            }
+            let n_features = forests.iter().map(|f| f.n_features).max().unwrap_or(0);
+            joint.group(splits, n_features);
+            Some((joint, first))
+        } else {
+            None
+        };
+        Forests { forests, qs }
+    }
+
+    /// Whether the forests are applied by one joint QuickScorer layout: for tests.
+    #[doc(hidden)]
+    pub fn is_joint(&self) -> bool {
+        self.qs.is_some()
+    }
+
+    pub fn forests(&self) -> &[Forest] {
+        &self.forests
+    }
+
+    /// As `predict_each` over these forests (the same checks, threads and bits).
+    pub fn predict_on(&self, x: &[f64], n_cols: usize, out: &mut [f64], threads: usize) -> Result<(), Error> {
+        let forests: Vec<&Forest> = self.forests.iter().collect();
+        predict_chunks(&forests, self.qs.as_ref(), x, n_cols, out, threads)
+    }
 }
 
 /// The trees in one flat array of nodes (each tree breadth-first, siblings side by side),
@@ -351,6 +442,8 @@ impl Forest {
         if f.plain {
             f.qs = f.quick_scorer();
         }
+        // A forest is made to be applied: its threads started now, not by its first call.
+        pool::start();
         Ok(f)
     }
 
@@ -398,22 +491,7 @@ impl Forest {
                 stack.push((n.children, None));
             }
         }
-        // Splits of one feature and one threshold (-0 and 0 are one) are tested once.
-        splits.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        qs.at = vec![0; self.n_features + 1];
-        for (i, s) in splits.iter().enumerate() {
-            if i == 0 || splits[i - 1].0 != s.0 || splits[i - 1].1 != s.1 {
-                qs.at[s.0 as usize + 1] += 1;
-                qs.threshold.push(s.1);
-                qs.end.push(i as u32);
-            }
-            *qs.end.last_mut().expect("pushed above") += 1;
-        }
-        for f in 0..self.n_features {
-            qs.at[f + 1] += qs.at[f];
-        }
-        qs.tree = splits.iter().map(|s| s.2).collect();
-        qs.left_leaves = splits.iter().map(|s| s.3).collect();
+        qs.group(splits, self.n_features);
         Some(qs)
     }
 
@@ -496,91 +574,11 @@ impl Forest {
         }
     }
 
-    /// `predict_rows` by QuickScorer: per block, rows `PASS` at a time, every tree's leaf
-    /// found from the splits each row fails, then the sums as the walk makes them.
+    /// `predict_rows` by QuickScorer.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     unsafe fn predict_quick(&self, qs: &QuickScorer, x: &[f64], n_cols: usize, out: &mut [f64]) {
-        use std::arch::x86_64::*;
-        let n_trees = self.root.len();
-        const STRIDE: usize = BLOCK + PASS;
-        // Each tree's leaf value for each row of the block.
-        let mut leaf = vec![0.0f64; STRIDE * n_trees];
-        let mut bits = vec![[_mm256_setzero_si256(); HALVES]; n_trees];
-        let mut lanes = [0u32; 8];
-        // Mask lane i holds row ROW_OF_LANE[i] of its eight (`_mm256_shuffle_ps` below).
-        const ROW_OF_LANE: [usize; 8] = [0, 2, 1, 3, 4, 6, 5, 7];
-        let ones = [_mm256_set1_epi32(-1); HALVES];
-        for (b, out) in out.chunks_mut(BLOCK).enumerate() {
-            let rows = out.len();
-            for r0 in (0..rows).step_by(PASS) {
-                bits.fill(ones);
-                for f in 0..self.n_features {
-                    // The pass's rows' values (past a block's last row, its last row again).
-                    let mut v = [0.0; PASS];
-                    for (k, v) in v.iter_mut().enumerate() {
-                        let x = *x.get_unchecked((b * BLOCK + (r0 + k).min(rows - 1)) * n_cols + f);
-                        // As LightGBM's dense rows: a value this close to 0 is 0, and a plain
-                        // forest reads NaN as 0.
-                        *v = if x.abs() <= ZERO_THRESHOLD || x.is_nan() {
-                            0.0
-                        } else {
-                            x
-                        };
-                    }
-                    // Per eight rows, rows 0, 2, 4, 6 and 1, 3, 5, 7: their comparisons' low
-                    // halves, shuffled together, are the mask lanes in ROW_OF_LANE's order.
-                    let even: [__m256d; HALVES] =
-                        std::array::from_fn(|h| _mm256_setr_pd(v[8 * h], v[8 * h + 2], v[8 * h + 4], v[8 * h + 6]));
-                    let odd: [__m256d; HALVES] =
-                        std::array::from_fn(|h| _mm256_setr_pd(v[8 * h + 1], v[8 * h + 3], v[8 * h + 5], v[8 * h + 7]));
-                    let groups = qs.at[f] as usize..qs.at[f + 1] as usize;
-                    let mut s = if groups.start == 0 {
-                        0
-                    } else {
-                        qs.end[groups.start - 1] as usize
-                    };
-                    for g in groups {
-                        // Right, where not `value <= threshold`.
-                        let t = _mm256_set1_pd(*qs.threshold.get_unchecked(g));
-                        let right: [__m256i; HALVES] = std::array::from_fn(|h| {
-                            _mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(
-                                _mm256_castpd_ps(_mm256_cmp_pd::<_CMP_NLE_UQ>(even[h], t)),
-                                _mm256_castpd_ps(_mm256_cmp_pd::<_CMP_NLE_UQ>(odd[h], t)),
-                            ))
-                        });
-                        let any = right.iter().fold(_mm256_setzero_si256(), |a, r| _mm256_or_si256(a, *r));
-                        if _mm256_testz_si256(any, any) != 0 {
-                            break; // thresholds ascend: no row of the pass goes right again
-                        }
-                        let end = *qs.end.get_unchecked(g) as usize;
-                        while s < end {
-                            let left = _mm256_set1_epi32(*qs.left_leaves.get_unchecked(s) as i32);
-                            let t = bits.get_unchecked_mut(*qs.tree.get_unchecked(s) as usize);
-                            for h in 0..HALVES {
-                                t[h] = _mm256_andnot_si256(_mm256_and_si256(right[h], left), t[h]);
-                            }
-                            s += 1;
-                        }
-                    }
-                }
-                for (t, tb) in bits.iter().enumerate() {
-                    let values = qs.leaf_value.get_unchecked(t * 32..t * 32 + 32);
-                    // A block's rows and a pass more: a last pass's rows past the block land
-                    // there, unread.
-                    let leaf = leaf.get_unchecked_mut(t * STRIDE + r0..t * STRIDE + r0 + PASS);
-                    for (h, tb) in tb.iter().enumerate() {
-                        _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *tb);
-                        for (lane, &k) in ROW_OF_LANE.iter().enumerate() {
-                            // The exit leaf always survives: the lane is never 0.
-                            *leaf.get_unchecked_mut(8 * h + k) =
-                                *values.get_unchecked(lanes[lane].trailing_zeros() as usize & 31);
-                        }
-                    }
-                }
-            }
-            self.sum_by(out, |t, r| *leaf.get_unchecked(t * STRIDE + r));
-        }
+        predict_quick(qs, &[(self, 0)], self.n_features, x, n_cols, &mut [out]);
     }
 
     /// Each row's sum over the trees in LightGBM's order (the leaves `block` found). Tree
@@ -722,6 +720,105 @@ impl Forest {
     }
 }
 
+/// QuickScorer over `qs`, the layout of one or more forests' trees (`parts`: each forest and
+/// the index of its first tree in `qs`), reading features `0..n_features`: per block, rows `PASS` at a time, every tree's leaf
+/// found from the splits each row fails, then the sums as the walk makes them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn predict_quick(
+    qs: &QuickScorer,
+    parts: &[(&Forest, usize)],
+    n_features: usize,
+    x: &[f64],
+    n_cols: usize,
+    outs: &mut [&mut [f64]],
+) {
+    use std::arch::x86_64::*;
+    let n_trees = qs.leaf_value.len() / 32;
+    const STRIDE: usize = BLOCK + PASS;
+    // Each tree's leaf value for each row of the block.
+    let mut leaf = vec![0.0f64; STRIDE * n_trees];
+    let mut bits = vec![[_mm256_setzero_si256(); HALVES]; n_trees];
+    let mut lanes = [0u32; 8];
+    // Mask lane i holds row ROW_OF_LANE[i] of its eight (`_mm256_shuffle_ps` below).
+    const ROW_OF_LANE: [usize; 8] = [0, 2, 1, 3, 4, 6, 5, 7];
+    let ones = [_mm256_set1_epi32(-1); HALVES];
+    let n_rows = outs[0].len();
+    for b in 0..n_rows.div_ceil(BLOCK) {
+        let rows = BLOCK.min(n_rows - b * BLOCK);
+        for r0 in (0..rows).step_by(PASS) {
+            bits.fill(ones);
+            for f in 0..n_features {
+                // The pass's rows' values (past a block's last row, its last row again).
+                let mut v = [0.0; PASS];
+                for (k, v) in v.iter_mut().enumerate() {
+                    let x = *x.get_unchecked((b * BLOCK + (r0 + k).min(rows - 1)) * n_cols + f);
+                    // As LightGBM's dense rows: a value this close to 0 is 0, and a plain
+                    // forest reads NaN as 0.
+                    *v = if x.abs() <= ZERO_THRESHOLD || x.is_nan() {
+                        0.0
+                    } else {
+                        x
+                    };
+                }
+                // Per eight rows, rows 0, 2, 4, 6 and 1, 3, 5, 7: their comparisons' low
+                // halves, shuffled together, are the mask lanes in ROW_OF_LANE's order.
+                let even: [__m256d; HALVES] =
+                    std::array::from_fn(|h| _mm256_setr_pd(v[8 * h], v[8 * h + 2], v[8 * h + 4], v[8 * h + 6]));
+                let odd: [__m256d; HALVES] =
+                    std::array::from_fn(|h| _mm256_setr_pd(v[8 * h + 1], v[8 * h + 3], v[8 * h + 5], v[8 * h + 7]));
+                let groups = qs.at[f] as usize..qs.at[f + 1] as usize;
+                let mut s = if groups.start == 0 {
+                    0
+                } else {
+                    qs.end[groups.start - 1] as usize
+                };
+                for g in groups {
+                    // Right, where not `value <= threshold`.
+                    let t = _mm256_set1_pd(*qs.threshold.get_unchecked(g));
+                    let right: [__m256i; HALVES] = std::array::from_fn(|h| {
+                        _mm256_castps_si256(_mm256_shuffle_ps::<0b10_00_10_00>(
+                            _mm256_castpd_ps(_mm256_cmp_pd::<_CMP_NLE_UQ>(even[h], t)),
+                            _mm256_castpd_ps(_mm256_cmp_pd::<_CMP_NLE_UQ>(odd[h], t)),
+                        ))
+                    });
+                    let any = right.iter().fold(_mm256_setzero_si256(), |a, r| _mm256_or_si256(a, *r));
+                    if _mm256_testz_si256(any, any) != 0 {
+                        break; // thresholds ascend: no row of the pass goes right again
+                    }
+                    let end = *qs.end.get_unchecked(g) as usize;
+                    while s < end {
+                        let left = _mm256_set1_epi32(*qs.left_leaves.get_unchecked(s) as i32);
+                        let t = bits.get_unchecked_mut(*qs.tree.get_unchecked(s) as usize);
+                        for h in 0..HALVES {
+                            t[h] = _mm256_andnot_si256(_mm256_and_si256(right[h], left), t[h]);
+                        }
+                        s += 1;
+                    }
+                }
+            }
+            for (t, tb) in bits.iter().enumerate() {
+                let values = qs.leaf_value.get_unchecked(t * 32..t * 32 + 32);
+                // A block's rows and a pass more: a last pass's rows past the block land
+                // there, unread.
+                let leaf = leaf.get_unchecked_mut(t * STRIDE + r0..t * STRIDE + r0 + PASS);
+                for (h, tb) in tb.iter().enumerate() {
+                    _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, *tb);
+                    for (lane, &k) in ROW_OF_LANE.iter().enumerate() {
+                        // The exit leaf always survives: the lane is never 0.
+                        *leaf.get_unchecked_mut(8 * h + k) =
+                            *values.get_unchecked(lanes[lane].trailing_zeros() as usize & 31);
+                    }
+                }
+            }
+        }
+        for ((forest, first), out) in parts.iter().zip(outs.iter_mut()) {
+            let out = &mut out[b * BLOCK..b * BLOCK + rows];
+            forest.sum_by(out, |t, r| *leaf.get_unchecked((first + t) * STRIDE + r));
+        }
+    }
+}
+
 /// Rows a thread takes at a time and applies every forest to (`predict_each`): 768 rows of
 /// DLE's 9 columns are 54 KiB, in L2 while each forest passes over them; a 5000-row window
 /// is 7 chunks, so two threads share it about evenly.
@@ -736,6 +833,19 @@ const CHUNK: usize = 768;
 /// predictions are its `predict_on`'s, bit for bit, for every thread count.
 pub fn predict_each(
     forests: &[&Forest],
+    x: &[f64],
+    n_cols: usize,
+    out: &mut [f64],
+    threads: usize,
+) -> Result<(), Error> {
+    predict_chunks(forests, None, x, n_cols, out, threads)
+}
+
+/// `predict_each`, by `joint` (a joint QuickScorer layout of `forests`, and each one's first
+/// tree in it) where given.
+fn predict_chunks(
+    forests: &[&Forest],
+    joint: Option<&(QuickScorer, Vec<usize>)>,
     x: &[f64],
     n_cols: usize,
     out: &mut [f64],
@@ -775,6 +885,18 @@ pub fn predict_each(
         let start = c * CHUNK;
         let end = (start + CHUNK).min(n_rows);
         let rows = &x[start * n_cols..end * n_cols];
+        #[cfg(target_arch = "x86_64")]
+        if let Some((qs, first)) = joint {
+            let parts: Vec<(&Forest, usize)> = forests.iter().copied().zip(first.iter().copied()).collect();
+            // SAFETY: as below, one run of `out` per forest; `Forests::new` made `qs` only
+            // from QuickScorer layouts, made only where the CPU has AVX2.
+            let mut outs: Vec<&mut [f64]> = (0..forests.len())
+                .map(|i| unsafe { std::slice::from_raw_parts_mut(place.0.add(i * n_rows + start), end - start) })
+                .collect();
+            let n_features = forests.iter().map(|f| f.n_features).max().unwrap_or(0);
+            unsafe { predict_quick(qs, &parts, n_features, rows, n_cols, &mut outs) };
+            return;
+        }
         for (i, f) in forests.iter().enumerate() {
             // SAFETY: rows start..end of forest i's run of `out` (n_rows places each): in
             // bounds, and no other chunk's.
@@ -1176,6 +1298,76 @@ mod tests {
             assert_eq!(two[..n], alone[3 * n..], "{n} rows");
             assert_eq!(two[n..], alone[..n], "{n} rows");
         }
+    }
+
+    #[test]
+    fn forests_joint_layout_gives_each_forests_own_bits_on_any_thread_count() {
+        let mut seed = 23;
+        let n_cols = 4;
+        // Plain forests (QuickScorer where the CPU has AVX2) that read different numbers of
+        // features, one with a single-leaf tree inside and averaged; thresholds from the
+        // awkward values, so that rows meet them exactly and forests share some.
+        let wide: Vec<Tree> = (0..20).map(|_| random_tree_of(&mut seed, 25, n_cols, true)).collect();
+        let narrow: Vec<Tree> = (0..7).map(|_| random_tree_of(&mut seed, 6, 2, true)).collect();
+        let mut with_leaf: Vec<Tree> = (0..9).map(|_| random_tree_of(&mut seed, 31, n_cols, true)).collect();
+        with_leaf.insert(
+            3,
+            Tree {
+                splits: vec![],
+                leaves: vec![0.25],
+            },
+        );
+        let forests = [
+            Forest::new(&wide, false).unwrap(),
+            Forest::new(&narrow, false).unwrap(),
+            Forest::new(&with_leaf, true).unwrap(),
+        ];
+        let mixed = Forest::new(
+            &(0..5).map(|_| random_tree(&mut seed, 12, n_cols)).collect::<Vec<_>>(),
+            false,
+        )
+        .unwrap();
+        for set in [
+            vec![forests[0].clone(), forests[1].clone()],
+            forests.to_vec(),
+            vec![forests[2].clone(), forests[0].clone(), forests[0].clone()],
+            vec![forests[0].clone(), mixed.clone()], // one walked: not joint
+            vec![forests[1].clone()],                // one forest: its own layout
+        ] {
+            let joint = Forests::new(set.clone());
+            let all_quick = set.len() > 1 && set.iter().all(|f| f.is_quick_scorer());
+            assert_eq!(joint.is_joint(), all_quick);
+            let refs: Vec<&Forest> = set.iter().collect();
+            for n in [
+                0,
+                1,
+                7,
+                PASS + 1,
+                BLOCK + 5,
+                CHUNK + 3,
+                2 * MIN_ROWS_PER_THREAD + 11,
+                7 * CHUNK + 3 * BLOCK + 1,
+            ] {
+                let x = awkward_rows(&mut seed, n, n_cols + 1);
+                let alone: Vec<u64> = refs.iter().flat_map(|f| bits_of(f, &x, n_cols + 1, 1)).collect();
+                for threads in [1, 2, 3, 0] {
+                    let mut out = vec![f64::NAN; n * set.len()];
+                    joint.predict_on(&x, n_cols + 1, &mut out, threads).unwrap();
+                    let bits: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(bits, alone, "{} forests, {n} rows on {threads} threads", set.len());
+                }
+            }
+        }
+        // The checks of predict_each: rows too narrow for a forest, places that do not fit.
+        let joint = Forests::new(forests.to_vec());
+        let x = vec![0.5; 3 * 3];
+        assert!(joint
+            .predict_on(&x, 3, &mut [0.0; 9], 1)
+            .unwrap_err()
+            .0
+            .contains("3 columns"));
+        let x = vec![0.5; 3 * 5];
+        assert!(joint.predict_on(&x, 5, &mut [0.0; 8], 1).is_err());
     }
 
     #[test]

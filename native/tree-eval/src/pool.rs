@@ -50,6 +50,12 @@ struct Pool {
     wake: Condvar,
 }
 
+/// Starts the pool's helpers now (`Forest::new` does), so that the first call does not wait
+/// for their start.
+pub(crate) fn start() {
+    pool();
+}
+
 /// The pool: one helper a core beyond the first, started on first use.
 fn pool() -> &'static Pool {
     static POOL: OnceLock<&'static Pool> = OnceLock::new();
