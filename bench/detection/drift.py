@@ -16,7 +16,10 @@ DuckDB and bulk-inserted. Then, in one run:
    model, per-detector evaluation seconds from ``/metrics``, peak RSS, and, for the count
    closest to 50, the OTLP ingest rate and export and ``/healthz`` latencies with the detectors
    idle and while passes run back to back. Last, a restart: how many calibrations the first
-   pass finds ready.
+   pass finds ready. Each count's steady pass is printed beside the bare statistics of the
+   same windows (``same_windows``: the newest rows at each pass, timed in process once the
+   service has stopped): the ingest phases post 16 bodies over and over, so the newest
+   windows drift and their statistics cost several times those of the older windows of 1.
 
     python -m bench.detection.drift [--rows 5000000] [--monitors 1,10,50,200] [--quick]
 """
