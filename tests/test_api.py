@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from mlvigil.core.detector_loop import DetectorLoop
 from mlvigil.core.finding_book import FindingBook
 from mlvigil.core.findings import Finding, Severity
 from mlvigil.core.records import RecordBatch
+from mlvigil.core.store import Store
 from mlvigil.core.store.duckdb import DuckDBStore
 from tests.harness import ServiceHandle
 
@@ -122,6 +125,36 @@ def test_finding_lifecycle_fire_update_resolve_and_reload(tmp_path: Path) -> Non
     transitions = DetectorLoop(store, book2, [_Threshold()], 60).evaluate_all(now=140.0)
     assert [t for _, t in transitions] == ["updated"]
     assert json.loads(json.dumps(f.to_dict()))["id"] == f.id
+    store.close()
+
+
+class _Meeting(Detector):
+    """Reports a finding only when the other detector of the pass evaluates at the same time
+    (both wait at one barrier); notes the niceness of the thread it ran in."""
+
+    def __init__(self, name: str, barrier: threading.Barrier) -> None:
+        self.name, self.barrier = name, barrier
+        self.niceness: int | None = None
+
+    def evaluate(self, store: Store, now: float) -> list[Finding]:
+        self.niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        self.barrier.wait()  # BrokenBarrierError (a failed evaluation) when evaluated alone
+        return [Finding(kind="data_drift", severity=Severity.WARNING, subject={"d": self.name}, summary="x")]
+
+
+def test_an_evaluate_pass_runs_detectors_at_once_in_niced_threads(tmp_path: Path) -> None:
+    """The API's pass evaluates ``workers`` detectors at a time, as the schedule does (one's
+    store read overlaps another's statistics), in threads below ingest's priority, and gives
+    the transitions back in the detectors' order."""
+    store = DuckDBStore(tmp_path)
+    barrier = threading.Barrier(2, timeout=10)
+    detectors = [_Meeting("a", barrier), _Meeting("b", barrier)]
+    loop = DetectorLoop(store, FindingBook(store), detectors, 60, workers=2)
+    transitions = loop.evaluate_all(now=100.0)
+    assert [(f.detector, t) for f, t in transitions] == [("a", "fired"), ("b", "fired")]
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    if caller < 19:
+        assert all(d.niceness is not None and d.niceness > caller for d in detectors)
     store.close()
 
 

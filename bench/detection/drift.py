@@ -16,7 +16,10 @@ DuckDB and bulk-inserted. Then, in one run:
    model, per-detector evaluation seconds from ``/metrics``, peak RSS, and, for the count
    closest to 50, the OTLP ingest rate and export and ``/healthz`` latencies with the detectors
    idle and while passes run back to back. Last, a restart: how many calibrations the first
-   pass finds ready.
+   pass finds ready. Each count's steady pass is printed beside the bare statistics of the
+   same windows (``same_windows``: the newest rows at each pass, timed in process once the
+   service has stopped): the ingest phases post 16 bodies over and over, so the newest
+   windows drift and their statistics cost several times those of the older windows of 1.
 
     python -m bench.detection.drift [--rows 5000000] [--monitors 1,10,50,200] [--quick]
 """
@@ -24,6 +27,7 @@ DuckDB and bulk-inserted. Then, in one run:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -156,6 +160,36 @@ def in_process(data_dir: Path, models: int, begin: float, end: float, samples: i
     finally:
         store.close()
     return out
+
+
+def same_windows(
+    data_dir: Path, models: int, begin: float, end: float, pass_ends: list[float], samples: int
+) -> float:
+    """The bare statistics (``compare``, Bonferroni) of the windows the service's steady passes
+    evaluated, in process on the store the service left: the newest rows at each pass, not the
+    older ones ``in_process`` times (the newest are what the ingest phases posted, and drift).
+    Each sampled monitor's windows are taken in pass order, as its worker met them (the KS
+    p-values of the previous window cached); the median of its later passes, then of the
+    monitors."""
+    store = DuckDBStore(data_dir)
+    try:
+        ref_end = begin + (end - begin) / 2
+        per_monitor = []
+        for i in range(samples):
+            det = _detector(monitor_config(f"d{i}", f"m{i % models}", begin, ref_end))
+            det.reference.ensure(store, pass_ends[0], det.ctx.source)
+            options = dataclasses.replace(compare_options(det.ctx), correction="bonferroni")
+            took = []
+            for until in pass_ends:
+                rows = det.ctx.source.rows(store, until=until, last=10_000)
+                cols = det.ctx.source.columns(rows, store)
+                t0 = time.perf_counter()
+                compare(det.reference.model, cols, options)
+                took.append(time.perf_counter() - t0)
+            per_monitor.append(statistics.median(took[1:] or took))
+        return statistics.median(per_monitor)
+    finally:
+        store.close()
 
 
 # -- over the service -----------------------------------------------------------------------
@@ -321,6 +355,8 @@ def service_run(
                 _post(svc.otlp_http + "/v1/traces", _inference_body(ROWS_PER_BODY, models, 1000 + k * 10 + j))
             _, took = _post(svc.api + "/api/v1/evaluate", b"{}", "application/json")
             passes.append(took)
+            # Every row the pass saw is older than this, every row posted later younger.
+            out.setdefault("pass_ends", []).append(time.time())
         bodies = [_inference_body(ROWS_PER_BODY, models, seed) for seed in range(16)]
         out["steady_pass_s"] = statistics.median(passes)
         out["steady_per_monitor_s"] = out["steady_pass_s"] / count
@@ -444,11 +480,13 @@ def main(argv: list[str] | None = None) -> int:
                 ingest_rounds=args.ingest_rounds,
             )
             per = res["steady_per_monitor_s"]
+            same = same_windows(data_dir, args.models, begin, end, res["pass_ends"], min(count, args.samples))
             print(
                 f"  {count} monitors: first verdicts {res['first_pass_s']:.2f} s"
                 f" ({res['verdicts']}/{count} decided, {res['pending_first']} of them Bonferroni while"
                 f" calibrating); steady pass {res['steady_pass_s']:.2f} s ({per:.3f} s per monitor,"
-                f" {per / r['stats_s']:.2f}x its statistics); peak RSS {res['peak_rss_mb']:.0f} MB"
+                f" {per / r['stats_s']:.2f}x the statistics above, {per / same:.2f}x the bare statistics"
+                f" of the same windows: {same:.3f} s); peak RSS {res['peak_rss_mb']:.0f} MB"
             )
             if "first_pass_after_restart_s" in res:
                 print(
