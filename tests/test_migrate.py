@@ -44,6 +44,8 @@ def test_migrate_copies_everything_once(tmp_path: Path, postgres_dsn: str) -> No
     src.upsert_findings([f])
     src.put_docs("alerts_outbox", {"m1": {"state": "pending", "seq": 3}})
     src.put_docs("drift_monitors", {"churn": {"name": "churn"}})
+    profile = {"features": {"x": list(range(30_000))}}  # large: kept in a file of documents/
+    src.put_doc("drift_reference_profiles", "p1", profile)
     src.close()
 
     done = _cli("--data-dir", str(tmp_path / "data"), "--dsn", postgres_dsn)
@@ -58,6 +60,7 @@ def test_migrate_copies_everything_once(tmp_path: Path, postgres_dsn: str) -> No
         assert [x.id for x in dst.findings()] == [f.id]
         assert dst.list_docs("alerts_outbox", states=["pending"]) == {"m1": {"state": "pending", "seq": 3}}
         assert dst.get_doc("drift_monitors", "churn") == {"name": "churn"}
+        assert dst.get_doc("drift_reference_profiles", "p1") == profile
     finally:
         dst.close()
 

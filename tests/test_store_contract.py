@@ -191,6 +191,24 @@ def test_documents_and_their_states(store: Store) -> None:
     assert store.get_doc("outbox", "m1") == {"state": "delivered"}
 
 
+def test_large_documents_replaced_listed_and_deleted(store: Store) -> None:
+    """Documents of megabytes (a drift monitor's stored reference profile) behave as small
+    ones: the embedded store keeps them in files, which must not show."""
+    big = {"state": "ready", "values": [i / 7 for i in range(40_000)]}
+    bigger = {"state": "ready", "values": [i / 3 for i in range(50_000)]}
+    store.put_docs("profiles", {"a": big, "b": {"state": "small"}})
+    assert store.get_doc("profiles", "a") == big
+    store.put_doc("profiles", "a", bigger)  # large replaced by large
+    store.put_doc("profiles", "b", big)  # small replaced by large
+    assert store.list_docs("profiles") == {"a": bigger, "b": big}
+    assert store.list_docs("profiles", states=["ready"]) == {"a": bigger, "b": big}
+    store.put_doc("profiles", "a", {"state": "small"})  # large replaced by small
+    assert store.get_doc("profiles", "a") == {"state": "small"}
+    assert store.delete_doc("profiles", "b") is True
+    assert store.get_doc("profiles", "b") is None
+    assert store.list_docs("profiles") == {"a": {"state": "small"}}
+
+
 def test_unknown_table_and_bad_identifiers_are_refused(store: Store) -> None:
     with pytest.raises(StoreError):
         store.query("nope")

@@ -65,13 +65,12 @@ def migrate(data_dir: Path, dsn: str, *, progress: Any = None) -> dict[str, int]
         findings = source._read(lambda cur: cur.execute("SELECT body FROM findings").fetchall())
         target.upsert_findings(Finding.from_dict(json.loads(r[0])) for r in findings)
         copied["findings"] = len(findings)
-        docs = source._read(lambda cur: cur.execute("SELECT collection, id, body FROM docs").fetchall())
-        by_collection: dict[str, dict[str, dict[str, Any]]] = {}
-        for collection, doc_id, body in docs:
-            by_collection.setdefault(collection, {})[doc_id] = json.loads(body)
-        for collection, items in by_collection.items():
+        collections = source._read(lambda cur: cur.execute("SELECT DISTINCT collection FROM docs").fetchall())
+        copied["docs"] = 0
+        for (collection,) in collections:
+            items = source.list_docs(collection)  # a large document's body is in its file
             target.put_docs(collection, items)
-        copied["docs"] = len(docs)
+            copied["docs"] += len(items)
     finally:
         source.close()
         target.close()

@@ -24,7 +24,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,6 +53,11 @@ _FINDING_COLUMNS = (
 )
 
 
+#: A document whose JSON is this long or longer is kept in a file, not in its row (see
+#: ``Documents``).
+FILE_BODY_MIN = 64 * 1024
+
+
 class DuckDBConnection:
     """``<data_dir>/mlvigil.duckdb``, its write connection and read cursor, and the locks
     that give each one user at a time. The other parts of ``DuckDBStore`` run their SQL
@@ -69,6 +75,9 @@ class DuckDBConnection:
     ) -> None:
         self.path = Path(data_dir) / "mlvigil.duckdb"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        #: Documents of ``FILE_BODY_MIN`` bytes or more, a file each (``Documents``).
+        self.documents_dir = self.path.parent / "documents"
+        self.documents_dir.mkdir(exist_ok=True)
         self._config: dict[str, str | bool | int | float | list[str]] = {
             "checkpoint_threshold": _NO_AUTO_CHECKPOINT
         }
@@ -112,7 +121,7 @@ class DuckDBConnection:
             return  # no write of our own into the reserve (writes are refused meanwhile)
         try:
             self._con.execute(
-                "INSERT OR REPLACE INTO docs VALUES ('_store', 'opened', ?)",
+                "INSERT OR REPLACE INTO docs (collection, id, body) VALUES ('_store', 'opened', ?)",
                 [json.dumps({"at": time.time()})],
             )
         except Exception as exc:
@@ -139,6 +148,67 @@ class DuckDBConnection:
         # document by id through this one (Documents.get_doc). Existing stores get it at their
         # next open.
         self._con.execute("CREATE INDEX IF NOT EXISTS docs_id ON docs (id)")
+        self._con.execute("ALTER TABLE docs ADD COLUMN IF NOT EXISTS body_file VARCHAR")
+        self._documents_to_files_locked()
+
+    def _documents_to_files_locked(self) -> None:
+        """Moves the large documents a store made before ``body_file`` keeps inline into
+        files (once: later writes put them there), then removes the files no row names (left
+        by a write or delete that a crash interrupted)."""
+        large = self._con.execute(
+            "SELECT collection, id, body FROM docs WHERE body_file IS NULL AND strlen(body) >= ?",
+            [FILE_BODY_MIN],
+        ).fetchall()
+        if large:
+            moved: list[tuple[str, str, str]] = []
+            try:
+                for collection, doc_id, body in large:
+                    moved.append((self._write_body_file(body), collection, doc_id))
+                # One UPDATE from a table of the moves: each UPDATE ... WHERE id = ? would scan
+                # every body again (~2 s each with 200 profiles inline).
+                self._con.execute("BEGIN")
+                self._con.execute(
+                    "CREATE TEMP TABLE _moved (body_file VARCHAR, collection VARCHAR, id VARCHAR)"
+                )
+                self._con.executemany("INSERT INTO _moved VALUES (?, ?, ?)", moved)
+                self._con.execute(
+                    "UPDATE docs SET body = NULL, body_file = m.body_file FROM _moved m"
+                    " WHERE docs.collection = m.collection AND docs.id = m.id"
+                )
+                self._con.execute("DROP TABLE _moved")
+                self._con.execute("COMMIT")
+                log.info("store: %d large documents moved to %s", len(moved), self.documents_dir)
+            except (OSError, duckdb.Error) as exc:  # e.g. a full disk: they stay inline meanwhile
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute("ROLLBACK")
+                log.warning("store: large documents stay in their rows for now: %s", exc)
+        named = {
+            r[0]
+            for r in self._con.execute("SELECT body_file FROM docs WHERE body_file IS NOT NULL").fetchall()
+        }
+        self._remove_body_files(p.name for p in self.documents_dir.iterdir() if p.name not in named)
+
+    def _write_body_file(self, text: str) -> str:
+        """Writes a document's body to a new file of ``documents_dir``, durably (its row is
+        committed next); returns the file's name."""
+        name = f"{uuid.uuid4().hex}.json"
+        tmp = self.documents_dir / f"{name}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(text.encode())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.documents_dir / name)
+        fd = os.open(self.documents_dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return name
+
+    def _remove_body_files(self, names: Iterable[str]) -> None:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                (self.documents_dir / name).unlink()
 
     # -- availability ----------------------------------------------------------------------
     def _unavailable(self, exc: BaseException) -> StoreUnavailable | None:
@@ -440,7 +510,7 @@ class DuckDBConnection:
         try:
             self._con.begin()
             self._con.execute(
-                "INSERT OR REPLACE INTO docs VALUES ('_store', 'write-probe', ?)",
+                "INSERT OR REPLACE INTO docs (collection, id, body) VALUES ('_store', 'write-probe', ?)",
                 [json.dumps({"at": time.time(), "room": "x" * _PROBE_BYTES})],
             )
             self._con.commit()
