@@ -85,3 +85,41 @@ def test_a_missing_document_file_is_an_error_that_says_what_to_do(tmp_path: Path
     with pytest.raises(StoreError, match="restore the data dir"):
         store.get_doc("profiles", "p")
     store.close()
+
+
+def test_a_large_document_read_while_it_is_replaced_is_always_whole(tmp_path: Path) -> None:
+    """A reader that found the row naming the old file while a writer replaced the document
+    (and removed that file) reads again: it gets one of the versions, never an error."""
+    import threading
+
+    store = DuckDBStore(tmp_path / "data")
+    versions = [{**BIG, "v": i} for i in range(25)]
+    store.put_doc("profiles", "p", versions[0])
+    errors: list[BaseException] = []
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                doc = store.get_doc("profiles", "p")
+                assert doc is not None and doc["values"] == BIG["values"]
+                seen.add(doc["v"])
+                listed = store.list_docs("profiles")
+                assert listed["p"]["values"] == BIG["values"]
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for doc in versions[1:]:
+            store.put_doc("profiles", "p", doc)
+    finally:
+        done.set()
+        reader.join(timeout=30)
+    assert not errors, errors
+    assert len(seen) >= 1
+    assert store.get_doc("profiles", "p") == versions[-1]
+    assert len(_files(store)) == 1
+    store.close()
