@@ -169,6 +169,50 @@ def test_feed_reads_a_rank_first_seen_late_whose_clock_is_behind(tmp_path: Path)
         store.close()
 
 
+def test_a_reader_that_finds_the_feed_polling_waits_for_the_rows_of_that_pass(tmp_path: Path) -> None:
+    """The training detectors share one feed and run concurrently (detectors.workers): a
+    reader asking while another reader's poll of the same ``now`` is under way gets that
+    poll's rows, not none (before: an empty pass, its rows only at the next evaluation)."""
+    import threading
+
+    class SlowStore(DuckDBStore):
+        """The real store; its first read waits until the second reader has asked."""
+
+        polling = threading.Event()
+        second_asked = threading.Event()
+
+        def query_arrow(self, *args: Any, **kwargs: Any) -> Any:
+            self.polling.set()
+            self.second_asked.wait(timeout=10)
+            return super().query_arrow(*args, **kwargs)
+
+    store = SlowStore(tmp_path)
+    try:
+        rows = simulate(RunSpec(world_size=2, steps=20, seed=3))
+        store.append(to_batch("training_steps", rows))
+        feed = StepFeed(history=3600, lookback=30, max_skew=300)
+        first, second = feed.subscribe(), feed.subscribe()
+        now = rows[-1]["ts"] + 1
+        got: dict[str, int] = {}
+        poller = threading.Thread(
+            target=lambda: got.update(first=sum(t.num_rows for t in first.read(store, now)))
+        )
+        poller.start()
+        assert store.polling.wait(timeout=10)
+        reader = threading.Thread(
+            target=lambda: got.update(second=sum(t.num_rows for t in second.read(store, now)))
+        )
+        reader.start()
+        # The second reader has asked (it is blocked on the feed, or would have returned).
+        reader.join(timeout=0.5)
+        store.second_asked.set()
+        poller.join(timeout=30)
+        reader.join(timeout=30)
+        assert got == {"first": len(rows), "second": len(rows)}
+    finally:
+        store.close()
+
+
 def test_nan_finding_names_the_first_non_finite_step_whatever_the_arrival_order() -> None:
     rows = simulate(RunSpec(world_size=4, steps=140, seed=6))
     for r in rows:

@@ -19,6 +19,7 @@ The lateness bound (docs/training.md) has two parts, both ``lookback`` seconds:
 from __future__ import annotations
 
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -122,11 +123,16 @@ class StepFeed:
         self.duplicates = 0
         self._polled_at: float | None = None
         self._readers: list[FeedReader] = []
+        # Held while a reader polls and hands out the rows, or takes its own: the detectors
+        # sharing this feed are evaluated concurrently (detectors.workers), and one that
+        # found the poll of this ``now`` under way must wait for its rows, not see none.
+        self._lock = threading.Lock()
 
     def subscribe(self) -> FeedReader:
         """A reader that gets every row this feed polls from now on, once."""
         reader = FeedReader(self)
-        self._readers.append(reader)
+        with self._lock:
+            self._readers.append(reader)
         return reader
 
     def since(self, now: float) -> float:
@@ -239,13 +245,14 @@ class FeedReader:
 
     def read(self, store: Store, now: float) -> list[pa.Table]:
         feed = self.feed
-        if feed._polled_at is None or now > feed._polled_at:
-            feed._polled_at = now
-            table = feed.poll_table(store, now)
-            if table.num_rows:
-                for reader in feed._readers:
-                    reader._put(table)
-        out, self._waiting, self._rows = self._waiting, [], 0
+        with feed._lock:
+            if feed._polled_at is None or now > feed._polled_at:
+                table = feed.poll_table(store, now)
+                feed._polled_at = now  # after the poll: one that failed is tried again
+                if table.num_rows:
+                    for reader in feed._readers:
+                        reader._put(table)
+            out, self._waiting, self._rows = self._waiting, [], 0
         return out
 
     def _put(self, table: pa.Table) -> None:
@@ -258,9 +265,10 @@ class FeedReader:
             self.dropped_rows += old.num_rows
 
     def close(self) -> None:
-        if self in self.feed._readers:
-            self.feed._readers.remove(self)
-        self._waiting, self._rows = [], 0
+        with self.feed._lock:
+            if self in self.feed._readers:
+                self.feed._readers.remove(self)
+            self._waiting, self._rows = [], 0
 
 
 def by_run(rows: list[Row]) -> dict[str, list[Row]]:
