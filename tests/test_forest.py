@@ -316,8 +316,6 @@ def test_dle_reuses_every_shared_row_when_rows_crowd_the_cache_index(monkeypatch
 def test_last_rows_finds_the_rows_the_numpy_version_finds(slot_bits: int) -> None:
     from detectors.estimation.dle import _LastRows
 
-    if not hasattr(native, "LastRows"):
-        pytest.skip("this mlvigil_native build has no LastRows (DLE uses _LastRows)")
     rng = np.random.default_rng(41)
     x = rng.normal(size=(3000, 4))
     x[7, 2] = np.nan  # never found
@@ -344,8 +342,6 @@ def test_last_rows_finds_the_rows_the_numpy_version_finds(slot_bits: int) -> Non
 
 
 def test_last_rows_refuses_wrong_shapes_and_read_only_places() -> None:
-    if not hasattr(native, "LastRows"):
-        pytest.skip("this mlvigil_native build has no LastRows")
     last = native.LastRows()
     x = np.zeros((4, 3))
     with pytest.raises(ValueError, match="3 places for 4 rows"):
@@ -378,8 +374,7 @@ def test_joined_forests_give_lightgbms_predictions_and_dle_joins_its_loss_models
     assert all(f is not None for f in forests)
     pair = [f for f in forests[:2] if f is not None]
     forest_module.join(pair)
-    if hasattr(native, "Forests"):
-        assert pair[0]._joint is not None and pair[0]._joint[1].joint == _avx2()
+    assert pair[0]._joint is not None and pair[0]._joint[1].joint == _avx2()
     for n in (0, 1, 25, 1025, 4099):
         window = np.nan_to_num(_analysis_rows(rng, n))
         window[::5, 0] = np.inf
@@ -396,13 +391,10 @@ def test_joined_forests_give_lightgbms_predictions_and_dle_joins_its_loss_models
     ref = Sample(predictions=x[:, 0], labels=x[:, 0] + rng.normal(size=3000), features=x)
     est = DLE(["mae", "rmse"]).fit(ref)
     natives = [m.native for m in est._models.values()]
-    if hasattr(native, "Forests"):
-        assert natives[0]._joint is not None and list(natives[0]._joint[0]) == natives
+    assert natives[0]._joint is not None and list(natives[0]._joint[0]) == natives
 
 
 def test_forests_refuses_wrong_shapes() -> None:
-    if not hasattr(native, "Forests"):
-        pytest.skip("this mlvigil_native build has no Forests")
     split: tuple[list[Any], ...] = ([0], [0.5], [0], [-1], [-2], [[]], [1.0, 2.0])
     one = native.Forest([split])
     both = native.Forests([one, one])
