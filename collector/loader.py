@@ -21,6 +21,7 @@ import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector.wal import PASSES, Position, TableFilter, WriteAheadLog, read
+from mlvigil.core.os_thread import name_os_thread
 from mlvigil.core.store import Store
 from mlvigil.core.store.duckdb import DuckDBStore
 
@@ -233,6 +234,7 @@ class LoaderThread:
             logger.debug("loader pass keeps its CPU priority: %s", exc)
 
     def _run(self, index: int) -> None:
+        name_os_thread()
         name, wanted = self.passes[index]
         primary, last = index == 0, index == len(self.passes) - 1
         # Woken by group commits (the primary) or by the primary's loads (the others).

@@ -41,6 +41,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from collector.pipeline import ShuttingDown
+from mlvigil.core.os_thread import name_os_thread
 from mlvigil.core.store import StoreUnavailable
 
 try:  # the checksum on read: 6-7x zlib's speed (carry-less multiplication), same value
@@ -480,6 +481,7 @@ class WriteAheadLog:
         self._offset = 0
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             with self._cond:
                 while not self._pending and not self._closed:

@@ -22,8 +22,9 @@ the write-ahead log pass and position whose load wrote it (``-`` / -1 / -1: not 
   the log's replay writes it again.
 - **Merges** keep the number of files a query opens small without re-encoding a row: when
   ``merge_files`` files of one level arrived in one hour, they become one file of the next
-  level; an hour that has ended becomes one file. The column chunks are copied as written
-  (``mlvigil_native.concat_parquet``). A merge is journalled (``merge-<n>.json``: its
+  level; an hour that has ended becomes one file. No merge writes more than
+  ``max_merge_bytes`` (1 GiB), and a file of half that is left as it is. The column chunks
+  are copied as written (``mlvigil_native.concat_parquet``). A merge is journalled (``merge-<n>.json``: its
   inputs) so that a crash between the new file's rename and its inputs' removal does not
   leave both.
 - **Retention** removes a file once its newest span is older than the cutoff, or once it
@@ -37,6 +38,7 @@ the write-ahead log pass and position whose load wrote it (``-`` / -1 / -1: not 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -78,6 +80,8 @@ class SpanFile:
     log: str
     segment: int
     offset: int
+    #: bytes on disk (not part of the name)
+    size: int = 0
 
     @property
     def name(self) -> str:
@@ -125,6 +129,7 @@ class SpanFiles:
         *,
         remove_lock: threading.Lock,
         merge_files: int = 32,
+        max_merge_bytes: int = 1 << 30,
         compression_level: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -132,6 +137,7 @@ class SpanFiles:
         self.schema = schema
         self.remove_lock = remove_lock
         self.merge_files = max(2, merge_files)
+        self.max_merge_bytes = max_merge_bytes
         self.compression_level = compression_level
         self.clock = clock
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -150,12 +156,11 @@ class SpanFiles:
                 continue
             f = SpanFile.parse(path.name)
             if f is not None:
-                self._files[f.n] = f
+                self._files[f.n] = dataclasses.replace(f, size=path.stat().st_size)
         self._next = max([*self._files, MIGRATED_N]) + 1
         if _PLACEHOLDER_N not in self._files:
             placeholder = SpanFile(_PLACEHOLDER_N, 0, 0, 0, 0, 0, *NOT_LOGGED)
-            self._write_file(self.schema.empty_table(), placeholder)
-            self._files[_PLACEHOLDER_N] = placeholder
+            self._files[_PLACEHOLDER_N] = self._write_file(self.schema.empty_table(), placeholder)
 
     def _finish_merge(self, journal: Path) -> None:
         """A merge a crash interrupted: done if its output was renamed in (its inputs go),
@@ -197,7 +202,8 @@ class SpanFiles:
             self._next += 1
             return n
 
-    def _write_file(self, table: pa.Table, f: SpanFile) -> None:
+    def _write_file(self, table: pa.Table, f: SpanFile) -> SpanFile:
+        """Writes ``f``'s file durably; ``f`` with its size."""
         tmp = self.directory / f"{f.name}.tmp"
         try:
             with open(tmp, "wb") as sink:
@@ -217,11 +223,13 @@ class SpanFiles:
                 )
                 sink.flush()
                 os.fsync(sink.fileno())
+            size = tmp.stat().st_size
             os.replace(tmp, self.directory / f.name)
             _fsync_dir(self.directory)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return dataclasses.replace(f, size=size)
 
     def write(
         self, table: pa.Table, log: str | None = None, segment: int = -1, offset: int = 0
@@ -247,7 +255,7 @@ class SpanFiles:
             int(self.clock()),
             *((log, segment, offset) if log is not None else NOT_LOGGED),
         )
-        self._write_file(table, f)
+        f = self._write_file(table, f)
         with self._lock:
             self._files[f.n] = f
         return f
@@ -256,7 +264,7 @@ class SpanFiles:
         """A Parquet file written elsewhere (fsynced, the spans schema) renamed in as the
         migrated file (number ``MIGRATED_N``)."""
         lo, hi = math.floor(min_ts), math.ceil(max_ts)
-        f = SpanFile(MIGRATED_N, 1, rows, lo, hi, int(self.clock()), *NOT_LOGGED)
+        f = SpanFile(MIGRATED_N, 1, rows, lo, hi, int(self.clock()), *NOT_LOGGED, size=path.stat().st_size)
         os.replace(path, self.directory / f.name)
         _fsync_dir(self.directory)
         with self._lock:
@@ -297,18 +305,30 @@ class SpanFiles:
         now_hour = int(self.clock()) // _HOUR
         by_hour: dict[int, list[SpanFile]] = {}
         for f in self._snapshot():
-            if f.n > MIGRATED_N and f.rows:
+            # files of half the size cap or more are large enough as they are
+            if f.n > MIGRATED_N and f.rows and f.size < self.max_merge_bytes // 2:
                 by_hour.setdefault(f.hour, []).append(f)
         for hour, files in sorted(by_hour.items()):
             if hour < now_hour and len(files) > 1:
-                return files  # an hour that has ended: one file
+                return self._within_cap(files)  # an hour that has ended: one file (or a few)
             by_level: dict[int, list[SpanFile]] = {}
             for f in files:
                 by_level.setdefault(f.level, []).append(f)
             for level_files in by_level.values():
                 if len(level_files) >= self.merge_files:
-                    return level_files[: self.merge_files]
+                    return self._within_cap(level_files[: self.merge_files])
         return None
+
+    def _within_cap(self, files: list[SpanFile]) -> list[SpanFile]:
+        """The first of ``files`` whose bytes add up to ``max_merge_bytes`` at most (two at
+        least): a merge's copy stays bounded, so the loader pass doing it never stalls long."""
+        chosen, total = [], 0
+        for f in files:
+            if len(chosen) >= 2 and total + f.size > self.max_merge_bytes:
+                break
+            chosen.append(f)
+            total += f.size
+        return chosen
 
     def _merge(self, inputs: list[SpanFile]) -> None:
         assert concat_parquet is not None
@@ -328,6 +348,7 @@ class SpanFiles:
             journal.write_text(json.dumps({"output": out.name, "inputs": [f.name for f in inputs]}))
             with open(journal, "rb+") as j:
                 os.fsync(j.fileno())
+            out = dataclasses.replace(out, size=tmp.stat().st_size)
             with self.remove_lock:  # the new file and its inputs' removal, seen together
                 os.replace(tmp, self.directory / out.name)
                 with self._lock:
