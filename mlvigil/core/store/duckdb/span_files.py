@@ -322,7 +322,8 @@ class SpanFiles:
     def _within_cap(self, files: list[SpanFile]) -> list[SpanFile]:
         """The first of ``files`` whose bytes add up to ``max_merge_bytes`` at most (two at
         least): a merge's copy stays bounded, so the loader pass doing it never stalls long."""
-        chosen, total = [], 0
+        chosen: list[SpanFile] = []
+        total = 0
         for f in files:
             if len(chosen) >= 2 and total + f.size > self.max_merge_bytes:
                 break
