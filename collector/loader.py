@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 import pyarrow as pa
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from collector.wal import PASSES, Position, TableFilter, WriteAheadLog, read
+from mlvigil.core.os_thread import name_os_thread
 from mlvigil.core.store import Store
 from mlvigil.core.store.duckdb import DuckDBStore
 
@@ -116,14 +117,20 @@ class LoaderThread:
     with its own position in the store (exactly once each) and its own store connection: the
     primary (hot) pass, woken by each group commit, never waits for another pass's group;
     the others (the raw ``spans``) are woken by each hot load and run at a lower CPU priority
-    (``secondary_nice``). The last pass also does the store's housekeeping between its loads
+    (``secondary_nice``) in larger groups: each waits until ``secondary_linger_records``
+    records are pending, the oldest of them is ``secondary_linger_seconds`` old, or a reader
+    waits for them (``WriteAheadLog.readers_waiting``), and loads up to ``secondary_max_records``
+    / ``secondary_max_bytes`` at once. A raw spans load writes one file (DuckDB's span files):
+    fewer, larger files cost less to write and to query (a 5-request group 2.6 ms of CPU per
+    request, a 32-request group 1.6 ms). The last pass also does the store's housekeeping between its loads
     (``Loader.maintain``: DuckDB's checkpoints), off the hot pass's path. Exports on ``registry``:
 
     - ``mlvigil_wal_loader_lag_seconds``: age of the oldest appended record the primary pass
       has not loaded yet; ``mlvigil_wal_loader_pass_lag_seconds{pass}`` the same per pass;
     - ``mlvigil_wal_unloaded_bytes``: bytes of the log not loaded by every pass (what the
       bound counts);
-    - ``mlvigil_wal_loaded_records_total`` (primary pass) / ``mlvigil_wal_loader_errors_total``.
+    - ``mlvigil_wal_loaded_records_total`` (primary pass) / ``mlvigil_wal_loader_errors_total``;
+    - ``mlvigil_wal_loader_group_records{pass}``: records per load (a histogram).
 
     A failing load (the store down) is retried after ``retry_seconds``; the log keeps
     taking appends until its bound, then answers LogFull."""
@@ -137,6 +144,10 @@ class LoaderThread:
         max_bytes: int = 16 * 1024 * 1024,
         retry_seconds: float = 1.0,
         secondary_nice: int = 5,
+        secondary_linger_records: int = 32,
+        secondary_linger_seconds: float = 0.5,
+        secondary_max_records: int = 64,
+        secondary_max_bytes: int = 64 * 1024 * 1024,
         registry: CollectorRegistry | None = None,
         on_loaded: Callable[[Mapping[str, pa.Table]], None] | None = None,
     ) -> None:
@@ -149,6 +160,9 @@ class LoaderThread:
         self.on_loaded = on_loaded
         self.max_records, self.max_bytes, self.retry_seconds = max_records, max_bytes, retry_seconds
         self.secondary_nice = secondary_nice
+        self.secondary_linger_records = min(secondary_linger_records, secondary_max_records)
+        self.secondary_linger_seconds = secondary_linger_seconds
+        self.secondary_max_records, self.secondary_max_bytes = secondary_max_records, secondary_max_bytes
         #: per group the primary pass loaded: (records, seconds from the append of its newest
         #: record to its load)
         self.groups: deque[tuple[int, float]] = deque(maxlen=100_000)
@@ -183,6 +197,13 @@ class LoaderThread:
         self.loaded_records = Counter(
             "mlvigil_wal_loaded_records", "Log records loaded into the store.", registry=registry
         )
+        self.group_records = Histogram(
+            "mlvigil_wal_loader_group_records",
+            "Log records (requests) per load, by pass: a load has a fixed cost, shared by its group.",
+            ["pass"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=registry,
+        )
         self.errors = Counter(
             "mlvigil_wal_loader_errors", "Failed loads of the log (retried).", registry=registry
         )
@@ -213,6 +234,7 @@ class LoaderThread:
             logger.debug("loader pass keeps its CPU priority: %s", exc)
 
     def _run(self, index: int) -> None:
+        name_os_thread()
         name, wanted = self.passes[index]
         primary, last = index == 0, index == len(self.passes) - 1
         # Woken by group commits (the primary) or by the primary's loads (the others).
@@ -229,9 +251,12 @@ class LoaderThread:
                 elif not self._seeded.is_set():
                     self._seeded.wait(0.5)
                     continue
-                n, lag = load_once(
-                    self.wal, self.target, name, self.max_records, self.max_bytes, self.on_loaded, wanted
-                )
+                if primary:
+                    limits = (self.max_records, self.max_bytes)
+                else:
+                    self._linger(name)
+                    limits = (self.secondary_max_records, self.secondary_max_bytes)
+                n, lag = load_once(self.wal, self.target, name, *limits, self.on_loaded, wanted)
                 if last:
                     self.target.maintain(name)
             except Exception:
@@ -242,14 +267,36 @@ class LoaderThread:
                 self._stop.wait(self.retry_seconds)
                 continue
             if n:
+                self.group_records.labels(name).observe(n)
                 if primary:
                     self.loaded_records.inc(n)
                     self.groups.append((n, lag))
                     self._primary_loaded.set()
                 continue  # more may be waiting: load until caught up
-            # Caught up: sleep until woken (or stop).
+            # Caught up: sleep until woken (or stop). A reader waiting for the other passes
+            # woke this one (``wait_loaded`` sets ``appended``): they stop lingering.
             caught_up.set()
+            if primary and any(self.wal.readers_waiting(other) for other, _ in self.passes[1:]):
+                self._primary_loaded.set()
             wake.wait(0.5)
+
+    def _linger(self, name: str) -> None:
+        """Wait (woken by the primary's loads) until ``secondary_linger_records`` records are
+        pending for pass ``name``, the oldest is ``secondary_linger_seconds`` old, a reader
+        waits for them, or the loader stops."""
+        wal = self.wal
+        while not self._stop.is_set():
+            pending = wal.unloaded_records(name)
+            if not pending or pending >= self.secondary_linger_records or wal.readers_waiting(name):
+                return
+            remaining = self.secondary_linger_seconds - wal.lag_seconds(name)
+            if remaining <= 0:
+                return
+            self._primary_loaded.clear()
+            # Checked again after the clear: a load or a reader in between set it.
+            if wal.unloaded_records(name) >= self.secondary_linger_records or wal.readers_waiting(name):
+                return
+            self._primary_loaded.wait(remaining)
 
     def drain(self, timeout: float) -> bool:
         """Wait (bounded) until everything appended so far is loaded by every pass."""

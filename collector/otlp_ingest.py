@@ -39,6 +39,7 @@ from collector.pipeline import IngestPipeline, Overloaded
 from collector.wal import Payload, Position, WriteAheadLog, encode_parts, payload_of
 from mlvigil.core.config import IngestConfig
 from mlvigil.core.metrics import Telemetry
+from mlvigil.core.os_thread import name_os_thread
 from mlvigil.core.records import TABLES
 from mlvigil.core.store import StoreUnavailable
 
@@ -119,7 +120,9 @@ class OtlpIngest:
             max_content_chars=config.max_content_chars,
         )
         self.json_limits = JsonLimits(max_containers=config.max_json_containers)
-        self._executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="ingest-decode")
+        self._executor = ThreadPoolExecutor(
+            config.decode_workers, thread_name_prefix="ingest-decode", initializer=name_os_thread
+        )
         self._in_flight = 0
 
     @contextlib.contextmanager

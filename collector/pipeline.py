@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from mlvigil.core.errors import Overloaded, ShuttingDown
 from mlvigil.core.metrics import Telemetry
+from mlvigil.core.os_thread import name_os_thread
 from mlvigil.core.records import RecordBatch
 from mlvigil.core.store import Store, StoreUnavailable
 
@@ -108,6 +109,7 @@ class IngestPipeline:
             return group
 
     def _run(self) -> None:
+        name_os_thread()
         while (group := self._take_group()) is not None:
             try:
                 self._commit(group)

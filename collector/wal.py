@@ -41,6 +41,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from collector.pipeline import ShuttingDown
+from mlvigil.core.os_thread import name_os_thread
 from mlvigil.core.store import StoreUnavailable
 
 try:  # the checksum on read: 6-7x zlib's speed (carry-less multiplication), same value
@@ -328,6 +329,8 @@ class WriteAheadLog:
         # found, so reads after a restart wait for the replay too.
         self._durable: Position | None = Position(self._segment, good) if good else None
         self._loaded_cond = threading.Condition()
+        # Readers waiting in ``wait_loaded``: a loader lingering for a larger group loads now.
+        self._readers_waiting = {c: 0 for c in self.consumers}
         #: why the last group could not be written (disk full, I/O error); None once one is
         #: written or the readiness probe's write succeeds (``unavailable_reason``)
         self._write_failed: str | None = None
@@ -434,7 +437,22 @@ class WriteAheadLog:
             return True
         names = consumers or self.consumers
         with self._loaded_cond:
-            return self._loaded_cond.wait_for(lambda: all(self._loaded[c] >= target for c in names), timeout)
+            if all(self._loaded[c] >= target for c in names):
+                return True
+            for c in names:
+                self._readers_waiting[c] += 1
+            self.appended.set()  # a lingering loader loads now (``readers_waiting``)
+            try:
+                return self._loaded_cond.wait_for(
+                    lambda: all(self._loaded[c] >= target for c in names), timeout
+                )
+            finally:
+                for c in names:
+                    self._readers_waiting[c] -= 1
+
+    def readers_waiting(self, consumer: str) -> bool:
+        """Whether a reader waits in ``wait_loaded`` for ``consumer`` to load records."""
+        return self._readers_waiting[consumer] > 0
 
     def loaded(self, upto: Position, consumer: str | None = None) -> None:
         """``consumer`` (default: the primary) has everything up to ``upto`` in the store:
@@ -463,6 +481,7 @@ class WriteAheadLog:
         self._offset = 0
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             with self._cond:
                 while not self._pending and not self._closed:

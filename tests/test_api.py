@@ -64,12 +64,20 @@ def test_retention_deletes_only_old_rows(tmp_path: Path) -> None:
     batch = RecordBatch()
     for age_days in (10, 5, 1, 0):
         batch.add("logs", ts=now - age_days * 86400, body=f"{age_days}d")
-        batch.add("spans", ts=now - age_days * 86400, name=f"{age_days}d")
+        # raw spans are files, removed whole: one append (one file) per span here
+        one = RecordBatch()
+        one.add("spans", ts=now - age_days * 86400, name=f"{age_days}d")
+        store.append(one)
+    # and a file whose spans straddle the cutoff: kept whole until its newest span expires
+    straddling = RecordBatch()
+    for age_days in (3, 1.5):
+        straddling.add("spans", ts=now - age_days * 86400, name=f"{age_days}d")
+    store.append(straddling)
     store.append(batch)
     deleted = RetentionTask(store, {"logs": 7 * 86400, "spans": 2 * 86400}, 600).run_once(now)
     assert deleted == {"logs": 1, "spans": 2}
     assert store.query("logs")["body"] == ["5d", "1d", "0d"]
-    assert store.query("spans")["name"] == ["1d", "0d"]
+    assert store.query("spans")["name"] == ["3d", "1.5d", "1d", "0d"]
     store.close()
 
 

@@ -552,6 +552,36 @@ def test_a_slow_raw_spans_pass_does_not_hold_back_the_hot_pass(tmp_path: Path) -
         store.close()
 
 
+def test_the_raw_spans_pass_lingers_for_a_group_unless_a_reader_waits(tmp_path: Path) -> None:
+    """The raw spans pass waits for ``secondary_linger_records`` requests (one span file, one
+    load's fixed cost, for the group), at most ``secondary_linger_seconds`` after the oldest;
+    a reader waiting for the raw spans ends the wait at once. The hot pass never lingers."""
+    from collector.loader import LoaderThread
+    from collector.wal import HOT, PASSES, RAW_SPANS
+
+    store = DuckDBStore(tmp_path / "db")
+    wal = WriteAheadLog(tmp_path / "wal", consumers=tuple(PASSES))
+    loader = LoaderThread(wal, DuckDBLoader(store), secondary_linger_records=4, secondary_linger_seconds=60.0)
+    try:
+        assert loader.drain(timeout=30)
+        for i in range(3):
+            wal.append(_calls_and_spans(i)).result(timeout=10)
+        assert wal.wait_loaded(30, [HOT]) and _call_ids(store) == [0, 1, 2]
+        assert wal.unloaded_records(RAW_SPANS) == 3, "the raw pass waits for a fourth"
+        wal.append(_calls_and_spans(3)).result(timeout=10)
+        assert wal.wait_loaded(30) and _ids(store) == [0, 1, 2, 3]
+        assert store.span_files.count() == 1, "the four requests' raw spans in one load's file"
+        # one request and a reader of raw spans: loaded long before the 60 s linger
+        wal.append(_calls_and_spans(4)).result(timeout=10)
+        started = time.monotonic()
+        assert wal.wait_loaded(30) and _ids(store) == [0, 1, 2, 3, 4]
+        assert time.monotonic() - started < 30
+    finally:
+        loader.stop()
+        wal.close()
+        store.close()
+
+
 def test_checkpoints_wait_for_the_hot_pass_only_once_duckdbs_wal_is_past_four_thresholds(
     tmp_path: Path,
 ) -> None:

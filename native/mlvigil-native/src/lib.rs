@@ -527,6 +527,25 @@ impl PyLastRows {
     }
 }
 
+/// concat_parquet(inputs, output) -> int: the Parquet files ``inputs`` (one schema) joined
+/// into a new file ``output`` with their column chunks copied as they are (crate
+/// parquet-concat), fsynced; returns the rows written. The GIL is released. OSError for a
+/// file that cannot be read or written, ValueError for inputs that are not Parquet files
+/// of one schema.
+#[pyfunction]
+fn concat_parquet(py: Python<'_>, inputs: Vec<String>, output: String) -> PyResult<u64> {
+    let result = py.detach(|| -> Result<u64, parquet_concat::Error> {
+        let file = std::fs::File::create_new(&output)?;
+        let rows = parquet_concat::concat(&inputs, std::io::BufWriter::with_capacity(1 << 20, &file))?;
+        file.sync_data()?;
+        Ok(rows)
+    });
+    result.map_err(|e| match e {
+        parquet_concat::Error::Io(e) => PyErr::from(e),
+        parquet_concat::Error::Parquet(e) => PyValueError::new_err(e.to_string()),
+    })
+}
+
 #[pymodule]
 fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalise_traces, m)?)?;
@@ -534,6 +553,7 @@ fn mlvigil_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(normalise_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(normalise_logs, m)?)?;
     m.add_function(wrap_pyfunction!(crc32, m)?)?;
+    m.add_function(wrap_pyfunction!(concat_parquet, m)?)?;
     m.add_class::<PyForest>()?;
     m.add_function(wrap_pyfunction!(predict_forests, m)?)?;
     m.add_class::<PyLastRows>()?;

@@ -31,10 +31,11 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from mlvigil.core.records import TABLES
+from mlvigil.core.records import TABLES, arrow_schema
 from mlvigil.core.store.base import StoreUnavailable
 from mlvigil.core.store.dialect import Execute
 from mlvigil.core.store.dialect import ident as _ident
+from mlvigil.core.store.duckdb.span_files import SpanFiles
 
 log = logging.getLogger("mlvigil.core.store.duckdb")
 
@@ -56,6 +57,9 @@ _FINDING_COLUMNS = (
 #: A document whose JSON is this long or longer is kept in a file, not in its row (see
 #: ``Documents``).
 FILE_BODY_MIN = 64 * 1024
+
+#: The raw spans' columns in their files (span_files.py): every column of the table they replace
+SPAN_FILE_SCHEMA = arrow_schema("spans")
 
 
 class DuckDBConnection:
@@ -105,6 +109,10 @@ class DuckDBConnection:
         # ``threads`` is a database-wide setting: loads run single-threaded while any runs.
         self._single_threaded = 0
         self._threads_lock = threading.Lock()
+        #: The raw spans (the view ``spans``), files removed only while no read runs.
+        self.span_files = SpanFiles(self.path.parent / "spans", SPAN_FILE_SCHEMA, remove_lock=self._read_lock)
+        # The files of loads that never committed are looked for once, at the first open.
+        self._span_files_checked = False
         self._con = duckdb.connect(str(self.path), config=self._config)
         self._reader = self._con.cursor()
         row = self._con.execute("SELECT current_setting('threads')").fetchone()
@@ -132,6 +140,8 @@ class DuckDBConnection:
 
     def _create_tables_locked(self) -> None:
         for table, cols in TABLES.items():
+            if table == "spans":
+                continue  # a view over files (``_spans_view_locked``)
             body = ", ".join(f"{_ident(c.name)} {c.sql_type}" for c in cols)
             self._con.execute(f"CREATE TABLE IF NOT EXISTS {_ident(table)} ({body})")
         self._con.execute(f"CREATE TABLE IF NOT EXISTS findings ({_FINDING_COLUMNS})")
@@ -140,6 +150,7 @@ class DuckDBConnection:
             "CREATE TABLE IF NOT EXISTS log_positions"
             " (log VARCHAR PRIMARY KEY, segment BIGINT, byte_offset BIGINT)"
         )
+        self._spans_view_locked()
         self._con.execute(
             "CREATE TABLE IF NOT EXISTS docs (collection VARCHAR, id VARCHAR, body VARCHAR,"
             " PRIMARY KEY (collection, id))"
@@ -150,6 +161,49 @@ class DuckDBConnection:
         self._con.execute("CREATE INDEX IF NOT EXISTS docs_id ON docs (id)")
         self._con.execute("ALTER TABLE docs ADD COLUMN IF NOT EXISTS body_file VARCHAR")
         self._documents_to_files_locked()
+
+    def _spans_view_locked(self) -> None:
+        """The view ``spans`` over the raw span files (made at every open: it names the data
+        dir, which may have moved). A store made before them has a ``spans`` table: its rows
+        become one file first (once). Then the files of loads that never committed go."""
+        kind = self._con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_name = 'spans'"
+        ).fetchone()
+        if kind is not None and kind[0] == "BASE TABLE":
+            self._spans_table_to_file_locked()
+        select = ", ".join(_ident(c.name) for c in TABLES["spans"])
+        glob = self.span_files.glob().replace("'", "''")
+        self._con.execute(f"CREATE OR REPLACE VIEW spans AS SELECT {select} FROM read_parquet('{glob}')")
+        if self._span_files_checked:
+            return  # a reopen: loads may be writing their files now
+        self._span_files_checked = True
+        positions = {
+            str(r[0]): (int(r[1]), int(r[2]))
+            for r in self._con.execute("SELECT log, segment, byte_offset FROM log_positions").fetchall()
+        }
+        if dropped := self.span_files.discard_uncommitted(positions):
+            log.info("store: %d raw span files of uncommitted loads removed (the log replays them)", dropped)
+
+    def _spans_table_to_file_locked(self) -> None:
+        """An older store's ``spans`` table becomes the migrated span file, then is dropped. A
+        crash after the file's rename and before the drop leaves both: the file is kept and
+        the table dropped at the next open (never copied twice)."""
+        if not self.span_files.has_migrated():
+            found = self._con.execute("SELECT count(*), min(ts), max(ts) FROM spans").fetchone()
+            rows, lo, hi = found or (0, None, None)
+            if rows:
+                cols = ", ".join(_ident(f.name) for f in SPAN_FILE_SCHEMA)
+                tmp = self.span_files.directory / "migrated.parquet.tmp"
+                path = str(tmp).replace("'", "''")
+                self._con.execute(
+                    f"COPY (SELECT {cols} FROM spans ORDER BY ts) TO '{path}'"
+                    " (FORMAT parquet, COMPRESSION zstd)"
+                )
+                with open(tmp, "rb+") as f:
+                    os.fsync(f.fileno())
+                self.span_files.adopt(tmp, int(rows), float(lo or 0.0), float(hi or 0.0))
+                log.info("store: %d raw spans moved from their table to %s", rows, self.span_files.directory)
+        self._con.execute("DROP TABLE spans")
 
     def _documents_to_files_locked(self) -> None:
         """Moves the large documents a store made before ``body_file`` keeps inline into

@@ -195,9 +195,12 @@ class RecordQueries(DuckDBConnection):
         return self._read(read)
 
     def counts(self) -> dict[str, int]:
-        return self._read(
+        """Rows per record table; the raw spans' from their files' names (no file opened)."""
+        counts = self._read(
             lambda cur: {
                 t: int(cur.execute(f"SELECT count(*) FROM {_ident(t)}").fetchone()[0])  # type: ignore[index]
                 for t in TABLES
+                if t != "spans"
             }
         )
+        return {t: self.span_files.rows() if t == "spans" else counts[t] for t in TABLES}

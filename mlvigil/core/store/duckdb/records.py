@@ -14,6 +14,8 @@ from mlvigil.core.records import TABLES, RecordBatch, arrow_schema
 from mlvigil.core.store.base import StoreError, StoreUnavailable
 from mlvigil.core.store.dialect import ident as _ident
 from mlvigil.core.store.duckdb.connection import DuckDBConnection
+from mlvigil.core.store.duckdb.connection import log as store_log
+from mlvigil.core.store.duckdb.span_files import SpanFile
 
 _SCHEMAS = {table: arrow_schema(table) for table in TABLES}
 #: A log load whose largest table has this many rows runs with DuckDB's ``threads`` at 1
@@ -63,7 +65,9 @@ class RecordWrites(DuckDBConnection):
         finally:
             self._con.unregister("_merge")
 
-    def _append_locked(self, batch: RecordBatch) -> None:
+    def _append_locked(self, batch: RecordBatch, span_files: list[SpanFile]) -> None:
+        """``batch`` in the open transaction; its raw spans as span files, added to
+        ``span_files`` (the caller removes them if the transaction fails)."""
         if batch.inference_merges:
             self._merge_inferences_locked(batch.inference_merges)
         for table, cols in batch.columns.items():
@@ -76,6 +80,10 @@ class RecordWrites(DuckDBConnection):
                 arrow = pa.Table.from_pydict(cols, schema=schema)
             except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError) as exc:
                 raise StoreError(f"{table}: {exc}") from exc
+            if table == "spans":
+                if (written := self._write_span_file(arrow)) is not None:
+                    span_files.append(written)
+                continue
             self._con.register("_batch", arrow)
             try:
                 self._con.execute(f"INSERT INTO {_ident(table)} SELECT * FROM _batch")
@@ -93,12 +101,18 @@ class RecordWrites(DuckDBConnection):
         return (int(row[0]), int(row[1])) if row else None
 
     def load_log(self, log: str, tables: dict[str, pa.Table], segment: int, offset: int) -> None:
-        """Insert Arrow ``tables`` (record tables, columns by name; missing ones NULL) and move
+        """Store Arrow ``tables`` (record tables, columns by name; missing ones NULL) and move
         ``log``'s position to (segment, offset), in one transaction: a replay after a crash
-        starts exactly after what was stored. Each ``log`` (a loader pass) writes on its own
-        cursor: passes loading different tables commit concurrently. No checkpoint here
+        starts exactly after what was stored. Raw ``spans`` go to a span file written before
+        the transaction (span_files.py: a file past its log's stored position is removed at
+        open, so it counts once too). Each ``log`` (a loader pass) writes on its own cursor:
+        passes loading different tables commit concurrently. No checkpoint here
         (``checkpoint_loads``, from the pass that can wait)."""
-
+        tables = dict(tables)
+        for table in tables:
+            if table not in TABLES:
+                raise StoreError(f"unknown record table {table!r}")
+        spans = tables.pop("spans", None)
         # Setting ``threads`` twice costs ~1.4 ms of CPU a load (DuckDB stops and starts its
         # workers): more than a group of a few thousand rows gains by it.
         single = max((t.num_rows for t in tables.values()), default=0) >= SINGLE_THREAD_ROWS
@@ -108,8 +122,6 @@ class RecordWrites(DuckDBConnection):
                 self._single_thread(con, True)
             try:
                 for table, arrow in tables.items():
-                    if table not in TABLES:
-                        raise StoreError(f"unknown record table {table!r}")
                     con.register("_log_batch", arrow)
                     try:
                         con.execute(f"INSERT INTO {_ident(table)} BY NAME SELECT * FROM _log_batch")
@@ -125,12 +137,39 @@ class RecordWrites(DuckDBConnection):
             if not moved or not moved[0]:
                 con.execute("INSERT INTO log_positions VALUES (?, ?, ?)", [log, segment, offset])
 
-        self._channel_write(log, statements)
+        written = self._write_span_file(spans, log, segment, offset) if spans is not None else None
+        try:
+            self._channel_write(log, statements)
+        except BaseException:
+            if written is not None:
+                self.span_files.remove([written])
+            raise
+
+    def _write_span_file(
+        self, spans: pa.Table, log: str | None = None, segment: int = -1, offset: int = 0
+    ) -> SpanFile | None:
+        """``spans`` as a new span file; a full disk (or the reserve reached) is
+        StoreUnavailable, other refusals StoreError, nothing left behind either way."""
+        if spans.num_rows and (reason := self._free_space_reason()) is not None:
+            raise StoreUnavailable(reason, self.retry_after)
+        try:
+            return self.span_files.write(spans, log, segment, offset)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"the store cannot write raw spans to {self.span_files.directory}: {exc}", self.retry_after
+            ) from exc
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError) as exc:
+            raise StoreError(f"spans: {exc}") from exc
 
     def checkpoint_loads(self, log: str) -> bool:
-        """Checkpoint DuckDB's WAL once it is over ``checkpoint_bytes``, on ``log``'s cursor
-        (the loader's lowest-priority pass calls this after its loads: no hot load waits for
-        it while DuckDB accepts it); see ``_channel_checkpoint`` for the bound."""
+        """Checkpoint DuckDB's WAL once it is over ``checkpoint_bytes``, on ``log``'s cursor,
+        and merge the raw span files that are due (the loader's lowest-priority pass calls
+        this after its loads: no hot load waits for it while DuckDB accepts it); see
+        ``_channel_checkpoint`` for the bound."""
+        try:
+            self.span_files.merge()
+        except OSError as exc:  # e.g. a full disk: the files stay as they are meanwhile
+            store_log.warning("store: raw span files not merged: %s", exc)
         return self._channel_checkpoint(log, force_bytes=4 * self.checkpoint_bytes)
 
     def append(self, batch: RecordBatch) -> None:
@@ -144,16 +183,18 @@ class RecordWrites(DuckDBConnection):
         batch gets the same StoreUnavailable (nothing of it was stored)."""
         with self._write_lock:
             con = self._writable_locked()
+            written: list[SpanFile] = []
             try:
                 con.begin()
                 for batch in batches:
-                    self._append_locked(batch)
+                    self._append_locked(batch, written)
                 con.commit()
             except Exception as exc:
                 if _committed_anyway(exc):
                     self._unavailable(exc)
                     return [None] * len(batches)
                 self._rollback_locked()
+                self.span_files.remove(written)
                 if isinstance(failed := self._failed_write(exc), StoreUnavailable):
                     return [failed] * len(batches)
                 if len(batches) == 1:
@@ -163,9 +204,10 @@ class RecordWrites(DuckDBConnection):
                 return [None] * len(batches)
             results: list[BaseException | None] = []
             for batch in batches:
+                written = []
                 try:
                     con.begin()
-                    self._append_locked(batch)
+                    self._append_locked(batch, written)
                     con.commit()
                     results.append(None)
                 except Exception as exc:
@@ -174,6 +216,7 @@ class RecordWrites(DuckDBConnection):
                         results.append(None)
                         continue
                     self._rollback_locked()
+                    self.span_files.remove(written)
                     results.append(self._failed_write(exc))
             if any(r is None for r in results):
                 self._after_commit_locked()

@@ -61,6 +61,9 @@ class Retention(DuckDBConnection):
         self._retention_mode(True)
         try:
             for table, cutoff in cutoffs.items():
+                if table == "spans":  # files, removed whole (span_files.py)
+                    deleted[table] = self.span_files.expire(cutoff)
+                    continue
                 deleted[table] = self._delete_expired(table, cutoff, size)
         finally:
             self._retention_mode(False)
