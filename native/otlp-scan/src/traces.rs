@@ -1158,10 +1158,7 @@ fn normalise_traces_in(body: &[u8], opts: &Options, scratch: &mut Scratch) -> Re
                 continue;
             }
             keep_lists(a.entries.iter_mut().map(|(_, v)| v));
-            a.clear();
-            for (k, v) in &mut arena.attrs[s.attrs.clone()] {
-                a.insert(Cow::Borrowed(*k), std::mem::take(v));
-            }
+            a.refill(&mut arena.attrs[s.attrs.clone()]);
             let item = SpanItem {
                 s,
                 a: &a,
@@ -1454,5 +1451,56 @@ mod tests {
         d.insert(Cow::Borrowed("gen_ai.system"), Val::Int(3));
         assert_eq!(d.get_key(&k!("gen_ai.system")), Some(&Val::Int(3)));
         assert_eq!(d.len(), 1);
+    }
+
+    /// A dict refilled span by span equals one built by inserting each span's pairs into an
+    /// empty dict: the same keys in the same order only have their values replaced, and
+    /// any other sequence (another order, a key more or less, one key changed, a repeat)
+    /// rebuilds it.
+    #[test]
+    fn a_refilled_dict_is_the_dict_of_its_pairs() {
+        let seqs: &[&[&str]] = &[
+            &["gen_ai.system", "a", "gen_ai.request.model", "b"],
+            &["gen_ai.system", "a", "gen_ai.request.model", "b"],
+            &["gen_ai.system", "a", "gen_ai.request.model", "c"],
+            &["gen_ai.system", "a", "gen_ai.request.model", "c"],
+            &["a", "gen_ai.system", "gen_ai.request.model", "c"],
+            &["a", "gen_ai.system", "gen_ai.request.model"],
+            &["a", "gen_ai.system", "a", "gen_ai.request.model"],
+            &["a", "gen_ai.system", "a", "gen_ai.request.model"],
+            &["a", "gen_ai.system", "gen_ai.system", "gen_ai.request.model"],
+            &[],
+            &[],
+            &["b"],
+        ];
+        let mut d = Dict::indexed(32);
+        for (n, keys) in seqs.iter().enumerate() {
+            let mut pairs: Vec<(&str, Val)> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (*k, Val::Int((10 * n + i) as i64)))
+                .collect();
+            let mut want = Dict::indexed(32);
+            for (k, v) in &pairs {
+                want.insert(Cow::Borrowed(*k), v.clone());
+            }
+            d.refill(&mut pairs);
+            assert_eq!(d, want, "pairs {n}");
+            assert!(pairs.iter().all(|(_, v)| *v == Val::None));
+            for k in ["a", "b", "c", "gen_ai.system", "gen_ai.request.model"] {
+                assert_eq!(d.get(k), want.get(k), "{k} after pairs {n}");
+            }
+            for key in [k!("gen_ai.system"), k!("gen_ai.request.model")] {
+                assert_eq!(d.get_key(&key), want.get_key(&key), "{} after pairs {n}", key.name);
+            }
+        }
+        // An insert after a refill: the next refill does not take the dict for the last one's.
+        let mut pairs = vec![("a", Val::Int(1))];
+        d.refill(&mut pairs);
+        d.insert(Cow::Borrowed("b"), Val::Int(2));
+        let mut pairs = vec![("a", Val::Int(3))];
+        d.refill(&mut pairs);
+        assert_eq!(d.len(), 1);
+        assert!(d.get("b").is_none());
     }
 }
