@@ -57,8 +57,10 @@ pub(crate) fn hex(b: &[u8]) -> String {
 pub(crate) fn any_value<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Val<'a>> {
     let mut kind = 0u32;
     let mut val = Val::None;
-    let mut list: Vec<Val<'a>> = Vec::new();
-    let mut dict = Dict::new();
+    // Made only for a list or kvlist value (most values are neither: an empty Dict still
+    // costs its construction and drop on every attribute).
+    let mut list: Option<Vec<Val<'a>>> = None;
+    let mut dict: Option<Dict<'a>> = None;
     for part in parts {
         let mut r = Reader::new(part);
         while !r.done() {
@@ -83,18 +85,20 @@ pub(crate) fn any_value<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Val<'a>> {
                 (5, LEN) => {
                     let sub = r.len_bytes()?;
                     if kind != 5 {
-                        list = new_list();
+                        list = Some(new_list());
                         kind = 5;
                     }
-                    array_into(sub, child_depth(depth)?, &mut list)?;
+                    let list = list.as_mut().expect("made when kind became 5");
+                    array_into(sub, child_depth(depth)?, list)?;
                 }
                 (6, LEN) => {
                     let sub = r.len_bytes()?;
                     if kind != 6 {
-                        dict = Dict::new();
+                        dict = Some(Dict::new());
                         kind = 6;
                     }
-                    kvlist_into(sub, child_depth(depth)?, &mut dict)?;
+                    let dict = dict.as_mut().expect("made when kind became 6");
+                    kvlist_into(sub, child_depth(depth)?, dict)?;
                 }
                 (7, LEN) => {
                     val = Val::Hex(hex(r.len_bytes()?));
@@ -109,9 +113,9 @@ pub(crate) fn any_value<'a>(parts: &[&'a [u8]], depth: u32) -> Res<Val<'a>> {
             }
         }
     }
-    Ok(match kind {
-        5 => Val::List(list),
-        6 => Val::Dict(Box::new(dict)),
+    Ok(match (kind, list, dict) {
+        (5, Some(list), _) => Val::List(list),
+        (6, _, Some(dict)) => Val::Dict(Box::new(dict)),
         _ => val,
     })
 }
