@@ -2,6 +2,7 @@
 //! checks of `check_row`, and the partial-success tally.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -237,6 +238,34 @@ pub fn check_row(table: &str, cols: &[(&str, Col)], row: &mut [Cell<'_>]) -> Res
 /// ~20-60 bytes a text column a row; growing past it doubles, as without it.
 const TEXT_BYTES_PER_ROW: usize = 24;
 
+/// At most this many text bytes a column are reserved from what the last table of its name
+/// held ([`TEXT_PER_ROW`]); past it a column grows as it fills.
+const TEXT_ROOM_MAX: usize = 4 << 20;
+
+thread_local! {
+    /// For each table name: the text bytes a row (plus an eighth) of each column of the
+    /// last table of that name finished on this thread. The next one reserves that much up
+    /// front: a column that outgrows its room is copied to one twice its size, and
+    /// requests of one client look alike (the bench's raw-span resource JSON and hex ids
+    /// overflowed the fixed estimate every request).
+    static TEXT_PER_ROW: RefCell<Vec<(&'static str, Vec<usize>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Text bytes to reserve for `rows` rows of column `col` of table `name`.
+fn text_room(name: &str, col: usize, rows: usize) -> usize {
+    let per_row = TEXT_PER_ROW.with(|t| {
+        t.borrow()
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, cols)| cols.get(col).copied())
+    });
+    let fixed = rows * TEXT_BYTES_PER_ROW;
+    match per_row {
+        Some(n) if n > TEXT_BYTES_PER_ROW => (rows.saturating_mul(n)).min(TEXT_ROOM_MAX).max(fixed),
+        _ => fixed,
+    }
+}
+
 /// Bytes as one lower-case hex text value, written straight into the column.
 fn append_hex(b: &mut StringBuilder, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
@@ -246,7 +275,8 @@ fn append_hex(b: &mut StringBuilder, bytes: &[u8]) {
             buf[2 * i] = DIGITS[(x >> 4) as usize];
             buf[2 * i + 1] = DIGITS[(x & 15) as usize];
         }
-        let text = std::str::from_utf8(&buf[..2 * chunk.len()]).expect("hex digits are ASCII");
+        // SAFETY: every byte written is one of DIGITS, ASCII (validating it cost ~1% of a scan).
+        let text = unsafe { std::str::from_utf8_unchecked(&buf[..2 * chunk.len()]) };
         std::fmt::Write::write_str(b, text).expect("a string builder takes any text");
     }
     b.append_value("");
@@ -268,19 +298,20 @@ pub struct TableBuilder {
 }
 
 impl TableBuilder {
-    /// A table with room for `rows` rows (text: [`TEXT_BYTES_PER_ROW`] bytes a row).
+    /// A table with room for `rows` rows (text: as much a row as the last table of this
+    /// name held, at least [`TEXT_BYTES_PER_ROW`] bytes; [`text_room`]).
     pub fn new(name: &'static str, cols: &'static [(&'static str, Col)], rows: usize) -> Self {
         // Arrow's default room, where no rows are expected.
-        let (rows, text) = if rows == 0 {
-            (1024, 1024)
-        } else {
-            (rows, rows * TEXT_BYTES_PER_ROW)
-        };
+        let (rows, expected) = if rows == 0 { (1024, false) } else { (rows, true) };
         let builders = cols
             .iter()
-            .map(|(_, ty)| match ty {
+            .enumerate()
+            .map(|(j, (_, ty))| match ty {
                 Col::F64 => Builder::F64(Float64Builder::with_capacity(rows)),
-                Col::Str => Builder::Str(StringBuilder::with_capacity(rows, text)),
+                Col::Str => {
+                    let text = if expected { text_room(name, j, rows) } else { 1024 };
+                    Builder::Str(StringBuilder::with_capacity(rows, text))
+                }
                 Col::I64 => Builder::I64(Int64Builder::with_capacity(rows)),
                 Col::I32 => Builder::I32(Int32Builder::with_capacity(rows)),
                 Col::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
@@ -337,6 +368,23 @@ impl TableBuilder {
     }
 
     pub fn finish(mut self) -> RecordBatch {
+        if self.rows > 0 {
+            let per_row: Vec<usize> = self
+                .builders
+                .iter()
+                .map(|b| match b {
+                    Builder::Str(b) => b.values_slice().len().div_ceil(self.rows) * 9 / 8,
+                    _ => 0,
+                })
+                .collect();
+            TEXT_PER_ROW.with(|t| {
+                let mut t = t.borrow_mut();
+                match t.iter_mut().find(|(n, _)| *n == self.name) {
+                    Some((_, cols)) => *cols = per_row,
+                    None => t.push((self.name, per_row)),
+                }
+            });
+        }
         let arrays: Vec<ArrayRef> = self
             .builders
             .iter_mut()
@@ -372,5 +420,37 @@ impl Normalised {
 
     pub fn table(&self, name: &str) -> Option<&RecordBatch> {
         self.tables.iter().find(|(n, _)| *n == name).map(|(_, b)| b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans_table(rows: usize, name_bytes: usize) -> RecordBatch {
+        let mut t = TableBuilder::new("spans", SPANS, rows);
+        let name = "n".repeat(name_bytes);
+        for _ in 0..rows {
+            let mut row: Vec<Cell> = SPANS.iter().map(|_| Cell::Null).collect();
+            row[5] = Cell::Str(Cow::Borrowed(&name));
+            t.append(row);
+        }
+        t.finish()
+    }
+
+    /// The text room reserved follows the last table of the name, within bounds: one huge
+    /// value does not make every later table reserve rows x its size.
+    #[test]
+    fn text_room_follows_the_last_table_within_bounds() {
+        assert_eq!(text_room("spans", 5, 1000), 1000 * TEXT_BYTES_PER_ROW);
+        spans_table(10, 400);
+        assert_eq!(text_room("spans", 5, 1000), 1000 * 450);
+        assert_eq!(text_room("spans", 4, 1000), 1000 * TEXT_BYTES_PER_ROW);
+        spans_table(1, 1 << 20);
+        assert_eq!(text_room("spans", 5, 100_000), TEXT_ROOM_MAX);
+        spans_table(10, 1);
+        assert_eq!(text_room("spans", 5, 1000), 1000 * TEXT_BYTES_PER_ROW);
+        let t = spans_table(3, 40);
+        assert_eq!(t.num_rows(), 3);
     }
 }

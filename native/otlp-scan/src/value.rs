@@ -41,6 +41,8 @@ pub struct Dict<'a> {
     /// For a dict made by [`Dict::indexed`]: entry index + 1 of each key of
     /// [`crate::keys::KNOWN`] present (0: absent); empty otherwise.
     known: Vec<u32>,
+    /// After [`Dict::refill`]: the entry index of each pair it was given (empty otherwise).
+    fill: Vec<u32>,
 }
 
 impl PartialEq for Dict<'_> {
@@ -119,6 +121,7 @@ impl<'a> Dict<'a> {
             slots: Vec::new(),
             lengths: 0,
             known: Vec::new(),
+            fill: Vec::new(),
         }
     }
 
@@ -129,6 +132,7 @@ impl<'a> Dict<'a> {
             slots: Vec::new(),
             lengths: 0,
             known: Vec::new(),
+            fill: Vec::new(),
         }
     }
 
@@ -140,6 +144,7 @@ impl<'a> Dict<'a> {
             slots: vec![0; (4 * n).next_power_of_two().max(16)],
             lengths: 0,
             known: vec![0; crate::keys::NK],
+            fill: Vec::new(),
         }
     }
 
@@ -152,6 +157,7 @@ impl<'a> Dict<'a> {
         self.slots.fill(0);
         self.known.fill(0);
         self.lengths = 0;
+        self.fill.clear();
     }
 
     /// This dict's memory, emptied, for values of another lifetime (a dict kept between
@@ -163,21 +169,55 @@ impl<'a> Dict<'a> {
             slots: self.slots,
             lengths: 0,
             known: self.known,
+            fill: self.fill,
         }
     }
 
     pub fn insert(&mut self, key: Cow<'a, str>, value: Val<'a>) {
+        self.fill.clear();
+        self.insert_at(key, value);
+    }
+
+    /// Empty the dict and insert `pairs` (their values taken, left `Val::None`). When the
+    /// keys are those of the previous refill, in the same order, the dict already holds
+    /// those keys at the same places, so only the values are replaced: no key is hashed
+    /// or looked up. Consecutive spans of one instrumentation usually have the same keys
+    /// (a span's attribute dict is refilled span by span).
+    pub fn refill(&mut self, pairs: &mut [(&'a str, Val<'a>)]) {
+        // Comparing each key to the key of the entry it went to last time is comparing the
+        // two key sequences: the previous one is exactly those entries' keys.
+        let same = self.fill.len() == pairs.len()
+            && pairs
+                .iter()
+                .zip(&self.fill)
+                .all(|((k, _), &e)| *self.entries[e as usize].0 == **k);
+        if same {
+            for ((_, v), &e) in pairs.iter_mut().zip(&self.fill) {
+                // In order: a repeated key ends with its last value, as `insert` leaves it.
+                self.entries[e as usize].1 = std::mem::take(v);
+            }
+            return;
+        }
+        self.clear();
+        for (k, v) in pairs.iter_mut() {
+            let e = self.insert_at(Cow::Borrowed(*k), std::mem::take(v));
+            self.fill.push(e as u32);
+        }
+    }
+
+    /// `insert`, giving the index of the entry that holds the key.
+    fn insert_at(&mut self, key: Cow<'a, str>, value: Val<'a>) -> usize {
         self.lengths |= 1u64 << (key.len() % 64);
         if self.slots.is_empty() {
             if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
                 self.entries[i].1 = value;
-                return;
+                return i;
             }
             self.entries.push((key, value));
             if self.entries.len() >= INDEX_AT {
                 self.rebuild(64);
             }
-            return;
+            return self.entries.len() - 1;
         }
         let mask = self.slots.len() - 1;
         let hash = key_hash(&key);
@@ -187,7 +227,7 @@ impl<'a> Dict<'a> {
                 0 => break,
                 i if self.entries[i as usize - 1].0 == key => {
                     self.entries[i as usize - 1].1 = value;
-                    return;
+                    return i as usize - 1;
                 }
                 _ => s = (s + 1) & mask,
             }
@@ -203,6 +243,7 @@ impl<'a> Dict<'a> {
         } else {
             self.slots[s] = self.entries.len() as u32;
         }
+        self.entries.len() - 1
     }
 
     fn rebuild(&mut self, size: usize) {
