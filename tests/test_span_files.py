@@ -281,3 +281,15 @@ def test_readers_never_see_a_merge_half_done(tmp_path: Path) -> None:
         assert store.counts()["spans"] == 210
     finally:
         store.close()
+
+
+def test_the_view_follows_a_moved_data_dir(tmp_path: Path) -> None:
+    store = DuckDBStore(tmp_path / "a")
+    store.load_log(RAW, {"spans": spans(4)}, 0, 100)
+    store.close()
+    (tmp_path / "a").rename(tmp_path / "b")
+    store = DuckDBStore(tmp_path / "b")
+    try:
+        assert store.query("spans", columns=["ts"])["ts"] == [1_000_000.0 + i for i in range(4)]
+    finally:
+        store.close()

@@ -173,7 +173,19 @@ class DuckDBConnection:
             self._spans_table_to_file_locked()
         select = ", ".join(_ident(c.name) for c in TABLES["spans"])
         glob = self.span_files.glob().replace("'", "''")
-        self._con.execute(f"CREATE OR REPLACE VIEW spans AS SELECT {select} FROM read_parquet('{glob}')")
+        source = f"read_parquet('{glob}')"
+        found = self._con.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'spans'").fetchone()
+        columns = [
+            r[0]
+            for r in self._con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'spans'"
+                " ORDER BY ordinal_position"
+            ).fetchall()
+        ]
+        # Written only when it changed (a moved data dir, new columns): an open on a full
+        # disk must not need a write.
+        if found is None or source not in found[0] or columns != [c.name for c in TABLES["spans"]]:
+            self._con.execute(f"CREATE OR REPLACE VIEW spans AS SELECT {select} FROM {source}")
         if self._span_files_checked:
             return  # a reopen: loads may be writing their files now
         self._span_files_checked = True
