@@ -234,8 +234,8 @@ class LoaderThread:
             logger.debug("loader pass keeps its CPU priority: %s", exc)
 
     def _run(self, index: int) -> None:
-        name_os_thread()
         name, wanted = self.passes[index]
+        name_os_thread(f"load-{name}")  # 15 bytes kept: "load-ingest", "load-ingest-spa"
         primary, last = index == 0, index == len(self.passes) - 1
         # Woken by group commits (the primary) or by the primary's loads (the others).
         wake = self.wal.appended if primary else self._primary_loaded

@@ -37,12 +37,13 @@ if [ ${#need[@]} -gt 0 ]; then
     "${apt_get[@]}" install -y --no-install-recommends "${need[@]}"
 fi
 # The native module (built by setup.sh): the scanner's unit tests and a bounded mutation fuzz
-# (no panic on any mutated request), the tree evaluator's unit tests, and clippy; 4-5 minutes
+# (no panic on any mutated request), the tree evaluator's and the other crates' unit tests,
+# and clippy; 5-6 minutes
 # on a cold cache (2 cores).
 native_tests() (
   cd native \
     && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} MLVIGIL_FUZZ_ITERATIONS=${MLVIGIL_FUZZ_ITERATIONS:-200000} \
-      cargo test --release -p otlp-scan -p tree-eval -p wal-record -p feature-json \
+      cargo test --release -p otlp-scan -p tree-eval -p wal-record -p feature-json -p parquet-concat \
     && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target} cargo clippy --workspace --all-targets -- -D warnings
 )
 step .venv/setup.log "native: cargo test (mutation fuzz) and clippy" native_tests

@@ -293,3 +293,22 @@ def test_the_view_follows_a_moved_data_dir(tmp_path: Path) -> None:
         assert store.query("spans", columns=["ts"])["ts"] == [1_000_000.0 + i for i in range(4)]
     finally:
         store.close()
+
+
+def test_concat_parquet_says_which_input_failed_and_leaves_no_output(tmp_path: Path) -> None:
+    from mlvigil_native import concat_parquet
+
+    good = tmp_path / "good.parquet"
+    pq.write_table(spans(3), good)
+    with pytest.raises(FileNotFoundError):
+        concat_parquet([str(good), str(tmp_path / "missing.parquet")], str(tmp_path / "out1.parquet"))
+    (tmp_path / "text.parquet").write_text("not parquet")
+    with pytest.raises(ValueError):
+        concat_parquet([str(good), str(tmp_path / "text.parquet")], str(tmp_path / "out2.parquet"))
+    other = tmp_path / "other.parquet"
+    pq.write_table(pa.table({"ts": [1.0]}), other)
+    with pytest.raises(ValueError, match="another schema"):
+        concat_parquet([str(good), str(other)], str(tmp_path / "out3.parquet"))
+    assert not list(tmp_path.glob("out*")), "a failed concatenation leaves no file"
+    assert concat_parquet([str(good), str(good)], str(tmp_path / "out4.parquet")) == 6
+    assert pq.read_table(tmp_path / "out4.parquet").num_rows == 6

@@ -35,6 +35,10 @@ record not loaded, sampled every 20 ms: median, p99, max) and the most bytes not
 Needs the extension built (scripts/setup.sh does it). One command for everything:
 
     bash scripts/bench.sh ingest [--rounds 5] [--clients 4] [--no-server]
+
+and for the server's CPU by thread alone (bench/ingest/threads.py):
+
+    bash scripts/bench.sh ingest --by-thread [--repeat 15] [--clients 4]
 """
 
 from __future__ import annotations
@@ -208,11 +212,11 @@ def _server_cpu_s(pid: int) -> float:
 
 def _loader_cpu_s(pid: int) -> float:
     """CPU seconds of the write-ahead log loader threads of process ``pid`` (named
-    ``wal-loader-*`` for the OS by the service: mlvigil/core/os_thread.py)."""
+    ``load-<pass>`` for the OS by the service: collector/loader.py, mlvigil/core/os_thread.py)."""
     total = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            if not (task / "comm").read_text().startswith("wal-loader"):
+            if not (task / "comm").read_text().startswith("load-"):
                 continue
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # a thread that ended meanwhile
@@ -405,7 +409,15 @@ def main() -> None:
     parser.add_argument("--overload-seconds", type=float, default=20.0, help="overload run length (0: none)")
     parser.add_argument("--overload-clients", type=int, default=24, help="senders in the overload run")
     parser.add_argument("--overload-only", action="store_true", help="only the overload run")
+    parser.add_argument(
+        "--by-thread", action="store_true", help="only the server's CPU by thread (bench/ingest/threads.py)"
+    )
     args = parser.parse_args()
+    if args.by_thread:
+        from bench.ingest import threads
+
+        threads.by_thread(args.repeat, args.clients)
+        return
     bodies = [llm_request(SPANS_PER_REQUEST, seed=i) for i in range(args.requests)]
     opts = NormaliseOptions()
     rows: dict[str, Callable[[bytes], object]] = {

@@ -529,16 +529,19 @@ impl PyLastRows {
 
 /// concat_parquet(inputs, output) -> int: the Parquet files ``inputs`` (one schema) joined
 /// into a new file ``output`` with their column chunks copied as they are (crate
-/// parquet-concat), fsynced; returns the rows written. The GIL is released. OSError for a
+/// parquet-concat), fsynced; returns the rows written. On an error ``output`` is removed. The GIL is released. OSError for a
 /// file that cannot be read or written, ValueError for inputs that are not Parquet files
 /// of one schema.
 #[pyfunction]
 fn concat_parquet(py: Python<'_>, inputs: Vec<String>, output: String) -> PyResult<u64> {
     let result = py.detach(|| -> Result<u64, parquet_concat::Error> {
         let file = std::fs::File::create_new(&output)?;
-        let rows = parquet_concat::concat(&inputs, std::io::BufWriter::with_capacity(1 << 20, &file))?;
-        file.sync_data()?;
-        Ok(rows)
+        let written = parquet_concat::concat(&inputs, std::io::BufWriter::with_capacity(1 << 20, &file))
+            .and_then(|rows| Ok(file.sync_data().map(|_| rows)?));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&output); // nothing half-written is left behind
+        }
+        written
     });
     result.map_err(|e| match e {
         parquet_concat::Error::Io(e) => PyErr::from(e),
