@@ -286,3 +286,37 @@ def test_a_full_disk_makes_the_log_unready_until_space_returns(small_disk: Path)
         assert wal.unavailable_reason() is None
     finally:
         wal.close()
+
+
+def test_a_full_disk_refuses_a_raw_spans_load_leaves_no_file_and_shows_in_readiness(small_disk: Path) -> None:
+    """The raw spans pass writes Parquet span files (DuckDB store): on a full disk the load is
+    StoreUnavailable, nothing of it stays (no file, no position), readiness says why, and
+    once there is room the same load goes through once."""
+    import pyarrow as pa
+
+    from mlvigil.core.store import StoreUnavailable
+    from mlvigil.core.store.duckdb import DuckDBStore
+
+    store = DuckDBStore(small_disk / "data")
+    n = 200_000
+    spans = pa.table(
+        {
+            "ts": [float(i) for i in range(n)],
+            "trace_id": [f"{i:032x}" for i in range(n)],
+            "resource_attrs": [f'{{"host.name":"h{i}"}}' for i in range(n)],
+        }
+    )
+    ballast = small_disk / "ballast"
+    try:
+        _fill(ballast, leave=64 * 1024)
+        with pytest.raises(StoreUnavailable, match="raw spans"):
+            store.load_log("ingest-spans", {"spans": spans}, 0, 100)
+        assert store.counts()["spans"] == 0 and store.log_position("ingest-spans") is None
+        assert not [p for p in store.span_files.directory.iterdir() if p.name.endswith(".tmp")]
+        assert store.unavailable_reason() is not None, "not ready while the disk is full"
+        ballast.unlink()
+        store.load_log("ingest-spans", {"spans": spans}, 0, 100)
+        assert store.counts()["spans"] == n and store.log_position("ingest-spans") == (0, 100)
+        assert store.unavailable_reason() is None
+    finally:
+        store.close()

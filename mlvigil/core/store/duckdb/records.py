@@ -155,9 +155,9 @@ class RecordWrites(DuckDBConnection):
         try:
             return self.span_files.write(spans, log, segment, offset)
         except OSError as exc:
-            raise StoreUnavailable(
-                f"the store cannot write raw spans to {self.span_files.directory}: {exc}", self.retry_after
-            ) from exc
+            # remembered as a failed write: readiness reports it until a write succeeds
+            self._write_failed = f"the store cannot write raw spans to {self.span_files.directory}: {exc}"
+            raise StoreUnavailable(self._write_failed, self.retry_after) from exc
         except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, ValueError) as exc:
             raise StoreError(f"spans: {exc}") from exc
 
