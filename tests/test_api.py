@@ -449,3 +449,19 @@ def test_non_utf8_bearer_token_is_a_401(service_factory: Callable[..., ServiceHa
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert b"bearer token" in answer
+
+
+def test_the_service_tunes_the_allocators_it_runs_on() -> None:
+    """``serve`` moves pyarrow onto the system allocator (glibc, whose trim and mmap
+    thresholds it raises): its bundled mimalloc handed pages back and faulted them in again
+    on each load."""
+    import pyarrow as pa
+
+    from mlvigil.app.service import tune_allocator
+
+    before = pa.default_memory_pool()
+    try:
+        tune_allocator()
+        assert pa.default_memory_pool().backend_name == "system"
+    finally:
+        pa.set_memory_pool(before)
