@@ -44,7 +44,6 @@ and for the server's CPU by thread alone (bench/ingest/threads.py):
 from __future__ import annotations
 
 import argparse
-import http.client
 import importlib.util
 import os
 import statistics
@@ -57,6 +56,7 @@ from types import ModuleType
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from bench.ingest.senders import http_sender, send_all
 from bench.ingest.spans import llm_request
 from collector.loader import DuckDBLoader, LoaderThread, load_once
 from collector.normalize import NormaliseOptions, normalise_traces
@@ -239,8 +239,6 @@ def _served(
         svc = ServiceHandle(Path(tmp) / "data", {"ingest": {"max_requests_in_flight": 64}}, None).start()
         assert svc.proc is not None
         try:
-            todo = [b for _ in range(repeat) for b in bodies]
-            lock = threading.Lock()
             channel = grpc.insecure_channel(
                 svc.otlp_grpc.removeprefix("http://"),
                 options=[("grpc.max_send_message_length", 64 << 20)],
@@ -250,32 +248,7 @@ def _served(
                 request_serializer=None,
                 response_deserializer=None,
             )
-
-            # One kept-alive connection per sender, as OTLP/HTTP exporters keep theirs.
-            conns = threading.local()
-            host, port = svc.otlp_http.removeprefix("http://").rsplit(":", 1)
-
-            def send(body: bytes) -> None:
-                if transport == "grpc":
-                    export(body, timeout=60)
-                    return
-                if not hasattr(conns, "http"):
-                    conns.http = http.client.HTTPConnection(host, int(port), timeout=60)
-                headers = {"Content-Type": "application/x-protobuf"}
-                if svc.token:
-                    headers["Authorization"] = f"Bearer {svc.token}"
-                conns.http.request("POST", "/v1/traces", body, headers)
-                reply = conns.http.getresponse()
-                assert reply.status == 200, reply.read()
-                reply.read()
-
-            def client() -> None:
-                while True:
-                    with lock:
-                        if not todo:
-                            return
-                        body = todo.pop()
-                    send(body)
+            send = http_sender(svc) if transport == "http" else lambda body: export(body, timeout=60)
 
             # Warm-up (one-time imports on first use, e.g. pyarrow's pandas shim: ~1 s of CPU).
             send(bodies[0])
@@ -283,11 +256,7 @@ def _served(
             spans = len(bodies) * repeat * SPANS_PER_REQUEST
             cpu0, wall0 = _server_cpu_s(svc.proc.pid), time.perf_counter()
             loader0 = _loader_cpu_s(svc.proc.pid)
-            threads = [threading.Thread(target=client) for _ in range(clients)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            send_all([b for _ in range(repeat) for b in bodies], clients, send)
             cpu_acked, wall = _server_cpu_s(svc.proc.pid) - cpu0, time.perf_counter() - wall0
             loader_acked = _loader_cpu_s(svc.proc.pid) - loader0
             # both passes: the llm_calls rows and the raw spans' files

@@ -13,14 +13,13 @@ group sizes (``mlvigil_wal_loader_group_records``). Threads of the same name are
 
 from __future__ import annotations
 
-import http.client
 import os
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
+from bench.ingest.senders import http_sender, send_all
 from bench.ingest.spans import llm_request
 
 SPANS_PER_REQUEST = 1000
@@ -51,19 +50,7 @@ def by_thread(repeat: int, clients: int) -> None:
         assert svc.proc is not None
         pid = svc.proc.pid
         try:
-            host, port = svc.otlp_http.removeprefix("http://").rsplit(":", 1)
-            conns = threading.local()
-
-            def send(body: bytes) -> None:
-                if not hasattr(conns, "http"):
-                    conns.http = http.client.HTTPConnection(host, int(port), timeout=60)
-                headers = {"Content-Type": "application/x-protobuf"}
-                if svc.token:
-                    headers["Authorization"] = f"Bearer {svc.token}"
-                conns.http.request("POST", "/v1/traces", body, headers)
-                reply = conns.http.getresponse()
-                assert reply.status == 200, reply.read()
-                reply.read()
+            send = http_sender(svc)
 
             def loaded(tables: tuple[str, ...], rows: int) -> bool:
                 stats = svc.stats()
@@ -71,23 +58,8 @@ def by_thread(repeat: int, clients: int) -> None:
 
             send(bodies[0])  # warm-up: one-time imports
             svc.wait_for(lambda: loaded(("llm_calls", "spans"), SPANS_PER_REQUEST), timeout=60)
-            todo = [b for _ in range(repeat) for b in bodies]
-            lock = threading.Lock()
-
-            def client() -> None:
-                while True:
-                    with lock:
-                        if not todo:
-                            return
-                        body = todo.pop()
-                    send(body)
-
             before, wall0 = thread_cpu_s(pid), time.perf_counter()
-            senders = [threading.Thread(target=client) for _ in range(clients)]
-            for t in senders:
-                t.start()
-            for t in senders:
-                t.join()
+            send_all([b for _ in range(repeat) for b in bodies], clients, send)
             acked, wall = thread_cpu_s(pid), time.perf_counter() - wall0
             everything = (n + 1) * SPANS_PER_REQUEST
             svc.wait_for(lambda: loaded(("llm_calls",), everything), timeout=300)
