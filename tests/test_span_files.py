@@ -194,6 +194,9 @@ def test_retention_removes_whole_files_by_their_newest_span_or_their_arrival(tmp
     files = SpanFiles(
         tmp_path / "spans", SPAN_FILE_SCHEMA, remove_lock=threading.Lock(), clock=lambda: now[0]
     )
+    huge = files.write(spans(1, start=1e300))  # a name stays short whatever the stamp
+    assert huge is not None and huge.max_ts == 10**13 and len(huge.name) < 100
+    files.remove([huge])
     old = files.write(spans(3, start=1000.0))  # all older than the cutoff below
     straddling = files.write(spans(3, start=4999.0))  # 4999, 5000, 5001
     future = files.write(spans(2, start=9e12))  # stamped far in the future, arrived now

@@ -66,6 +66,7 @@ _PLACEHOLDER_N = 0
 #: the file an older store's ``spans`` table became (``DuckDBStore`` at its first open)
 MIGRATED_N = 1
 _HOUR = 3600
+_TS_LIMIT = 1e13
 _DICTIONARY_COLUMNS = ["name", "kind", "status_code", "service", "record_kind", "resource_attrs"]
 
 
@@ -116,6 +117,9 @@ def _ts_bounds(table: pa.Table) -> tuple[int, int]:
     lo_s, hi_s = lo.as_py(), hi.as_py()
     if lo_s is None or hi_s is None or not (math.isfinite(lo_s) and math.isfinite(hi_s)):
         lo_s, hi_s = 0.0, 0.0  # no usable timestamp: such a file expires by arrival
+    # bounded, so a name stays short whatever a producer stamped (OTLP's u64 nanoseconds
+    # stay under 2e10 s)
+    lo_s, hi_s = (min(max(t, -_TS_LIMIT), _TS_LIMIT) for t in (lo_s, hi_s))
     return math.floor(lo_s), math.ceil(hi_s)
 
 
@@ -173,7 +177,8 @@ class SpanFiles:
             return
         if (self.directory / output).exists():
             for name in inputs:
-                (self.directory / name).unlink(missing_ok=True)
+                if SpanFile.parse(name) is not None:  # a span file's name, nothing else
+                    (self.directory / name).unlink(missing_ok=True)
         else:
             (self.directory / f"{output}.tmp").unlink(missing_ok=True)
         _fsync_dir(self.directory)
