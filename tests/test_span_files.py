@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import duckdb
@@ -249,7 +248,7 @@ def test_an_older_stores_spans_table_becomes_one_file_once(tmp_path: Path) -> No
 def test_readers_never_see_a_merge_half_done(tmp_path: Path) -> None:
     store = DuckDBStore(tmp_path)
     store.span_files.merge_files = 3
-    stop = threading.Event()
+    stop, enough = threading.Event(), threading.Event()
     seen: list[int] = []
     errors: list[BaseException] = []
 
@@ -260,7 +259,10 @@ def test_readers_never_see_a_merge_half_done(tmp_path: Path) -> None:
                 seen.append(int(n))
             except BaseException as exc:  # any error is the test's failure
                 errors.append(exc)
+                enough.set()
                 return
+            if len(seen) >= 50:
+                enough.set()
 
     reader = threading.Thread(target=read)
     reader.start()
@@ -270,9 +272,7 @@ def test_readers_never_see_a_merge_half_done(tmp_path: Path) -> None:
             store.load_log(RAW, {"spans": spans(7, start=1_000_000.0 + 10 * i)}, 0, i + 1)
             written.append(7 * (i + 1))
             store.checkpoint_loads(RAW)
-        deadline = time.monotonic() + 30
-        while len(seen) < 50 and time.monotonic() < deadline and not errors:
-            time.sleep(0.01)  # the reader's progress, polled with a deadline
+        enough.wait(30)  # the reader's progress (or its error)
     finally:
         stop.set()
         reader.join(30)

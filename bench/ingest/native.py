@@ -58,6 +58,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from bench.ingest.senders import http_sender, send_all
 from bench.ingest.spans import llm_request
+from bench.ingest.threads import by_thread, thread_cpu_s
 from collector.loader import DuckDBLoader, LoaderThread, load_once
 from collector.normalize import NormaliseOptions, normalise_traces
 from collector.wal import HOT, PASSES, RAW_SPANS, Payload, WriteAheadLog, payload_of
@@ -213,16 +214,7 @@ def _server_cpu_s(pid: int) -> float:
 def _loader_cpu_s(pid: int) -> float:
     """CPU seconds of the write-ahead log loader threads of process ``pid`` (named
     ``load-<pass>`` for the OS by the service: collector/loader.py, mlvigil/core/os_thread.py)."""
-    total = 0.0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            if not (task / "comm").read_text().startswith("load-"):
-                continue
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # a thread that ended meanwhile
-            continue
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(cpu for name, cpu in thread_cpu_s(pid).values() if name.startswith("load-"))
 
 
 def _served(
@@ -383,9 +375,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.by_thread:
-        from bench.ingest import threads
-
-        threads.by_thread(args.repeat, args.clients)
+        by_thread(args.repeat, args.clients)
         return
     bodies = [llm_request(SPANS_PER_REQUEST, seed=i) for i in range(args.requests)]
     opts = NormaliseOptions()

@@ -240,8 +240,9 @@ class SpanFiles:
         self, table: pa.Table, log: str | None = None, segment: int = -1, offset: int = 0
     ) -> SpanFile | None:
         """``table`` (the spans schema's columns, in any order; missing ones NULL) as a new
-        level-0 file, durably; ``log``'s load up to (segment, offset) when it comes from a write-ahead log.
-        None for an empty table. OSError (e.g. a full disk) leaves nothing behind."""
+        level-0 file, durably; ``log``'s load up to (segment, offset) when it comes from a
+        write-ahead log. None for an empty table. OSError (e.g. a full disk) leaves nothing
+        behind."""
         if not table.num_rows:
             return None
         if log is not None and not re.fullmatch(r"[a-z0-9-]+", log):
@@ -355,16 +356,18 @@ class SpanFiles:
             with open(journal, "rb+") as j:
                 os.fsync(j.fileno())
             out = dataclasses.replace(out, size=tmp.stat().st_size)
-            with self.remove_lock:  # the new file and its inputs' removal, seen together
-                os.replace(tmp, self.directory / out.name)
-                with self._lock:
-                    self._files[out.n] = out
-                self.remove(inputs, locked=True)
-            journal.unlink(missing_ok=True)
         except BaseException:
             tmp.unlink(missing_ok=True)
             journal.unlink(missing_ok=True)
             raise
+        with self.remove_lock:  # the new file and its inputs' removal, seen together
+            os.replace(tmp, self.directory / out.name)
+            with self._lock:
+                self._files[out.n] = out
+            # From here the journal stays until the inputs are gone: if removing them fails,
+            # the next open finishes the merge (never both the output and its inputs).
+            self.remove(inputs, locked=True)
+        journal.unlink(missing_ok=True)
 
     def expire(self, cutoff: float) -> int:
         """Removes the files whose spans are all older than ``cutoff`` or that arrived before
